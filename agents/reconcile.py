@@ -1,0 +1,39 @@
+"""The reconcile agent: compares the analyses and scores the decision's risk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agents import rules
+from agents.prompts import RECONCILE_SYSTEM, RECONCILE_TEMPLATE
+from agents.schemas import Analysis, Reconciliation
+from agents.text import task_block
+from budgets import NodeSession
+
+
+def reconcile(
+    session: NodeSession,
+    *,
+    task: str,
+    constraints: Sequence[str],
+    cto: Analysis,
+    coo: Analysis,
+) -> Reconciliation:
+    """Compare the CTO's and COO's analyses.
+
+    Returns:
+        Agreements, conflicts, trade-offs, a risk score from 1 to 5 and a
+        recommendation for the human reviewer.
+    """
+    prompt = RECONCILE_TEMPLATE.format(
+        task_block=task_block(task, constraints),
+        cto=cto.model_dump_json(indent=1),
+        coo=coo.model_dump_json(indent=1),
+    )
+    return session.ask(
+        [SystemMessage(RECONCILE_SYSTEM), HumanMessage(prompt)],
+        Reconciliation,
+        local=lambda: rules.reconciliation(cto, coo),
+    )

@@ -1,0 +1,281 @@
+"""The two YAML files that configure the pipeline: ``models.yaml`` and ``budgets.yaml``.
+
+Both are validated by pydantic models with ``extra="forbid"``; a bad file
+raises one :class:`~budgets.errors.ConfigError` that lists every problem with
+its file, line and key path. The defaults ship inside this package and are
+found through :mod:`importlib.resources`; ``BUDGETGRAPH_MODELS`` and
+``BUDGETGRAPH_BUDGETS`` (or an explicit path) point at other files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from budgets.yamlfile import YamlDocument
+
+Tier = Literal["economy", "standard", "premium", "local"]
+"""A tier of chat models. ``local`` is the deterministic no-model path."""
+
+MODEL_TIERS: tuple[Tier, ...] = ("economy", "standard", "premium")
+"""The tiers served by a chat model, cheapest first."""
+
+TIERS: tuple[Tier, ...] = ("local", *MODEL_TIERS)
+"""Every tier, from no model at all to the strongest."""
+
+MODELS_ENV = "BUDGETGRAPH_MODELS"
+BUDGETS_ENV = "BUDGETGRAPH_BUDGETS"
+
+NonNegativeUsd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- models.yaml
+
+
+class TierModel(_Strict):
+    """One chat model serving a tier, reached through ``ChatOpenAI``."""
+
+    model: str = Field(min_length=1)
+    """Model name sent to the server, e.g. ``gpt-4.1-mini``."""
+    base_url: str | None = None
+    """OpenAI-compatible base URL; ``None`` reads the variable ``base_url_env``."""
+    base_url_env: str = "OPENAI_BASE_URL"
+    """Variable holding the base URL when ``base_url`` is not set."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Variable holding the API key."""
+    provider: str | None = None
+    """genai-prices provider id used for pricing (e.g. ``openai``); ``None`` matches by model."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature; ``None`` leaves the server's default."""
+    max_output_tokens: int = Field(default=2048, gt=0)
+    """Cap on completion tokens per call (tokens)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request timeout (seconds)."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of the OpenAI client on 429, 5xx and connection errors."""
+    streaming: bool = False
+    """Stream completions (usage is still counted from the final chunk)."""
+
+
+class Tiers(_Strict):
+    """The chat model of each model tier. ``local`` needs no entry."""
+
+    economy: TierModel = TierModel(model="gpt-4.1-nano")
+    standard: TierModel = TierModel(model="gpt-4.1-mini")
+    premium: TierModel = TierModel(model="gpt-4.1")
+
+
+class PriceOverride(_Strict):
+    """Prices of one model, in USD per million tokens, used before genai-prices."""
+
+    input_per_mtok: NonNegativeUsd
+    """Uncached input tokens (USD / 1M tokens)."""
+    output_per_mtok: NonNegativeUsd
+    """Output tokens, reasoning tokens included (USD / 1M tokens)."""
+    cache_read_per_mtok: NonNegativeUsd | None = None
+    """Cached input tokens (USD / 1M tokens); ``None`` prices them as input."""
+
+
+class ModelsFile(_Strict):
+    """Schema of ``models.yaml``."""
+
+    default_tier: Tier = "standard"
+    """Tier a request gets when it names none."""
+    tiers: Tiers = Tiers()
+    prices: dict[str, PriceOverride] = {}
+    """Per-model price overrides for self-hosted or unlisted models."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A tier's model resolved against the environment.
+
+    Attributes:
+        tier: The tier name.
+        settings: The tier's entry in ``models.yaml``.
+        base_url: The server's base URL, or ``None`` for the OpenAI default.
+        api_key: The API key, or ``None`` when the variable is unset.
+    """
+
+    tier: Tier
+    settings: TierModel
+    base_url: str | None
+    api_key: str | None
+
+    @property
+    def configured(self) -> bool:
+        """True when a server can be reached: a base URL or an API key is set."""
+        return bool(self.base_url or self.api_key)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """``models.yaml`` resolved against the environment.
+
+    Attributes:
+        source: The file it came from.
+        file: The validated file.
+        endpoints: The resolved endpoint of each model tier.
+    """
+
+    source: str
+    file: ModelsFile
+    endpoints: Mapping[Tier, Endpoint]
+
+    @property
+    def any_configured(self) -> bool:
+        """True when at least one model tier can reach a server."""
+        return any(e.configured for e in self.endpoints.values())
+
+
+def load_models(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> ModelsConfig:
+    """Load ``models.yaml`` and resolve each tier's endpoint.
+
+    Args:
+        path: The file; ``None`` reads ``BUDGETGRAPH_MODELS``, else the packaged default.
+        env: Variables to resolve base URLs and keys from (default: ``os.environ``).
+
+    Raises:
+        ConfigError: The file is missing, not YAML, or fails the schema.
+    """
+    env = os.environ if env is None else env
+    doc = _read(path, env.get(MODELS_ENV), "models.yaml")
+    file, problems = doc.validate(ModelsFile, doc.data)
+    if file is None:
+        raise doc.fail(problems)
+    endpoints = {}
+    for tier in MODEL_TIERS:
+        settings: TierModel = getattr(file.tiers, tier)
+        base_url = settings.base_url or env.get(settings.base_url_env) or None
+        endpoints[tier] = Endpoint(tier, settings, base_url, env.get(settings.api_key_env) or None)
+    return ModelsConfig(source=doc.path, file=file, endpoints=endpoints)
+
+
+# --------------------------------------------------------------------------- budgets.yaml
+
+
+class NodeBudget(_Strict):
+    """Caps on one node's calls over a whole task (every re-plan loop included)."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Input plus output tokens (tokens)."""
+    max_cost_usd: NonNegativeUsd | None = None
+    """Spend (USD)."""
+    max_latency_ms: int | None = Field(default=None, gt=0)
+    """Wall time spent waiting on calls (ms)."""
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    """Tool calls the node's model may make."""
+
+
+class TaskBudget(_Strict):
+    """Caps on the whole task, all nodes together."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Input plus output tokens (tokens)."""
+    max_cost_usd: NonNegativeUsd | None = None
+    """Spend (USD)."""
+
+
+TASK_KEY = "total_task_budget"
+
+
+@dataclass(frozen=True)
+class BudgetsConfig:
+    """``budgets.yaml``, with node names resolved to the graph's own.
+
+    Attributes:
+        source: The file it came from.
+        nodes: Budget of each node that has one, by the graph's node name.
+        task: The task budget.
+    """
+
+    source: str
+    nodes: Mapping[str, NodeBudget]
+    task: TaskBudget
+
+    def node(self, name: str) -> NodeBudget:
+        """Return the budget of node ``name`` (no caps when it has none)."""
+        return self.nodes.get(name, NodeBudget())
+
+
+def load_budgets(
+    path: str | Path | None = None,
+    *,
+    node_names: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+) -> BudgetsConfig:
+    """Load ``budgets.yaml``.
+
+    The design document's format loads as it is::
+
+        budgets:
+          orchestrator: {max_tokens: 50000, max_latency_ms: 10000, max_tool_calls: 20, max_cost_usd: 5.00}
+          total_task_budget: {max_tokens: 200000, max_cost_usd: 20.00}
+
+    Args:
+        path: The file; ``None`` reads ``BUDGETGRAPH_BUDGETS``, else the packaged default.
+        node_names: Every name a node may be given in the file, mapped to the
+            graph's node name (``{"orchestrator": "planner", "planner": "planner"}``).
+            The graph supplies it: this package knows no particular node.
+        env: Variables to read ``BUDGETGRAPH_BUDGETS`` from (default: ``os.environ``).
+
+    Raises:
+        ConfigError: Not YAML, an unknown key or node, a wrong type or a negative cap;
+            every problem of the file is listed.
+    """
+    env = os.environ if env is None else env
+    doc = _read(path, env.get(BUDGETS_ENV), "budgets.yaml")
+    problems: list[str] = []
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.fail([doc.problem((), "expected a mapping with a `budgets` key")])
+    for key in data:
+        if key != "budgets":
+            problems.append(doc.problem((key,), "unknown key"))
+    section = data.get("budgets") or {}
+    nodes: dict[str, NodeBudget] = {}
+    task = TaskBudget()
+    if not isinstance(section, dict):
+        problems.append(doc.problem(("budgets",), "expected a mapping of node names to budgets"))
+        section = {}
+    for name, value in section.items():
+        loc = ("budgets", name)
+        if name == TASK_KEY:
+            parsed_task, found = doc.validate(TaskBudget, value, loc)
+            problems += found
+            task = parsed_task or task
+            continue
+        node = node_names.get(name)
+        if node is None:
+            known = ", ".join(sorted(set(node_names) | {TASK_KEY}))
+            problems.append(doc.problem(loc, f"unknown node `{name}`; known: {known}"))
+            continue
+        if node in nodes:
+            problems.append(doc.problem(loc, f"node `{node}` is given twice"))
+            continue
+        budget, found = doc.validate(NodeBudget, value, loc)
+        problems += found
+        if budget is not None:
+            nodes[node] = budget
+    if problems:
+        raise doc.fail(problems)
+    return BudgetsConfig(source=doc.path, nodes=nodes, task=task)
+
+
+def _read(path: str | Path | None, from_env: str | None, default_name: str) -> YamlDocument:
+    chosen = path or from_env
+    if chosen:
+        return YamlDocument.read(chosen)
+    text = resources.files("budgets").joinpath(default_name).read_text(encoding="utf-8")
+    return YamlDocument.parse(text, path=f"<packaged {default_name}>")

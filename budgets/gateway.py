@@ -1,0 +1,235 @@
+"""The gateway: the one door every model call goes through.
+
+``Gateway.call`` runs a :class:`~budgets.request.CallRequest` through the
+node's plugin chain down to :class:`~budgets.chat.ChatModels`. A node talks to
+it through a :class:`NodeSession`, which keeps the node's spend, runs the
+tools the model asks for, and asks once more when an answer fails its schema.
+
+The default chain is ``router -> limits``: the router settles the tier first,
+so the limits estimate the price of the model that will really answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel
+
+from budgets.chat import ChatModels
+from budgets.config import BudgetsConfig, ModelsConfig, Tier
+from budgets.errors import ModelOutputError
+
+# Importing the modules registers the built-in plugins.
+from budgets.plugins import limits as _limits  # noqa: F401
+from budgets.plugins import router as _router  # noqa: F401
+from budgets.plugins.base import Plugin, PluginContext, build_chain
+from budgets.pricing import PriceBook
+from budgets.request import CallRequest, CallResult, ModelCall, Totals
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHAIN: tuple[str, ...] = ("router", "limits")
+"""Plugins every node runs unless configured otherwise, outermost first."""
+
+S = TypeVar("S", bound=BaseModel)
+
+REPAIR_PROMPT = (
+    "Your last answer did not match the required JSON schema:\n{error}\n"
+    "Answer again with JSON that matches the schema exactly."
+)
+
+
+class Gateway:
+    """Runs model calls through plugin chains.
+
+    Args:
+        models: The resolved ``models.yaml``.
+        budgets: The loaded ``budgets.yaml``.
+        chains: Plugin names per node, outermost first; nodes not named get
+            ``default_chain``.
+        default_chain: The chain of every other node.
+
+    Raises:
+        ConfigError: A chain names an unknown plugin.
+    """
+
+    def __init__(
+        self,
+        models: ModelsConfig,
+        budgets: BudgetsConfig,
+        *,
+        chains: Mapping[str, Sequence[str]] | None = None,
+        default_chain: Sequence[str] = DEFAULT_CHAIN,
+    ) -> None:
+        self.models = models
+        self.budgets = budgets
+        self.prices = PriceBook(models.file.prices)
+        self.chat = ChatModels(models, self.prices)
+        context = PluginContext(models=models, budgets=budgets, prices=self.prices)
+        self._default = build_chain(default_chain, context, source=budgets.source)
+        self._chains = {
+            node: build_chain(names, context, source=budgets.source) for node, names in (chains or {}).items()
+        }
+
+    def chain(self, node: str) -> list[Plugin]:
+        """Return the plugins ``node``'s calls pass through, outermost first."""
+        return self._chains.get(node, self._default)
+
+    def call(self, request: CallRequest) -> CallResult:
+        """Run ``request`` through its node's chain and return the result.
+
+        Raises:
+            BudgetExceededError: A limit refused the call.
+            openai.APIError: The model server failed.
+        """
+        chain = self.chain(request.node)
+
+        def step(index: int, req: CallRequest) -> CallResult:
+            if index == len(chain):
+                return self.chat.invoke(req)
+            return chain[index].wrap(req, lambda nxt: step(index + 1, nxt))
+
+        return step(0, request)
+
+    def session(
+        self,
+        node: str,
+        *,
+        history: Iterable[ModelCall] = (),
+        thread_id: str | None = None,
+        tenant: str = "default",
+    ) -> NodeSession:
+        """Open a session for one run of ``node``.
+
+        Args:
+            node: The graph node.
+            history: The task's calls so far (every node), from the run's state.
+            thread_id: The run's thread.
+            tenant: Who pays.
+        """
+        return NodeSession(self, node, list(history), thread_id=thread_id, tenant=tenant)
+
+    @property
+    def default_tier(self) -> Tier:
+        """The tier a request gets when it names none."""
+        return self.models.file.default_tier
+
+
+class NodeSession:
+    """One node's calls during one step of the graph.
+
+    Attributes:
+        calls: The calls made in this session, in order (the node's new spend).
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        node: str,
+        history: list[ModelCall],
+        *,
+        thread_id: str | None,
+        tenant: str,
+    ) -> None:
+        self._gateway = gateway
+        self._node = node
+        self._history = history
+        self._thread_id = thread_id
+        self._tenant = tenant
+        self.calls: list[ModelCall] = []
+
+    def ask(
+        self,
+        messages: Sequence[BaseMessage],
+        schema: type[S],
+        *,
+        local: Callable[[], S],
+        tier: Tier | None = None,
+        tools: Sequence[BaseTool] = (),
+    ) -> S:
+        """Ask for a structured answer, running tools the model calls on the way.
+
+        Args:
+            messages: The prompt.
+            schema: The answer's pydantic model.
+            local: The deterministic no-model answer, for the ``local`` tier.
+            tier: The tier wanted (default: ``models.yaml``'s ``default_tier``).
+            tools: Tools the model may call first.
+
+        Returns:
+            The answer, validated as ``schema``.
+
+        Raises:
+            BudgetExceededError: A limit refused a call.
+            ModelOutputError: The answer failed the schema twice in a row.
+        """
+        conversation = list(messages)
+        tools_by_name = {tool.name: tool for tool in tools}
+        repaired = False
+        while True:
+            result = self._gateway.call(self._request(conversation, schema, local, tier, tools))
+            self.calls.extend(result.calls)
+            if result.output is not None:
+                assert isinstance(result.output, schema)
+                return result.output
+            assert result.message is not None
+            conversation.append(result.message)
+            if result.tool_calls:
+                conversation.extend(_run_tools(result.tool_calls, tools_by_name))
+                continue
+            if repaired:
+                raise ModelOutputError(
+                    node=self._node, schema=schema.__name__, detail=result.parse_error or ""
+                )
+            repaired = True
+            conversation.append(HumanMessage(REPAIR_PROMPT.format(error=result.parse_error)))
+
+    def _request(
+        self,
+        messages: list[BaseMessage],
+        schema: type[BaseModel],
+        local: Callable[[], BaseModel],
+        tier: Tier | None,
+        tools: Sequence[BaseTool],
+    ) -> CallRequest:
+        spent = [*self._history, *self.calls]
+        return CallRequest(
+            node=self._node,
+            messages=tuple(messages),
+            schema=schema,
+            tier=tier or self._gateway.default_tier,
+            local=local,
+            tools=tuple(tools),
+            node_spent=Totals.of(c for c in spent if c["node"] == self._node),
+            task_spent=Totals.of(spent),
+            thread_id=self._thread_id,
+            tenant=self._tenant,
+        )
+
+
+def _run_tools(calls: Sequence[Mapping[str, object]], tools: Mapping[str, BaseTool]) -> list[ToolMessage]:
+    replies = []
+    for call in calls:
+        name = str(call["name"])
+        call_id = str(call.get("id") or name)
+        tool = tools.get(name)
+        if tool is None:
+            replies.append(
+                ToolMessage(f"Error: no tool named `{name}`.", tool_call_id=call_id, status="error")
+            )
+            continue
+        try:
+            content = tool.invoke(call.get("args") or {})
+        except Exception as exc:  # the model sees the error and may try again
+            logger.info("Tool `%s` failed: %s", name, exc)
+            replies.append(ToolMessage(f"Error: {exc}", tool_call_id=call_id, status="error"))
+            continue
+        replies.append(ToolMessage(str(content), tool_call_id=call_id))
+    return replies
+
+
+__all__ = ["DEFAULT_CHAIN", "Gateway", "NodeSession"]

@@ -1,0 +1,126 @@
+"""Price a call's usage, in USD, from genai-prices or a ``models.yaml`` override.
+
+Sources, in order:
+
+1. ``prices:`` in ``models.yaml`` (USD per million tokens), for self-hosted
+   or unlisted models;
+2. the genai-prices database (https://github.com/pydantic/genai-prices),
+   from the snapshot shipped with the package: no network at run time.
+
+Token conventions follow OpenAI's usage object, as LangChain's
+``usage_metadata`` reports it: ``input_tokens`` includes cached input tokens,
+``output_tokens`` includes reasoning tokens. Cached input is priced at the
+cache-read rate; reasoning tokens at the output rate, as providers bill them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
+
+from genai_prices import Usage, calc_price
+
+from budgets.config import PriceOverride
+from budgets.request import MICRO
+
+logger = logging.getLogger(__name__)
+
+_PER_MTOK = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class Price:
+    """The price of one call.
+
+    Attributes:
+        usd: Exact cost (USD).
+        micro_usd: Cost rounded half-even to integer micro-dollars.
+        known: False when no price was found for the model (cost counted as 0).
+    """
+
+    usd: Decimal
+    known: bool
+
+    @property
+    def micro_usd(self) -> int:
+        """The cost in integer micro-dollars."""
+        return int((self.usd * MICRO).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+class PriceBook:
+    """Prices models from overrides, then genai-prices.
+
+    Args:
+        overrides: Model name -> override, from ``models.yaml``.
+    """
+
+    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
+        self._overrides = dict(overrides or {})
+
+    def price(
+        self,
+        model: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        provider: str | None = None,
+    ) -> Price:
+        """Price one call.
+
+        Args:
+            model: The model name (the response's, else the request's).
+            input_tokens: Input tokens, cached ones included.
+            output_tokens: Output tokens, reasoning ones included.
+            cache_read_tokens: Input tokens served from the provider's cache.
+            provider: genai-prices provider id, or ``None`` to match by model.
+
+        Returns:
+            The price; ``known=False`` and 0 USD when neither source lists the model.
+        """
+        override = self._overrides.get(model)
+        if override is not None:
+            cached_rate = override.cache_read_per_mtok
+            if cached_rate is None:
+                cached_rate = override.input_per_mtok
+            uncached = input_tokens - cache_read_tokens
+            usd = (
+                uncached * override.input_per_mtok
+                + cache_read_tokens * cached_rate
+                + output_tokens * override.output_per_mtok
+            ) / _PER_MTOK
+            return Price(usd=usd, known=True)
+        try:
+            calc = calc_price(
+                Usage(
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cache_read_tokens,
+                ),
+                model,
+                provider_id=provider,
+            )
+        except LookupError:
+            _warn_unpriced(model)
+            return Price(usd=Decimal(0), known=False)
+        return Price(usd=Decimal(calc.total_price), known=True)
+
+    def rates(self, model: str, provider: str | None = None) -> tuple[Decimal, Decimal] | None:
+        """Return (input, output) USD per million tokens for ``model``, or ``None``."""
+        million = 1_000_000
+        inp = self.price(model, input_tokens=million, output_tokens=0, provider=provider)
+        out = self.price(model, input_tokens=0, output_tokens=million, provider=provider)
+        if not inp.known:
+            return None
+        return inp.usd, out.usd
+
+
+@lru_cache(maxsize=256)
+def _warn_unpriced(model: str) -> None:
+    logger.warning(
+        "No price for model %r in genai-prices or models.yaml `prices`; counting it as 0 USD.",
+        model,
+    )

@@ -1,0 +1,267 @@
+r"""Builds the decision graph.
+
+::
+
+    START -> planner --Send--> cto ----\
+                       \--Send--> coo ----+-> reconcile -> review -> END
+                                                ^             |
+                                                +-- replan ---+   (at most 3 times)
+
+The module ends with ``graph``, compiled without a checkpointer, which
+``langgraph dev`` and the LangGraph server serve as ``decision`` (they bring
+their own persistence).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send, interrupt
+
+import agents
+from agents import Analysis, Plan, PlanStep
+from budgets import (
+    BudgetsConfig,
+    Gateway,
+    ModelCall,
+    ModelsConfig,
+    NodeSession,
+    load_budgets,
+    load_models,
+)
+from graph.context import Context
+from graph.review import ReviewAnswer, parse_answer, summary_message
+from graph.state import InputState, SpecialistInput, State
+
+logger = logging.getLogger(__name__)
+
+NODE_NAMES: dict[str, str] = {
+    "planner": "planner",
+    "orchestrator": "planner",
+    "cto": "cto",
+    "cto_agent": "cto",
+    "coo": "coo",
+    "coo_agent": "coo",
+    "reconcile": "reconcile",
+    "reconcile_gpt": "reconcile",
+}
+"""Every name ``budgets.yaml`` may give a node (the design document's included)."""
+
+LOCAL_AUTHOR = "local rules (no model)"
+
+
+class EmptyTaskError(ValueError):
+    """Raised when a run has no task: neither ``task`` nor a human message."""
+
+
+def build_graph(
+    *,
+    checkpointer: BaseCheckpointSaver | None = None,
+    models: ModelsConfig | str | Path | None = None,
+    budgets: BudgetsConfig | str | Path | None = None,
+    gateway: Gateway | None = None,
+    name: str = "decision",
+) -> CompiledStateGraph:
+    """Build and compile the decision graph.
+
+    Args:
+        checkpointer: Any LangGraph checkpointer; ``None`` keeps no checkpoints
+            (the LangGraph server supplies its own).
+        models: ``models.yaml``, as a path or loaded; ``None`` reads
+            ``BUDGETGRAPH_MODELS``, else the packaged default.
+        budgets: ``budgets.yaml``, likewise (``BUDGETGRAPH_BUDGETS``).
+        gateway: A ready gateway; overrides ``models`` and ``budgets``.
+        name: The compiled graph's name.
+
+    Returns:
+        The compiled graph. Invoke it with ``{"task": ..., "constraints": [...]}``
+        and ``{"configurable": {"thread_id": ...}}``; pass a
+        :class:`~graph.context.Context` as ``context=`` to set the tenant and the
+        review threshold.
+
+    Raises:
+        ConfigError: A YAML file is invalid.
+    """
+    if gateway is None:
+        models_config = models if isinstance(models, ModelsConfig) else load_models(models)
+        budgets_config = (
+            budgets if isinstance(budgets, BudgetsConfig) else load_budgets(budgets, node_names=NODE_NAMES)
+        )
+        gateway = Gateway(models_config, budgets_config)
+    nodes = _Nodes(gateway)
+    builder = StateGraph(State, context_schema=Context, input_schema=InputState)
+    builder.add_node("planner", nodes.planner)
+    builder.add_node("cto", nodes.specialist)
+    builder.add_node("coo", nodes.specialist)
+    builder.add_node("reconcile", nodes.reconcile)
+    builder.add_node("review", nodes.review, destinations=("planner", END))
+    builder.add_edge(START, "planner")
+    builder.add_conditional_edges("planner", _dispatch, list(agents.SPECIALISTS))
+    for specialist in agents.SPECIALISTS:
+        builder.add_edge(specialist, "reconcile")
+    builder.add_edge("reconcile", "review")
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
+class _Nodes:
+    """The graph's nodes, bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _session(
+        self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], config: RunnableConfig
+    ) -> NodeSession:
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        tenant = runtime.context.tenant if runtime.context else "default"
+        return self.gateway.session(node, history=spend, thread_id=thread_id, tenant=tenant)
+
+    def planner(self, state: State, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
+        task = _task_of(state)
+        review = state.get("review") or {}
+        note = review.get("note") if review.get("decision") == "replan" else None
+        session = self._session("planner", state.get("spend", []), runtime, config)
+        plan = agents.plan(session, self.gateway, task=task, constraints=_texts(state), note=note)
+        return {
+            "task": task,
+            "plan": {**plan.model_dump(mode="json"), "authored_by": _author(session)},
+            "reconciliation": None,
+            "spend": session.calls,
+        }
+
+    def specialist(
+        self, state: SpecialistInput, runtime: Runtime[Context], config: RunnableConfig
+    ) -> dict[str, Any]:
+        step = PlanStep.model_validate(state["step"])
+        session = self._session(step.node, state["spend"], runtime, config)
+        analysis = agents.analyze(
+            session,
+            step,
+            Plan.model_validate(_plain(state["plan"])),
+            task=state["task"],
+            constraints=[c["text"] for c in state["constraints"]],
+        )
+        record = {**analysis.model_dump(mode="json"), "authored_by": _author(session)}
+        return {"analyses": {step.node: record}, "spend": session.calls}
+
+    def reconcile(self, state: State, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
+        analyses = state.get("analyses") or {}
+        session = self._session("reconcile", state.get("spend", []), runtime, config)
+        result = agents.reconcile(
+            session,
+            task=state["task"],
+            constraints=_texts(state),
+            cto=Analysis.model_validate(_plain(analyses["cto"])),
+            coo=Analysis.model_validate(_plain(analyses["coo"])),
+        )
+        return {
+            "reconciliation": {**result.model_dump(mode="json"), "authored_by": _author(session)},
+            "spend": session.calls,
+        }
+
+    def review(self, state: State, runtime: Runtime[Context]) -> Command:
+        context = runtime.context or Context()
+        reconciliation = state.get("reconciliation") or {}
+        score = int(reconciliation.get("risk_score", 0))
+        replans = state.get("replans", 0)
+        if score < context.review_threshold:
+            outcome = {
+                "decision": "auto-approved",
+                "by": "threshold",
+                "note": f"risk score {score} is below the review threshold {context.review_threshold}",
+            }
+            return Command(
+                goto=END, update={"review": outcome, "messages": [summary_message(state, outcome)]}
+            )
+        answer = self._ask(score, context, replans)
+        if answer.action == "replan":
+            outcome = {"decision": "replan", "by": "human", "note": answer.note}
+            return Command(goto="planner", update={"review": outcome, "replans": replans + 1})
+        outcome = {
+            "decision": "approved" if answer.action == "approve" else "rejected",
+            "by": "human",
+            "note": answer.note,
+        }
+        return Command(goto=END, update={"review": outcome, "messages": [summary_message(state, outcome)]})
+
+    @staticmethod
+    def _ask(score: int, context: Context, replans: int) -> ReviewAnswer:
+        """Interrupt until the reviewer gives an answer the run can take."""
+        problem = None
+        while True:
+            can_replan = replans < context.max_replans
+            raw = interrupt(
+                {
+                    "kind": "review",
+                    "question": f"The reconciliation scores the risk {score} of 5, at or above the "
+                    f"review threshold {context.review_threshold}. Approve, reject or re-plan?",
+                    "risk_score": score,
+                    "threshold": context.review_threshold,
+                    "replans": replans,
+                    "max_replans": context.max_replans,
+                    "actions": ["approve", "reject", "replan"] if can_replan else ["approve", "reject"],
+                    "problem": problem,
+                }
+            )
+            answer, problem = parse_answer(raw)
+            if answer is None:
+                continue
+            if answer.action == "replan" and not can_replan:
+                problem = f"The re-plan limit ({context.max_replans}) is reached: approve or reject."
+                continue
+            return answer
+
+
+def _dispatch(state: State) -> list[Send]:
+    plan = state["plan"] or {}
+    base: dict[str, Any] = {
+        "task": state["task"],
+        "constraints": state.get("constraints", []),
+        "plan": plan,
+        "spend": state.get("spend", []),
+    }
+    return [Send(step["node"], {**base, "step": step}) for step in plan.get("steps", [])]
+
+
+def _task_of(state: State) -> str:
+    task = (state.get("task") or "").strip()
+    if not task:
+        for message in reversed(state.get("messages") or []):
+            if isinstance(message, HumanMessage) and message.text.strip():
+                task = message.text.strip()
+                break
+    if not task:
+        raise EmptyTaskError(
+            "The task is empty: give the decision to review as `task` or as a human message."
+        )
+    return task
+
+
+def _texts(state: State) -> list[str]:
+    return [c["text"] for c in state.get("constraints") or []]
+
+
+def _author(session: NodeSession) -> str:
+    last = session.calls[-1]
+    if last["tier"] == "local":
+        return LOCAL_AUTHOR
+    return f"{last['model']} ({last['tier']} tier)"
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "authored_by"}
+
+
+graph = build_graph()
+"""The graph ``langgraph dev`` serves as ``decision`` (see ``langgraph.json``)."""
+
+__all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "graph"]

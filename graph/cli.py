@@ -1,0 +1,192 @@
+"""The ``budgetgraph`` command line.
+
+Exit codes: 0 done, 3 paused for review, 2 bad input or configuration,
+1 any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from rich.console import Console
+
+from budgets import BudgetgraphError, ConfigError
+from graph.builder import EmptyTaskError, build_graph
+from graph.checkpoint import open_checkpointer
+from graph.console import render_report
+from graph.context import Context
+from graph.report import run_report
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
+_EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
+
+app = typer.Typer(
+    name="budgetgraph",
+    help="Run a cost-aware multi-agent review of a business decision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelsOpt = Annotated[
+    Path | None, typer.Option("--models", help="models.yaml to use [env: BUDGETGRAPH_MODELS].")
+]
+BudgetsOpt = Annotated[
+    Path | None, typer.Option("--budgets", help="budgets.yaml to use [env: BUDGETGRAPH_BUDGETS].")
+]
+CheckpointerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpointer",
+        help="sqlite:///PATH, postgresql://... or memory: [default: .budgetgraph/checkpoints.sqlite].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+
+
+class _BadInput(Exception):
+    """A problem with what the user asked for (exit code 2)."""
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="The decision to review.")],
+    constraint: Annotated[
+        list[str] | None, typer.Option("--constraint", "-c", help="A constraint; repeatable.")
+    ] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="Thread id (default: a new UUID).")] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
+    review_threshold: Annotated[
+        int, typer.Option("--review-threshold", help="Risk score (1-5) that pauses for review; 6 never does.")
+    ] = 4,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan, analyse (CTO and COO in parallel), reconcile and review a decision."""
+    thread_id = thread or str(uuid.uuid4())
+
+    def start(graph: CompiledStateGraph, config: dict[str, Any]) -> Any:
+        if not task.strip():
+            raise _BadInput("The task is empty: give the decision to review.")
+        if graph.get_state(config).values:
+            raise _BadInput(f"Thread `{thread_id}` already has a run; use `budgetgraph resume {thread_id}`.")
+        return {"task": task, "constraints": list(constraint or [])}
+
+    context = Context(tenant=tenant, review_threshold=review_threshold)
+    _drive(start, thread_id, context, models, budgets, checkpointer, as_json)
+
+
+@app.command()
+def resume(
+    thread: Annotated[str, typer.Argument(help="The thread of the run to continue.")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the paused review.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the paused review.")] = False,
+    replan: Annotated[
+        str | None,
+        typer.Option("--replan", metavar="NOTE", help="Send the run back to the planner with this note."),
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="A note kept with --approve or --reject.")
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
+    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run that paused for review or failed."""
+    chosen = [
+        name
+        for name, on in (("--approve", approve), ("--reject", reject), ("--replan", replan is not None))
+        if on
+    ]
+    if len(chosen) > 1:
+        _fail_input(f"Give one of --approve, --reject or --replan, not {' and '.join(chosen)}.", as_json)
+
+    def start(graph: CompiledStateGraph, config: dict[str, Any]) -> Any:
+        snapshot = graph.get_state(config)
+        if not snapshot.values:
+            raise _BadInput(f"No run has thread `{thread}`.")
+        if snapshot.interrupts:
+            if not chosen:
+                raise _BadInput("The run is paused for review: give --approve, --reject or --replan NOTE.")
+            action = "approve" if approve else "reject" if reject else "replan"
+            return Command(resume={"action": action, "note": replan if action == "replan" else note})
+        if chosen:
+            raise _BadInput(f"The run is not paused for review, so {chosen[0]} does not apply.")
+        return None  # continue from the last checkpoint: re-runs only what had not finished
+
+    context = Context(tenant=tenant, review_threshold=review_threshold)
+    _drive(start, thread, context, models, budgets, checkpointer, as_json)
+
+
+def _drive(
+    start: Any,
+    thread_id: str,
+    context: Context,
+    models: Path | None,
+    budgets: Path | None,
+    checkpointer: str | None,
+    as_json: bool,
+) -> None:
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    with ExitStack() as stack:
+        try:
+            saver = stack.enter_context(open_checkpointer(checkpointer))
+            graph = build_graph(checkpointer=saver, models=models, budgets=budgets)
+            graph_input = start(graph, config)
+        except (ConfigError, _BadInput) as exc:
+            _fail_input(str(exc), as_json)
+        error: BaseException | None = None
+        snapshot = graph.get_state(config)
+        if graph_input is not None or snapshot.next:
+            try:
+                graph.invoke(graph_input, config, context=context)
+            except EmptyTaskError as exc:
+                _fail_input(str(exc), as_json)
+            except Exception as exc:  # reported as a failed run, resumable
+                logging.getLogger(__name__).debug("run failed", exc_info=True)
+                error = exc
+        report = run_report(thread_id, graph.get_state(config), error=error)
+    _emit(report, as_json)
+    raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
+
+
+def _emit(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        render_report(out, report)
+
+
+def _fail_input(message: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"status": "error", "error": {"type": "BadInput", "message": message}}) + "\n"
+        )
+    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def main() -> None:
+    """Entry point of the ``budgetgraph`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except BudgetgraphError as exc:  # anything not reported as a run
+        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,152 @@
+"""Rich rendering of a run report for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+
+def render_report(console: Console, report: dict[str, Any]) -> None:
+    """Print the plan, the analyses, the reconciliation, the review and the spend table."""
+    if report.get("plan"):
+        console.print(_plan(report["plan"]))
+    for name, analysis in (report.get("analyses") or {}).items():
+        console.print(_analysis(name, analysis))
+    if report.get("reconciliation"):
+        console.print(_reconciliation(report["reconciliation"]))
+    console.print(_spend(report["spend"]))
+    for line in _decisions(report["spend"]):
+        console.print(line, highlight=False)
+    console.print(_status(report))
+
+
+def _plan(plan: dict[str, Any]) -> Panel:
+    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "quality")
+    questions = []
+    for s in plan["steps"]:
+        steps.add_row(
+            s["node"],
+            s["path"],
+            s["tier"],
+            str(s["estimated_tokens"]),
+            f"{s['estimated_cost_usd']:.6f}",
+            f"{s['expected_quality']:.2f}",
+        )
+        questions.append(f"{s['node'].upper()}:\n" + "\n".join(f"  - {q}" for q in s["questions"]))
+    parts: list[Any] = [Text(plan["objective"], style="bold")]
+    if plan.get("replan_note"):
+        parts.append(Text(f"Re-plan note: {plan['replan_note']}", style="yellow"))
+    parts += [
+        steps,
+        Text(f"Estimated total: {plan['estimated_total_usd']:.6f} USD"),
+        Text("\n".join(questions)),
+    ]
+    parts.append(Text("Assumptions: " + "; ".join(plan["assumptions"]), style="dim"))
+    return Panel(Group(*parts), title="Plan", subtitle=f"written by {plan.get('authored_by', '?')}")
+
+
+def _analysis(name: str, a: dict[str, Any]) -> Panel:
+    risks = Table("severity", "risk", "mitigation", expand=True)
+    for r in a["risks"]:
+        risks.add_row(f"{r['severity']}/5", r["description"], r["mitigation"])
+    cost = a["cost_estimate"]
+    parts: list[Any] = [
+        Text(a["summary"]),
+        Text("Findings:\n" + "\n".join(f"  - {f}" for f in a["findings"])),
+        risks,
+        Text("Recommendations:\n" + "\n".join(f"  {i}. {r}" for i, r in enumerate(a["recommendations"], 1))),
+        Text(
+            f"Cost: {cost['engineer_weeks']:g} engineer-weeks, {cost['one_time_usd']:,.0f} USD one-time, "
+            f"{cost['recurring_usd_per_month']:,.0f} USD/month ({cost['basis']})"
+        ),
+        Text(f"Confidence: {a['confidence']:.2f}", style="dim"),
+    ]
+    return Panel(
+        Group(*parts), title=f"{name.upper()} analysis", subtitle=f"written by {a.get('authored_by', '?')}"
+    )
+
+
+def _reconciliation(r: dict[str, Any]) -> Panel:
+    trades = Table("option", "gains", "costs", expand=True)
+    for t in r["trade_offs"]:
+        trades.add_row(t["option"], t["gains"], t["costs"])
+    conflicts = "\n".join(
+        f"  - {c['topic']}: CTO {c['cto_position']} / COO {c['coo_position']}" for c in r["conflicts"]
+    )
+    parts: list[Any] = [
+        Text(r["summary"]),
+        Text("Agreements:\n" + ("\n".join(f"  - {a}" for a in r["agreements"]) or "  (none)")),
+        Text("Conflicts:\n" + (conflicts or "  (none)")),
+        trades,
+        Text(f"Risk score: {r['risk_score']}/5 - {r['risk_rationale']}", style="bold"),
+        Text(f"Recommendation: {r['recommendation']}"),
+    ]
+    return Panel(Group(*parts), title="Reconciliation", subtitle=f"written by {r.get('authored_by', '?')}")
+
+
+def _spend(spend: dict[str, Any]) -> Table:
+    table = Table(
+        "#",
+        "node",
+        "tier",
+        "model",
+        "input tok",
+        "output tok",
+        "USD",
+        "ms",
+        "cache hit",
+        title="Spend",
+        show_footer=True,
+    )
+    for number, row in enumerate(spend["nodes"], 1):
+        table.add_row(
+            str(number),
+            row["node"],
+            row["tier"],
+            row["model"],
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            f"{row['cost_usd']:.6f}" + ("" if row["priced"] else " (no price)"),
+            str(row["latency_ms"]),
+            "yes" if row["cache_hit"] else "no",
+        )
+    total = spend["total"]
+    table.columns[1].footer = "total"
+    table.columns[4].footer = str(total["input_tokens"])
+    table.columns[5].footer = str(total["output_tokens"])
+    table.columns[6].footer = f"{total['cost_usd']:.6f}"
+    table.columns[7].footer = str(total["latency_ms"])
+    return table
+
+
+def _decisions(spend: dict[str, Any]) -> list[str]:
+    """One line per plugin decision, numbered by its row in the spend table."""
+    return [
+        f"  [{number}] {d['plugin']}: {d['action']} - {d['reason']}"
+        for number, row in enumerate(spend["nodes"], 1)
+        for d in row["decisions"]
+    ]
+
+
+def _status(report: dict[str, Any]) -> Text:
+    thread = report["thread_id"]
+    if report["status"] == "paused":
+        question = (report.get("interrupt") or {}).get("question", "")
+        problem = (report.get("interrupt") or {}).get("problem")
+        text = f"Paused for review: {question}\n"
+        if problem:
+            text += f"{problem}\n"
+        text += f'Resume with: budgetgraph resume {thread} --approve | --reject | --replan "what to change"'
+        return Text(text, style="bold yellow")
+    if report["status"] == "failed":
+        err = report.get("error") or {}
+        where = ", ".join(report.get("next") or [])
+        msg = f"Failed{f' at {where}' if where else ''}: {err.get('type', '')}: {err.get('message', '')}\n"
+        return Text(msg + f"Resume with: budgetgraph resume {thread}", style="bold red")
+    review = report.get("review") or {}
+    note = f" ({review['note']})" if review.get("note") else ""
+    return Text(f"Done. Review: {review.get('decision', '?')}{note}. Thread: {thread}", style="bold green")

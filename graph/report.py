@@ -1,0 +1,97 @@
+"""The result of a run as one JSON-ready document, and the spend summed per node."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langgraph.types import StateSnapshot
+
+from budgets import ModelCall, Totals, usd
+
+Status = Literal["done", "paused", "failed"]
+
+
+def spend_rows(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
+    """One row per model call or local step, with ``cost_usd`` as a number."""
+    return [
+        {
+            "node": c["node"],
+            "tier": c["tier"],
+            "model": c["model"],
+            "input_tokens": c["input_tokens"],
+            "output_tokens": c["output_tokens"],
+            "cache_read_tokens": c["cache_read_tokens"],
+            "reasoning_tokens": c["reasoning_tokens"],
+            "cost_usd": float(usd(c["cost_micro_usd"])),
+            "cost_micro_usd": c["cost_micro_usd"],
+            "priced": c["priced"],
+            "latency_ms": c["latency_ms"],
+            "cache_hit": c["cache_hit"],
+            "tool_calls": c["tool_calls"],
+            "decisions": c["decisions"],
+        }
+        for c in calls
+    ]
+
+
+def spend_total(calls: Sequence[ModelCall]) -> dict[str, Any]:
+    """Tokens and cost of ``calls`` together."""
+    totals = Totals.of(calls)
+    return {
+        "input_tokens": sum(c["input_tokens"] for c in calls),
+        "output_tokens": sum(c["output_tokens"] for c in calls),
+        "cost_usd": float(usd(totals.cost_micro_usd)),
+        "cost_micro_usd": totals.cost_micro_usd,
+        "latency_ms": totals.latency_ms,
+        "calls": len(calls),
+    }
+
+
+def run_report(
+    thread_id: str,
+    snapshot: StateSnapshot,
+    *,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """Summarise a run from its latest checkpoint.
+
+    Args:
+        thread_id: The run's thread.
+        snapshot: ``graph.get_state(config)`` after the run stopped.
+        error: The exception that stopped the run, if one did.
+
+    Returns:
+        ``thread_id``, ``status`` (``done`` / ``paused`` / ``failed``), ``plan``,
+        ``analyses`` (``cto``, ``coo``), ``reconciliation``, ``review``,
+        ``replans``, ``interrupt`` (the pending review question, when paused),
+        ``next`` (nodes still to run), ``error`` and ``spend`` (``nodes``: one
+        row per call, ``total``).
+    """
+    values: dict[str, Any] = dict(snapshot.values or {})
+    interrupts = [i.value for i in snapshot.interrupts]
+    status: Status
+    if error is not None:
+        status = "failed"
+    elif interrupts:
+        status = "paused"
+    elif snapshot.next:
+        status = "failed"
+    else:
+        status = "done"
+    calls: list[ModelCall] = values.get("spend") or []
+    return {
+        "thread_id": thread_id,
+        "status": status,
+        "task": values.get("task"),
+        "constraints": values.get("constraints", []),
+        "plan": values.get("plan"),
+        "analyses": values.get("analyses") or {},
+        "reconciliation": values.get("reconciliation"),
+        "review": values.get("review"),
+        "replans": values.get("replans", 0),
+        "interrupt": interrupts[0] if interrupts else None,
+        "next": list(snapshot.next),
+        "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+        "spend": {"nodes": spend_rows(calls), "total": spend_total(calls)},
+    }

@@ -1,0 +1,1364 @@
+"""A fake OpenAI-compatible HTTP server for tests.
+
+The server is a real ``http.server.ThreadingHTTPServer`` bound to ``127.0.0.1``
+on a free port and served from a background thread. It speaks enough of the
+OpenAI REST API for ``langchain_openai.ChatOpenAI`` and ``OpenAIEmbeddings``
+(which send their requests through ``httpx2`` and therefore cannot be mocked
+with ``respx``):
+
+* ``POST /v1/chat/completions``: plain text answers, structured output via
+  ``response_format={"type": "json_schema", ...}`` (a JSON document generated
+  from the schema), forced function calls (``tool_choice`` naming a function,
+  i.e. ``with_structured_output(..., method="function_calling")``), scripted
+  tool calls, and SSE streaming including the final usage chunk requested with
+  ``stream_options={"include_usage": true}``.
+* ``POST /v1/embeddings``: deterministic, L2-normalised feature-hashing vectors
+  (texts sharing words get similar vectors), as float lists or base64.
+* ``GET /v1/models`` and ``GET /v1/models/{id}``.
+
+Typical use::
+
+    with FakeOpenAIServer() as server:
+        llm = ChatOpenAI(model="gpt-4o-mini", base_url=server.base_url,
+                         api_key="test", max_retries=0)
+        server.set_fields("Plan", title="Fixed title")
+        llm.with_structured_output(Plan, method="json_schema").invoke("hi")
+        assert server.chat_requests()[0].schema == "Plan"
+
+Note that ``ChatOpenAI`` silently downgrades ``method="json_schema"`` to
+``"function_calling"`` for ``gpt-3*``, ``gpt-4`` and ``gpt-4-*`` model names
+(including the default ``gpt-3.5-turbo``), so use e.g. ``gpt-4o-mini`` in tests
+that want the ``response_format`` path.
+
+Token accounting is deterministic (see :func:`estimate_prompt_tokens`):
+``prompt_tokens`` is the number of characters of all message contents plus the
+JSON of the ``tools`` list, divided by four (at least 1); ``completion_tokens``
+is the length of the generated content (or of the concatenated tool-call
+argument strings) divided by four (at least 1).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "DEFAULT_EMBEDDING_DIM",
+    "FakeOpenAIServer",
+    "RecordedRequest",
+    "agent_from_system_prompt",
+    "embed_text",
+    "estimate_prompt_tokens",
+    "generate_from_schema",
+]
+
+DEFAULT_EMBEDDING_DIM = 384
+"""Default dimension of the vectors served by ``/v1/embeddings``."""
+
+SYSTEM_FINGERPRINT = "fp_fake_openai"
+"""The ``system_fingerprint`` reported in every chat completion."""
+
+_AGENT_RE = re.compile(r"^\s*You are the\s+([A-Za-z0-9_\-]+)")
+_WORD_RE = re.compile(r"\w+")
+_MAX_SCHEMA_DEPTH = 12
+_STRING_FORMATS: dict[str, str] = {
+    "date-time": "2024-01-01T12:00:00Z",
+    "date": "2024-01-01",
+    "time": "12:00:00",
+    "email": "user@example.com",
+    "idn-email": "user@example.com",
+    "uri": "https://example.com/",
+    "url": "https://example.com/",
+    "iri": "https://example.com/",
+    "hostname": "example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "duration": "PT1H",
+}
+_ERROR_TYPES: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("not_found_error", "model_not_found"),
+    408: ("timeout_error", None),
+    409: ("conflict_error", None),
+    422: ("invalid_request_error", None),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+@dataclass
+class RecordedRequest:
+    """One request received by :class:`FakeOpenAIServer`.
+
+    Attributes:
+        path: The request path as received (e.g. ``"/v1/chat/completions"``).
+        body: The decoded JSON request body.
+        agent: Agent name derived from the first system message
+            (see :func:`agent_from_system_prompt`), or ``None``.
+        schema: Name of the structured-output schema: the ``json_schema`` name of
+            ``response_format`` or the function forced by ``tool_choice``.
+        stream: Whether the client asked for a streamed (SSE) response.
+        started: ``time.monotonic()`` when the request arrived.
+        finished: ``time.monotonic()`` when the answer was complete (taken just
+            before its final bytes are written, so that the record is already
+            visible when the client call returns).
+        status: HTTP status code of the answer.
+        usage: The usage object sent to the client; ``None`` on errors, for
+            streams without ``stream_options.include_usage``, and never for
+            non-chat/embedding paths (which are not recorded).
+    """
+
+    path: str
+    body: dict[str, Any]
+    agent: str | None
+    schema: str | None
+    stream: bool
+    started: float
+    finished: float
+    status: int
+    usage: dict[str, Any] | None
+
+    @property
+    def duration(self) -> float:
+        """Seconds between arrival and the end of the response."""
+        return self.finished - self.started
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``messages`` of a chat request (empty for other requests)."""
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+
+# --------------------------------------------------------------------------- #
+# Pure helpers (usable without a running server)
+# --------------------------------------------------------------------------- #
+
+
+def content_text(content: Any) -> str:
+    """Flatten an OpenAI message ``content`` into plain text.
+
+    Args:
+        content: A string, ``None`` or a list of content parts
+            (``{"type": "text", "text": ...}`` dicts or strings).
+
+    Returns:
+        The concatenated text; non-text parts are ignored.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping):
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif isinstance(part.get("refusal"), str):
+                    parts.append(part["refusal"])
+        return "".join(parts)
+    return str(content)
+
+
+def first_system_text(messages: Sequence[Any]) -> str:
+    """Return the text of the first ``system`` (or ``developer``) message.
+
+    Args:
+        messages: The ``messages`` list of a chat request.
+
+    Returns:
+        The text of the first system message, or ``""`` if there is none.
+    """
+    for message in messages:
+        if isinstance(message, Mapping) and message.get("role") in ("system", "developer"):
+            return content_text(message.get("content"))
+    return ""
+
+
+def agent_from_system_prompt(system_text: str) -> str | None:
+    """Derive an agent name from a system prompt.
+
+    Args:
+        system_text: Text of the first system message.
+
+    Returns:
+        The lowercased word following a leading ``"You are the"`` (e.g.
+        ``"You are the CTO of ..."`` gives ``"cto"``), otherwise ``None``.
+    """
+    found = _AGENT_RE.match(system_text or "")
+    return found.group(1).lower() if found else None
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Deterministic prompt-token estimate used for chat completions.
+
+    Args:
+        body: A chat completion request body.
+
+    Returns:
+        ``(sum of len(message content text) + len(json.dumps(tools))) // 4``,
+        at least 1. Assistant tool-call arguments and ``response_format``
+        schemas are not counted.
+    """
+    messages = body.get("messages")
+    chars = 0
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, Mapping):
+                chars += len(content_text(message.get("content")))
+    tools = body.get("tools")
+    if tools:
+        chars += len(json.dumps(tools))
+    return max(1, chars // 4)
+
+
+def embed_text(text: str, dim: int = DEFAULT_EMBEDDING_DIM) -> list[float]:
+    """Deterministic, L2-normalised embedding of ``text``.
+
+    Each lowercased word token is hashed (BLAKE2b) and the digest selects four
+    signed buckets of the vector (feature hashing), so texts sharing words get
+    a high cosine similarity and identical texts identical vectors.
+
+    Args:
+        text: The text to embed.
+        dim: Vector dimension.
+
+    Returns:
+        A list of ``dim`` floats with unit L2 norm.
+    """
+    if dim < 1:
+        raise ValueError("dim must be >= 1")
+    vector = [0.0] * dim
+    tokens = _WORD_RE.findall(text.lower()) or [text]
+    for token in tokens:
+        digest = hashlib.blake2b(token.encode("utf-8"), digest_size=32).digest()
+        for k in range(4):
+            index = int.from_bytes(digest[4 * k : 4 * k + 4], "little") % dim
+            sign = 1.0 if digest[16 + k] & 1 else -1.0
+            vector[index] += sign
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0.0:
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        vector[int.from_bytes(digest, "little") % dim] = 1.0
+        return vector
+    return [v / norm for v in vector]
+
+
+def generate_from_schema(schema: Mapping[str, Any] | bool, *, name: str = "value") -> Any:
+    """Generate a JSON value that validates against a JSON schema.
+
+    Supports ``$ref``/``$defs`` (and ``definitions``), objects (all properties
+    are generated; ``additionalProperties`` schemas are honoured), strings
+    (``enum``, ``const``, ``minLength``/``maxLength`` and common ``format``
+    values; ``pattern`` is not supported), integers and numbers (bounds,
+    exclusive bounds, ``multipleOf``; the midpoint is chosen when both bounds
+    are given), booleans, arrays (``minItems``/``maxItems``, default 2 items,
+    ``prefixItems``, ``uniqueItems``), ``anyOf``/``oneOf`` (first non-null
+    branch), ``allOf`` (merged) and nullable types.
+
+    Args:
+        schema: The JSON schema (the root, so that local refs resolve).
+        name: Name used in generated strings for the root value.
+
+    Returns:
+        The generated value.
+    """
+    root = schema if isinstance(schema, Mapping) else {}
+    return _SchemaGenerator(root).generate(schema, name=name, depth=0)
+
+
+def _humanize(name: str) -> str:
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).replace("_", " ").replace("-", " ")
+    return " ".join(words.split()).lower() or "value"
+
+
+def _is_null_schema(schema: Any) -> bool:
+    if not isinstance(schema, Mapping):
+        return False
+    if schema.get("type") == "null":
+        return True
+    if "const" in schema and schema["const"] is None:
+        return True
+    enum = schema.get("enum")
+    return isinstance(enum, list) and len(enum) > 0 and all(v is None for v in enum)
+
+
+class _SchemaGenerator:
+    """Recursive JSON-schema instance generator (see :func:`generate_from_schema`)."""
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        self.root = root
+
+    def _resolve(self, ref: str) -> Mapping[str, Any]:
+        if not ref.startswith("#"):
+            return {}
+        node: Any = self.root
+        for raw in ref[1:].split("/"):
+            if not raw:
+                continue
+            key = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, Mapping) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            else:
+                return {}
+        return node if isinstance(node, Mapping) else {}
+
+    def _merge_all_of(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        properties: dict[str, Any] = dict(merged.get("properties") or {})
+        required: list[str] = list(merged.get("required") or [])
+        for sub in schema.get("allOf") or []:
+            if not isinstance(sub, Mapping):
+                continue
+            if "$ref" in sub:
+                sub = {
+                    **self._resolve(sub["$ref"]),
+                    **{k: v for k, v in sub.items() if k != "$ref"},
+                }
+            if "allOf" in sub:
+                sub = self._merge_all_of(sub)
+            for key, value in sub.items():
+                if key == "properties" and isinstance(value, Mapping):
+                    properties.update(value)
+                elif key == "required" and isinstance(value, list):
+                    required.extend(r for r in value if r not in required)
+                elif key not in merged:
+                    merged[key] = value
+        if properties:
+            merged["properties"] = properties
+        if required:
+            merged["required"] = required
+        return merged
+
+    def generate(
+        self,
+        schema: Any,
+        *,
+        name: str,
+        depth: int,
+        index: int | None = None,
+    ) -> Any:
+        if schema is False:
+            return None
+        if not isinstance(schema, Mapping):
+            schema = {}
+        shallow = depth > _MAX_SCHEMA_DEPTH
+        seen_refs = 0
+        while "$ref" in schema and seen_refs < 32:
+            resolved = self._resolve(str(schema["$ref"]))
+            schema = {**resolved, **{k: v for k, v in schema.items() if k != "$ref"}}
+            seen_refs += 1
+        if "allOf" in schema:
+            schema = self._merge_all_of(schema)
+
+        if "const" in schema:
+            return copy.deepcopy(schema["const"])
+        enum = schema.get("enum")
+        if isinstance(enum, list) and enum:
+            non_null = [v for v in enum if v is not None]
+            return copy.deepcopy(non_null[0] if non_null else None)
+
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                rest = {k: v for k, v in schema.items() if k != key}
+                non_null = [b for b in branches if not _is_null_schema(b)]
+                if not non_null or (shallow and len(non_null) < len(branches)):
+                    return None
+                branch = non_null[0]
+                merged = {**rest, **branch} if isinstance(branch, Mapping) else rest
+                return self.generate(merged, name=name, depth=depth + 1, index=index)
+
+        schema_type = schema.get("type")
+        if isinstance(schema_type, list):
+            candidates = [t for t in schema_type if t != "null"]
+            if not candidates:
+                return None
+            if shallow and "null" in schema_type:
+                return None
+            schema_type = candidates[0]
+        if schema_type is None:
+            schema_type = self._infer_type(schema)
+
+        if schema_type == "object":
+            return self._object(schema, name=name, depth=depth, index=index, shallow=shallow)
+        if schema_type == "array":
+            return self._array(schema, name=name, depth=depth, shallow=shallow)
+        if schema_type == "string":
+            return self._string(schema, name=name, index=index)
+        if schema_type == "integer":
+            return self._number(schema, integer=True, index=index)
+        if schema_type == "number":
+            return self._number(schema, integer=False, index=index)
+        if schema_type == "boolean":
+            return True
+        if schema_type == "null":
+            return None
+        return self._string(schema, name=name, index=index)
+
+    @staticmethod
+    def _infer_type(schema: Mapping[str, Any]) -> str:
+        if "properties" in schema or "additionalProperties" in schema or "required" in schema:
+            return "object"
+        if "items" in schema or "prefixItems" in schema or "minItems" in schema:
+            return "array"
+        numeric = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+        if any(k in schema for k in numeric):
+            return "number"
+        return "string"
+
+    def _object(
+        self,
+        schema: Mapping[str, Any],
+        *,
+        name: str,
+        depth: int,
+        index: int | None,
+        shallow: bool,
+    ) -> dict[str, Any]:
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
+        required = schema.get("required")
+        required = set(required) if isinstance(required, list) else set()
+        result: dict[str, Any] = {}
+        for prop_name, prop_schema in properties.items():
+            if shallow and prop_name not in required:
+                continue
+            result[prop_name] = self.generate(prop_schema, name=prop_name, depth=depth + 1, index=index)
+        additional = schema.get("additionalProperties")
+        min_props = int(schema.get("minProperties", 0) or 0)
+        max_props = schema.get("maxProperties")
+        wanted = min_props if (properties or shallow) else max(min_props, 1)
+        if max_props is not None:
+            wanted = min(wanted, int(max_props))
+        if additional is not False and len(result) < wanted:
+            extra_schema = additional if isinstance(additional, Mapping) else {}
+            counter = 1
+            while len(result) < wanted:
+                key = f"{_humanize(name).replace(' ', '_')}_{counter}"
+                counter += 1
+                if key in result:
+                    continue
+                result[key] = self.generate(extra_schema, name=key, depth=depth + 1)
+        return result
+
+    def _array(self, schema: Mapping[str, Any], *, name: str, depth: int, shallow: bool) -> list[Any]:
+        min_items = int(schema.get("minItems", 0) or 0)
+        max_items = schema.get("maxItems")
+        count = min_items if shallow else max(2, min_items)
+        if max_items is not None:
+            count = min(count, int(max_items))
+        prefix = schema.get("prefixItems")
+        prefix = prefix if isinstance(prefix, list) else []
+        items = schema.get("items")
+        result: list[Any] = []
+        for i in range(count):
+            if i < len(prefix):
+                item_schema: Any = prefix[i]
+            elif isinstance(items, list):  # draft-4 tuple form
+                item_schema = items[i] if i < len(items) else schema.get("additionalItems", {})
+            elif items is False:
+                break
+            else:
+                item_schema = items if isinstance(items, Mapping) else {}
+            result.append(self.generate(item_schema, name=name, depth=depth + 1, index=i))
+        if schema.get("uniqueItems"):
+            unique: list[Any] = []
+            for item in result:
+                if item not in unique:
+                    unique.append(item)
+            result = unique
+        return result
+
+    @staticmethod
+    def _string(schema: Mapping[str, Any], *, name: str, index: int | None) -> str:
+        label = _humanize(name)
+        fmt = schema.get("format")
+        if fmt == "uuid":
+            text = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}:{index}"))
+        elif isinstance(fmt, str) and fmt in _STRING_FORMATS:
+            text = _STRING_FORMATS[fmt]
+        else:
+            suffix = f" #{index + 1}" if index is not None else ""
+            text = f"This is the {label}{suffix}."
+        min_len = int(schema.get("minLength", 0) or 0)
+        max_len = schema.get("maxLength")
+        if len(text) < min_len:
+            filler = f" More detail about the {label}."
+            while len(text) < min_len:
+                text += filler
+        if max_len is not None and len(text) > int(max_len):
+            text = text[: int(max_len)].rstrip() or text[: int(max_len)]
+        if len(text) < min_len:
+            text = text.ljust(min_len, ".")
+        return text
+
+    @staticmethod
+    def _number(schema: Mapping[str, Any], *, integer: bool, index: int | None) -> int | float:
+        minimum = schema.get("minimum")
+        maximum = schema.get("maximum")
+        ex_min = schema.get("exclusiveMinimum")
+        ex_max = schema.get("exclusiveMaximum")
+        # Draft-4 style boolean exclusive bounds.
+        if isinstance(ex_min, bool):
+            ex_min, minimum = (minimum, None) if ex_min else (None, minimum)
+        if isinstance(ex_max, bool):
+            ex_max, maximum = (maximum, None) if ex_max else (None, maximum)
+        multiple = schema.get("multipleOf")
+        default = 3 if integer else 2.5
+
+        if integer:
+            lows = [math.ceil(minimum)] if minimum is not None else []
+            if ex_min is not None:
+                lows.append(math.floor(ex_min) + 1)
+            highs = [math.floor(maximum)] if maximum is not None else []
+            if ex_max is not None:
+                highs.append(math.ceil(ex_max) - 1)
+            lo = max(lows) if lows else None
+            hi = min(highs) if highs else None
+            if lo is not None and hi is not None:
+                value: float = math.floor((lo + hi) / 2 + 0.5)
+            elif lo is not None:
+                value = max(lo, default)
+            elif hi is not None:
+                value = min(hi, default)
+            else:
+                value = default
+            if multiple:
+                step = int(multiple) if float(multiple).is_integer() else multiple
+                value = round(value / step) * step
+                if lo is not None and value < lo:
+                    value += step
+                if hi is not None and value > hi:
+                    value -= step
+            return int(value)
+
+        lo_f = max([v for v in (minimum, ex_min) if v is not None], default=None)
+        hi_f = min([v for v in (maximum, ex_max) if v is not None], default=None)
+        if lo_f is not None and hi_f is not None:
+            value = (lo_f + hi_f) / 2
+        elif lo_f is not None:
+            value = max(float(lo_f) + (1.0 if ex_min is not None else 0.0), default)
+        elif hi_f is not None:
+            value = min(float(hi_f) - (1.0 if ex_max is not None else 0.0), default)
+        else:
+            value = default
+        if multiple:
+            value = round(value / multiple) * multiple
+            if lo_f is not None and value < lo_f:
+                value += multiple
+            if hi_f is not None and value > hi_f:
+                value -= multiple
+        return float(value)
+
+
+# --------------------------------------------------------------------------- #
+# Server
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class _Counted:
+    match: str
+    remaining: int
+    status: int = 500
+    calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    agent: str | None
+    schema: str | None
+    system: str
+
+    def matches(self, match: str) -> bool:
+        return match == self.schema or match == self.agent or match in self.system
+
+
+@dataclass
+class _Answer:
+    content: str | None
+    tool_calls: list[dict[str, Any]]
+    finish_reason: str
+
+
+def _forced_function(body: Mapping[str, Any]) -> str | None:
+    tool_choice = body.get("tool_choice")
+    if isinstance(tool_choice, Mapping) and tool_choice.get("type") == "function":
+        function = tool_choice.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            return function["name"]
+        if isinstance(tool_choice.get("name"), str):
+            return tool_choice["name"]
+    return None
+
+
+def _json_schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    response_format = body.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+        json_schema = response_format.get("json_schema")
+        return json_schema if isinstance(json_schema, Mapping) else {}
+    return None
+
+
+def _tool_functions(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    functions: list[Mapping[str, Any]] = []
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
+                functions.append(tool["function"])
+    return functions
+
+
+def _split(text: str, parts: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, math.ceil(len(text) / parts))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients going away; report anything else as usual."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+    def __init__(self, fake: FakeOpenAIServer) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+    # -- low level I/O ------------------------------------------------------ #
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_error_json(self, status: int, message: str) -> None:
+        error_type, code = _ERROR_TYPES.get(
+            status, ("server_error", None) if status >= 500 else ("invalid_request_error", None)
+        )
+        payload = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        # A short retry-after keeps clients that do retry (max_retries > 0) fast.
+        self.send_json(status, payload, {"retry-after-ms": "10"})
+
+    def start_sse(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        self.end_headers()
+
+    def send_sse(self, payload: Any) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        data = f"data: {text}\n\n".encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n")
+        self.wfile.flush()
+
+    def end_sse(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- routing ------------------------------------------------------------ #
+
+    def do_GET(self) -> None:
+        """Serve ``/v1/models`` and ``/v1/models/{id}``."""
+        path = self.path.split("?", 1)[0].rstrip("/")
+        fake = self.server.fake
+        if path.endswith("/models"):
+            self.send_json(
+                200,
+                {"object": "list", "data": [fake.model_card(m) for m in fake.model_ids()]},
+            )
+        elif "/models/" in path:
+            self.send_json(200, fake.model_card(path.rsplit("/models/", 1)[1]))
+        else:
+            self.send_error_json(404, f"Unknown path: {self.path}")
+
+    def do_POST(self) -> None:
+        """Serve ``/v1/chat/completions`` and ``/v1/embeddings``."""
+        started = time.monotonic()
+        path = self.path.split("?", 1)[0]
+        raw = self._read_body()
+        route = path.rstrip("/")
+        if not (route.endswith("/chat/completions") or route.endswith("/embeddings")):
+            self.send_error_json(404, f"Unknown path: {self.path}")
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        fake = self.server.fake
+        if not isinstance(body, dict):
+            fake._record(path, {}, None, None, False, started, 400, None)
+            self.send_error_json(400, "Request body must be a JSON object.")
+            return
+        if route.endswith("/chat/completions"):
+            fake._handle_chat(self, path, body, started)
+        else:
+            fake._handle_embeddings(self, path, body, started)
+
+
+class FakeOpenAIServer:
+    """A real local HTTP server imitating the OpenAI Chat Completions API.
+
+    A request *matches* a ``match`` string when ``match`` equals its
+    structured-output schema name, equals its agent (see
+    :func:`agent_from_system_prompt`), or is a substring of its first system
+    message.
+
+    Attributes:
+        latency_s: Seconds every chat/embedding request sleeps before answering.
+        model: If set, reported as ``model`` in every response instead of
+            echoing the request's model.
+        embedding_dim: Default dimension of embedding vectors (a request's
+            ``dimensions`` parameter takes precedence).
+        requests: Every ``/chat/completions`` and ``/embeddings`` request, in
+            order of completion (appended under a lock).
+    """
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        model: str | None = None,
+        embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+    ) -> None:
+        """Create a server; call :meth:`start` (or use ``with``) to serve.
+
+        Args:
+            latency_s: Delay applied to every chat/embedding request.
+            model: Override the ``model`` reported in responses (default: echo
+                the request's model).
+            embedding_dim: Default dimension of embedding vectors.
+        """
+        self.latency_s = latency_s
+        self.model = model
+        self.embedding_dim = embedding_dim
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._base_url: str | None = None
+        self._field_overrides: list[tuple[str, dict[str, Any]]] = []
+        self._failures: list[_Counted] = []
+        self._delays: dict[str, float] = {}
+        self._scripts: list[_Counted] = []
+        self._cached_tokens = 0
+        self._reasoning_tokens = 0
+
+    # -- lifecycle ------------------------------------------------------------ #
+
+    @property
+    def base_url(self) -> str:
+        """``"http://127.0.0.1:PORT/v1"``; only available once started."""
+        if self._base_url is None:
+            raise RuntimeError("FakeOpenAIServer is not running; call start() first.")
+        return self._base_url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAIServer is not running; call start() first.")
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> FakeOpenAIServer:
+        """Bind a free port on 127.0.0.1 and serve from a daemon thread.
+
+        Returns:
+            The server itself, for chaining.
+
+        Raises:
+            RuntimeError: If the server is already running.
+        """
+        if self._httpd is not None:
+            raise RuntimeError("FakeOpenAIServer is already running.")
+        httpd = _HTTPServer(self)
+        thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openai-server",
+            daemon=True,
+        )
+        thread.start()
+        self._httpd = httpd
+        self._thread = thread
+        self._base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open keep-alive connections and free the port."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None:
+            return
+        httpd.shutdown()
+        with httpd.connections_lock:
+            connections = list(httpd.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+        self._base_url = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        """Start the server and return it."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    # -- scripting ------------------------------------------------------------ #
+
+    def chat_requests(self, agent: str | None = None) -> list[RecordedRequest]:
+        """Successful (HTTP 200) chat completion requests.
+
+        Args:
+            agent: If given, only requests whose derived agent equals it.
+
+        Returns:
+            The matching recorded requests in recording order.
+        """
+        with self._lock:
+            recorded = list(self.requests)
+        return [
+            r
+            for r in recorded
+            if r.path.rstrip("/").endswith("/chat/completions")
+            and r.status == 200
+            and (agent is None or r.agent == agent)
+        ]
+
+    def set_fields(self, match: str, **values: Any) -> None:
+        """Override top-level fields of generated structured output.
+
+        Applies to ``json_schema`` content, forced function-call arguments and
+        ``json_object`` content of matching requests. Later calls win.
+
+        Args:
+            match: Schema name, agent name or system-prompt substring.
+            **values: Top-level keys and the values to put there.
+        """
+        with self._lock:
+            self._field_overrides.append((match, dict(values)))
+
+    def fail(self, match: str, *, status: int = 500, times: int = 1) -> None:
+        """Make the next ``times`` matching chat requests fail.
+
+        The answer carries an OpenAI-style ``{"error": {...}}`` body and a
+        ``retry-after-ms: 10`` header.
+
+        Args:
+            match: Schema name, agent name or system-prompt substring.
+            status: HTTP status to answer with (500 gives
+                ``openai.InternalServerError``, 429 ``openai.RateLimitError``).
+            times: How many matching requests fail.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._failures.append(_Counted(match=match, remaining=times, status=status))
+
+    def delay(self, match: str, seconds: float) -> None:
+        """Make matching requests sleep before answering (on top of ``latency_s``).
+
+        Args:
+            match: Schema name, agent name or system-prompt substring.
+            seconds: Extra delay; when several rules match, the largest applies.
+        """
+        with self._lock:
+            self._delays[match] = seconds
+
+    def script_tool_calls(self, match: str, calls: list[dict[str, Any]], *, times: int = 1) -> None:
+        """Answer the next ``times`` matching tool-offering requests with tool calls.
+
+        A request qualifies when it offers ``tools``, its last message is not a
+        tool result and it does not force a function other than one of
+        ``calls``. The answer has ``finish_reason="tool_calls"``.
+
+        Args:
+            match: Schema name, agent name or system-prompt substring.
+            calls: ``[{"name": "calculate", "arguments": {...}}]``; ``arguments``
+                may also be a JSON string; an optional ``id`` is used verbatim.
+            times: How many matching requests are answered this way.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        normalised: list[dict[str, Any]] = []
+        for call in calls:
+            if not isinstance(call.get("name"), str):
+                raise ValueError(f"tool call without a name: {call!r}")
+            normalised.append(copy.deepcopy(dict(call)))
+        with self._lock:
+            self._scripts.append(_Counted(match=match, remaining=times, calls=normalised))
+
+    def set_usage(self, *, cached_tokens: int = 0, reasoning_tokens: int = 0) -> None:
+        """Set the reported ``cached_tokens`` and ``reasoning_tokens``.
+
+        Args:
+            cached_tokens: Reported as ``prompt_tokens_details.cached_tokens``.
+            reasoning_tokens: Reported as ``completion_tokens_details.reasoning_tokens``.
+        """
+        with self._lock:
+            self._cached_tokens = cached_tokens
+            self._reasoning_tokens = reasoning_tokens
+
+    def reset(self) -> None:
+        """Clear recorded requests and all scripted behaviour."""
+        with self._lock:
+            self.requests.clear()
+            self._field_overrides.clear()
+            self._failures.clear()
+            self._delays.clear()
+            self._scripts.clear()
+            self._cached_tokens = 0
+            self._reasoning_tokens = 0
+
+    # -- models ------------------------------------------------------------- #
+
+    def model_ids(self) -> list[str]:
+        """Model ids listed by ``GET /v1/models``."""
+        ids = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small"]
+        if self.model and self.model not in ids:
+            ids.insert(0, self.model)
+        return ids
+
+    @staticmethod
+    def model_card(model_id: str) -> dict[str, Any]:
+        """The ``model`` object served for ``model_id``."""
+        return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "fake"}
+
+    # -- request handling ------------------------------------------------------ #
+
+    def _record(
+        self,
+        path: str,
+        body: dict[str, Any],
+        agent: str | None,
+        schema: str | None,
+        stream: bool,
+        started: float,
+        status: int,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        record = RecordedRequest(
+            path=path,
+            body=body,
+            agent=agent,
+            schema=schema,
+            stream=stream,
+            started=started,
+            finished=time.monotonic(),
+            status=status,
+            usage=copy.deepcopy(usage),
+        )
+        with self._lock:
+            self.requests.append(record)
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}-fake{next(self._ids):05d}{uuid.uuid4().hex[:12]}"
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        with self._lock:
+            cached, reasoning = self._cached_tokens, self._reasoning_tokens
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+
+    def _handle_chat(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
+        messages = body.get("messages")
+        stream = bool(body.get("stream"))
+        if not isinstance(messages, list) or not messages:
+            self._record(path, body, None, None, stream, started, 400, None)
+            handler.send_error_json(400, "'messages' must be a non-empty array.")
+            return
+        system = first_system_text(messages)
+        json_schema = _json_schema_format(body)
+        forced = _forced_function(body)
+        schema_name = forced or (
+            str(json_schema.get("name")) if json_schema and json_schema.get("name") else None
+        )
+        ctx = _Context(agent=agent_from_system_prompt(system), schema=schema_name, system=system)
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            self._record(path, body, ctx.agent, ctx.schema, stream, started, 400, None)
+            handler.send_error_json(400, "you must provide a model parameter")
+            return
+
+        last = messages[-1] if isinstance(messages[-1], Mapping) else {}
+        offers_tools = bool(_tool_functions(body))
+        after_tool = last.get("role") in ("tool", "function")
+        with self._lock:
+            delay = self.latency_s + max((s for m, s in self._delays.items() if ctx.matches(m)), default=0.0)
+            failure = next((f for f in self._failures if f.remaining > 0 and ctx.matches(f.match)), None)
+            if failure is not None:
+                failure.remaining -= 1
+            script = None
+            if failure is None and offers_tools and not after_tool:
+                for candidate in self._scripts:
+                    names = {c["name"] for c in candidate.calls or []}
+                    if (
+                        candidate.remaining > 0
+                        and ctx.matches(candidate.match)
+                        and (forced is None or forced in names)
+                    ):
+                        script = candidate
+                        script.remaining -= 1
+                        break
+            overrides: dict[str, Any] = {}
+            for match, values in self._field_overrides:
+                if ctx.matches(match):
+                    overrides.update(values)
+
+        if delay > 0:
+            time.sleep(delay)
+        if failure is not None:
+            self._record(path, body, ctx.agent, ctx.schema, stream, started, failure.status, None)
+            handler.send_error_json(
+                failure.status,
+                f"Simulated error {failure.status} from FakeOpenAIServer (match={failure.match!r}).",
+            )
+            return
+
+        answer = self._answer(body, ctx, script, overrides, json_schema, forced, after_tool)
+        generated = answer.content or "".join(tc["function"]["arguments"] for tc in answer.tool_calls)
+        usage = self._usage(estimate_prompt_tokens(body), max(1, len(generated) // 4))
+        model = self.model or body["model"]
+        completion_id = self._next_id("chatcmpl")
+        created = int(time.time())
+
+        if not stream:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": answer.content,
+                "refusal": None,
+                "annotations": [],
+            }
+            if answer.tool_calls:
+                message["tool_calls"] = answer.tool_calls
+            response = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "service_tier": "default",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": answer.finish_reason,
+                    }
+                ],
+                "usage": usage,
+            }
+            # Record before writing so the record is visible once the client returns.
+            self._record(path, body, ctx.agent, ctx.schema, False, started, 200, usage)
+            handler.send_json(200, response)
+            return
+
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, Mapping) and bool(stream_options.get("include_usage"))
+        base = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "service_tier": "default",
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            payload = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                payload["usage"] = None
+            return payload
+
+        recorded = False
+        try:
+            handler.start_sse()
+            handler.send_sse(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": "" if answer.content is not None else None,
+                        "refusal": None,
+                    }
+                )
+            )
+            for piece in _split(answer.content or "", 4):
+                handler.send_sse(chunk({"content": piece}))
+            for i, call in enumerate(answer.tool_calls):
+                handler.send_sse(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
+                for piece in _split(call["function"]["arguments"], 3):
+                    handler.send_sse(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+            # Record before the final events so the record is visible once the
+            # client has consumed the stream.
+            self._record(
+                path,
+                body,
+                ctx.agent,
+                ctx.schema,
+                True,
+                started,
+                200,
+                usage if include_usage else None,
+            )
+            recorded = True
+            handler.send_sse(chunk({}, answer.finish_reason))
+            if include_usage:
+                handler.send_sse({**base, "choices": [], "usage": usage})
+            handler.send_sse("[DONE]")
+            handler.end_sse()
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+            if not recorded:
+                self._record(path, body, ctx.agent, ctx.schema, True, started, 200, None)
+
+    def _answer(
+        self,
+        body: Mapping[str, Any],
+        ctx: _Context,
+        script: _Counted | None,
+        overrides: Mapping[str, Any],
+        json_schema: Mapping[str, Any] | None,
+        forced: str | None,
+        after_tool: bool,
+    ) -> _Answer:
+        if script is not None:
+            calls = []
+            for call in script.calls or []:
+                arguments = call.get("arguments", {})
+                calls.append(
+                    self._tool_call(
+                        call["name"],
+                        arguments if isinstance(arguments, str) else json.dumps(arguments),
+                        call.get("id"),
+                    )
+                )
+            return _Answer(content=None, tool_calls=calls, finish_reason="tool_calls")
+
+        functions = _tool_functions(body)
+        tool_choice = body.get("tool_choice")
+        target: Mapping[str, Any] | None = None
+        if forced is not None:
+            target = next((f for f in functions if f.get("name") == forced), {"name": forced})
+        elif tool_choice == "required" and functions and not after_tool:
+            target = functions[0]
+        if target is not None:
+            parameters = target.get("parameters") or {"type": "object", "properties": {}}
+            arguments = generate_from_schema(parameters, name=str(target["name"]))
+            if forced is not None and isinstance(arguments, dict):
+                arguments.update(copy.deepcopy(dict(overrides)))
+            call = self._tool_call(str(target["name"]), json.dumps(arguments))
+            # The real API reports "stop" when tool_choice names a function.
+            return _Answer(
+                content=None,
+                tool_calls=[call],
+                finish_reason="stop" if forced is not None else "tool_calls",
+            )
+
+        if json_schema is not None:
+            value = generate_from_schema(
+                json_schema.get("schema") or {}, name=str(json_schema.get("name") or "value")
+            )
+            if isinstance(value, dict):
+                value.update(copy.deepcopy(dict(overrides)))
+            return _Answer(content=json.dumps(value), tool_calls=[], finish_reason="stop")
+
+        response_format = body.get("response_format")
+        if isinstance(response_format, Mapping) and response_format.get("type") == "json_object":
+            value = {"response": self._plain_text(body, ctx, after_tool)}
+            value.update(copy.deepcopy(dict(overrides)))
+            return _Answer(content=json.dumps(value), tool_calls=[], finish_reason="stop")
+
+        return _Answer(content=self._plain_text(body, ctx, after_tool), tool_calls=[], finish_reason="stop")
+
+    @staticmethod
+    def _tool_call(name: str, arguments: str, call_id: str | None = None) -> dict[str, Any]:
+        return {
+            "id": call_id or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+
+    @staticmethod
+    def _plain_text(body: Mapping[str, Any], ctx: _Context, after_tool: bool) -> str:
+        messages = body.get("messages") or []
+        speaker = f"the {ctx.agent} agent" if ctx.agent else "the assistant"
+        if after_tool:
+            results: list[str] = []
+            for message in reversed(messages):
+                if not isinstance(message, Mapping) or message.get("role") not in (
+                    "tool",
+                    "function",
+                ):
+                    break
+                results.append(content_text(message.get("content")))
+            joined = "; ".join(reversed(results))
+            return f"Final answer from {speaker} based on the tool results: {joined[:200]}"
+        last_user = next(
+            (
+                content_text(m.get("content"))
+                for m in reversed(messages)
+                if isinstance(m, Mapping) and m.get("role") == "user"
+            ),
+            "",
+        )
+        snippet = " ".join(last_user.split())[:80]
+        return f"Fake response from {speaker} to: {snippet}"
+
+    def _handle_embeddings(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
+        raw_input = body.get("input")
+        texts: list[str]
+        if isinstance(raw_input, str):
+            texts = [raw_input]
+        elif isinstance(raw_input, list) and raw_input and all(isinstance(t, int) for t in raw_input):
+            texts = [" ".join(f"tok{t}" for t in raw_input)]
+        elif isinstance(raw_input, list) and raw_input:
+            texts = []
+            for item in raw_input:
+                if isinstance(item, str):
+                    texts.append(item)
+                elif isinstance(item, list):
+                    texts.append(" ".join(f"tok{t}" for t in item))
+                else:
+                    texts = []
+                    break
+        else:
+            texts = []
+        if not texts:
+            self._record(path, body, None, None, False, started, 400, None)
+            handler.send_error_json(400, "'input' must be a non-empty string or array.")
+            return
+        dimensions = body.get("dimensions")
+        dim = int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else None
+        dim = dim or self.embedding_dim
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
+        base64_format = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = embed_text(text, dim)
+            embedding: Any = (
+                base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode("ascii")
+                if base64_format
+                else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(max(1, len(text) // 4) for text in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        self._record(path, body, None, None, False, started, 200, usage)
+        handler.send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": self.model or body.get("model") or "text-embedding-3-small",
+                "usage": usage,
+            },
+        )
