@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import openai
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from budgets.config import BudgetsConfig, ModelsConfig
@@ -105,6 +106,7 @@ class LimitsPlugin:
                 max_out = min(max_out, affordable)
 
         timeout_s = request.timeout_s
+        budget_timeout_s: float | None = None
         if node_budget.max_latency_ms is not None:
             left_ms = node_budget.max_latency_ms - request.node_spent.latency_ms
             if left_ms <= 0:
@@ -114,7 +116,9 @@ class LimitsPlugin:
                     spent=request.node_spent.latency_ms,
                     cap=node_budget.max_latency_ms,
                 )
-            timeout_s = min(timeout_s or math.inf, left_ms / 1000)
+            budget_timeout_s = left_ms / 1000
+            if budget_timeout_s < endpoint.settings.timeout_s:
+                timeout_s = min(timeout_s or math.inf, budget_timeout_s)
 
         max_tool_calls = request.max_tool_calls
         if node_budget.max_tool_calls is not None:
@@ -126,7 +130,18 @@ class LimitsPlugin:
         narrowed = request.evolve(
             max_output_tokens=max_out, timeout_s=timeout_s, max_tool_calls=max_tool_calls
         )
-        result = call_next(narrowed)
+        try:
+            result = call_next(narrowed)
+        except openai.APITimeoutError as exc:
+            if budget_timeout_s is None or timeout_s != budget_timeout_s:
+                raise  # the tier's own timeout, not the budget's
+            raise BudgetExceededError(
+                node=request.node,
+                limit="max_latency_ms",
+                spent=request.node_spent.latency_ms,
+                cap=node_budget.max_latency_ms or 0,
+                requested=round(budget_timeout_s * 1000),
+            ) from exc
         asked = len(result.tool_calls)
         if asked and node_budget.max_tool_calls is not None and asked > (max_tool_calls or 0):
             raise BudgetExceededError(

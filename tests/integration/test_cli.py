@@ -1,0 +1,194 @@
+"""The `budgetgraph` command line: run, resume, exit codes and --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graph.cli import app
+from tests.fakes.openai_server import FakeOpenAIServer
+
+TASK = (
+    "Should we move our billing service from a monolith to microservices this year? "
+    "We have 6 engineers and a PCI audit in 4 months."
+)
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout
+
+
+def cli_json(*args: str) -> tuple[int, dict]:
+    code, out = cli(*args, "--json")
+    return code, json.loads(out)
+
+
+def test_the_readme_task_runs_offline_on_the_local_tier(clean_env: Path):
+    budgetgraph = Path(sys.executable).parent / "budgetgraph"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BUDGETGRAPH_"))}
+
+    done = subprocess.run(
+        [str(budgetgraph), "run", TASK], capture_output=True, text=True, env=env, timeout=120
+    )
+
+    assert done.returncode == 3, done.stderr  # the local rules score this decision 4/5: it waits for review
+    for heading in ("Plan", "CTO analysis", "COO analysis", "Reconciliation", "Spend", "Paused for review"):
+        assert heading in done.stdout
+    assert "No model wrote this" in done.stdout
+    assert (clean_env / ".budgetgraph" / "checkpoints.sqlite").exists()
+
+
+def test_json_output_has_the_documented_keys_and_resume_approves():
+    code, report = cli_json("run", TASK, "--thread", "pci")
+
+    assert code == 3 and report["status"] == "paused"
+    assert set(report) >= {"thread_id", "status", "plan", "analyses", "reconciliation", "spend"}
+    assert set(report["analyses"]) == {"cto", "coo"}
+    assert report["reconciliation"]["risk_score"] == 4
+    row_keys = {
+        "node",
+        "tier",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+        "cache_hit",
+    }
+    assert all(row_keys <= set(row) for row in report["spend"]["nodes"])
+    assert [row["node"] for row in report["spend"]["nodes"]] == ["planner", "cto", "coo", "reconcile"]
+    assert set(report["spend"]["total"]) >= {"input_tokens", "output_tokens", "cost_usd"}
+
+    code, report = cli_json("resume", "pci", "--approve")
+    assert code == 0 and report["status"] == "done"
+    assert report["review"]["decision"] == "approved"
+
+
+def test_with_a_model_server_the_spend_table_shows_its_tokens_and_price(
+    openai_server: FakeOpenAIServer, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+
+    code, report = cli_json("run", TASK, "-c", "Keep card data in one region")
+
+    assert code == 0 and report["status"] == "done"
+    served = openai_server.chat_requests()
+    assert len(served) == 4
+    rows = report["spend"]["nodes"]
+    assert sum(r["input_tokens"] for r in rows) == sum(r.usage["prompt_tokens"] for r in served)
+    assert sum(r["output_tokens"] for r in rows) == sum(r.usage["completion_tokens"] for r in served)
+    assert report["spend"]["total"]["cost_usd"] == pytest.approx(
+        sum(r.usage["prompt_tokens"] * 0.40e-6 + r.usage["completion_tokens"] * 1.60e-6 for r in served),
+        abs=5e-6,
+    )
+    assert report["constraints"][0]["id"].startswith("c-")
+
+    code, table = cli("run", TASK, "--thread", "table")
+    assert code == 0
+    assert "gpt-4.1-mini" in table and "standard" in table
+
+
+def test_resume_with_reject_and_replan(openai_server: FakeOpenAIServer, models_file: Path):
+    openai_server.set_fields("Reconciliation", risk_score=5)
+    assert cli("run", TASK, "--thread", "r", "--models", str(models_file))[0] == 3
+
+    code, report = cli_json("resume", "r", "--replan", "Assume two contractors", "--models", str(models_file))
+    assert code == 3 and report["replans"] == 1
+    assert report["plan"]["replan_note"] == "Assume two contractors"
+
+    code, report = cli_json("resume", "r", "--reject", "--note", "too risky", "--models", str(models_file))
+    assert code == 0 and report["review"] == {"decision": "rejected", "by": "human", "note": "too risky"}
+
+
+def test_resume_continues_a_failed_run_without_repeating_finished_nodes(
+    openai_server: FakeOpenAIServer, models_file: Path
+):
+    openai_server.fail("Reconciliation", status=500, times=1)
+    code, report = cli_json("run", TASK, "--thread", "f", "--models", str(models_file))
+    assert code == 1 and report["status"] == "failed" and report["next"] == ["reconcile"]
+
+    code, report = cli_json("resume", "f", "--models", str(models_file))
+
+    assert code == 0 and report["status"] == "done"
+    assert sorted(r.agent for r in openai_server.chat_requests()) == ["coo", "cto", "planner", "reconcile"]
+
+
+def test_an_empty_task_is_rejected_with_exit_code_2():
+    assert cli("run", "   ")[0] == 2
+
+
+def test_bad_input_exits_2(tmp_path: Path):
+    bad = tmp_path / "budgets.yaml"
+    bad.write_text("budgets:\n  cto_agent: {max_tokens: -5}\n")
+    assert cli("run", TASK, "--budgets", str(bad))[0] == 2
+    assert cli("resume", "no-such-thread")[0] == 2
+    assert cli("run", TASK, "--checkpointer", "mysql://x")[0] == 2
+    assert cli("resume", "x", "--approve", "--reject")[0] == 2
+
+
+def test_resume_flags_must_fit_the_runs_state(openai_server: FakeOpenAIServer, models_file: Path):
+    assert cli("run", TASK, "--thread", "d", "--models", str(models_file))[0] == 0
+    assert cli("resume", "d", "--approve", "--models", str(models_file))[0] == 2
+    openai_server.set_fields("Reconciliation", risk_score=4)
+    assert cli("run", TASK, "--thread", "p", "--models", str(models_file))[0] == 3
+    assert cli("resume", "p", "--models", str(models_file))[0] == 2
+
+
+def test_a_node_over_its_budget_fails_the_run_naming_node_limit_spent_and_cap(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path
+):
+    budgets = tmp_path / "tight.yaml"
+    budgets.write_text("budgets:\n  cto_agent: {max_tokens: 300}\n")
+
+    code, report = cli_json("run", TASK, "--models", str(models_file), "--budgets", str(budgets))
+
+    assert code == 1 and report["status"] == "failed"
+    assert report["error"]["type"] == "BudgetExceededError"
+    message = report["error"]["message"]
+    assert (
+        "`cto`" in message
+        and "`max_tokens`" in message
+        and "spent 0 tokens" in message
+        and "cap 300" in message
+    )
+    assert openai_server.chat_requests("cto") == []
+
+
+def test_models_and_budgets_files_can_come_from_the_environment(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path, monkeypatch
+):
+    budgets = tmp_path / "b.yaml"
+    budgets.write_text("budgets:\n  coo: {max_tokens: 100}\n")
+    monkeypatch.setenv("BUDGETGRAPH_MODELS", str(models_file))
+    monkeypatch.setenv("BUDGETGRAPH_BUDGETS", str(budgets))
+
+    code, report = cli_json("run", TASK)
+
+    assert code == 1 and "`coo`" in report["error"]["message"]
+    assert len(openai_server.chat_requests("planner")) == 1
+
+
+def test_postgres_checkpointer_runs_and_resumes(
+    database_url: str, models_file: Path, openai_server: FakeOpenAIServer
+):
+    import uuid
+
+    thread = f"pg-{uuid.uuid4()}"
+    openai_server.set_fields("Reconciliation", risk_score=4)
+    args = ("--models", str(models_file), "--checkpointer", database_url)
+
+    code, report = cli_json("run", TASK, "--thread", thread, *args)
+    assert code == 3 and report["status"] == "paused"
+
+    code, report = cli_json("resume", thread, "--approve", *args)
+    assert code == 0 and report["review"]["decision"] == "approved"
+    assert len(openai_server.chat_requests()) == 4
