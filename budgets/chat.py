@@ -75,7 +75,7 @@ class ChatModels:
         return CallResult(output=output, message=message, calls=[call])
 
     def _runnable(self, chat: ChatOpenAI, request: CallRequest) -> Runnable:
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if request.max_output_tokens is not None:
             options["max_tokens"] = request.max_output_tokens
         if request.timeout_s is not None:
@@ -91,7 +91,7 @@ class ChatModels:
     def _record(
         self, request: CallRequest, endpoint: Endpoint, message: AIMessage, latency_ms: int
     ) -> ModelCall:
-        usage = message.usage_metadata or {}
+        usage: dict[str, Any] = dict(message.usage_metadata or {})
         input_tokens = int(usage.get("input_tokens", 0))
         output_tokens = int(usage.get("output_tokens", 0))
         cache_read = int((usage.get("input_token_details") or {}).get("cache_read", 0) or 0)
@@ -171,7 +171,7 @@ def _chat_model(endpoint: Endpoint) -> ChatOpenAI:
         base_url=endpoint.base_url,
         api_key=SecretStr(endpoint.api_key or NO_KEY),
         temperature=settings.temperature,
-        max_tokens=settings.max_output_tokens,
+        max_completion_tokens=settings.max_output_tokens,
         timeout=settings.timeout_s,
         max_retries=settings.max_retries,
         streaming=settings.streaming,

@@ -29,6 +29,7 @@ from budgets.plugins import router as _router  # noqa: F401
 from budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgets.pricing import PriceBook
 from budgets.request import CallRequest, CallResult, ModelCall, Totals
+from tracing import model_call_span, record_result
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,10 @@ class Gateway:
                 return self.chat.invoke(req)
             return chain[index].wrap(req, lambda nxt: step(index + 1, nxt))
 
-        return step(0, request)
+        with model_call_span(node=request.node, tier=request.tier, thread_id=request.thread_id) as span:
+            result = step(0, request)
+            record_result(span, result.calls)
+        return result
 
     def session(
         self,
@@ -223,7 +227,7 @@ def _run_tools(calls: Sequence[Mapping[str, object]], tools: Mapping[str, BaseTo
             )
             continue
         try:
-            content = tool.invoke(call.get("args") or {})
+            content = tool.invoke(dict(call.get("args") or {}))  # type: ignore[call-overload]
         except Exception as exc:  # the model sees the error and may try again
             logger.info("Tool `%s` failed: %s", name, exc)
             replies.append(ToolMessage(f"Error: {exc}", tool_call_id=call_id, status="error"))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -70,7 +69,7 @@ def build_graph(
     budgets: BudgetsConfig | str | Path | None = None,
     gateway: Gateway | None = None,
     name: str = "decision",
-) -> CompiledStateGraph:
+) -> CompiledStateGraph[State, Context, InputState, State]:
     """Build and compile the decision graph.
 
     Args:
@@ -118,18 +117,16 @@ class _Nodes:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def _session(
-        self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], config: RunnableConfig
-    ) -> NodeSession:
-        thread_id = (config.get("configurable") or {}).get("thread_id")
+    def _session(self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context]) -> NodeSession:
+        thread_id = runtime.execution_info.thread_id if runtime.execution_info else None
         tenant = runtime.context.tenant if runtime.context else "default"
         return self.gateway.session(node, history=spend, thread_id=thread_id, tenant=tenant)
 
-    def planner(self, state: State, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
+    def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         task = _task_of(state)
         review = state.get("review") or {}
         note = review.get("note") if review.get("decision") == "replan" else None
-        session = self._session("planner", state.get("spend", []), runtime, config)
+        session = self._session("planner", state.get("spend", []), runtime)
         plan = agents.plan(session, self.gateway, task=task, constraints=_texts(state), note=note)
         return {
             "task": task,
@@ -138,11 +135,9 @@ class _Nodes:
             "spend": session.calls,
         }
 
-    def specialist(
-        self, state: SpecialistInput, runtime: Runtime[Context], config: RunnableConfig
-    ) -> dict[str, Any]:
+    def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
         step = PlanStep.model_validate(state["step"])
-        session = self._session(step.node, state["spend"], runtime, config)
+        session = self._session(step.node, state["spend"], runtime)
         analysis = agents.analyze(
             session,
             step,
@@ -153,9 +148,9 @@ class _Nodes:
         record = {**analysis.model_dump(mode="json"), "authored_by": _author(session)}
         return {"analyses": {step.node: record}, "spend": session.calls}
 
-    def reconcile(self, state: State, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
+    def reconcile(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         analyses = state.get("analyses") or {}
-        session = self._session("reconcile", state.get("spend", []), runtime, config)
+        session = self._session("reconcile", state.get("spend", []), runtime)
         result = agents.reconcile(
             session,
             task=state["task"],
@@ -174,7 +169,7 @@ class _Nodes:
         score = int(reconciliation.get("risk_score", 0))
         replans = state.get("replans", 0)
         if score < context.review_threshold:
-            outcome = {
+            outcome: dict[str, Any] = {
                 "decision": "auto-approved",
                 "by": "threshold",
                 "note": f"risk score {score} is below the review threshold {context.review_threshold}",

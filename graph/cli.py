@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from rich.console import Console
@@ -78,7 +79,7 @@ def run(
     """Plan, analyse (CTO and COO in parallel), reconcile and review a decision."""
     thread_id = thread or str(uuid.uuid4())
 
-    def start(graph: CompiledStateGraph, config: dict[str, Any]) -> Any:
+    def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         if not task.strip():
             raise _BadInput("The task is empty: give the decision to review.")
         if graph.get_state(config).values:
@@ -117,7 +118,7 @@ def resume(
     if len(chosen) > 1:
         _fail_input(f"Give one of --approve, --reject or --replan, not {' and '.join(chosen)}.", as_json)
 
-    def start(graph: CompiledStateGraph, config: dict[str, Any]) -> Any:
+    def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         snapshot = graph.get_state(config)
         if not snapshot.values:
             raise _BadInput(f"No run has thread `{thread}`.")
@@ -143,7 +144,7 @@ def _drive(
     checkpointer: str | None,
     as_json: bool,
 ) -> None:
-    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with ExitStack() as stack:
         try:
             saver = stack.enter_context(open_checkpointer(checkpointer))
