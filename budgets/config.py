@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from budgets.yamlfile import YamlDocument
+
+M = TypeVar("M", bound=BaseModel)
 
 Tier = Literal["economy", "standard", "premium", "local"]
 """A tier of chat models. ``local`` is the deterministic no-model path."""
@@ -203,6 +205,24 @@ class BudgetsConfig:
     source: str
     nodes: Mapping[str, NodeBudget]
     task: TaskBudget
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    document: YamlDocument | None = None
+
+    def section(self, name: str, model: type[M]) -> M:
+        """Validate the top-level section ``name``, owned by the plugin of that name.
+
+        A missing section validates as ``{}`` (the model's defaults).
+
+        Raises:
+            ConfigError: The section fails ``model``; every problem is listed with its line.
+        """
+        data = self.sections.get(name) or {}
+        if self.document is None:
+            return model.model_validate(data)
+        parsed, problems = self.document.validate(model, data, (name,))
+        if parsed is None:
+            raise self.document.fail(problems)
+        return parsed
 
     def node(self, name: str) -> NodeBudget:
         """Return the budget of node ``name`` (no caps when it has none)."""
@@ -240,8 +260,14 @@ def load_budgets(
     data = doc.data
     if not isinstance(data, dict):
         raise doc.fail([doc.problem((), "expected a mapping with a `budgets` key")])
+    from budgets.plugins.base import registered  # plugins own the sections named after them
+
+    plugin_sections = set(registered())
+    sections = {}
     for key in data:
-        if key != "budgets":
+        if key in plugin_sections:
+            sections[key] = data[key]
+        elif key != "budgets":
             problems.append(doc.problem((key,), "unknown key"))
     section = data.get("budgets") or {}
     nodes: dict[str, NodeBudget] = {}
@@ -270,7 +296,7 @@ def load_budgets(
             nodes[node] = budget
     if problems:
         raise doc.fail(problems)
-    return BudgetsConfig(source=doc.path, nodes=nodes, task=task)
+    return BudgetsConfig(source=doc.path, nodes=nodes, task=task, sections=sections, document=doc)
 
 
 def _read(path: str | Path | None, from_env: str | None, default_name: str) -> YamlDocument:

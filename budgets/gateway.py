@@ -22,10 +22,6 @@ from pydantic import BaseModel
 from budgets.chat import ChatModels
 from budgets.config import BudgetsConfig, ModelsConfig, Tier
 from budgets.errors import ModelOutputError
-
-# Importing the modules registers the built-in plugins.
-from budgets.plugins import limits as _limits  # noqa: F401
-from budgets.plugins import router as _router  # noqa: F401
 from budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgets.pricing import PriceBook
 from budgets.request import CallRequest, CallResult, ModelCall, Totals

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 from langchain_core.tools import BaseTool
@@ -56,6 +56,8 @@ class ModelCall(TypedDict):
     cache_hit: bool
     tool_calls: int
     decisions: list[Decision]
+    saved_micro_usd: NotRequired[int]
+    """On a cache hit: what the answer cost when it was first made (micro-USD)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -110,6 +111,9 @@ def build_chain(names: Sequence[str], context: PluginContext, *, source: str) ->
     return chain
 
 
+BUILTIN_MODULES: tuple[str, ...] = ("budgets.plugins.router", "budgets.plugins.limits")
+"""Modules whose import registers the built-in plugins."""
+
 _entry_points_loaded = False
 
 
@@ -118,6 +122,8 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    for module in BUILTIN_MODULES:
+        import_module(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _REGISTRY:
             continue
