@@ -167,7 +167,26 @@ def load_models(path: str | Path | None = None, *, env: Mapping[str, str] | None
 # --------------------------------------------------------------------------- budgets.yaml
 
 
-class NodeBudget(_Strict):
+OnExceed = Literal["stop", "degrade", "local", "approve"]
+"""What happens when a cap would be passed: stop with ``BudgetExceededError``,
+degrade one tier, go to the local tier, or interrupt for a human's approval."""
+
+DEFAULT_ALERTS: tuple[float, ...] = (0.7, 0.9, 1.0)
+"""Fractions of a cap at which a warning is recorded."""
+
+Alerts = Annotated[
+    tuple[Annotated[float, Field(gt=0, le=1)], ...], Field(description="Warn at these fractions.")
+]
+
+
+class _Actions(_Strict):
+    on_exceed: OnExceed = "stop"
+    """What happens when a cap would be passed."""
+    alerts: Alerts = DEFAULT_ALERTS
+    """Fractions of each cap (0-1] at which a warning is recorded."""
+
+
+class NodeBudget(_Actions):
     """Caps on one node's calls over a whole task (every re-plan loop included)."""
 
     max_tokens: int | None = Field(default=None, gt=0)
@@ -178,9 +197,11 @@ class NodeBudget(_Strict):
     """Wall time spent waiting on calls (ms)."""
     max_tool_calls: int | None = Field(default=None, ge=0)
     """Tool calls the node's model may make."""
+    plugins: tuple[str, ...] | None = None
+    """The node's plugin chain, outermost first; ``None`` takes the default chain."""
 
 
-class TaskBudget(_Strict):
+class TaskBudget(_Actions):
     """Caps on the whole task, all nodes together."""
 
     max_tokens: int | None = Field(default=None, gt=0)
@@ -189,7 +210,41 @@ class TaskBudget(_Strict):
     """Spend (USD)."""
 
 
+class Pacing(_Strict):
+    """Spread a daily budget over the day.
+
+    An hour may spend at most ``factor`` times the daily budget left at the
+    start of the hour divided by the hours left in the day (UTC).
+    """
+
+    factor: float = Field(default=1.5, gt=0)
+    """Multiple of the even hourly share an hour may spend."""
+    on_exceed: OnExceed = "degrade"
+    """What happens to a call that would run past the pace."""
+
+
+class WindowBudget(_Actions):
+    """Caps on one tenant's spend in a calendar window (UTC)."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Input plus output tokens (tokens)."""
+    max_cost_usd: NonNegativeUsd | None = None
+    """Spend (USD)."""
+    pacing: Pacing | None = None
+    """Pacing of the window's spend over its hours (daily windows only)."""
+
+
+class Windows(_Strict):
+    """Per-tenant caps per calendar window."""
+
+    hourly: WindowBudget | None = None
+    daily: WindowBudget | None = None
+    monthly: WindowBudget | None = None
+
+
 TASK_KEY = "total_task_budget"
+CORE_KEYS = ("budgets", "nodes", "task", "windows", "tenants", "plugins")
+"""Top-level keys of ``budgets.yaml`` besides the sections plugins own."""
 
 
 @dataclass(frozen=True)
@@ -200,13 +255,32 @@ class BudgetsConfig:
         source: The file it came from.
         nodes: Budget of each node that has one, by the graph's node name.
         task: The task budget.
+        windows: Per-tenant calendar-window caps, for every tenant.
+        tenants: Windows of particular tenants, overriding ``windows``.
+        chain: The default plugin chain, or ``None`` for the gateway's own.
+        sections: Top-level sections owned by plugins, unvalidated.
+        document: The parsed file, for validating sections with line numbers.
     """
 
     source: str
     nodes: Mapping[str, NodeBudget]
     task: TaskBudget
+    windows: Windows = Windows()
+    tenants: Mapping[str, Windows] = field(default_factory=dict)
+    chain: tuple[str, ...] | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
     document: YamlDocument | None = None
+
+    def windows_for(self, tenant: str) -> Windows:
+        """The windows of ``tenant``: its own entries, else the defaults."""
+        own = self.tenants.get(tenant)
+        if own is None:
+            return self.windows
+        return Windows(
+            hourly=own.hourly or self.windows.hourly,
+            daily=own.daily or self.windows.daily,
+            monthly=own.monthly or self.windows.monthly,
+        )
 
     def section(self, name: str, model: type[M]) -> M:
         """Validate the top-level section ``name``, owned by the plugin of that name.
@@ -243,6 +317,20 @@ def load_budgets(
           orchestrator: {max_tokens: 50000, max_latency_ms: 10000, max_tool_calls: 20, max_cost_usd: 5.00}
           total_task_budget: {max_tokens: 200000, max_cost_usd: 20.00}
 
+    and extends with actions, alerts, windows, tenants and plugin chains::
+
+        nodes:
+          cto: {max_cost_usd: 2.00, on_exceed: degrade, alerts: [0.5, 1.0]}
+        task: {max_cost_usd: 20, on_exceed: approve}
+        windows:
+          daily: {max_cost_usd: 100.0, alerts: [0.7, 0.9, 1.0], pacing: {factor: 1.5}}
+        tenants:
+          acme: {monthly: {max_cost_usd: 500}}
+        plugins: [router, limits]
+
+    A node named in both ``budgets`` and ``nodes`` takes the fields of both,
+    ``nodes`` winning; likewise ``total_task_budget`` and ``task``.
+
     Args:
         path: The file; ``None`` reads ``BUDGETGRAPH_BUDGETS``, else the packaged default.
         node_names: Every name a node may be given in the file, mapped to the
@@ -251,52 +339,97 @@ def load_budgets(
         env: Variables to read ``BUDGETGRAPH_BUDGETS`` from (default: ``os.environ``).
 
     Raises:
-        ConfigError: Not YAML, an unknown key or node, a wrong type or a negative cap;
-            every problem of the file is listed.
+        ConfigError: Not YAML, an unknown key, node or plugin, a wrong type or a
+            negative cap; every problem of the file is listed.
     """
     env = os.environ if env is None else env
     doc = _read(path, env.get(BUDGETS_ENV), "budgets.yaml")
-    problems: list[str] = []
     data = doc.data
     if not isinstance(data, dict):
         raise doc.fail([doc.problem((), "expected a mapping with a `budgets` key")])
     from budgets.plugins.base import registered  # plugins own the sections named after them
 
-    plugin_sections = set(registered())
+    plugins = set(registered())
+    problems: list[str] = []
     sections = {}
     for key in data:
-        if key in plugin_sections:
+        if key in plugins:
             sections[key] = data[key]
-        elif key != "budgets":
+        elif key not in CORE_KEYS:
             problems.append(doc.problem((key,), "unknown key"))
-    section = data.get("budgets") or {}
-    nodes: dict[str, NodeBudget] = {}
-    task = TaskBudget()
-    if not isinstance(section, dict):
-        problems.append(doc.problem(("budgets",), "expected a mapping of node names to budgets"))
-        section = {}
-    for name, value in section.items():
-        loc = ("budgets", name)
-        if name == TASK_KEY:
-            parsed_task, found = doc.validate(TaskBudget, value, loc)
+
+    raw_nodes: dict[str, dict[str, Any]] = {}
+    raw_task: dict[str, Any] = {}
+    for section in ("budgets", "nodes"):
+        entries = data.get(section) or {}
+        if not isinstance(entries, dict):
+            problems.append(doc.problem((section,), "expected a mapping of node names to budgets"))
+            continue
+        seen: set[str] = set()
+        for name, value in entries.items():
+            loc = (section, name)
+            if not isinstance(value, dict):
+                problems.append(doc.problem(loc, "expected a mapping of limits"))
+                continue
+            if name == TASK_KEY and section == "budgets":
+                raw_task.update(value)
+                continue
+            node = node_names.get(name)
+            if node is None:
+                known = ", ".join(sorted(set(node_names) | ({TASK_KEY} if section == "budgets" else set())))
+                problems.append(doc.problem(loc, f"unknown node `{name}`; known: {known}"))
+                continue
+            if node in seen:
+                problems.append(doc.problem(loc, f"node `{node}` is given twice"))
+                continue
+            seen.add(node)
+            _, found = doc.validate(NodeBudget, value, loc)  # report with this entry's lines
             problems += found
-            task = parsed_task or task
-            continue
-        node = node_names.get(name)
-        if node is None:
-            known = ", ".join(sorted(set(node_names) | {TASK_KEY}))
-            problems.append(doc.problem(loc, f"unknown node `{name}`; known: {known}"))
-            continue
-        if node in nodes:
-            problems.append(doc.problem(loc, f"node `{node}` is given twice"))
-            continue
-        budget, found = doc.validate(NodeBudget, value, loc)
+            raw_nodes.setdefault(node, {}).update(value)
+    if isinstance(data.get("task"), dict):
+        _, found = doc.validate(TaskBudget, data["task"], ("task",))
         problems += found
-        if budget is not None:
-            nodes[node] = budget
+        raw_task.update(data["task"])
+    elif TASK_KEY in (data.get("budgets") or {}):
+        _, found = doc.validate(TaskBudget, raw_task, ("budgets", TASK_KEY))
+        problems += found
+    windows, found = doc.validate(Windows, data.get("windows") or {}, ("windows",))
+    problems += found
+    tenants: dict[str, Windows] = {}
+    for tenant, value in (data.get("tenants") or {}).items():
+        parsed, found = doc.validate(Windows, value or {}, ("tenants", tenant))
+        problems += found
+        if parsed is not None:
+            tenants[str(tenant)] = parsed
+    chain = data.get("plugins")
+    chains = [(("plugins",), chain)] + [
+        (("nodes", n, "plugins"), v.get("plugins")) for n, v in raw_nodes.items()
+    ]
+    for loc, names in chains:
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            problems.append(doc.problem(loc, "expected a list of plugin names"))
+            continue
+        for index, name in enumerate(names):
+            if name not in plugins:
+                problems.append(
+                    doc.problem(
+                        (*loc, index), f"unknown plugin `{name}`; known: {', '.join(sorted(plugins))}"
+                    )
+                )
     if problems:
-        raise doc.fail(problems)
-    return BudgetsConfig(source=doc.path, nodes=nodes, task=task, sections=sections, document=doc)
+        raise doc.fail(list(dict.fromkeys(problems)))
+    return BudgetsConfig(
+        source=doc.path,
+        nodes={name: NodeBudget.model_validate(value) for name, value in raw_nodes.items()},
+        task=TaskBudget.model_validate(raw_task),
+        windows=windows or Windows(),
+        tenants=tenants,
+        chain=tuple(chain) if chain is not None else None,
+        sections=sections,
+        document=doc,
+    )
 
 
 def _read(path: str | Path | None, from_env: str | None, default_name: str) -> YamlDocument:

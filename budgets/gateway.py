@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from budgets.chat import ChatModels
 from budgets.config import BudgetsConfig, ModelsConfig, Tier
 from budgets.errors import ModelOutputError
+from budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
 from budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgets.pricing import PriceBook
 from budgets.request import CallRequest, CallResult, ModelCall, Totals
@@ -46,9 +48,10 @@ class Gateway:
     Args:
         models: The resolved ``models.yaml``.
         budgets: The loaded ``budgets.yaml``.
-        chains: Plugin names per node, outermost first; nodes not named get
-            ``default_chain``.
-        default_chain: The chain of every other node.
+        ledger: Where spend is reserved and recorded (default: an in-process ledger).
+        chains: Plugin names per node, outermost first, over those of ``budgets.yaml``.
+        default_chain: The chain of every other node (default: ``budgets.yaml``'s
+            ``plugins``, else :data:`DEFAULT_CHAIN`).
 
     Raises:
         ConfigError: A chain names an unknown plugin.
@@ -59,17 +62,22 @@ class Gateway:
         models: ModelsConfig,
         budgets: BudgetsConfig,
         *,
+        ledger: Ledger | None = None,
         chains: Mapping[str, Sequence[str]] | None = None,
-        default_chain: Sequence[str] = DEFAULT_CHAIN,
+        default_chain: Sequence[str] | None = None,
     ) -> None:
         self.models = models
         self.budgets = budgets
+        self.ledger = ledger if ledger is not None else open_ledger("memory:")
         self.prices = PriceBook(models.file.prices)
         self.chat = ChatModels(models, self.prices)
-        context = PluginContext(models=models, budgets=budgets, prices=self.prices)
-        self._default = build_chain(default_chain, context, source=budgets.source)
+        context = PluginContext(models=models, budgets=budgets, prices=self.prices, ledger=self.ledger)
+        names = default_chain or budgets.chain or DEFAULT_CHAIN
+        self._default = build_chain(names, context, source=budgets.source)
+        per_node = {node: b.plugins for node, b in budgets.nodes.items() if b.plugins is not None}
+        per_node.update(chains or {})
         self._chains = {
-            node: build_chain(names, context, source=budgets.source) for node, names in (chains or {}).items()
+            node: build_chain(chain, context, source=budgets.source) for node, chain in per_node.items()
         }
 
     def chain(self, node: str) -> list[Plugin]:
@@ -93,7 +101,31 @@ class Gateway:
         with model_call_span(node=request.node, tier=request.tier, thread_id=request.thread_id) as span:
             result = step(0, request)
             record_result(span, result.calls)
+        self._keep(request, result)
         return result
+
+    def _keep(self, request: CallRequest, result: CallResult) -> None:
+        """Keep a ledger record of every call, for reports (totals are the plugins' job)."""
+        now = datetime.now(UTC).isoformat()
+        for call in result.calls:
+            self.ledger.record(
+                (),
+                Charge(),
+                LedgerRecord(
+                    ts=now,
+                    tenant=request.tenant,
+                    thread_id=request.thread_id or "",
+                    node=call["node"],
+                    tier=call["tier"],
+                    model=call["model"],
+                    input_tokens=call["input_tokens"],
+                    output_tokens=call["output_tokens"],
+                    cost_micro_usd=call["cost_micro_usd"],
+                    saved_micro_usd=call.get("saved_micro_usd", 0),
+                    cache_hit=call["cache_hit"],
+                    alerts=[d["reason"] for d in call["decisions"] if d["action"] == "warn"],
+                ),
+            )
 
     def session(
         self,

@@ -37,6 +37,7 @@ from budgets import (
     load_budgets,
     load_models,
 )
+from budgets.ledger import Ledger, open_ledger
 from graph.context import Context
 from graph.review import ReviewAnswer, parse_answer, summary_message
 from graph.state import InputState, SpecialistInput, State
@@ -67,6 +68,7 @@ def build_graph(
     checkpointer: BaseCheckpointSaver | None = None,
     models: ModelsConfig | str | Path | None = None,
     budgets: BudgetsConfig | str | Path | None = None,
+    ledger: Ledger | str | None = None,
     gateway: Gateway | None = None,
     name: str = "decision",
 ) -> CompiledStateGraph[State, Context, InputState, State]:
@@ -78,7 +80,10 @@ def build_graph(
         models: ``models.yaml``, as a path or loaded; ``None`` reads
             ``BUDGETGRAPH_MODELS``, else the packaged default.
         budgets: ``budgets.yaml``, likewise (``BUDGETGRAPH_BUDGETS``).
-        gateway: A ready gateway; overrides ``models`` and ``budgets``.
+        ledger: The spend ledger or its URL (``memory:``, ``sqlite:///PATH``,
+            ``redis://...``); ``None`` reads ``BUDGETGRAPH_LEDGER_URL``, else
+            SQLite under ``.budgetgraph/``.
+        gateway: A ready gateway; overrides ``models``, ``budgets`` and ``ledger``.
         name: The compiled graph's name.
 
     Returns:
@@ -95,7 +100,9 @@ def build_graph(
         budgets_config = (
             budgets if isinstance(budgets, BudgetsConfig) else load_budgets(budgets, node_names=NODE_NAMES)
         )
-        gateway = Gateway(models_config, budgets_config)
+        if not isinstance(ledger, Ledger):
+            ledger = open_ledger(ledger)
+        gateway = Gateway(models_config, budgets_config, ledger=ledger)
     nodes = _Nodes(gateway)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
     builder.add_node("planner", nodes.planner)

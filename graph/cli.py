@@ -11,6 +11,7 @@ import logging
 import sys
 import uuid
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,10 +21,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from rich.console import Console
 
-from budgets import BudgetgraphError, ConfigError
+from budgets import BudgetgraphError, ConfigError, load_models
+from budgets.ledger import open_ledger
+from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
-from graph.console import render_report
+from graph.console import render_cost_report, render_report
 from graph.context import Context
 from graph.report import run_report
 
@@ -54,6 +57,14 @@ CheckpointerOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        help="memory:, sqlite:///PATH or redis://... [env: BUDGETGRAPH_LEDGER_URL; "
+        "default: .budgetgraph/ledger.sqlite].",
+    ),
+]
 
 
 class _BadInput(Exception):
@@ -74,6 +85,7 @@ def run(
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, analyse (CTO and COO in parallel), reconcile and review a decision."""
@@ -87,7 +99,7 @@ def run(
         return {"task": task, "constraints": list(constraint or [])}
 
     context = Context(tenant=tenant, review_threshold=review_threshold)
-    _drive(start, thread_id, context, models, budgets, checkpointer, as_json)
+    _drive(start, thread_id, context, models, budgets, checkpointer, ledger, as_json)
 
 
 @app.command()
@@ -102,14 +114,23 @@ def resume(
     note: Annotated[
         str | None, typer.Option("--note", help="A note kept with --approve or --reject.")
     ] = None,
+    raise_cap: Annotated[
+        float | None,
+        typer.Option(
+            "--raise-cap",
+            help="With --approve on a budget pause: raise the cap by this much (USD or tokens, "
+            "the cap's unit); default: what the call needs.",
+        ),
+    ] = None,
     tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
     review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a run that paused for review or failed."""
+    """Continue a run that paused for review or for a budget, or that failed."""
     chosen = [
         name
         for name, on in (("--approve", approve), ("--reject", reject), ("--replan", replan is not None))
@@ -124,15 +145,23 @@ def resume(
             raise _BadInput(f"No run has thread `{thread}`.")
         if snapshot.interrupts:
             if not chosen:
-                raise _BadInput("The run is paused for review: give --approve, --reject or --replan NOTE.")
+                raise _BadInput("The run is paused: give --approve, --reject or --replan NOTE.")
             action = "approve" if approve else "reject" if reject else "replan"
-            return Command(resume={"action": action, "note": replan if action == "replan" else note})
+            kinds = {i.value.get("kind") for i in snapshot.interrupts if isinstance(i.value, dict)}
+            if action == "replan" and "budget" in kinds:
+                raise _BadInput("The run is paused for a budget approval: give --approve or --reject.")
+            answer: dict[str, Any] = {"action": action, "note": replan if action == "replan" else note}
+            if raise_cap is not None:
+                answer["raise_by"] = raise_cap
+            if len(snapshot.interrupts) == 1:
+                return Command(resume=answer)
+            return Command(resume={i.id: answer for i in snapshot.interrupts})
         if chosen:
             raise _BadInput(f"The run is not paused for review, so {chosen[0]} does not apply.")
         return None  # continue from the last checkpoint: re-runs only what had not finished
 
     context = Context(tenant=tenant, review_threshold=review_threshold)
-    _drive(start, thread, context, models, budgets, checkpointer, as_json)
+    _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json)
 
 
 def _drive(
@@ -142,13 +171,16 @@ def _drive(
     models: Path | None,
     budgets: Path | None,
     checkpointer: str | None,
+    ledger_url: str | None,
     as_json: bool,
 ) -> None:
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with ExitStack() as stack:
         try:
             saver = stack.enter_context(open_checkpointer(checkpointer))
-            graph = build_graph(checkpointer=saver, models=models, budgets=budgets)
+            ledger = open_ledger(ledger_url)
+            stack.callback(ledger.close)
+            graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger=ledger)
             graph_input = start(graph, config)
         except (ConfigError, _BadInput) as exc:
             _fail_input(str(exc), as_json)
@@ -165,6 +197,33 @@ def _drive(
         report = run_report(thread_id, graph.get_state(config), error=error)
     _emit(report, as_json)
     raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
+
+
+@app.command()
+def report(
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only spend from this date or time (UTC).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's spend.")] = None,
+    models: ModelsOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show spend per node, model, tier, day and tenant, with savings and recommendations."""
+    try:
+        models_config = load_models(models)
+        book = open_ledger(ledger)
+    except ConfigError as exc:
+        _fail_input(str(exc), as_json)
+    try:
+        moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+        summary = build_report(book, models_config, since=moment, tenant=tenant)
+    finally:
+        book.close()
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        render_cost_report(out, summary)
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:

@@ -65,7 +65,8 @@ def run_report(
         ``thread_id``, ``status`` (``done`` / ``paused`` / ``failed``), ``plan``,
         ``analyses`` (``cto``, ``coo``), ``reconciliation``, ``review``,
         ``replans``, ``interrupt`` (the pending review question, when paused),
-        ``next`` (nodes still to run), ``error`` and ``spend`` (``nodes``: one
+        ``next`` (nodes still to run), ``error``, ``decisions`` (every plugin
+        decision, with its node: routing, degrading, warnings...) and ``spend`` (``nodes``: one
         row per call, ``total``).
     """
     values: dict[str, Any] = dict(snapshot.values or {})
@@ -93,5 +94,6 @@ def run_report(
         "interrupt": interrupts[0] if interrupts else None,
         "next": list(snapshot.next),
         "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+        "decisions": [{"node": c["node"], **d} for c in calls for d in c["decisions"]],
         "spend": {"nodes": spend_rows(calls), "total": spend_total(calls)},
     }

@@ -71,3 +71,9 @@ def service_url(variable: str, default: str) -> str:
 def database_url() -> str:
     """A PostgreSQL URL from DATABASE_URL (default: local `test` database)."""
     return service_url("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis URL from REDIS_URL (default: local database 0)."""
+    return service_url("REDIS_URL", "redis://127.0.0.1:6379/0")

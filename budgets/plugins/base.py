@@ -14,6 +14,7 @@ from budgets.request import CallRequest, CallResult
 
 if TYPE_CHECKING:
     from budgets.config import BudgetsConfig, ModelsConfig
+    from budgets.ledger import Ledger
     from budgets.pricing import PriceBook
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ class PluginContext:
         models: The resolved ``models.yaml``.
         budgets: The loaded ``budgets.yaml``.
         prices: The price book.
+        ledger: Where spend is reserved, settled and recorded.
     """
 
     models: ModelsConfig
     budgets: BudgetsConfig
     prices: PriceBook
+    ledger: Ledger
 
 
 PluginFactory = Callable[[PluginContext], Plugin]

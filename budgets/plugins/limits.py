@@ -1,44 +1,62 @@
-"""The ``limits`` plugin: per-node and per-task caps on tokens, USD, latency and tool calls.
+"""The ``limits`` plugin: caps on tokens, USD, latency and tool calls, held through the ledger.
 
-Before a call it estimates the call's input tokens from the prompt (about four
-characters a token, the rule of thumb OpenAI documents for English; no
-tokenizer is downloaded at run time) and refuses it with
-:class:`~budgets.errors.BudgetExceededError` when even the smallest answer
-would not fit what is left. Otherwise it narrows the call to fit: the
-completion-token cap shrinks to what the token and USD budgets leave, the
-timeout to what the latency budget leaves, and the tool calls to what the
-tool-call budget leaves. After the call it refuses tool calls past the cap.
+Caps apply per node and per task (a run's thread), and per tenant per hour,
+day and month. Before a call the plugin estimates it - input tokens from the
+prompt at three characters a token (an upper bound for English text and
+JSON, against OpenAI's rule of thumb of four; no tokenizer is downloaded at run
+time) plus the completion cap - and reserves that amount atomically against
+every cap at once. A cap that would not hold first narrows the call (a smaller
+completion cap); when even a short answer would not fit, the cap's
+``on_exceed`` action runs:
+
+- ``stop``: raise :class:`~budgets.errors.BudgetExceededError`;
+- ``degrade``: one tier down (``premium`` -> ``standard`` -> ``economy`` -> ``local``);
+- ``local``: the ``local`` tier, free;
+- ``approve``: interrupt the graph for a human; resuming with
+  ``{"action": "approve"}`` grants the room the call needs (or
+  ``raise_by``, in the cap's unit: USD or tokens), ``reject`` stops.
+
+After the call the reservation is settled at the usage the server reported
+(released if the call failed), and every alert threshold the spend crossed is
+recorded once. Each action is a decision on the call's spend row and a span
+event. The latency cap becomes the request's timeout; the tool-call cap the
+number of tools offered.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import openai
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from budgets.config import BudgetsConfig, ModelsConfig
+from budgets.config import MODEL_TIERS, BudgetsConfig, ModelsConfig, NodeBudget, OnExceed, Tier
 from budgets.errors import BudgetExceededError
+from budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation
 from budgets.plugins.base import CallNext, PluginContext, register
 from budgets.pricing import PriceBook
 from budgets.request import MICRO, CallRequest, CallResult, usd
 
-CHARS_PER_TOKEN = 4
-"""Characters per token for estimates (OpenAI's rule of thumb for English text)."""
+logger = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 3
+"""Characters per token for the input estimate (an upper bound; see the module doc)."""
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens the chat format adds per message (role and separators)."""
 
 MIN_OUTPUT_TOKENS = 64
-"""The smallest completion worth asking for; below it the call is refused."""
+"""The smallest completion worth asking for; below it the cap's action runs."""
 
 
 def estimate_input_tokens(request: CallRequest) -> int:
-    """Estimate a request's input tokens: prompt, output schema and tool schemas.
+    """Estimate an upper bound of a request's input tokens: prompt, output schema, tools.
 
     Returns:
         Tokens, rounded up.
@@ -51,99 +69,115 @@ def estimate_input_tokens(request: CallRequest) -> int:
 
 
 @dataclass(frozen=True)
-class _Cap:
-    limit: str
-    cap: int
-    spent: int
+class Scopes:
+    """The ledger scopes of one call.
+
+    Attributes:
+        task: The run (thread) as a whole.
+        node: The node within the run.
+        hour: The tenant's current hour (UTC).
+        day: The tenant's current day.
+        month: The tenant's current month.
+    """
+
+    task: str
+    node: str
+    hour: str
+    day: str
+    month: str
+
+    @classmethod
+    def of(cls, request: CallRequest, now: datetime) -> Scopes:
+        """The scopes of ``request`` at ``now``."""
+        run = f"run:{request.thread_id or 'unthreaded'}"
+        tenant = f"tenant:{request.tenant}"
+        return cls(
+            task=run,
+            node=f"{run}:node:{request.node}",
+            hour=f"{tenant}:hour:{now:%Y-%m-%dT%H}",
+            day=f"{tenant}:day:{now:%Y-%m-%d}",
+            month=f"{tenant}:month:{now:%Y-%m}",
+        )
+
+    def all(self) -> tuple[str, ...]:
+        """Every scope, in order."""
+        return (self.task, self.node, self.hour, self.day, self.month)
+
+
+@dataclass(frozen=True)
+class _Limit:
+    cap: Cap
+    on_exceed: OnExceed
+    alerts: tuple[float, ...]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class LimitsPlugin:
-    """Enforces ``budgets.yaml`` caps around each call."""
+    """Holds ``budgets.yaml`` caps around each call through the ledger.
+
+    Args:
+        models: The resolved ``models.yaml`` (for the tier's model and settings).
+        budgets: The loaded ``budgets.yaml``.
+        prices: For the reservation's USD estimate.
+        ledger: Where spend is reserved and settled.
+        clock: Returns the current UTC time (for the calendar windows).
+    """
 
     name = "limits"
 
-    def __init__(self, models: ModelsConfig, budgets: BudgetsConfig, prices: PriceBook) -> None:
+    def __init__(
+        self,
+        models: ModelsConfig,
+        budgets: BudgetsConfig,
+        prices: PriceBook,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self._models = models
         self._budgets = budgets
         self._prices = prices
+        self._ledger = ledger
+        self._clock = clock
 
     def wrap(self, request: CallRequest, call_next: CallNext) -> CallResult:
-        """Refuse or narrow ``request`` to fit its node's and task's budgets."""
-        if request.tier == "local":
-            return call_next(request)
+        """Reserve, call, settle; or narrow, degrade, go local, ask, or stop."""
+        scopes = Scopes.of(request, self._clock())
         node_budget = self._budgets.node(request.node)
-        est_in = estimate_input_tokens(request)
-        endpoint = self._models.endpoints[request.tier]
-        max_out = request.max_output_tokens or endpoint.settings.max_output_tokens
-
-        for cap in self._token_caps(request):
-            room = cap.cap - cap.spent - est_in
-            if room < MIN_OUTPUT_TOKENS:
-                raise BudgetExceededError(
-                    node=request.node,
-                    limit=cap.limit,
-                    spent=cap.spent,
-                    cap=cap.cap,
-                    requested=est_in + MIN_OUTPUT_TOKENS,
-                )
-            max_out = min(max_out, room)
-
-        rates = self._prices.rates(endpoint.settings.model, endpoint.settings.provider)
-        if rates is not None:
-            in_rate, out_rate = (r / 1_000_000 for r in rates)  # USD per token
-            for cap in self._cost_caps(request):
-                left = usd(cap.cap - cap.spent) - est_in * in_rate
-                affordable = int(left / out_rate) if out_rate > 0 else max_out
-                if left < 0 or affordable < MIN_OUTPUT_TOKENS:
-                    need = est_in * in_rate + MIN_OUTPUT_TOKENS * out_rate
-                    raise BudgetExceededError(
-                        node=request.node,
-                        limit=cap.limit,
-                        spent=usd(cap.spent),
-                        cap=usd(cap.cap),
-                        requested=need.quantize(Decimal("0.000001")),
-                    )
-                max_out = min(max_out, affordable)
-
-        timeout_s = request.timeout_s
-        budget_timeout_s: float | None = None
-        if node_budget.max_latency_ms is not None:
-            left_ms = node_budget.max_latency_ms - request.node_spent.latency_ms
-            if left_ms <= 0:
-                raise BudgetExceededError(
-                    node=request.node,
-                    limit="max_latency_ms",
-                    spent=request.node_spent.latency_ms,
-                    cap=node_budget.max_latency_ms,
-                )
-            budget_timeout_s = left_ms / 1000
-            if budget_timeout_s < endpoint.settings.timeout_s:
-                timeout_s = min(timeout_s or math.inf, budget_timeout_s)
-
-        max_tool_calls = request.max_tool_calls
-        if node_budget.max_tool_calls is not None:
-            left_tools = node_budget.max_tool_calls - request.node_spent.tool_calls
-            max_tool_calls = max(
-                0, min(max_tool_calls if max_tool_calls is not None else left_tools, left_tools)
-            )
-
-        narrowed = request.evolve(
-            max_output_tokens=max_out, timeout_s=timeout_s, max_tool_calls=max_tool_calls
-        )
+        while True:
+            if request.tier == "local":
+                return call_next(request)
+            request, reservation, limits = self._reserve(request, scopes, node_budget)
+            if reservation is not None:
+                break
+        request = self._narrow_latency_and_tools(request, node_budget)
         try:
-            result = call_next(narrowed)
+            result = call_next(request)
         except openai.APITimeoutError as exc:
-            if budget_timeout_s is None or timeout_s != budget_timeout_s:
-                raise  # the tier's own timeout, not the budget's
+            self._ledger.release(reservation)
+            if node_budget.max_latency_ms is None or request.timeout_s is None:
+                raise
             raise BudgetExceededError(
                 node=request.node,
                 limit="max_latency_ms",
                 spent=request.node_spent.latency_ms,
-                cap=node_budget.max_latency_ms or 0,
-                requested=round(budget_timeout_s * 1000),
+                cap=node_budget.max_latency_ms,
+                requested=round(request.timeout_s * 1000),
             ) from exc
+        except BaseException:
+            self._ledger.release(reservation)
+            raise
+        actual = Charge(
+            tokens=sum(c["input_tokens"] + c["output_tokens"] for c in result.calls),
+            micro_usd=sum(c["cost_micro_usd"] for c in result.calls),
+        )
+        self._ledger.settle(reservation, actual, None)
+        self._alert(result, limits)
         asked = len(result.tool_calls)
-        if asked and node_budget.max_tool_calls is not None and asked > (max_tool_calls or 0):
+        if asked and node_budget.max_tool_calls is not None and asked > (request.max_tool_calls or 0):
             raise BudgetExceededError(
                 node=request.node,
                 limit="max_tool_calls",
@@ -153,27 +187,216 @@ class LimitsPlugin:
             )
         return result
 
-    def _token_caps(self, request: CallRequest) -> Iterator[_Cap]:
-        node_cap = self._budgets.node(request.node).max_tokens
-        if node_cap is not None:
-            yield _Cap("max_tokens", node_cap, request.node_spent.tokens)
-        task_cap = self._budgets.task.max_tokens
-        if task_cap is not None:
-            yield _Cap("total_task_budget.max_tokens", task_cap, request.task_spent.tokens)
+    # -- reservation -------------------------------------------------------------------
 
-    def _cost_caps(self, request: CallRequest) -> Iterator[_Cap]:
-        node_cap = self._budgets.node(request.node).max_cost_usd
-        if node_cap is not None:
-            yield _Cap("max_cost_usd", int(node_cap * MICRO), request.node_spent.cost_micro_usd)
-        task_cap = self._budgets.task.max_cost_usd
-        if task_cap is not None:
-            yield _Cap(
-                "total_task_budget.max_cost_usd", int(task_cap * MICRO), request.task_spent.cost_micro_usd
+    def _reserve(
+        self, request: CallRequest, scopes: Scopes, node_budget: NodeBudget
+    ) -> tuple[CallRequest, Reservation | None, list[_Limit]]:
+        """Reserve for ``request``, or return the request changed by an action."""
+        assert request.tier != "local"
+        limits = self._limits(request, scopes, node_budget)
+        settings = self._models.endpoints[request.tier].settings
+        est_in = estimate_input_tokens(request)
+        max_out = request.max_output_tokens or settings.max_output_tokens
+        rates = self._prices.rates(settings.model, settings.provider)
+        in_rate, out_rate = (r / MICRO for r in rates) if rates else (Decimal(0), Decimal(0))  # µ$/token
+
+        paced = self._pacing(request, scopes, est_in, max_out, in_rate, out_rate)
+        if paced is not None:
+            return paced, None, limits
+        while True:
+            charge = Charge(
+                tokens=est_in + max_out, micro_usd=math.ceil(est_in * in_rate + max_out * out_rate)
             )
+            outcome = self._ledger.reserve(charge, scopes.all(), [limit.cap for limit in limits])
+            if isinstance(outcome, Reservation):
+                return request.evolve(max_output_tokens=max_out), outcome, limits
+            room = outcome.cap.cap + outcome.granted - outcome.spent - outcome.reserved
+            if outcome.cap.unit == "tokens":
+                fits = room - est_in
+            else:
+                fits = int((room - est_in * in_rate) / out_rate) if out_rate > 0 else max_out
+            if MIN_OUTPUT_TOKENS <= fits < max_out:
+                max_out = fits  # narrow and try again
+                continue
+            limit = next(x for x in limits if x.cap == outcome.cap)
+            return self._act(request, limit, outcome), None, limits
+
+    def _limits(self, request: CallRequest, scopes: Scopes, node: NodeBudget) -> list[_Limit]:
+        out: list[_Limit] = []
+
+        def add(
+            scope: str, name: str, tokens: int | None, cost: Decimal | None, actions: NodeBudget | object
+        ) -> None:
+            on_exceed = getattr(actions, "on_exceed", "stop")
+            alerts = tuple(getattr(actions, "alerts", ()))
+            if tokens is not None:
+                out.append(_Limit(Cap(scope, f"{name}max_tokens", "tokens", tokens), on_exceed, alerts))
+            if cost is not None:
+                out.append(
+                    _Limit(
+                        Cap(scope, f"{name}max_cost_usd", "micro_usd", int(cost * MICRO)), on_exceed, alerts
+                    )
+                )
+
+        add(scopes.node, "", node.max_tokens, node.max_cost_usd, node)
+        task = self._budgets.task
+        add(scopes.task, "total_task_budget.", task.max_tokens, task.max_cost_usd, task)
+        windows = self._budgets.windows_for(request.tenant)
+        for name, scope in (("hourly", scopes.hour), ("daily", scopes.day), ("monthly", scopes.month)):
+            window = getattr(windows, name)
+            if window is not None:
+                add(scope, f"{name}.", window.max_tokens, window.max_cost_usd, window)
+        return out
+
+    def _pacing(
+        self,
+        request: CallRequest,
+        scopes: Scopes,
+        est_in: int,
+        max_out: int,
+        in_rate: Decimal,
+        out_rate: Decimal,
+    ) -> CallRequest | None:
+        daily = self._budgets.windows_for(request.tenant).daily
+        if daily is None or daily.pacing is None or daily.max_cost_usd is None:
+            return None
+        hour = self._ledger.totals(scopes.hour)
+        day = self._ledger.totals(scopes.day)
+        hour_spent = hour.spent.micro_usd + hour.reserved.micro_usd
+        before_hour = day.spent.micro_usd + day.reserved.micro_usd - hour_spent
+        cap = int(daily.max_cost_usd * MICRO) + day.granted.micro_usd
+        hours_left = 24 - self._clock().hour
+        allowed = daily.pacing.factor * max(cap - before_hour, 0) / hours_left
+        cost = est_in * in_rate + MIN_OUTPUT_TOKENS * out_rate
+        if hour_spent + cost <= allowed:
+            return None
+        cap_ = Cap(scopes.hour, "daily.pacing", "micro_usd", int(allowed))
+        refusal = Refusal(cap_, hour_spent, 0, 0, math.ceil(cost))
+        return self._act(request, _Limit(cap_, daily.pacing.on_exceed, ()), refusal)
+
+    def _act(self, request: CallRequest, limit: _Limit, refusal: Refusal) -> CallRequest:
+        """Run ``limit``'s action for a refused reservation; return the changed request."""
+        cap, unit = refusal.cap, refusal.cap.unit
+        shown = _shown(unit)
+        reason = (
+            f"`{cap.limit}` on {cap.scope}: spent {shown(refusal.spent)}"
+            f" + reserved {shown(refusal.reserved)} + this call {shown(refusal.requested)}"
+            f" > cap {shown(cap.cap + refusal.granted)}"
+        )
+        action = limit.on_exceed
+        if action == "degrade":
+            lower = _lower(request.tier)
+            logger.info("Node `%s`: %s; degrading %s -> %s", request.node, reason, request.tier, lower)
+            return request.evolve(tier=lower, max_output_tokens=None).decide(
+                self.name, "degrade", f"{reason}; {request.tier} -> {lower}"
+            )
+        if action == "local":
+            return request.evolve(tier="local").decide(self.name, "local", reason)
+        if action == "approve":
+            extra = self._ask_approval(request, cap, refusal, reason)
+            if extra is not None:
+                self._ledger.grant(cap.scope, Charge(**{unit: extra}))
+                return request.decide(self.name, "approve", f"{reason}; granted {shown(extra)} more")
+        raise BudgetExceededError(
+            node=request.node,
+            limit=cap.limit,
+            spent=refusal.spent if unit == "tokens" else usd(refusal.spent),
+            cap=cap.cap + refusal.granted if unit == "tokens" else usd(cap.cap + refusal.granted),
+            requested=refusal.requested if unit == "tokens" else usd(refusal.requested),
+        )
+
+    def _ask_approval(self, request: CallRequest, cap: Cap, refusal: Refusal, reason: str) -> int | None:
+        """Interrupt for a human; return the room granted (in the cap's unit), or ``None``."""
+        from langgraph.types import interrupt
+
+        needed = refusal.spent + refusal.reserved + refusal.requested - cap.cap - refusal.granted
+        payload = {
+            "kind": "budget",
+            "node": request.node,
+            "limit": cap.limit,
+            "scope": cap.scope,
+            "unit": "USD" if cap.unit == "micro_usd" else "tokens",
+            "spent": _plain(cap.unit, refusal.spent),
+            "cap": _plain(cap.unit, cap.cap + refusal.granted),
+            "requested": _plain(cap.unit, refusal.requested),
+            "needed": _plain(cap.unit, needed),
+            "question": f"Node `{request.node}` needs more budget: {reason}. Approve raising the cap?",
+            "actions": ["approve", "reject"],
+        }
+        try:
+            answer = interrupt(payload)
+        except RuntimeError:  # not inside a graph run: nobody to ask
+            return None
+        if isinstance(answer, str):
+            answer = {"action": answer}
+        if not isinstance(answer, dict) or answer.get("action") != "approve":
+            return None
+        raise_by = answer.get("raise_by")
+        if raise_by is None:
+            return needed
+        extra = int(Decimal(str(raise_by)) * MICRO) if cap.unit == "micro_usd" else int(raise_by)
+        return max(extra, needed)
+
+    # -- after the call ------------------------------------------------------------------
+
+    def _alert(self, result: CallResult, limits: list[_Limit]) -> None:
+        if not result.calls:
+            return
+        for limit in limits:
+            totals = self._ledger.totals(limit.cap.scope)
+            cap = limit.cap.cap + totals.granted.of(limit.cap.unit)
+            if cap <= 0:
+                continue
+            used = totals.spent.of(limit.cap.unit) / cap
+            for threshold in limit.alerts:
+                if used >= threshold and self._ledger.note_alert(limit.cap.scope, limit.cap.limit, threshold):
+                    result.calls[-1]["decisions"].append(
+                        {
+                            "plugin": self.name,
+                            "action": "warn",
+                            "reason": f"`{limit.cap.limit}` on {limit.cap.scope} reached {used:.0%} "
+                            f"(alert at {threshold:.0%})",
+                        }
+                    )
+
+    def _narrow_latency_and_tools(self, request: CallRequest, node: NodeBudget) -> CallRequest:
+        timeout_s = request.timeout_s
+        if node.max_latency_ms is not None:
+            left_ms = node.max_latency_ms - request.node_spent.latency_ms
+            if left_ms <= 0:
+                raise BudgetExceededError(
+                    node=request.node,
+                    limit="max_latency_ms",
+                    spent=request.node_spent.latency_ms,
+                    cap=node.max_latency_ms,
+                )
+            if left_ms / 1000 < self._models.endpoints[request.tier].settings.timeout_s:
+                timeout_s = min(timeout_s or math.inf, left_ms / 1000)
+        max_tool_calls = request.max_tool_calls
+        if node.max_tool_calls is not None:
+            left = max(0, node.max_tool_calls - request.node_spent.tool_calls)
+            max_tool_calls = left if max_tool_calls is None else min(max_tool_calls, left)
+        return request.evolve(timeout_s=timeout_s, max_tool_calls=max_tool_calls)
+
+
+def _lower(tier: Tier) -> Tier:
+    index = MODEL_TIERS.index(tier) if tier in MODEL_TIERS else 0
+    return MODEL_TIERS[index - 1] if index > 0 else "local"
+
+
+def _shown(unit: str) -> Callable[[int], str]:
+    if unit == "micro_usd":
+        return lambda v: f"{usd(v):f} USD"
+    return lambda v: f"{v} tokens"
+
+
+def _plain(unit: str, value: int) -> float | int:
+    return float(usd(value)) if unit == "micro_usd" else value
 
 
 def _factory(context: PluginContext) -> LimitsPlugin:
-    return LimitsPlugin(context.models, context.budgets, context.prices)
+    return LimitsPlugin(context.models, context.budgets, context.prices, context.ledger)
 
 
 register("limits", _factory)

@@ -1109,7 +1109,13 @@ class FakeOpenAIServer:
 
         answer = self._answer(body, ctx, script, overrides, json_schema, forced, after_tool)
         generated = answer.content or "".join(tc["function"]["arguments"] for tc in answer.tool_calls)
-        usage = self._usage(estimate_prompt_tokens(body), max(1, len(generated) // 4))
+        completion_tokens = max(1, len(generated) // 4)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and completion_tokens > limit and answer.content is not None:
+            # Like a real server: stop at the cap, report finish_reason "length".
+            answer = _Answer(content=answer.content[: limit * 4], tool_calls=[], finish_reason="length")
+            completion_tokens = limit
+        usage = self._usage(estimate_prompt_tokens(body), completion_tokens)
         model = self.model or body["model"]
         completion_id = self._next_id("chatcmpl")
         created = int(time.time())

@@ -1,0 +1,214 @@
+"""The ledger interface and the records it keeps."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from budgets.errors import ConfigError
+
+LEDGER_ENV = "BUDGETGRAPH_LEDGER_URL"
+"""Variable naming the ledger's URL when no ``--ledger`` is given."""
+
+Unit = Literal["tokens", "micro_usd"]
+
+RESERVATION_TTL_S = 900.0
+"""A reservation not settled or released within this time (s) is reclaimed:
+its process is taken to have died mid-call."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """An amount of spend.
+
+    Attributes:
+        tokens: Input plus output tokens.
+        micro_usd: Cost in integer micro-dollars.
+    """
+
+    tokens: int = 0
+    micro_usd: int = 0
+
+    def of(self, unit: Unit) -> int:
+        """The amount in ``unit``."""
+        return self.tokens if unit == "tokens" else self.micro_usd
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A cap on one scope, in one unit.
+
+    Attributes:
+        scope: The ledger scope the cap is on, e.g. ``run:THREAD:node:cto`` or
+            ``tenant:acme:day:2026-11-20``.
+        limit: The limit's name for messages, e.g. ``max_cost_usd`` or
+            ``daily.max_cost_usd``.
+        unit: ``tokens`` or ``micro_usd``.
+        cap: The cap, in ``unit``, before any grant.
+    """
+
+    scope: str
+    limit: str
+    unit: Unit
+    cap: int
+
+
+@dataclass(frozen=True)
+class ScopeTotals:
+    """What one scope holds.
+
+    Attributes:
+        spent: Settled spend.
+        reserved: Reserved and not yet settled.
+        granted: Extra room granted by approvals, added to every cap on the scope.
+    """
+
+    spent: Charge = Charge()
+    reserved: Charge = Charge()
+    granted: Charge = Charge()
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A reserved amount, to be settled or released.
+
+    Attributes:
+        id: Unique id.
+        scopes: Every scope the amount was reserved on.
+        charge: The amount reserved.
+    """
+
+    id: str
+    scopes: tuple[str, ...]
+    charge: Charge
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a reservation was refused: the first cap it would have passed.
+
+    Attributes:
+        cap: The cap.
+        spent: Settled spend on the cap's scope, in the cap's unit.
+        reserved: Reserved spend on it.
+        granted: Room granted on it.
+        requested: What the reservation asked for, in the cap's unit.
+    """
+
+    cap: Cap
+    spent: int
+    reserved: int
+    granted: int
+    requested: int
+
+
+class LedgerRecord(TypedDict):
+    """One settled call, as the ledger keeps it for reports."""
+
+    ts: str
+    """When it was settled (UTC, ISO 8601)."""
+    tenant: str
+    thread_id: str
+    node: str
+    tier: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+    saved_micro_usd: int
+    cache_hit: bool
+    alerts: list[str]
+
+
+class Ledger(ABC):
+    """Where spend is reserved, settled and summed."""
+
+    @abstractmethod
+    def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
+        """Atomically check ``charge`` against ``caps`` and reserve it on ``scopes``.
+
+        Each cap holds when ``spent + reserved + charge <= cap + granted`` on its
+        scope. Expired reservations are reclaimed first.
+
+        Returns:
+            The reservation, or the refusal naming the first cap that would not hold.
+        """
+
+    @abstractmethod
+    def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
+        """Replace the reservation by the ``actual`` spend and keep ``record``."""
+
+    @abstractmethod
+    def release(self, reservation: Reservation) -> None:
+        """Drop a reservation whose call failed; nothing is spent."""
+
+    @abstractmethod
+    def record(self, scopes: Sequence[str], actual: Charge, record: LedgerRecord) -> None:
+        """Record spend made without a reservation (a local step or a cache hit)."""
+
+    @abstractmethod
+    def totals(self, scope: str) -> ScopeTotals:
+        """Return what ``scope`` holds."""
+
+    @abstractmethod
+    def grant(self, scope: str, extra: Charge) -> None:
+        """Add ``extra`` room on ``scope`` (an approval that raised its caps)."""
+
+    @abstractmethod
+    def note_alert(self, scope: str, limit: str, threshold: float) -> bool:
+        """Note that ``limit`` on ``scope`` crossed ``threshold``.
+
+        Returns:
+            True the first time, False when it was already noted.
+        """
+
+    @abstractmethod
+    def records(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
+        """Return the settled records, oldest first, filtered by time and tenant."""
+
+    @abstractmethod
+    def alerts(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Return the alerts noted: ``scope``, ``limit``, ``threshold``, ``ts``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def default_ledger_path(cwd: Path | None = None) -> Path:
+    """``.budgetgraph/ledger.sqlite`` under ``cwd`` (default: the working directory)."""
+    return (cwd or Path.cwd()) / ".budgetgraph" / "ledger.sqlite"
+
+
+def open_ledger(url: str | None = None, *, env: Mapping[str, str] | None = None) -> Ledger:
+    """Open the ledger named by ``url``.
+
+    Args:
+        url: ``memory:``, ``sqlite:///PATH`` (``sqlite:////abs/path`` for an
+            absolute path) or ``redis://HOST:PORT/DB``; ``None`` reads
+            ``BUDGETGRAPH_LEDGER_URL``, else SQLite under ``.budgetgraph/``.
+        env: Variables (default: ``os.environ``).
+
+    Raises:
+        ConfigError: The URL's scheme is not one of these.
+    """
+    env = os.environ if env is None else env
+    url = url or env.get(LEDGER_ENV) or None
+    if url is None or url.startswith("sqlite:///"):
+        from budgets.ledger.sqlite import SqliteLedger
+
+        path = default_ledger_path() if url is None else Path(url.removeprefix("sqlite:///"))
+        return SqliteLedger(path)
+    if url == "memory:":
+        from budgets.ledger.sqlite import SqliteLedger
+
+        return SqliteLedger(":memory:")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from budgets.ledger.redis import RedisLedger
+
+        return RedisLedger.from_url(url)
+    raise ConfigError(path=None, problems=[f"ledger `{url}`: use memory:, sqlite:///PATH or redis://..."])

@@ -1,0 +1,240 @@
+"""The SQLite ledger: the embedded default, and ``memory:`` in-process.
+
+Each reservation runs in one ``BEGIN IMMEDIATE`` transaction, which takes
+SQLite's write lock, so reservations from many threads and processes on one
+file are serialised: the check and the update cannot interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from budgets.ledger.base import (
+    RESERVATION_TTL_S,
+    Cap,
+    Charge,
+    Ledger,
+    LedgerRecord,
+    Refusal,
+    Reservation,
+    ScopeTotals,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scopes (
+    scope TEXT PRIMARY KEY,
+    tokens INTEGER NOT NULL DEFAULT 0, micro_usd INTEGER NOT NULL DEFAULT 0,
+    r_tokens INTEGER NOT NULL DEFAULT 0, r_micro_usd INTEGER NOT NULL DEFAULT 0,
+    g_tokens INTEGER NOT NULL DEFAULT 0, g_micro_usd INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY, scopes TEXT NOT NULL,
+    tokens INTEGER NOT NULL, micro_usd INTEGER NOT NULL, expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+CREATE TABLE IF NOT EXISTS alerts (
+    scope TEXT NOT NULL, "limit" TEXT NOT NULL, threshold REAL NOT NULL, ts TEXT NOT NULL,
+    PRIMARY KEY (scope, "limit", threshold)
+);
+"""
+
+
+class SqliteLedger(Ledger):
+    """A ledger in one SQLite file (or ``:memory:``).
+
+    Args:
+        path: The database file, created with its folder if missing; ``":memory:"``
+            for an in-process ledger.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        with self._lock:
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
+        """See :meth:`Ledger.reserve`."""
+        scopes = tuple(dict.fromkeys([*scopes, *(c.scope for c in caps)]))
+        with self._tx() as db:
+            self._reclaim(db)
+            for cap in caps:
+                totals = _totals(db, cap.scope)
+                spent, reserved, granted = (
+                    totals.spent.of(cap.unit),
+                    totals.reserved.of(cap.unit),
+                    totals.granted.of(cap.unit),
+                )
+                if spent + reserved + charge.of(cap.unit) > cap.cap + granted:
+                    return Refusal(cap, spent, reserved, granted, charge.of(cap.unit))
+            reservation = Reservation(id=uuid.uuid4().hex, scopes=scopes, charge=charge)
+            for scope in scopes:
+                _ensure(db, scope)
+                db.execute(
+                    "UPDATE scopes SET r_tokens = r_tokens + ?, r_micro_usd = r_micro_usd + ?"
+                    " WHERE scope = ?",
+                    (charge.tokens, charge.micro_usd, scope),
+                )
+            db.execute(
+                "INSERT INTO reservations VALUES (?, ?, ?, ?, ?)",
+                (
+                    reservation.id,
+                    json.dumps(scopes),
+                    charge.tokens,
+                    charge.micro_usd,
+                    time.time() + RESERVATION_TTL_S,
+                ),
+            )
+            return reservation
+
+    def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
+        """See :meth:`Ledger.settle`."""
+        with self._tx() as db:
+            self._drop(db, reservation.id)
+            for scope in reservation.scopes:
+                _ensure(db, scope)
+                db.execute(
+                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
+                    (actual.tokens, actual.micro_usd, scope),
+                )
+            if record is not None:
+                _insert_record(db, record)
+
+    def release(self, reservation: Reservation) -> None:
+        """See :meth:`Ledger.release`."""
+        with self._tx() as db:
+            self._drop(db, reservation.id)
+
+    def record(self, scopes: Sequence[str], actual: Charge, record: LedgerRecord) -> None:
+        """See :meth:`Ledger.record`."""
+        with self._tx() as db:
+            for scope in dict.fromkeys(scopes):
+                _ensure(db, scope)
+                db.execute(
+                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
+                    (actual.tokens, actual.micro_usd, scope),
+                )
+            _insert_record(db, record)
+
+    def totals(self, scope: str) -> ScopeTotals:
+        """See :meth:`Ledger.totals`."""
+        with self._lock:
+            return _totals(self._conn, scope)
+
+    def grant(self, scope: str, extra: Charge) -> None:
+        """See :meth:`Ledger.grant`."""
+        with self._tx() as db:
+            _ensure(db, scope)
+            db.execute(
+                "UPDATE scopes SET g_tokens = g_tokens + ?, g_micro_usd = g_micro_usd + ? WHERE scope = ?",
+                (extra.tokens, extra.micro_usd, scope),
+            )
+
+    def note_alert(self, scope: str, limit: str, threshold: float) -> bool:
+        """See :meth:`Ledger.note_alert`."""
+        with self._tx() as db:
+            cursor = db.execute(
+                'INSERT OR IGNORE INTO alerts (scope, "limit", threshold, ts) VALUES (?, ?, ?, ?)',
+                (scope, limit, threshold, _now()),
+            )
+            return cursor.rowcount == 1
+
+    def records(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
+        """See :meth:`Ledger.records`."""
+        query, args = "SELECT data FROM records WHERE 1=1", []
+        if since is not None:
+            query += " AND ts >= ?"
+            args.append(since.astimezone(UTC).isoformat())
+        if tenant is not None:
+            query += " AND tenant = ?"
+            args.append(tenant)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def alerts(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """See :meth:`Ledger.alerts`."""
+        query, args = 'SELECT scope, "limit", threshold, ts FROM alerts', []
+        if since is not None:
+            query += " WHERE ts >= ?"
+            args.append(since.astimezone(UTC).isoformat())
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY ts", args).fetchall()
+        return [{"scope": r[0], "limit": r[1], "threshold": r[2], "ts": r[3]} for r in rows]
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    @staticmethod
+    def _drop(db: sqlite3.Connection, reservation_id: str) -> bool:
+        row = db.execute(
+            "SELECT scopes, tokens, micro_usd FROM reservations WHERE id = ?", (reservation_id,)
+        ).fetchone()
+        if row is None:  # already reclaimed as expired
+            return False
+        for scope in json.loads(row[0]):
+            db.execute(
+                "UPDATE scopes SET r_tokens = r_tokens - ?, r_micro_usd = r_micro_usd - ? WHERE scope = ?",
+                (row[1], row[2], scope),
+            )
+        db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        return True
+
+    def _reclaim(self, db: sqlite3.Connection) -> None:
+        for (rid,) in db.execute("SELECT id FROM reservations WHERE expires < ?", (time.time(),)).fetchall():
+            self._drop(db, rid)
+
+
+def _ensure(db: sqlite3.Connection, scope: str) -> None:
+    db.execute("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", (scope,))
+
+
+def _totals(db: sqlite3.Connection, scope: str) -> ScopeTotals:
+    row = db.execute(
+        "SELECT tokens, micro_usd, r_tokens, r_micro_usd, g_tokens, g_micro_usd FROM scopes WHERE scope = ?",
+        (scope,),
+    ).fetchone()
+    if row is None:
+        return ScopeTotals()
+    return ScopeTotals(Charge(row[0], row[1]), Charge(row[2], row[3]), Charge(row[4], row[5]))
+
+
+def _insert_record(db: sqlite3.Connection, record: LedgerRecord) -> None:
+    db.execute(
+        "INSERT INTO records (ts, tenant, data) VALUES (?, ?, ?)",
+        (record["ts"], record["tenant"], json.dumps(record)),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

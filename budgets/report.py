@@ -1,0 +1,145 @@
+"""The cost report: spend from the ledger's records, grouped, compared and explained."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from budgets.config import ModelsConfig
+from budgets.ledger import Ledger, LedgerRecord
+from budgets.pricing import PriceBook
+from budgets.request import usd
+
+DOMINANT_SHARE = 0.5
+"""A node with more than this share of the spend gets a recommendation."""
+LOW_HIT_RATE = 0.2
+"""A cache hit rate below this gets a recommendation (once the cache has lookups)."""
+
+
+def build_report(
+    ledger: Ledger,
+    models: ModelsConfig,
+    *,
+    since: datetime | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Summarise the ledger's records.
+
+    Args:
+        ledger: Where the records are.
+        models: For re-pricing every call at the premium tier.
+        since: Only records settled at or after this time.
+        tenant: Only this tenant's records.
+
+    Returns:
+        ``total`` (calls, tokens, ``cost_usd``), ``by_node`` / ``by_model`` /
+        ``by_tier`` / ``by_day`` / ``by_tenant`` (each a list of groups with
+        calls, tokens and ``cost_usd``), ``runs`` (count, calls, tokens and
+        average cost per run), ``cache`` (hits, lookups as calls, ``saved_usd``),
+        ``alerts``, ``premium`` (what the same calls would have cost at the
+        premium tier, and the saving) and ``recommendations`` (strings).
+    """
+    records = ledger.records(since=since, tenant=tenant)
+    total = _group_sum(records)
+    runs = {r["thread_id"] for r in records}
+    hits = [r for r in records if r["cache_hit"]]
+    premium = _premium_cost(records, models)
+    report: dict[str, Any] = {
+        "since": since.isoformat() if since else None,
+        "tenant": tenant,
+        "total": total,
+        "by_node": _grouped(records, lambda r: r["node"]),
+        "by_model": _grouped(records, lambda r: r["model"]),
+        "by_tier": _grouped(records, lambda r: r["tier"]),
+        "by_day": _grouped(records, lambda r: r["ts"][:10]),
+        "by_tenant": _grouped(records, lambda r: r["tenant"]),
+        "runs": {
+            "count": len(runs),
+            "calls_per_run": round(len(records) / len(runs), 2) if runs else 0,
+            "tokens_per_run": round(total["tokens"] / len(runs), 1) if runs else 0,
+            "avg_cost_usd": float(usd(total["cost_micro_usd"]) / len(runs)) if runs else 0.0,
+        },
+        "cache": {
+            "hits": len(hits),
+            "hit_rate": round(len(hits) / len(records), 4) if records else 0.0,
+            "saved_usd": float(usd(sum(r["saved_micro_usd"] for r in records))),
+        },
+        "alerts": [
+            a for a in ledger.alerts(since=since) if tenant is None or f"tenant:{tenant}:" in a["scope"]
+        ],
+        "premium": {
+            "cost_usd": float(premium),
+            "saved_usd": float(premium - usd(total["cost_micro_usd"])),
+        },
+    }
+    report["recommendations"] = _recommend(report)
+    return report
+
+
+def _group_sum(records: Sequence[LedgerRecord]) -> dict[str, Any]:
+    micro = sum(r["cost_micro_usd"] for r in records)
+    return {
+        "calls": len(records),
+        "input_tokens": sum(r["input_tokens"] for r in records),
+        "output_tokens": sum(r["output_tokens"] for r in records),
+        "tokens": sum(r["input_tokens"] + r["output_tokens"] for r in records),
+        "cost_micro_usd": micro,
+        "cost_usd": float(usd(micro)),
+    }
+
+
+def _grouped(records: Sequence[LedgerRecord], key: Any) -> list[dict[str, Any]]:
+    groups: dict[str, list[LedgerRecord]] = defaultdict(list)
+    for record in records:
+        groups[key(record)].append(record)
+    rows = [{"key": name, **_group_sum(rows)} for name, rows in groups.items()]
+    return sorted(rows, key=lambda row: (-row["cost_micro_usd"], row["key"]))
+
+
+def _premium_cost(records: Sequence[LedgerRecord], models: ModelsConfig) -> Decimal:
+    """What the model calls would have cost at the premium tier's prices (local steps excluded)."""
+    settings = models.endpoints["premium"].settings
+    book = PriceBook(models.file.prices)
+    total = Decimal(0)
+    for r in records:
+        if r["tier"] == "local":
+            continue
+        tokens = (r["input_tokens"], r["output_tokens"])
+        if r["cache_hit"]:
+            total += usd(r["saved_micro_usd"])
+            continue
+        price = book.price(
+            settings.model, input_tokens=tokens[0], output_tokens=tokens[1], provider=settings.provider
+        )
+        total += price.usd
+    return total
+
+
+def _recommend(report: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    total = report["total"]["cost_micro_usd"]
+    if total > 0 and report["by_node"]:
+        top = report["by_node"][0]
+        share = top["cost_micro_usd"] / total
+        if share > DOMINANT_SHARE:
+            out.append(
+                f"`{top['key']}` makes {share:.0%} of the spend: give it a tighter `max_cost_usd` "
+                "or a lower `max_tier`, or cache its answers."
+            )
+    lookups = report["total"]["calls"]
+    if lookups and report["cache"]["hits"] and report["cache"]["hit_rate"] < LOW_HIT_RATE:
+        out.append(
+            f"The cache answered {report['cache']['hit_rate']:.0%} of calls: lower its threshold "
+            "for nodes that repeat similar prompts."
+        )
+    elif lookups and not report["cache"]["hits"]:
+        out.append("No call was answered from the cache: enable the `cache` plugin for repeated tasks.")
+    premium_tier = [g for g in report["by_tier"] if g["key"] == "premium"]
+    if premium_tier and total and premium_tier[0]["cost_micro_usd"] / total > DOMINANT_SHARE:
+        out.append("Most of the spend is at the premium tier: route simpler requests to standard or economy.")
+    if report["alerts"]:
+        out.append(f"{len(report['alerts'])} budget alert(s) were reached: review the caps they name.")
+    return out
