@@ -179,14 +179,16 @@ Alerts = Annotated[
 ]
 
 
-class _Actions(_Strict):
+class Actions(_Strict):
+    """What happens at a cap: the action and the alert thresholds."""
+
     on_exceed: OnExceed = "stop"
     """What happens when a cap would be passed."""
     alerts: Alerts = DEFAULT_ALERTS
     """Fractions of each cap (0-1] at which a warning is recorded."""
 
 
-class NodeBudget(_Actions):
+class NodeBudget(Actions):
     """Caps on one node's calls over a whole task (every re-plan loop included)."""
 
     max_tokens: int | None = Field(default=None, gt=0)
@@ -201,7 +203,7 @@ class NodeBudget(_Actions):
     """The node's plugin chain, outermost first; ``None`` takes the default chain."""
 
 
-class TaskBudget(_Actions):
+class TaskBudget(Actions):
     """Caps on the whole task, all nodes together."""
 
     max_tokens: int | None = Field(default=None, gt=0)
@@ -223,7 +225,7 @@ class Pacing(_Strict):
     """What happens to a call that would run past the pace."""
 
 
-class WindowBudget(_Actions):
+class WindowBudget(Actions):
     """Caps on one tenant's spend in a calendar window (UTC)."""
 
     max_tokens: int | None = Field(default=None, gt=0)
@@ -402,20 +404,20 @@ def load_budgets(
         if parsed is not None:
             tenants[str(tenant)] = parsed
     chain = data.get("plugins")
-    chains = [(("plugins",), chain)] + [
+    chains: list[tuple[tuple[str, ...], Any]] = [(("plugins",), chain)] + [
         (("nodes", n, "plugins"), v.get("plugins")) for n, v in raw_nodes.items()
     ]
-    for loc, names in chains:
+    for where, names in chains:
         if names is None:
             continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            problems.append(doc.problem(loc, "expected a list of plugin names"))
+            problems.append(doc.problem(where, "expected a list of plugin names"))
             continue
         for index, name in enumerate(names):
             if name not in plugins:
                 problems.append(
                     doc.problem(
-                        (*loc, index), f"unknown plugin `{name}`; known: {', '.join(sorted(plugins))}"
+                        (*where, index), f"unknown plugin `{name}`; known: {', '.join(sorted(plugins))}"
                     )
                 )
     if problems:

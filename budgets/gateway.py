@@ -74,7 +74,9 @@ class Gateway:
         context = PluginContext(models=models, budgets=budgets, prices=self.prices, ledger=self.ledger)
         names = default_chain or budgets.chain or DEFAULT_CHAIN
         self._default = build_chain(names, context, source=budgets.source)
-        per_node = {node: b.plugins for node, b in budgets.nodes.items() if b.plugins is not None}
+        per_node: dict[str, Sequence[str]] = {
+            node: b.plugins for node, b in budgets.nodes.items() if b.plugins is not None
+        }
         per_node.update(chains or {})
         self._chains = {
             node: build_chain(chain, context, source=budgets.source) for node, chain in per_node.items()

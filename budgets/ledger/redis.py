@@ -177,7 +177,7 @@ class RedisLedger(Ledger):
 
     def totals(self, scope: str) -> ScopeTotals:
         """See :meth:`Ledger.totals`."""
-        raw = {k.decode(): int(v) for k, v in self._redis.hgetall(self._scope(scope)).items()}
+        raw = {_text(k): int(v) for k, v in self._redis.hgetall(self._scope(scope)).items()}
 
         def charge(prefix: str) -> Charge:
             return Charge(raw.get(prefix + "tokens", 0), raw.get(prefix + "micro_usd", 0))
@@ -215,10 +215,14 @@ class RedisLedger(Ledger):
         out = []
         for field, ts in self._redis.hgetall(self._key("alerts")).items():
             scope, limit, threshold = json.loads(field)
-            if cutoff is None or ts.decode() >= cutoff:
-                out.append({"scope": scope, "limit": limit, "threshold": threshold, "ts": ts.decode()})
+            if cutoff is None or _text(ts) >= cutoff:
+                out.append({"scope": scope, "limit": limit, "threshold": threshold, "ts": _text(ts)})
         return sorted(out, key=lambda a: a["ts"])
 
     def close(self) -> None:
         """Close the connection pool."""
         self._redis.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -5,9 +5,9 @@ day and month. Before a call the plugin estimates it - input tokens from the
 prompt at three characters a token (an upper bound for English text and
 JSON, against OpenAI's rule of thumb of four; no tokenizer is downloaded at run
 time) plus the completion cap - and reserves that amount atomically against
-every cap at once. A cap that would not hold first narrows the call (a smaller
-completion cap); when even a short answer would not fit, the cap's
-``on_exceed`` action runs:
+every cap at once. When a cap would not hold, its ``on_exceed`` action runs;
+``stop`` and ``approve`` first narrow the call to a smaller completion cap if
+a short answer (at least 64 tokens) still fits:
 
 - ``stop``: raise :class:`~budgets.errors.BudgetExceededError`;
 - ``degrade``: one tier down (``premium`` -> ``standard`` -> ``economy`` -> ``local``);
@@ -36,7 +36,7 @@ from decimal import Decimal
 import openai
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from budgets.config import MODEL_TIERS, BudgetsConfig, ModelsConfig, NodeBudget, OnExceed, Tier
+from budgets.config import MODEL_TIERS, Actions, BudgetsConfig, ModelsConfig, NodeBudget, OnExceed, Tier
 from budgets.errors import BudgetExceededError
 from budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation
 from budgets.plugins.base import CallNext, PluginContext, register
@@ -123,7 +123,7 @@ class LimitsPlugin:
         budgets: The loaded ``budgets.yaml``.
         prices: For the reservation's USD estimate.
         ledger: Where spend is reserved and settled.
-        clock: Returns the current UTC time (for the calendar windows).
+        clock: Returns the current UTC time (for the calendar windows); default: the system clock.
     """
 
     name = "limits"
@@ -135,7 +135,7 @@ class LimitsPlugin:
         prices: PriceBook,
         ledger: Ledger,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._models = models
         self._budgets = budgets
@@ -143,9 +143,12 @@ class LimitsPlugin:
         self._ledger = ledger
         self._clock = clock
 
+    def _now(self) -> datetime:
+        return (self._clock or _utcnow)()
+
     def wrap(self, request: CallRequest, call_next: CallNext) -> CallResult:
         """Reserve, call, settle; or narrow, degrade, go local, ask, or stop."""
-        scopes = Scopes.of(request, self._clock())
+        scopes = Scopes.of(request, self._now())
         node_budget = self._budgets.node(request.node)
         while True:
             if request.tier == "local":
@@ -199,7 +202,8 @@ class LimitsPlugin:
         est_in = estimate_input_tokens(request)
         max_out = request.max_output_tokens or settings.max_output_tokens
         rates = self._prices.rates(settings.model, settings.provider)
-        in_rate, out_rate = (r / MICRO for r in rates) if rates else (Decimal(0), Decimal(0))  # µ$/token
+        # USD per million tokens is micro-USD per token.
+        in_rate, out_rate = rates if rates else (Decimal(0), Decimal(0))
 
         paced = self._pacing(request, scopes, est_in, max_out, in_rate, out_rate)
         if paced is not None:
@@ -216,20 +220,17 @@ class LimitsPlugin:
                 fits = room - est_in
             else:
                 fits = int((room - est_in * in_rate) / out_rate) if out_rate > 0 else max_out
-            if MIN_OUTPUT_TOKENS <= fits < max_out:
-                max_out = fits  # narrow and try again
-                continue
             limit = next(x for x in limits if x.cap == outcome.cap)
+            if limit.on_exceed in ("stop", "approve") and MIN_OUTPUT_TOKENS <= fits < max_out:
+                max_out = fits  # a shorter answer fits: narrow and try again
+                continue
             return self._act(request, limit, outcome), None, limits
 
     def _limits(self, request: CallRequest, scopes: Scopes, node: NodeBudget) -> list[_Limit]:
         out: list[_Limit] = []
 
-        def add(
-            scope: str, name: str, tokens: int | None, cost: Decimal | None, actions: NodeBudget | object
-        ) -> None:
-            on_exceed = getattr(actions, "on_exceed", "stop")
-            alerts = tuple(getattr(actions, "alerts", ()))
+        def add(scope: str, name: str, tokens: int | None, cost: Decimal | None, actions: Actions) -> None:
+            on_exceed, alerts = actions.on_exceed, tuple(actions.alerts)
             if tokens is not None:
                 out.append(_Limit(Cap(scope, f"{name}max_tokens", "tokens", tokens), on_exceed, alerts))
             if cost is not None:
@@ -266,7 +267,7 @@ class LimitsPlugin:
         hour_spent = hour.spent.micro_usd + hour.reserved.micro_usd
         before_hour = day.spent.micro_usd + day.reserved.micro_usd - hour_spent
         cap = int(daily.max_cost_usd * MICRO) + day.granted.micro_usd
-        hours_left = 24 - self._clock().hour
+        hours_left = 24 - self._now().hour
         allowed = daily.pacing.factor * max(cap - before_hour, 0) / hours_left
         cost = est_in * in_rate + MIN_OUTPUT_TOKENS * out_rate
         if hour_spent + cost <= allowed:

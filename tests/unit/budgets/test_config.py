@@ -137,3 +137,33 @@ def test_a_bad_models_file_names_its_problems(tmp_path: Path):
     assert "models.yaml:2: `tiers.ultra`: unknown key" in text
     assert "models.yaml:3: `tiers.economy.model`" in text
     assert "models.yaml:4: `default_tier`" in text
+
+
+def test_the_extended_format_adds_actions_windows_and_tenants(tmp_path: Path):
+    budgets = load(
+        tmp_path,
+        DESIGN_DOCUMENT
+        + "nodes:\n  cto: {on_exceed: degrade, alerts: [0.5]}\n"
+        + "task: {on_exceed: approve}\n"
+        + "windows:\n  daily: {max_cost_usd: 100.0, alerts: [0.7, 0.9, 1.0], pacing: {factor: 2}}\n"
+        + "tenants:\n  acme: {daily: {max_cost_usd: 5}}\n",
+    )
+    cto = budgets.node("cto")
+    assert (cto.max_cost_usd, cto.on_exceed, cto.alerts) == (Decimal("2.00"), "degrade", (0.5,))
+    assert budgets.task.max_cost_usd == Decimal("20.00") and budgets.task.on_exceed == "approve"
+    assert budgets.windows_for("anyone").daily.pacing.factor == 2
+    assert budgets.windows_for("acme").daily.max_cost_usd == Decimal(5)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("nodes:\n  cto: {on_exceed: panic}\n", "nodes.cto.on_exceed"),
+        ("windows:\n  weekly: {max_cost_usd: 1}\n", "windows.weekly"),
+        ("windows:\n  daily: {alerts: [1.5]}\n", "windows.daily.alerts.0"),
+        ("tenants:\n  acme: {daily: {max_tokens: -1}}\n", "tenants.acme.daily.max_tokens"),
+    ],
+)
+def test_bad_extended_entries_are_named(tmp_path: Path, text: str, key: str):
+    (problem,) = problems_of(tmp_path, text)
+    assert f"`{key}`" in problem
