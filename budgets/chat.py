@@ -14,10 +14,12 @@ import time
 from functools import cached_property
 from typing import Any
 
+import openai
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgets.config import Endpoint, ModelsConfig, Tier
@@ -62,7 +64,11 @@ class ChatModels:
         endpoint = self._models.endpoints[request.tier]
         chat = self._clients[request.tier]
         started = time.perf_counter()
-        message = self._runnable(chat, request).invoke(list(request.messages))
+        try:
+            message = self._runnable(chat, request).invoke(list(request.messages))
+        except openai.LengthFinishReasonError as exc:
+            # The answer hit the completion cap: billed, but cut short. Count it, then repair.
+            message = _cut_short(exc.completion, request)
         latency_ms = round((time.perf_counter() - started) * 1000)
         assert isinstance(message, AIMessage)
         call = self._record(request, endpoint, message, latency_ms)
@@ -148,6 +154,34 @@ class ChatModels:
             decisions=list(request.decisions),
         )
         return CallResult(output=output, calls=[call])
+
+
+def _cut_short(completion: ChatCompletion, request: CallRequest) -> AIMessage:
+    """The message of a completion stopped by its length cap, with its usage.
+
+    A streamed one carries no usage; its input is then the request's upper-bound
+    estimate and its output the completion cap.
+    """
+    choice = completion.choices[0] if completion.choices else None
+    text = (choice.message.content if choice is not None else None) or ""
+    usage = completion.usage
+    if usage is not None:
+        input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens
+        details = usage.prompt_tokens_details
+        cache_read = (details.cached_tokens or 0) if details is not None else 0
+    else:
+        input_tokens, output_tokens = request.estimate_input_tokens(), request.max_output_tokens or 0
+        cache_read = 0
+    return AIMessage(
+        content=text,
+        usage_metadata={
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+            "input_token_details": {"cache_read": cache_read},
+        },
+        response_metadata={"model_name": completion.model, "finish_reason": "length"},
+    )
 
 
 def json_schema_format(schema: type[BaseModel]) -> dict[str, Any]:

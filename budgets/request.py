@@ -8,6 +8,8 @@ never a summed float.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -15,12 +17,19 @@ from typing import Any, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
 from budgets.config import Tier
 
 MICRO = 1_000_000
 """Micro-dollars per dollar."""
+
+CHARS_PER_TOKEN = 3
+"""Characters per token for input estimates (an upper bound; see ``estimate_input_tokens``)."""
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens the chat format adds per message (role and separators)."""
 
 
 def usd(micro_usd: int) -> Decimal:
@@ -144,6 +153,21 @@ class CallRequest:
     def prompt_chars(self) -> int:
         """Characters in the prompt's text (for estimates)."""
         return sum(len(m.text) for m in self.messages)
+
+    def estimate_input_tokens(self) -> int:
+        """An upper bound of the request's input tokens: prompt, output schema and tools.
+
+        Three characters a token, against OpenAI's rule of thumb of four for
+        English text, so that it bounds JSON and short words too; plus four
+        tokens of chat formatting per message. No tokenizer is downloaded at run time.
+
+        Returns:
+            Tokens, rounded up.
+        """
+        chars = self.prompt_chars() + len(json.dumps(self.schema.model_json_schema()))
+        for tool in self.tools:
+            chars += len(json.dumps(convert_to_openai_tool(tool)))
+        return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(self.messages)
 
 
 @dataclass(kw_only=True)

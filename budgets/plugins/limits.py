@@ -1,13 +1,14 @@
 """The ``limits`` plugin: caps on tokens, USD, latency and tool calls, held through the ledger.
 
 Caps apply per node and per task (a run's thread), and per tenant per hour,
-day and month. Before a call the plugin estimates it - input tokens from the
-prompt at three characters a token (an upper bound for English text and
-JSON, against OpenAI's rule of thumb of four; no tokenizer is downloaded at run
-time) plus the completion cap - and reserves that amount atomically against
-every cap at once. When a cap would not hold, its ``on_exceed`` action runs;
-``stop`` and ``approve`` first narrow the call to a smaller completion cap if
-a short answer (at least 64 tokens) still fits:
+day and month. Before a call the plugin estimates it - an upper bound of its
+input tokens (:meth:`~budgets.request.CallRequest.estimate_input_tokens`) plus
+the completion cap, priced at the tier's model - and reserves that amount
+atomically against every cap at once. When a cap would not hold, its
+``on_exceed`` action runs. A call that only other calls' unsettled reservations keep out waits for them
+(up to 30 s), since they settle at or below what they reserved. ``stop`` and
+``approve`` first narrow the call to a smaller completion cap if a short
+answer (at least 64 tokens) still fits:
 
 - ``stop``: raise :class:`~budgets.errors.BudgetExceededError`;
 - ``degrade``: one tier down (``premium`` -> ``standard`` -> ``economy`` -> ``local``);
@@ -25,16 +26,16 @@ number of tools offered.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import openai
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from budgets.config import MODEL_TIERS, Actions, BudgetsConfig, ModelsConfig, NodeBudget, OnExceed, Tier
 from budgets.errors import BudgetExceededError
@@ -45,27 +46,11 @@ from budgets.request import MICRO, CallRequest, CallResult, usd
 
 logger = logging.getLogger(__name__)
 
-CHARS_PER_TOKEN = 3
-"""Characters per token for the input estimate (an upper bound; see the module doc)."""
-
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Tokens the chat format adds per message (role and separators)."""
-
 MIN_OUTPUT_TOKENS = 64
 """The smallest completion worth asking for; below it the cap's action runs."""
 
-
-def estimate_input_tokens(request: CallRequest) -> int:
-    """Estimate an upper bound of a request's input tokens: prompt, output schema, tools.
-
-    Returns:
-        Tokens, rounded up.
-    """
-    chars = request.prompt_chars()
-    chars += len(json.dumps(request.schema.model_json_schema()))
-    for tool in request.tools:
-        chars += len(json.dumps(convert_to_openai_tool(tool)))
-    return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(request.messages)
+CONTENTION_WAIT_S = 30.0
+"""How long a call waits when only other calls' reservations block it (s), before acting."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +184,7 @@ class LimitsPlugin:
         assert request.tier != "local"
         limits = self._limits(request, scopes, node_budget)
         settings = self._models.endpoints[request.tier].settings
-        est_in = estimate_input_tokens(request)
+        est_in = request.estimate_input_tokens()
         max_out = request.max_output_tokens or settings.max_output_tokens
         rates = self._prices.rates(settings.model, settings.provider)
         # USD per million tokens is micro-USD per token.
@@ -208,6 +193,14 @@ class LimitsPlugin:
         paced = self._pacing(request, scopes, est_in, max_out, in_rate, out_rate)
         if paced is not None:
             return paced, None, limits
+
+        def output_room(room: int, unit: str) -> int:
+            """Completion tokens that ``room`` (in ``unit``) leaves after the input."""
+            if unit == "tokens":
+                return room - est_in
+            return int((room - est_in * in_rate) / out_rate) if out_rate > 0 else 1 << 40
+
+        deadline = time.monotonic() + CONTENTION_WAIT_S
         while True:
             charge = Charge(
                 tokens=est_in + max_out, micro_usd=math.ceil(est_in * in_rate + max_out * out_rate)
@@ -215,14 +208,19 @@ class LimitsPlugin:
             outcome = self._ledger.reserve(charge, scopes.all(), [limit.cap for limit in limits])
             if isinstance(outcome, Reservation):
                 return request.evolve(max_output_tokens=max_out), outcome, limits
-            room = outcome.cap.cap + outcome.granted - outcome.spent - outcome.reserved
-            if outcome.cap.unit == "tokens":
-                fits = room - est_in
-            else:
-                fits = int((room - est_in * in_rate) / out_rate) if out_rate > 0 else max_out
             limit = next(x for x in limits if x.cap == outcome.cap)
-            if limit.on_exceed in ("stop", "approve") and MIN_OUTPUT_TOKENS <= fits < max_out:
-                max_out = fits  # a shorter answer fits: narrow and try again
+            narrowable = limit.on_exceed in ("stop", "approve")
+            free = outcome.cap.cap + outcome.granted - outcome.spent  # room once reservations settle
+
+            now_fits = output_room(free - outcome.reserved, outcome.cap.unit)
+            if narrowable and MIN_OUTPUT_TOKENS <= now_fits < max_out:
+                max_out = now_fits  # a shorter answer fits: narrow and try again
+                continue
+            needed = MIN_OUTPUT_TOKENS if narrowable else max_out
+            if output_room(free, outcome.cap.unit) >= needed and time.monotonic() < deadline:
+                # Only other calls' reservations are in the way; they settle at or below
+                # what they reserved, so wait for room rather than act.
+                time.sleep(random.uniform(0.02, 0.1))
                 continue
             return self._act(request, limit, outcome), None, limits
 

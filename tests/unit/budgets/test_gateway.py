@@ -134,3 +134,19 @@ def test_an_unknown_plugin_fails_when_the_gateway_is_built(tmp_path, models_file
     path.write_text("budgets: {}\n")
     with pytest.raises(ConfigError, match="unknown plugin `nope`"):
         Gateway(load_models(models_file), load_budgets(path, node_names=NODE_NAMES), default_chain=["nope"])
+
+
+def test_an_answer_cut_at_the_completion_cap_is_counted_and_repaired(tmp_path, openai_server: FakeOpenAIServer):
+    from tests.conftest import write_models
+
+    models = write_models(tmp_path / "short.yaml", openai_server.base_url, max_output_tokens=5)
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("budgets: {}\n")
+    session = Gateway(load_models(models), load_budgets(budgets, node_names=NODE_NAMES)).session("cto")
+
+    with pytest.raises(ModelOutputError):
+        session.ask(PROMPT, Answer, local=local_answer)
+
+    served = openai_server.chat_requests()
+    assert [c["output_tokens"] for c in session.calls] == [5, 5]
+    assert [c["input_tokens"] for c in session.calls] == [r.usage["prompt_tokens"] for r in served]
