@@ -192,3 +192,22 @@ def test_postgres_checkpointer_runs_and_resumes(
     code, report = cli_json("resume", thread, "--approve", *args)
     assert code == 0 and report["review"]["decision"] == "approved"
     assert len(openai_server.chat_requests()) == 4
+
+
+def test_a_budget_approval_pauses_and_resume_raises_the_cap(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path
+):
+    budgets = tmp_path / "approve.yaml"
+    budgets.write_text("nodes:\n  reconcile: {max_cost_usd: 0.0001, on_exceed: approve}\n")
+    args = ("--models", str(models_file), "--budgets", str(budgets))
+
+    code, report = cli_json("run", TASK, "--thread", "b", *args)
+    assert code == 3 and report["interrupt"]["kind"] == "budget"
+    assert report["interrupt"]["limit"] == "max_cost_usd" and report["interrupt"]["node"] == "reconcile"
+    assert cli("resume", "b", "--replan", "no", *args)[0] == 2  # a budget pause takes approve or reject
+
+    code, report = cli_json("resume", "b", "--approve", "--raise-cap", "0.05", *args)
+
+    assert code == 0 and report["status"] == "done"
+    actions = [d["action"] for d in report["decisions"] if d["node"] == "reconcile"]
+    assert "approve" in actions
