@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agents import rules
-from agents.prompts import COO_SYSTEM, CTO_SYSTEM, SPECIALIST_TEMPLATE
+from agents.prompts import COO_SYSTEM, CTO_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
 from agents.schemas import Analysis, Plan, PlanStep
 from agents.text import bullets, task_block
 from agents.tools import calculate
@@ -35,7 +35,7 @@ def analyze(
         step: The plan's step for this specialist (its tier and questions).
         plan: The whole plan (objective and assumptions).
         task: The decision to review.
-        constraints: Constraint texts.
+        constraints: The texts of the constraints this specialist reads.
 
     Returns:
         The specialist's analysis.
@@ -46,6 +46,8 @@ def analyze(
         questions=bullets(step.questions),
         assumptions=bullets(plan.assumptions),
     )
+    if plan.replan_note:
+        prompt += REPLAN_NOTE_TEMPLATE.format(note=plan.replan_note)
     return session.ask(
         [SystemMessage(SYSTEM_PROMPTS[step.node]), HumanMessage(prompt)],
         Analysis,

@@ -11,12 +11,22 @@ so the limits estimate the price of the model that will really answer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolCall,
+    ToolMessage,
+    messages_from_dict,
+    messages_to_dict,
+)
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
@@ -86,13 +96,25 @@ class Gateway:
         """Return the plugins ``node``'s calls pass through, outermost first."""
         return self._chains.get(node, self._default)
 
-    def call(self, request: CallRequest) -> CallResult:
+    def call(self, request: CallRequest, *, journal_key: str | None = None) -> CallResult:
         """Run ``request`` through its node's chain and return the result.
+
+        Args:
+            request: The call.
+            journal_key: A key naming this call within its run. A call whose key
+                is in the ledger's journal already completed (before a crash or a
+                resume): its result is replayed without calling the chain, and its
+                spend, already settled, is not counted again.
 
         Raises:
             BudgetExceededError: A limit refused the call.
             openai.APIError: The model server failed.
         """
+        if journal_key is not None:
+            entry = self.ledger.journal_get(journal_key)
+            if entry is not None:
+                logger.info("Node `%s`: replaying a completed call from the journal", request.node)
+                return _restore(entry, request)
         chain = self.chain(request.node)
 
         def step(index: int, req: CallRequest) -> CallResult:
@@ -103,6 +125,8 @@ class Gateway:
         with model_call_span(node=request.node, tier=request.tier, thread_id=request.thread_id) as span:
             result = step(0, request)
             record_result(span, result.calls)
+        if journal_key is not None:
+            self.ledger.journal_put(journal_key, _dump(result))
         self._keep(request, result)
         return result
 
@@ -136,16 +160,20 @@ class Gateway:
         history: Iterable[ModelCall] = (),
         thread_id: str | None = None,
         tenant: str = "default",
+        step: str = "",
     ) -> NodeSession:
         """Open a session for one run of ``node``.
 
         Args:
             node: The graph node.
             history: The task's calls so far (every node), from the run's state.
-            thread_id: The run's thread.
+            thread_id: The run's thread; with one, completed calls are journaled
+                and replayed when the node runs again after a crash.
             tenant: Who pays.
+            step: Names this run of the node within its thread (e.g. the re-plan
+                loop), so a later loop does not replay an earlier loop's calls.
         """
-        return NodeSession(self, node, list(history), thread_id=thread_id, tenant=tenant)
+        return NodeSession(self, node, list(history), thread_id=thread_id, tenant=tenant, step=step)
 
     @property
     def default_tier(self) -> Tier:
@@ -168,12 +196,15 @@ class NodeSession:
         *,
         thread_id: str | None,
         tenant: str,
+        step: str = "",
     ) -> None:
         self._gateway = gateway
         self._node = node
         self._history = history
         self._thread_id = thread_id
         self._tenant = tenant
+        self._step = step
+        self._round_trips = 0
         self.calls: list[ModelCall] = []
 
     def ask(
@@ -205,7 +236,8 @@ class NodeSession:
         tools_by_name = {tool.name: tool for tool in tools}
         repaired = False
         while True:
-            result = self._gateway.call(self._request(conversation, schema, local, tier, tools))
+            request = self._request(conversation, schema, local, tier, tools)
+            result = self._gateway.call(request, journal_key=self._journal_key(request))
             self.calls.extend(result.calls)
             if result.output is not None:
                 assert isinstance(result.output, schema)
@@ -221,6 +253,18 @@ class NodeSession:
                 )
             repaired = True
             conversation.append(HumanMessage(REPAIR_PROMPT.format(error=result.parse_error)))
+
+    def _journal_key(self, request: CallRequest) -> str | None:
+        """``thread:node:step:n:digest`` of the request's content; ``None`` without a thread."""
+        self._round_trips += 1
+        if self._thread_id is None:
+            return None
+        content = json.dumps(
+            [[m.type, m.text] for m in request.messages]
+            + [request.schema.__name__, request.tier, [t.name for t in request.tools]],
+        )
+        digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+        return f"{self._thread_id}:{self._node}:{self._step}:{self._round_trips}:{digest}"
 
     def _request(
         self,
@@ -243,6 +287,29 @@ class NodeSession:
             thread_id=self._thread_id,
             tenant=self._tenant,
         )
+
+
+def _dump(result: CallResult) -> dict[str, Any]:
+    """A JSON-ready copy of ``result`` for the journal."""
+    return {
+        "output": result.output.model_dump(mode="json") if result.output is not None else None,
+        "tool_calls": [dict(c) for c in result.tool_calls],
+        "message": messages_to_dict([result.message])[0] if result.message is not None else None,
+        "parse_error": result.parse_error,
+        "calls": [dict(c) for c in result.calls],
+    }
+
+
+def _restore(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
+    """The result stored by :func:`_dump`, with the request's schema."""
+    message = messages_from_dict([entry["message"]])[0] if entry.get("message") else None
+    return CallResult(
+        output=request.schema.model_validate(entry["output"]) if entry.get("output") is not None else None,
+        tool_calls=[ToolCall(**c) for c in entry.get("tool_calls", [])],  # type: ignore[typeddict-item]
+        message=message if isinstance(message, AIMessage) else None,
+        parse_error=entry.get("parse_error"),
+        calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
+    )
 
 
 def _run_tools(calls: Sequence[Mapping[str, object]], tools: Mapping[str, BaseTool]) -> list[ToolMessage]:

@@ -39,8 +39,9 @@ from budgets import (
 )
 from budgets.ledger import Ledger, open_ledger
 from graph.context import Context
+from graph.dependencies import constraints_for, fingerprint, plan_view
 from graph.review import ReviewAnswer, parse_answer, summary_message
-from graph.state import InputState, SpecialistInput, State
+from graph.state import InputState, NodeRun, SpecialistInput, State
 
 logger = logging.getLogger(__name__)
 
@@ -125,21 +126,36 @@ class _Nodes:
         self.gateway = gateway
 
     def _session(self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context]) -> NodeSession:
-        thread_id = runtime.execution_info.thread_id if runtime.execution_info else None
+        info = runtime.execution_info
         tenant = runtime.context.tenant if runtime.context else "default"
-        return self.gateway.session(node, history=spend, thread_id=thread_id, tenant=tenant)
+        # The checkpoint a task starts from is the same when it runs again after a crash,
+        # and new for every later step, re-plan or edit: it names this run of the node.
+        return self.gateway.session(
+            node,
+            history=spend,
+            thread_id=info.thread_id if info else None,
+            tenant=tenant,
+            step=info.checkpoint_id if info else "",
+        )
 
     def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         task = _task_of(state)
         review = state.get("review") or {}
         note = review.get("note") if review.get("decision") == "replan" else None
+        constraints = state.get("constraints") or []
+        inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
+        plan = state.get("plan")
+        if plan is not None and plan.get("inputs") == inputs:
+            return {"node_runs": [_run("planner", inputs, reused=True)]}
         session = self._session("planner", state.get("spend", []), runtime)
-        plan = agents.plan(session, self.gateway, task=task, constraints=_texts(state), note=note)
+        general = [c["text"] for c in constraints_for("planner", constraints)]
+        made = agents.plan(session, self.gateway, task=task, constraints=general, note=note)
         return {
             "task": task,
-            "plan": {**plan.model_dump(mode="json"), "authored_by": _author(session)},
+            "plan": {**made.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs},
             "reconciliation": None,
             "spend": session.calls,
+            "node_runs": [_run("planner", inputs, calls=session.calls)],
         }
 
     def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -150,10 +166,15 @@ class _Nodes:
             step,
             Plan.model_validate(_plain(state["plan"])),
             task=state["task"],
-            constraints=[c["text"] for c in state["constraints"]],
+            constraints=[c["text"] for c in constraints_for(step.node, state["constraints"])],
         )
-        record = {**analysis.model_dump(mode="json"), "authored_by": _author(session)}
-        return {"analyses": {step.node: record}, "spend": session.calls}
+        inputs = _specialist_inputs(step.node, state)
+        record = {**analysis.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs}
+        return {
+            "analyses": {step.node: record},
+            "spend": session.calls,
+            "node_runs": [_run(step.node, inputs, calls=session.calls)],
+        }
 
     def reconcile(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         analyses = state.get("analyses") or {}
@@ -168,6 +189,7 @@ class _Nodes:
         return {
             "reconciliation": {**result.model_dump(mode="json"), "authored_by": _author(session)},
             "spend": session.calls,
+            "node_runs": [_run("reconcile", "", calls=session.calls)],
         }
 
     def review(self, state: State, runtime: Runtime[Context]) -> Command:
@@ -182,18 +204,33 @@ class _Nodes:
                 "note": f"risk score {score} is below the review threshold {context.review_threshold}",
             }
             return Command(
-                goto=END, update={"review": outcome, "messages": [summary_message(state, outcome)]}
+                goto=END,
+                update={
+                    "review": outcome,
+                    "messages": [summary_message(state, outcome)],
+                    "node_runs": [_run("review", "")],
+                },
             )
         answer = self._ask(score, context, replans)
         if answer.action == "replan":
             outcome = {"decision": "replan", "by": "human", "note": answer.note}
-            return Command(goto="planner", update={"review": outcome, "replans": replans + 1})
+            return Command(
+                goto="planner",
+                update={"review": outcome, "replans": replans + 1, "node_runs": [_run("review", "")]},
+            )
         outcome = {
             "decision": "approved" if answer.action == "approve" else "rejected",
             "by": "human",
             "note": answer.note,
         }
-        return Command(goto=END, update={"review": outcome, "messages": [summary_message(state, outcome)]})
+        return Command(
+            goto=END,
+            update={
+                "review": outcome,
+                "messages": [summary_message(state, outcome)],
+                "node_runs": [_run("review", "")],
+            },
+        )
 
     @staticmethod
     def _ask(score: int, context: Context, replans: int) -> ReviewAnswer:
@@ -224,6 +261,7 @@ class _Nodes:
 
 
 def _dispatch(state: State) -> list[Send]:
+    """Send each plan step to its specialist, unless its analysis already answers the same inputs."""
     plan = state["plan"] or {}
     base: dict[str, Any] = {
         "task": state["task"],
@@ -231,7 +269,26 @@ def _dispatch(state: State) -> list[Send]:
         "plan": plan,
         "spend": state.get("spend", []),
     }
-    return [Send(step["node"], {**base, "step": step}) for step in plan.get("steps", [])]
+    analyses = state.get("analyses") or {}
+    sends = []
+    for step in plan.get("steps", []):
+        payload: SpecialistInput = {**base, "step": step}  # type: ignore[typeddict-item]
+        done = analyses.get(step["node"])
+        if done is None or done.get("inputs") != _specialist_inputs(step["node"], payload):
+            sends.append(Send(step["node"], payload))
+    return sends
+
+
+def _specialist_inputs(node: str, state: SpecialistInput) -> str:
+    return fingerprint(
+        node, task=state["task"], constraints=state["constraints"], extra=plan_view(state["plan"], node)
+    )
+
+
+def _run(node: str, inputs: str, *, calls: Sequence[ModelCall] = (), reused: bool = False) -> NodeRun:
+    return NodeRun(
+        node=node, reused=reused, cost_micro_usd=sum(c["cost_micro_usd"] for c in calls), inputs=inputs
+    )
 
 
 def _task_of(state: State) -> str:
@@ -260,7 +317,7 @@ def _author(session: NodeSession) -> str:
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "authored_by"}
+    return {k: v for k, v in record.items() if k not in ("authored_by", "inputs")}
 
 
 graph = build_graph()

@@ -26,9 +26,10 @@ from budgets.ledger import open_ledger
 from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
-from graph.console import render_cost_report, render_report
+from graph.console import render_cost_report, render_history, render_report
 from graph.context import Context
 from graph.report import run_report
+from graph.threads import checkpoint_history, copy_checkpoint, edit_summary
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
 _EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
@@ -173,7 +174,15 @@ def _drive(
     checkpointer: str | None,
     ledger_url: str | None,
     as_json: bool,
+    *,
+    extend: Any = None,
 ) -> None:
+    """Open the stores, build the graph, run ``start``'s input on the thread, report.
+
+    ``start(graph, config)`` checks the request and returns the input (``None``
+    continues from the last checkpoint); ``extend(report, state)`` may add to
+    the report.
+    """
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with ExitStack() as stack:
         try:
@@ -188,15 +197,121 @@ def _drive(
         snapshot = graph.get_state(config)
         if graph_input is not None or snapshot.next:
             try:
-                graph.invoke(graph_input, config, context=context)
+                # durability="sync": every step is on disk before the next starts, so a
+                # crash at any point resumes from the last finished step.
+                graph.invoke(graph_input, config, context=context, durability="sync")
             except EmptyTaskError as exc:
                 _fail_input(str(exc), as_json)
             except Exception as exc:  # reported as a failed run, resumable
                 logging.getLogger(__name__).debug("run failed", exc_info=True)
                 error = exc
-        report = run_report(thread_id, graph.get_state(config), error=error)
+        final = graph.get_state(config)
+        report = run_report(thread_id, final, error=error)
+        if extend is not None:
+            extend(report, final.values)
     _emit(report, as_json)
     raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
+
+
+@app.command()
+def edit(
+    thread: Annotated[str, typer.Argument(help="The thread of a finished run.")],
+    add_constraint: Annotated[
+        list[str] | None, typer.Option("--add-constraint", help="A constraint to add; repeatable.")
+    ] = None,
+    remove_constraint: Annotated[
+        list[str] | None,
+        typer.Option("--remove-constraint", metavar="ID", help="A constraint id to remove; repeatable."),
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
+    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a finished run's constraints and re-run only the nodes they affect."""
+    before: dict[str, Any] = {}
+
+    def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
+        snapshot = graph.get_state(config)
+        if not snapshot.values:
+            raise _BadInput(f"No run has thread `{thread}`.")
+        if snapshot.next:
+            raise _BadInput(f"The run is not finished; `budgetgraph resume {thread}` first.")
+        if not add_constraint and not remove_constraint:
+            raise _BadInput("Give --add-constraint TEXT or --remove-constraint ID.")
+        known = {c["id"] for c in snapshot.values.get("constraints", [])}
+        unknown = [cid for cid in remove_constraint or [] if cid not in known]
+        if unknown:
+            raise _BadInput(
+                f"No constraint {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}."
+            )
+        before["runs"] = list(snapshot.values.get("node_runs", []))
+        removals = [{"id": cid, "remove": True} for cid in remove_constraint or []]
+        return {"constraints": [*removals, *(add_constraint or [])]}
+
+    def extend(report: dict[str, Any], values: dict[str, Any]) -> None:
+        report.update(edit_summary(before["runs"], values.get("node_runs", [])))
+
+    context = Context(tenant=tenant, review_threshold=review_threshold)
+    _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json, extend=extend)
+
+
+@app.command()
+def history(
+    thread: Annotated[str, typer.Argument(help="The run's thread.")],
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a run's checkpoints, newest first, with the node that wrote each and the spend so far."""
+    with ExitStack() as stack:
+        try:
+            saver = stack.enter_context(open_checkpointer(checkpointer))
+            graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger="memory:")
+        except ConfigError as exc:
+            _fail_input(str(exc), as_json)
+        rows = checkpoint_history(graph, thread)
+    if not rows:
+        _fail_input(f"No run has thread `{thread}`.", as_json)
+    if as_json:
+        sys.stdout.write(json.dumps({"thread_id": thread, "checkpoints": rows}, indent=2) + "\n")
+    else:
+        render_history(out, thread, rows)
+
+
+@app.command()
+def fork(
+    thread: Annotated[str, typer.Argument(help="The thread to fork.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="The checkpoint id to continue from.")],
+    new_thread: Annotated[
+        str | None, typer.Option("--thread", help="The new thread's id (default: a new UUID).")
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
+    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run from one of its earlier checkpoints, in a new thread."""
+    target = new_thread or str(uuid.uuid4())
+
+    def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
+        if graph.get_state(config).values:
+            raise _BadInput(f"Thread `{target}` already has a run.")
+        try:
+            copy_checkpoint(graph, thread, checkpoint, target)
+        except LookupError as exc:
+            raise _BadInput(str(exc)) from exc
+        return None
+
+    context = Context(tenant=tenant, review_threshold=review_threshold)
+    _drive(start, target, context, models, budgets, checkpointer, ledger, as_json)
 
 
 @app.command()

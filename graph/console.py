@@ -21,6 +21,15 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
     console.print(_spend(report["spend"]))
     for line in _decisions(report["spend"]):
         console.print(line, highlight=False)
+    if "rerun" in report:
+        console.print(
+            Text(
+                f"Edit: re-ran {', '.join(report['rerun']) or 'nothing'}; reused "
+                f"{', '.join(report['reused']) or 'nothing'}; saved {report['saved_usd']:.6f} USD "
+                "against a full re-run",
+                style="bold",
+            )
+        )
     console.print(_status(report))
 
 
@@ -196,3 +205,31 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
         console.print(Text("Recommendations:", style="bold"))
         for line in report["recommendations"]:
             console.print(f"  - {line}", highlight=False)
+
+
+def render_history(console: Console, thread: str, rows: list[dict[str, Any]]) -> None:
+    """Print a thread's checkpoints, newest first."""
+    table = Table(
+        "checkpoint",
+        "step",
+        "source",
+        "written by",
+        "next",
+        "calls",
+        "spend USD",
+        "created",
+        title=f"History of {thread}",
+    )
+    for row in rows:
+        table.add_row(
+            row["checkpoint_id"],
+            str(row["step"]),
+            str(row["source"]),
+            ", ".join(row["written_by"]),
+            ", ".join(row["next"]),
+            str(row["calls"]),
+            f"{row['spend_usd']:.6f}",
+            str(row["created_at"])[:19],
+        )
+    console.print(table)
+    console.print(f"Fork one with: budgetgraph fork {thread} --checkpoint CHECKPOINT_ID", highlight=False)

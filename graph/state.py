@@ -10,18 +10,40 @@ from typing import Annotated, Any, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from agents.areas import Area, classify
 from budgets import ModelCall
+
+AREAS = ("technical", "operations", "general")
 
 
 class Constraint(TypedDict):
-    """A constraint on the decision, with a stable id.
+    """A constraint on the decision, with a stable id and an area.
 
     The id is derived from the text (``c-`` and 8 hex digits of its SHA-256),
-    so the same constraint keeps its id across runs and edits.
+    so the same constraint keeps its id across runs and edits. The area
+    (``technical``, ``operations`` or ``general``, see :mod:`agents.areas`)
+    decides which agents read it.
     """
 
     id: str
     text: str
+    area: Area
+
+
+class NodeRun(TypedDict):
+    """One execution of a node, for edits and history.
+
+    Attributes:
+        node: The node.
+        reused: True when the node found its inputs unchanged and kept its earlier result.
+        cost_micro_usd: What this execution spent (micro-USD).
+        inputs: Fingerprint of the inputs it read (see :mod:`graph.dependencies`).
+    """
+
+    node: str
+    reused: bool
+    cost_micro_usd: int
+    inputs: str
 
 
 def constraint_id(text: str) -> str:
@@ -40,7 +62,7 @@ def merge_constraints(current: list[Constraint] | None, update: Iterable[Any] | 
         if isinstance(item, str):
             text = item.strip()
             if text:
-                merged.setdefault(constraint_id(text), Constraint(id=constraint_id(text), text=text))
+                merged.setdefault(constraint_id(text), _constraint(constraint_id(text), text))
             continue
         if not isinstance(item, Mapping):
             raise TypeError(f"A constraint must be a string or a mapping, not {type(item).__name__}.")
@@ -49,8 +71,12 @@ def merge_constraints(current: list[Constraint] | None, update: Iterable[Any] | 
             continue
         text = str(item["text"]).strip()
         cid = str(item.get("id") or constraint_id(text))
-        merged.setdefault(cid, Constraint(id=cid, text=text))
+        merged.setdefault(cid, _constraint(cid, text, item.get("area")))
     return list(merged.values())
+
+
+def _constraint(cid: str, text: str, area: Any = None) -> Constraint:
+    return Constraint(id=cid, text=text, area=area if area in AREAS else classify(text))
 
 
 def merge_dicts(current: dict[str, Any] | None, update: dict[str, Any] | None) -> dict[str, Any]:
@@ -82,6 +108,7 @@ class State(InputState, total=False):
             ``approved``, ``rejected`` or ``replan``), ``by``, ``note``.
         replans: Re-plans done so far (at most ``Context.max_replans``).
         spend: One :class:`~budgets.ModelCall` per model call or local step.
+        node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
 
     plan: dict[str, Any] | None
@@ -90,6 +117,7 @@ class State(InputState, total=False):
     review: dict[str, Any] | None
     replans: int
     spend: Annotated[list[ModelCall], operator.add]
+    node_runs: Annotated[list[NodeRun], operator.add]
 
 
 class SpecialistInput(TypedDict):

@@ -175,6 +175,14 @@ class Ledger(ABC):
     def alerts(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """Return the alerts noted: ``scope``, ``limit``, ``threshold``, ``ts``."""
 
+    @abstractmethod
+    def journal_get(self, key: str) -> dict[str, Any] | None:
+        """Return the journal entry stored under ``key``, or ``None``."""
+
+    @abstractmethod
+    def journal_put(self, key: str, entry: dict[str, Any]) -> None:
+        """Store a completed call's result under ``key`` (JSON-ready), for replay after a crash."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -33,6 +33,9 @@ from budgets.ledger.base import (
     ScopeTotals,
 )
 
+JOURNAL_TTL_S = 30 * 24 * 3600
+"""How long a completed call is kept for replay (s): 30 days."""
+
 # KEYS[1] reservations hash, KEYS[2] expiry zset, KEYS[3..] scope hashes.
 # ARGV: now, ttl, id, tokens, micro_usd, scopes JSON, prefix, ncaps, then per cap:
 # index into the scope keys (1-based), unit, cap.
@@ -218,6 +221,15 @@ class RedisLedger(Ledger):
             if cutoff is None or _text(ts) >= cutoff:
                 out.append({"scope": scope, "limit": limit, "threshold": threshold, "ts": _text(ts)})
         return sorted(out, key=lambda a: a["ts"])
+
+    def journal_get(self, key: str) -> dict[str, Any] | None:
+        """See :meth:`Ledger.journal_get`."""
+        raw = self._redis.get(self._key("journal:" + key))
+        return json.loads(raw) if raw else None
+
+    def journal_put(self, key: str, entry: dict[str, Any]) -> None:
+        """See :meth:`Ledger.journal_put`; entries expire after :data:`JOURNAL_TTL_S`."""
+        self._redis.set(self._key("journal:" + key), json.dumps(entry), ex=JOURNAL_TTL_S)
 
     def close(self) -> None:
         """Close the connection pool."""

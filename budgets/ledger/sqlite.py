@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+CREATE TABLE IF NOT EXISTS journal (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     scope TEXT NOT NULL, "limit" TEXT NOT NULL, threshold REAL NOT NULL, ts TEXT NOT NULL,
     PRIMARY KEY (scope, "limit", threshold)
@@ -189,6 +190,17 @@ class SqliteLedger(Ledger):
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY ts", args).fetchall()
         return [{"scope": r[0], "limit": r[1], "threshold": r[2], "ts": r[3]} for r in rows]
+
+    def journal_get(self, key: str) -> dict[str, Any] | None:
+        """See :meth:`Ledger.journal_get`."""
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM journal WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def journal_put(self, key: str, entry: dict[str, Any]) -> None:
+        """See :meth:`Ledger.journal_put`."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO journal VALUES (?, ?)", (key, json.dumps(entry)))
 
     def close(self) -> None:
         """Close the connection."""

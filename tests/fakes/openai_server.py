@@ -586,6 +586,7 @@ class _Counted:
     remaining: int
     status: int = 500
     calls: list[dict[str, Any]] | None = None
+    skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -926,7 +927,7 @@ class FakeOpenAIServer:
         with self._lock:
             self._field_overrides.append((match, dict(values)))
 
-    def fail(self, match: str, *, status: int = 500, times: int = 1) -> None:
+    def fail(self, match: str, *, status: int = 500, times: int = 1, after: int = 0) -> None:
         """Make the next ``times`` matching chat requests fail.
 
         The answer carries an OpenAI-style ``{"error": {...}}`` body and a
@@ -937,11 +938,12 @@ class FakeOpenAIServer:
             status: HTTP status to answer with (500 gives
                 ``openai.InternalServerError``, 429 ``openai.RateLimitError``).
             times: How many matching requests fail.
+            after: How many matching requests succeed first.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
-            self._failures.append(_Counted(match=match, remaining=times, status=status))
+            self._failures.append(_Counted(match=match, remaining=times, status=status, skip=after))
 
     def delay(self, match: str, seconds: float) -> None:
         """Make matching requests sleep before answering (on top of ``latency_s``).
@@ -1078,7 +1080,10 @@ class FakeOpenAIServer:
         with self._lock:
             delay = self.latency_s + max((s for m, s in self._delays.items() if ctx.matches(m)), default=0.0)
             failure = next((f for f in self._failures if f.remaining > 0 and ctx.matches(f.match)), None)
-            if failure is not None:
+            if failure is not None and failure.skip > 0:
+                failure.skip -= 1
+                failure = None
+            elif failure is not None:
                 failure.remaining -= 1
             script = None
             if failure is None and offers_tools and not after_tool:

@@ -1,0 +1,41 @@
+"""Resuming runs: completed nodes and completed model calls are not repeated, spend is kept once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from budgets.ledger import open_ledger
+from graph import build_graph
+from tests.fakes.openai_server import FakeOpenAIServer
+
+TASK = "Should we move billing to microservices? We have 6 engineers and a PCI audit in 4 months."
+
+
+def config(thread: str = "t1") -> dict:
+    return {"configurable": {"thread_id": thread}}
+
+
+def test_a_node_that_failed_mid_way_replays_its_completed_calls(
+    tmp_path: Path, models_file: Path, openai_server: FakeOpenAIServer
+):
+    ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    graph = build_graph(checkpointer=InMemorySaver(), models=models_file, ledger=ledger)
+    openai_server.script_tool_calls("cto", [{"name": "calculate", "arguments": {"expression": "6*4"}}])
+    openai_server.fail("cto", status=500, times=1, after=1)  # the cto's second round trip fails once
+    with pytest.raises(Exception, match="500|Internal"):
+        graph.invoke({"task": TASK}, config())
+    served_before = [r.agent for r in openai_server.chat_requests()]
+
+    result = graph.invoke(None, config())
+
+    served_after = [r.agent for r in openai_server.chat_requests()][len(served_before) :]
+    assert served_after.count("cto") == 1  # only the call that had failed; the tool-call turn is replayed
+    assert "coo" not in served_after and "planner" not in served_after
+    cto_rows = [r for r in result["spend"] if r["node"] == "cto"]
+    assert [r["tool_calls"] for r in cto_rows] == [1, 0]
+    state_micro = sum(r["cost_micro_usd"] for r in result["spend"])
+    assert ledger.totals("run:t1").spent.micro_usd == state_micro
+    assert sum(r["cost_micro_usd"] for r in ledger.records()) == state_micro
