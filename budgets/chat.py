@@ -10,12 +10,14 @@ request has any, are offered beside it. Usage comes from the response's
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from functools import cached_property
 from typing import Any
 
 import openai
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
@@ -26,8 +28,13 @@ from budgets.config import Endpoint, ModelsConfig, Tier
 from budgets.pricing import PriceBook
 from budgets.request import CallRequest, CallResult, ModelCall
 
+logger = logging.getLogger(__name__)
+
 LOCAL_MODEL = "local-rules"
 """The model name recorded for steps of the ``local`` tier."""
+
+CALL_ID_KEY = "budgetgraph_call"
+"""Metadata key under which a stored completion carries its call id."""
 
 NO_KEY = "not-needed"
 """API key sent to a server given by base URL alone (vLLM, Ollama, llama.cpp accept any)."""
@@ -64,11 +71,15 @@ class ChatModels:
         endpoint = self._models.endpoints[request.tier]
         chat = self._clients[request.tier]
         started = time.perf_counter()
-        try:
-            message = self._runnable(chat, request).invoke(list(request.messages))
-        except openai.LengthFinishReasonError as exc:
-            # The answer hit the completion cap: billed, but cut short. Count it, then repair.
-            message = _cut_short(exc.completion, request)
+        message = self._recover(chat, endpoint, request)
+        if message is not None:
+            request = request.decide("chat", "recovered", "answer of a call cut off by a crash, fetched back")
+        else:
+            try:
+                message = self._runnable(chat, request).invoke(list(request.messages))
+            except openai.LengthFinishReasonError as exc:
+                # The answer hit the completion cap: billed, but cut short. Count it, then repair.
+                message = _message_of(exc.completion, request)
         latency_ms = round((time.perf_counter() - started) * 1000)
         assert isinstance(message, AIMessage)
         call = self._record(request, endpoint, message, latency_ms)
@@ -80,8 +91,26 @@ class ChatModels:
             return CallResult(message=message, parse_error=str(exc), calls=[call])
         return CallResult(output=output, message=message, calls=[call])
 
+    def _recover(self, chat: ChatOpenAI, endpoint: Endpoint, request: CallRequest) -> AIMessage | None:
+        """Fetch back the stored answer of a call whose process died, if the server kept it."""
+        if not (request.recover and request.call_id and endpoint.settings.store_completions):
+            return None
+        try:
+            page = chat.root_client.chat.completions.list(metadata={CALL_ID_KEY: request.call_id}, limit=1)
+        except openai.OpenAIError as exc:  # the server does not store completions: call again
+            logger.info("Could not list stored completions (%s); sending the call again", exc)
+            return None
+        found = list(page.data)
+        if not found:
+            return None
+        logger.info("Node `%s`: recovered a stored completion instead of calling again", request.node)
+        return _message_of(found[0], request)
+
     def _runnable(self, chat: ChatOpenAI, request: CallRequest) -> Runnable:
         options: dict[str, Any] = {}
+        if request.call_id and self._models.endpoints[request.tier].settings.store_completions:
+            # As extra body: LangChain keeps `metadata` for its own run metadata.
+            options["extra_body"] = {"store": True, "metadata": {CALL_ID_KEY: request.call_id}}
         if request.max_output_tokens is not None:
             options["max_tokens"] = request.max_output_tokens
         if request.timeout_s is not None:
@@ -156,14 +185,21 @@ class ChatModels:
         return CallResult(output=output, calls=[call])
 
 
-def _cut_short(completion: ChatCompletion, request: CallRequest) -> AIMessage:
-    """The message of a completion stopped by its length cap, with its usage.
+def _message_of(completion: ChatCompletion, request: CallRequest) -> AIMessage:
+    """A LangChain message from a raw completion: a stored one, or one cut at its length cap.
 
-    A streamed one carries no usage; its input is then the request's upper-bound
-    estimate and its output the completion cap.
+    A streamed completion cut at its cap carries no usage; its input is then the
+    request's upper-bound estimate and its output the completion cap.
     """
     choice = completion.choices[0] if completion.choices else None
     text = (choice.message.content if choice is not None else None) or ""
+    tool_calls = []
+    for call in (choice.message.tool_calls if choice is not None else None) or []:
+        function = getattr(call, "function", None)
+        if function is not None:
+            tool_calls.append(
+                ToolCall(name=function.name, args=json.loads(function.arguments or "{}"), id=call.id)
+            )
     usage = completion.usage
     if usage is not None:
         input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -174,13 +210,17 @@ def _cut_short(completion: ChatCompletion, request: CallRequest) -> AIMessage:
         cache_read = 0
     return AIMessage(
         content=text,
+        tool_calls=tool_calls,
         usage_metadata={
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
             "input_token_details": {"cache_read": cache_read},
         },
-        response_metadata={"model_name": completion.model, "finish_reason": "length"},
+        response_metadata={
+            "model_name": completion.model,
+            "finish_reason": choice.finish_reason if choice is not None else None,
+        },
     )
 
 

@@ -68,6 +68,12 @@ class TierModel(_Strict):
     """Retries of the OpenAI client on 429, 5xx and connection errors."""
     streaming: bool = False
     """Stream completions (usage is still counted from the final chunk)."""
+    store_completions: bool = False
+    """Ask the server to store each completion (OpenAI's ``store: true``) tagged with its
+    call id, so that a call cut off by a crash is fetched back on resume instead of being
+    sent again. Needs a server that stores chat completions (OpenAI does; most
+    self-hosted servers do not). The provider keeps the prompt and answer for its
+    retention period."""
 
 
 class Tiers(_Strict):

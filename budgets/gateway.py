@@ -41,6 +41,9 @@ from tracing import model_call_span, record_result
 
 logger = logging.getLogger(__name__)
 
+SENT = "#sent"
+"""Suffix of the journal entry written before a call goes out."""
+
 DEFAULT_CHAIN: tuple[str, ...] = ("router", "limits")
 """Plugins every node runs unless configured otherwise, outermost first."""
 
@@ -115,6 +118,10 @@ class Gateway:
             if entry is not None:
                 logger.info("Node `%s`: replaying a completed call from the journal", request.node)
                 return _restore(entry, request)
+            sent = self.ledger.journal_get(journal_key + SENT) is not None
+            request = request.evolve(call_id=journal_key, recover=sent)
+            if not sent:
+                self.ledger.journal_put(journal_key + SENT, {})
         chain = self.chain(request.node)
 
         def step(index: int, req: CallRequest) -> CallResult:
@@ -206,6 +213,26 @@ class NodeSession:
         self._step = step
         self._round_trips = 0
         self.calls: list[ModelCall] = []
+
+    @property
+    def node(self) -> str:
+        """The graph node whose calls this session makes."""
+        return self._node
+
+    @property
+    def thread_id(self) -> str | None:
+        """The run's thread, or ``None``."""
+        return self._thread_id
+
+    @property
+    def tenant(self) -> str:
+        """Who pays for the run."""
+        return self._tenant
+
+    @property
+    def history(self) -> list[ModelCall]:
+        """The task's calls so far, every node's: those before this session, then this session's."""
+        return [*self._history, *self.calls]
 
     def ask(
         self,

@@ -124,6 +124,9 @@ class CallRequest:
         thread_id: The run's thread, for records and spans.
         tenant: Who pays.
         decisions: Plugin decisions taken so far.
+        call_id: Names this call within its run (the journal key), or ``None``.
+        recover: The call was sent before and its process died before the answer
+            was kept: fetch the answer back from the server if it stored it.
     """
 
     node: str
@@ -140,6 +143,8 @@ class CallRequest:
     thread_id: str | None = None
     tenant: str = "default"
     decisions: tuple[Decision, ...] = ()
+    call_id: str | None = None
+    recover: bool = False
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
@@ -734,10 +735,29 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ------------------------------------------------------------ #
 
     def do_GET(self) -> None:
-        """Serve ``/v1/models`` and ``/v1/models/{id}``."""
+        """Serve ``/v1/models``, ``/v1/models/{id}`` and stored ``/v1/chat/completions``."""
         path = self.path.split("?", 1)[0].rstrip("/")
         fake = self.server.fake
-        if path.endswith("/models"):
+        if path.endswith("/chat/completions"):
+            query = parse_qs(urlsplit(self.path).query)
+            metadata = {
+                key[len("metadata[") : -1]: values[0]
+                for key, values in query.items()
+                if key.startswith("metadata[") and key.endswith("]")
+            }
+            limit = int(query.get("limit", ["20"])[0])
+            data = fake.list_stored(metadata, limit)
+            self.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                    "has_more": False,
+                },
+            )
+        elif path.endswith("/models"):
             self.send_json(
                 200,
                 {"object": "list", "data": [fake.model_card(m) for m in fake.model_ids()]},
@@ -815,6 +835,7 @@ class FakeOpenAIServer:
         self._base_url: str | None = None
         self._field_overrides: list[tuple[str, dict[str, Any]]] = []
         self._failures: list[_Counted] = []
+        self.stored: list[dict[str, Any]] = []
         self._delays: dict[str, float] = {}
         self._scripts: list[_Counted] = []
         self._cached_tokens = 0
@@ -997,6 +1018,7 @@ class FakeOpenAIServer:
             self._failures.clear()
             self._delays.clear()
             self._scripts.clear()
+            self.stored.clear()
             self._cached_tokens = 0
             self._reasoning_tokens = 0
 
@@ -1153,6 +1175,7 @@ class FakeOpenAIServer:
             }
             # Record before writing so the record is visible once the client returns.
             self._record(path, body, ctx.agent, ctx.schema, False, started, 200, usage)
+            self._store(body, response)
             handler.send_json(200, response)
             return
 
@@ -1220,6 +1243,25 @@ class FakeOpenAIServer:
                 usage if include_usage else None,
             )
             recorded = True
+            message = {"role": "assistant", "content": answer.content, "refusal": None, "annotations": []}
+            if answer.tool_calls:
+                message["tool_calls"] = answer.tool_calls
+            self._store(
+                body,
+                {
+                    **{k: v for k, v in base.items() if k != "object"},
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "logprobs": None,
+                            "finish_reason": answer.finish_reason,
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
             handler.send_sse(chunk({}, answer.finish_reason))
             if include_usage:
                 handler.send_sse({**base, "choices": [], "usage": usage})
@@ -1229,6 +1271,18 @@ class FakeOpenAIServer:
             handler.close_connection = True
             if not recorded:
                 self._record(path, body, ctx.agent, ctx.schema, True, started, 200, None)
+
+    def _store(self, body: Mapping[str, Any], completion: dict[str, Any]) -> None:
+        """Keep a completion asked for with ``store: true``, with its ``metadata``."""
+        if body.get("store"):
+            with self._lock:
+                self.stored.append({**completion, "metadata": dict(body.get("metadata") or {})})
+
+    def list_stored(self, metadata: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+        """Stored completions whose metadata has every given key and value, oldest first."""
+        with self._lock:
+            found = [c for c in self.stored if all(c["metadata"].get(k) == v for k, v in metadata.items())]
+        return found[:limit]
 
     def _answer(
         self,
