@@ -39,3 +39,35 @@ def test_a_node_that_failed_mid_way_replays_its_completed_calls(
     state_micro = sum(r["cost_micro_usd"] for r in result["spend"])
     assert ledger.totals("run:t1").spent.micro_usd == state_micro
     assert sum(r["cost_micro_usd"] for r in ledger.records()) == state_micro
+
+
+def test_a_call_cut_off_after_the_server_answered_is_fetched_back_not_sent_again(
+    tmp_path: Path, openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+):
+    from budgets.chat import ChatModels
+    from tests.conftest import write_models
+
+    models = write_models(tmp_path / "store.yaml", openai_server.base_url, store_completions=True)
+    ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    graph = build_graph(checkpointer=InMemorySaver(), models=models, ledger=ledger)
+    real_record = ChatModels._record
+
+    def crash_after_the_answer(self, request, *args, **kwargs):  # the process "dies" with the answer in hand
+        if request.node == "coo" and not request.recover:
+            raise SystemError("killed")
+        return real_record(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(ChatModels, "_record", crash_after_the_answer)
+    with pytest.raises(SystemError):
+        graph.invoke({"task": TASK}, config())
+    monkeypatch.setattr(ChatModels, "_record", real_record)
+    assert len(openai_server.chat_requests("coo")) == 1
+
+    result = graph.invoke(None, config())
+
+    assert len(openai_server.chat_requests("coo")) == 1  # fetched back from the server, not sent again
+    coo_row = next(r for r in result["spend"] if r["node"] == "coo")
+    (served,) = openai_server.chat_requests("coo")
+    assert coo_row["input_tokens"] == served.usage["prompt_tokens"]
+    assert any(d["action"] == "recovered" for d in coo_row["decisions"])
+    assert ledger.totals("run:t1").spent.micro_usd == sum(r["cost_micro_usd"] for r in result["spend"])
