@@ -19,6 +19,7 @@ import typer
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import ValidationError
 from rich.console import Console
 
 from budgets import BudgetgraphError, ConfigError, load_models
@@ -99,7 +100,7 @@ def run(
             raise _BadInput(f"Thread `{thread_id}` already has a run; use `budgetgraph resume {thread_id}`.")
         return {"task": task, "constraints": list(constraint or [])}
 
-    context = Context(tenant=tenant, review_threshold=review_threshold)
+    context = _context(tenant, review_threshold, as_json)
     _drive(start, thread_id, context, models, budgets, checkpointer, ledger, as_json)
 
 
@@ -161,7 +162,7 @@ def resume(
             raise _BadInput(f"The run is not paused for review, so {chosen[0]} does not apply.")
         return None  # continue from the last checkpoint: re-runs only what had not finished
 
-    context = Context(tenant=tenant, review_threshold=review_threshold)
+    context = _context(tenant, review_threshold, as_json)
     _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json)
 
 
@@ -255,7 +256,7 @@ def edit(
     def extend(report: dict[str, Any], values: dict[str, Any]) -> None:
         report.update(edit_summary(before["runs"], values.get("node_runs", [])))
 
-    context = Context(tenant=tenant, review_threshold=review_threshold)
+    context = _context(tenant, review_threshold, as_json)
     _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json, extend=extend)
 
 
@@ -310,7 +311,7 @@ def fork(
             raise _BadInput(str(exc)) from exc
         return None
 
-    context = Context(tenant=tenant, review_threshold=review_threshold)
+    context = _context(tenant, review_threshold, as_json)
     _drive(start, target, context, models, budgets, checkpointer, ledger, as_json)
 
 
@@ -339,6 +340,15 @@ def report(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         render_cost_report(out, summary)
+
+
+def _context(tenant: str, review_threshold: int, as_json: bool) -> Context:
+    try:
+        return Context(tenant=tenant, review_threshold=review_threshold)
+    except ValidationError as exc:
+        problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
+        _fail_input(f"Invalid run settings: {problems}", as_json)
+        raise  # unreachable: _fail_input exits
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:

@@ -1,8 +1,13 @@
-"""Run-scoped settings, passed as LangGraph's runtime context (``context_schema``)."""
+"""Run-scoped settings, passed as LangGraph's runtime context (``context_schema``).
+
+A pydantic dataclass, so its bounds are in the JSON schema the LangGraph
+server publishes, and a bad value is refused when the run is created.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -10,20 +15,12 @@ class Context:
     """Settings of one run.
 
     Attributes:
-        tenant: Who pays for the run; budgets and records are kept per tenant.
+        tenant: Who pays for the run; time-window budgets and records are kept per tenant.
         review_threshold: Risk score (1-5) from which the review interrupts
-            for a human decision.
+            for a human decision; 6 never interrupts.
         max_replans: How many times a reviewer may send the run back to the planner.
     """
 
-    tenant: str = "default"
-    review_threshold: int = 4
-    max_replans: int = 3
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.review_threshold <= 6:
-            raise ValueError(
-                f"`review_threshold` must be 1-6 (6 never interrupts), not {self.review_threshold}."
-            )
-        if self.max_replans < 0:
-            raise ValueError(f"`max_replans` must be 0 or more, not {self.max_replans}.")
+    tenant: str = Field(default="default", min_length=1)
+    review_threshold: int = Field(default=4, ge=1, le=6)
+    max_replans: int = Field(default=3, ge=0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 from agents.areas import Area, classify
 from budgets import ModelCall
@@ -84,22 +85,33 @@ def merge_dicts(current: dict[str, Any] | None, update: dict[str, Any] | None) -
     return {**(current or {}), **(update or {})}
 
 
+class ConstraintInput(TypedDict):
+    """A constraint as a caller gives it: its text, and its area if the caller knows it."""
+
+    text: str
+    area: NotRequired[Area]
+
+
 class InputState(TypedDict, total=False):
     """What a run takes: a task and its constraints, or chat messages.
 
-    ``messages`` lets the LangGraph server expose the graph over MCP and A2A:
-    when ``task`` is empty, the last human message is the task.
+    Constraints may be plain strings or ``{"text": ..., "area": ...}``; each gets
+    a stable id. ``messages`` lets the LangGraph server expose the graph over MCP
+    and A2A: when ``task`` is empty, the last human message is the task.
     """
 
     task: str
-    constraints: Annotated[list[Constraint], merge_constraints]
+    constraints: Annotated[list[str | ConstraintInput], merge_constraints]
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-class State(InputState, total=False):
+class State(TypedDict, total=False):
     """The full state of a run.
 
     Attributes:
+        task: The decision under review.
+        constraints: Its constraints, each with a stable id and an area.
+        messages: The conversation (the run's answer is the last AI message).
         plan: The planner's :class:`~agents.schemas.Plan` as a dict.
         analyses: ``{"cto": ..., "coo": ...}``, each an
             :class:`~agents.schemas.Analysis` dict with ``authored_by``.
@@ -111,6 +123,9 @@ class State(InputState, total=False):
         node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
 
+    task: str
+    constraints: Annotated[list[Constraint], merge_constraints]
+    messages: Annotated[list[AnyMessage], add_messages]
     plan: dict[str, Any] | None
     analyses: Annotated[dict[str, dict[str, Any]], merge_dicts]
     reconciliation: dict[str, Any] | None
