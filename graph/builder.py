@@ -15,6 +15,7 @@ their own persistence).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,37 @@ class _Nodes:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self._by_files: dict[tuple[object, ...], Gateway] = {}
+        self._lock = threading.Lock()
+
+    def _gateway(self, runtime: Runtime[Context]) -> Gateway:
+        """The gateway of this run: the graph's own, or one for the context's YAML files.
+
+        Gateways for files are built once per (path, modification time) and share
+        the graph's ledger, so every assistant's spend lands in one place.
+        """
+        context = runtime.context
+        if context is None or (context.models is None and context.budgets is None):
+            return self.gateway
+        key = tuple((path, _mtime(path)) for path in (context.models, context.budgets))
+        with self._lock:
+            gateway = self._by_files.get(key)
+            if gateway is None:
+                models = load_models(context.models) if context.models else self.gateway.models
+                budgets = (
+                    load_budgets(context.budgets, node_names=NODE_NAMES)
+                    if context.budgets
+                    else self.gateway.budgets
+                )
+                gateway = self._by_files[key] = Gateway(models, budgets, ledger=self.gateway.ledger)
+        return gateway
 
     def _session(self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context]) -> NodeSession:
         info = runtime.execution_info
         tenant = runtime.context.tenant if runtime.context else "default"
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
-        return self.gateway.session(
+        return self._gateway(runtime).session(
             node,
             history=spend,
             thread_id=info.thread_id if info else None,
@@ -149,7 +174,7 @@ class _Nodes:
             return {"node_runs": [_run("planner", inputs, reused=True)]}
         session = self._session("planner", state.get("spend", []), runtime)
         general = [c["text"] for c in constraints_for("planner", constraints)]
-        made = agents.plan(session, self.gateway, task=task, constraints=general, note=note)
+        made = agents.plan(session, self._gateway(runtime), task=task, constraints=general, note=note)
         return {
             "task": task,
             "plan": {**made.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs},
@@ -314,6 +339,13 @@ def _author(session: NodeSession) -> str:
     if last["tier"] == "local":
         return LOCAL_AUTHOR
     return f"{last['model']} ({last['tier']} tier)"
+
+
+def _mtime(path: str | None) -> float | None:
+    try:
+        return Path(path).stat().st_mtime if path else None
+    except OSError:
+        return None  # load_* names the missing file
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

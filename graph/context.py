@@ -19,8 +19,13 @@ class Context:
         review_threshold: Risk score (1-5) from which the review interrupts
             for a human decision; 6 never interrupts.
         max_replans: How many times a reviewer may send the run back to the planner.
+        models: A ``models.yaml`` on the machine running the graph, for this run's
+            tiers (e.g. one per LangGraph assistant); ``None`` keeps the graph's own.
+        budgets: A ``budgets.yaml`` likewise, for this run's budgets.
     """
 
     tenant: str = Field(default="default", min_length=1)
     review_threshold: int = Field(default=4, ge=1, le=6)
     max_replans: int = Field(default=3, ge=0)
+    models: str | None = None
+    budgets: str | None = None

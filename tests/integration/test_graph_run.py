@@ -210,3 +210,21 @@ def test_without_an_endpoint_every_agent_takes_the_local_path(monkeypatch: pytes
     assert sum(row["cost_micro_usd"] for row in result["spend"]) == 0
     assert result["analyses"]["cto"]["authored_by"] == "local rules (no model)"
     assert result["reconciliation"]["summary"].startswith("No model wrote this")
+
+
+def test_a_run_can_bring_its_own_budgets_and_models_through_the_context(
+    graph, tmp_path: Path, openai_server: FakeOpenAIServer
+):
+    budgets = tmp_path / "frugal.yaml"
+    budgets.write_text("nodes:\n  cto: {max_tokens: 100, on_exceed: local}\n")
+    models = write_models(tmp_path / "cheap.yaml", openai_server.base_url)
+    models.write_text(models.read_text().replace("default_tier: standard", "default_tier: economy"))
+
+    frugal = graph.invoke(
+        {"task": TASK}, config("f"), context=Context(budgets=str(budgets), models=str(models))
+    )
+    plain = graph.invoke({"task": TASK}, config("p"))
+
+    assert {r["node"]: r["tier"] for r in frugal["spend"]}["cto"] == "local"
+    assert {r["node"]: r["tier"] for r in plain["spend"]}["cto"] == "standard"
+    assert {r["tier"] for r in frugal["spend"] if r["node"] != "cto"} == {"economy"}
