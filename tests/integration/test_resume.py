@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,18 +19,37 @@ def config(thread: str = "t1") -> dict:
     return {"configurable": {"thread_id": thread}}
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def saver(request: pytest.FixtureRequest, tmp_path: Path):
+    """Each kind of checkpointer the graph is resumed from."""
+    if request.param == "memory":
+        yield InMemorySaver()
+    elif request.param == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with SqliteSaver.from_conn_string(str(tmp_path / "checkpoints.sqlite")) as saver:
+            yield saver
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(request.getfixturevalue("database_url")) as saver:
+            saver.setup()
+            yield saver
+
+
 def test_a_node_that_failed_mid_way_replays_its_completed_calls(
-    tmp_path: Path, models_file: Path, openai_server: FakeOpenAIServer
+    tmp_path: Path, models_file: Path, openai_server: FakeOpenAIServer, saver
 ):
     ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.sqlite")
-    graph = build_graph(checkpointer=InMemorySaver(), models=models_file, ledger=ledger)
+    graph = build_graph(checkpointer=saver, models=models_file, ledger=ledger)
+    thread = f"t-{uuid.uuid4().hex[:8]}"
     openai_server.script_tool_calls("cto", [{"name": "calculate", "arguments": {"expression": "6*4"}}])
     openai_server.fail("cto", status=500, times=1, after=1)  # the cto's second round trip fails once
     with pytest.raises(Exception, match="500|Internal"):
-        graph.invoke({"task": TASK}, config())
+        graph.invoke({"task": TASK}, config(thread))
     served_before = [r.agent for r in openai_server.chat_requests()]
 
-    result = graph.invoke(None, config())
+    result = graph.invoke(None, config(thread))
 
     served_after = [r.agent for r in openai_server.chat_requests()][len(served_before) :]
     assert served_after.count("cto") == 1  # only the call that had failed; the tool-call turn is replayed
@@ -37,7 +57,7 @@ def test_a_node_that_failed_mid_way_replays_its_completed_calls(
     cto_rows = [r for r in result["spend"] if r["node"] == "cto"]
     assert [r["tool_calls"] for r in cto_rows] == [1, 0]
     state_micro = sum(r["cost_micro_usd"] for r in result["spend"])
-    assert ledger.totals("run:t1").spent.micro_usd == state_micro
+    assert ledger.totals(f"run:{thread}").spent.micro_usd == state_micro
     assert sum(r["cost_micro_usd"] for r in ledger.records()) == state_micro
 
 
