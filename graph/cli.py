@@ -59,6 +59,10 @@ CheckpointerOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+TenantOpt = Annotated[str, typer.Option("--tenant", help="Who pays for the run.")]
+ThresholdOpt = Annotated[
+    int, typer.Option("--review-threshold", help="Risk score (1-5) that pauses for review; 6 never does.")
+]
 LedgerOpt = Annotated[
     str | None,
     typer.Option(
@@ -80,10 +84,8 @@ def run(
         list[str] | None, typer.Option("--constraint", "-c", help="A constraint; repeatable.")
     ] = None,
     thread: Annotated[str | None, typer.Option("--thread", help="Thread id (default: a new UUID).")] = None,
-    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
-    review_threshold: Annotated[
-        int, typer.Option("--review-threshold", help="Risk score (1-5) that pauses for review; 6 never does.")
-    ] = 4,
+    tenant: TenantOpt = "default",
+    review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
@@ -124,8 +126,8 @@ def resume(
             "the cap's unit); default: what the call needs.",
         ),
     ] = None,
-    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
-    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    tenant: TenantOpt = "default",
+    review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
@@ -224,8 +226,8 @@ def edit(
         list[str] | None,
         typer.Option("--remove-constraint", metavar="ID", help="A constraint id to remove; repeatable."),
     ] = None,
-    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
-    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    tenant: TenantOpt = "default",
+    review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
@@ -291,8 +293,8 @@ def fork(
     new_thread: Annotated[
         str | None, typer.Option("--thread", help="The new thread's id (default: a new UUID).")
     ] = None,
-    tenant: Annotated[str, typer.Option("--tenant", help="Who pays for the run.")] = "default",
-    review_threshold: Annotated[int, typer.Option("--review-threshold")] = 4,
+    tenant: TenantOpt = "default",
+    review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
