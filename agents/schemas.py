@@ -88,23 +88,60 @@ class Reconciliation(_Output):
     recommendation: str = Field(description="The option recommended to the human reviewer, and why.")
 
 
+Path = Literal["llm", "local", "tool"]
+"""How a step is served: a model answers directly, the local rules answer, or a
+model answers after calling a tool (``calculate``) for the task's figures."""
+
+
 class PlanStep(BaseModel):
-    """One specialist step of the plan."""
+    """One specialist step of the plan, with its estimate.
+
+    Estimates come from the ledger's history of the same node, tier and model
+    where there is some, blended with the priors of ``router.plan`` in
+    ``budgets.yaml``; ``estimate_source`` says which.
+    """
 
     node: Literal["cto", "coo"]
-    path: Literal["llm", "local", "tool"]
+    path: Path
     tier: Literal["economy", "standard", "premium", "local"]
     questions: list[str]
     estimated_tokens: int = Field(ge=0, description="Input plus output tokens.")
-    estimated_cost_usd: float = Field(ge=0)
+    estimated_cost_usd: float = Field(ge=0, description="USD.")
+    estimated_latency_ms: int = Field(default=0, ge=0, description="Wall time (ms).")
+    estimated_tool_calls: int = Field(default=0, ge=0)
     expected_quality: float = Field(ge=0, le=1)
+    estimate_source: str = Field(default="prior", description="`prior`, or the history blended in.")
+    within_budget: bool = Field(
+        default=True, description="False for a step kept over a cap whose call will ask for approval."
+    )
+    reason: str = Field(default="", description="Why this path and tier, when not the tier asked for.")
+
+
+class PlanCap(BaseModel):
+    """A cap the plan was held to, and what it left when the plan was made."""
+
+    limit: str = Field(description="e.g. `max_cost_usd`, `total_task_budget.max_tokens`.")
+    scope: str = Field(description="The ledger scope, e.g. `run:THREAD:node:cto`.")
+    unit: Literal["tokens", "USD", "ms", "tool calls"]
+    cap: float
+    left: float
+    on_exceed: str
 
 
 class Plan(BaseModel):
-    """The planner's plan: which specialists run, how, and at what estimated cost."""
+    """The planner's plan: which specialists run, how, and at what estimated cost.
+
+    ``feasible`` is False when some specialist has no model step that fits its
+    budgets; ``reason`` then says which cap is in the way and what happens
+    instead (the local path, a stop, or an approval).
+    """
 
     objective: str
     assumptions: list[str]
     steps: list[PlanStep]
     estimated_total_usd: float = Field(ge=0)
+    estimated_total_tokens: int = Field(default=0, ge=0)
+    feasible: bool = True
+    reason: str | None = None
+    caps: list[PlanCap] = Field(default_factory=list)
     replan_note: str | None = None

@@ -27,6 +27,7 @@ from budgets.ledger import open_ledger
 from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
+from graph.cli_plan import plan_command
 from graph.console import render_cost_report, render_history, render_report
 from graph.context import Context
 from graph.report import run_report
@@ -42,6 +43,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command(name="plan")(plan_command)
 out = Console()
 err = Console(stderr=True)
 

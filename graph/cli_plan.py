@@ -1,0 +1,139 @@
+"""``budgetgraph plan``: the plan and its estimated cost, without calling any model.
+
+The plan is made by the planner's own code (:func:`agents.planner.estimate`,
+the same search the graph's planner node runs), with the local rules' brief
+instead of a model's, against the budgets and the ledger a ``run`` would use.
+``--thread`` plans against the spend of an existing run (its node and task
+caps), ``--tenant`` against that tenant's windows.
+
+Exit codes: 0 a plan was made (feasible or not: see ``feasible`` and
+``reason``), 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agents.planner import estimate
+from budgets import ConfigError, Gateway, load_budgets, load_models
+from budgets.ledger import open_ledger
+from graph.builder import NODE_NAMES
+
+EXIT_BAD_INPUT = 2
+
+
+def plan_command(
+    task: Annotated[str, typer.Argument(help="The decision to plan for.")],
+    constraint: Annotated[
+        list[str] | None, typer.Option("--constraint", "-c", help="A constraint; repeatable.")
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Plan against the spend of this run so far.")
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Whose windows apply.")] = "default",
+    models: Annotated[
+        Path | None, typer.Option("--models", help="models.yaml to use [env: BUDGETGRAPH_MODELS].")
+    ] = None,
+    budgets: Annotated[
+        Path | None, typer.Option("--budgets", help="budgets.yaml to use [env: BUDGETGRAPH_BUDGETS].")
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger",
+            help="memory:, sqlite:///PATH or redis://... [env: BUDGETGRAPH_LEDGER_URL; "
+            "default: .budgetgraph/ledger.sqlite].",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    ] = False,
+) -> None:
+    """Print the plan for a decision and its estimated cost, calling no model."""
+    if not task.strip():
+        _fail("The task is empty: give the decision to plan for.", as_json)
+    try:
+        gateway = Gateway(
+            load_models(models),
+            load_budgets(budgets, node_names=NODE_NAMES),
+            ledger=open_ledger(ledger),
+        )
+    except ConfigError as exc:
+        _fail(str(exc), as_json)
+    try:
+        made = estimate(
+            gateway, task=task, constraints=list(constraint or []), thread_id=thread, tenant=tenant
+        )
+    except ConfigError as exc:
+        _fail(str(exc), as_json)
+    finally:
+        gateway.ledger.close()
+    document = made.model_dump(mode="json")
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        Console().print(render_plan(document))
+
+
+def render_plan(plan: dict[str, Any]) -> Panel:
+    """The plan as a panel: steps with their estimates and reasons, the total, feasibility and caps."""
+    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "est. ms", "tool calls", "quality")
+    why: list[str] = []
+    for s in plan["steps"]:
+        steps.add_row(
+            s["node"],
+            s["path"],
+            s["tier"],
+            str(s["estimated_tokens"]),
+            f"{s['estimated_cost_usd']:.6f}",
+            str(s["estimated_latency_ms"]),
+            str(s["estimated_tool_calls"]),
+            f"{s['expected_quality']:.2f}",
+        )
+        line = f"{s['node']}: {s['estimate_source']}"
+        if s["reason"]:
+            line += f"; {s['reason']}"
+        why.append(line)
+    parts: list[Any] = [
+        Text(plan["objective"], style="bold"),
+        steps,
+        Text("\n".join(why), style="dim"),
+        Text(
+            f"Estimated total: {plan['estimated_total_usd']:.6f} USD, "
+            f"{plan['estimated_total_tokens']} tokens",
+            style="bold",
+        ),
+    ]
+    if plan["feasible"]:
+        parts.append(Text("Feasible: every step fits every cap that applies.", style="green"))
+    else:
+        parts.append(Text(f"Infeasible: {plan['reason']}", style="bold red"))
+    if plan["caps"]:
+        caps = Table("cap", "scope", "left", "of", "on exceed", title="Caps that apply")
+        for c in plan["caps"]:
+            caps.add_row(
+                c["limit"], c["scope"], f"{c['left']:g} {c['unit']}", f"{c['cap']:g}", c["on_exceed"]
+            )
+        parts.append(caps)
+    return Panel(Group(*parts), title="Plan (an estimate: no model was called)")
+
+
+def _fail(message: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"status": "error", "error": {"type": "BadInput", "message": message}}) + "\n"
+        )
+    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+__all__ = ["plan_command", "render_plan"]

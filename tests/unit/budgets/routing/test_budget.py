@@ -1,0 +1,81 @@
+"""What the budgets leave: rooms under every cap, from a real (in-process SQLite) ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from budgets import CallRequest, Totals, load_budgets
+from budgets.ledger import Charge, LedgerRecord, open_ledger
+from budgets.plugins.limits import Scopes
+from budgets.routing import rooms, scopes_of, tightest_usd
+from graph.builder import NODE_NAMES
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+RECORD = LedgerRecord(
+    ts=NOW.isoformat(), tenant="acme", thread_id="t", node="cto", tier="standard", model="gpt-4.1-mini",
+    input_tokens=0, output_tokens=0, cost_micro_usd=0, saved_micro_usd=0, cache_hit=False, alerts=[],
+)  # fmt: skip
+
+
+def test_scopes_are_named_as_the_limits_plugin_names_them():
+    request = CallRequest(
+        node="cto",
+        messages=(),
+        schema=BaseModel,
+        tier="standard",
+        local=BaseModel,
+        thread_id="t",
+        tenant="acme",
+    )
+
+    assert scopes_of("cto", thread_id="t", tenant="acme", now=NOW) == Scopes.of(request, NOW)
+
+
+def test_rooms_count_settled_spend_grants_and_the_runs_own_spend_and_find_the_tightest(tmp_path: Path):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(
+        "nodes: {cto: {max_cost_usd: 0.01, max_tokens: 5000, max_tool_calls: 3, on_exceed: degrade}}\n"
+        "task: {max_cost_usd: 0.1}\n"
+        "tenants: {acme: {daily: {max_cost_usd: 1.0}}}\n"
+    )
+    budgets = load_budgets(path, node_names=NODE_NAMES)
+    ledger = open_ledger("memory:")
+    ledger.record(["run:t:node:cto"], Charge(tokens=1000, micro_usd=4_000), RECORD)
+    ledger.grant("run:t:node:cto", Charge(micro_usd=2_000))
+    ledger.record(["tenant:acme:day:2026-11-20"], Charge(micro_usd=950_000), RECORD)
+
+    found = rooms(
+        budgets,
+        ledger,
+        node="cto",
+        thread_id="t",
+        tenant="acme",
+        now=NOW,
+        node_spent=Totals(tool_calls=2),
+        task_spent=Totals(cost_micro_usd=30_000),  # more than the ledger holds for the run: it counts
+    )
+
+    by_limit = {room.limit: room for room in found}
+    assert set(by_limit) == {
+        "max_tokens",
+        "max_cost_usd",
+        "max_tool_calls",
+        "total_task_budget.max_cost_usd",
+        "daily.max_cost_usd",
+    }
+    node_usd = by_limit["max_cost_usd"]
+    assert (node_usd.cap, node_usd.spent, node_usd.left, node_usd.on_exceed) == (
+        12_000,
+        4_000,
+        8_000,
+        "degrade",
+    )
+    assert by_limit["max_tokens"].left == 4000 and by_limit["max_tool_calls"].left == 1
+    assert by_limit["total_task_budget.max_cost_usd"].spent == 30_000
+    tightest = tightest_usd(found)
+    assert tightest is not None and tightest.limit == "daily.max_cost_usd"
+    assert tightest.scope == "tenant:acme:day:2026-11-20" and round(tightest.fraction_left, 2) == 0.05
+    assert tightest.shown() == "0.05 USD" and node_usd.shown(1_500) == "0.0015 USD"
