@@ -1,37 +1,26 @@
 """The decision graph served by `langgraph dev`, driven through the official LangGraph SDK.
 
-One `langgraph dev` process is started for the module, from the repository root
-(so it reads the real ``langgraph.json``), on a free port, with its model tiers
-pointed at a :class:`FakeOpenAIServer` that lives as long as it does.
+One `langgraph dev` process is started for the module (see :mod:`tests.serving`),
+with the repository's real ``langgraph.json`` and its model tiers pointed at a
+:class:`FakeOpenAIServer` that lives as long as it does.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import yaml
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
+from langgraph_sdk.schema import Command
 
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph, langgraph_dev, system_assistant_id
 
-pytestmark = pytest.mark.server
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LANGGRAPH = Path(sys.executable).parent / "langgraph"
-READY_DEADLINE_S = 90.0
-STOP_GRACE_S = 15.0
-# Whichever test runs first also pays for the server's start-up (a few seconds
-# here, READY_DEADLINE_S at worst), so every test gets that much on top of its run.
-TEST_TIMEOUT_S = READY_DEADLINE_S + 30
+pytestmark = [pytest.mark.server, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 TASK = (
     "Should we move our billing service from a monolith to microservices this year? "
@@ -39,146 +28,88 @@ TASK = (
 )
 CONSTRAINTS = ["Keep card data in one region"]
 AGENTS = ["coo", "cto", "planner", "reconcile"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_env(openai_base_url: str, ledger: Path) -> dict[str, str]:
-    """The parent's environment without model, budgetgraph, tracing or LangSmith settings.
-
-    The spend ledger goes to ``ledger``: by default the served graph would keep it in
-    ``.budgetgraph/`` of the working directory, i.e. in the repository, across test runs.
-    """
-    dropped = ("OPENAI_", "BUDGETGRAPH_", "OTEL_", "LANGSMITH_", "LANGCHAIN_")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(dropped)}
-    env.update(
-        OPENAI_BASE_URL=openai_base_url,
-        OPENAI_API_KEY="test",
-        BUDGETGRAPH_LEDGER_URL=f"sqlite:///{ledger}",
-        LANGGRAPH_CLI_NO_ANALYTICS="1",
-        LANGGRAPH_NO_VERSION_CHECK="true",
-        LANGSMITH_TRACING="false",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    """Poll ``GET /ok`` until it answers 200; fail with the server's output otherwise."""
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"`langgraph dev` exited with code {process.returncode} before it was ready:\n"
-                f"{log.read_text(errors='replace')}"
-            )
-        try:
-            if httpx.get(f"{url}/ok", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(
-        f"`langgraph dev` did not answer {url}/ok within {READY_DEADLINE_S:.0f} s:\n"
-        f"{log.read_text(errors='replace')}"
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_GRACE_S)
+NodeTier = tuple[str, str]
 
 
 @pytest.fixture(scope="module")
-def fake_openai_for_server() -> Iterator[FakeOpenAIServer]:
-    """The model endpoint of the `langgraph dev` process; it must outlive the process."""
-    with FakeOpenAIServer() as server:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
+    with langgraph_dev(tmp_path_factory.mktemp("langgraph-dev")) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def langgraph_url(
-    fake_openai_for_server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Start `langgraph dev` once for the module and return its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    workdir = tmp_path_factory.mktemp("langgraph-dev")
-    log = workdir / "server.log"
-    print(f"langgraph dev on {url}, output in {log}")  # shown with a failing test's setup output
-    command = [
-        str(LANGGRAPH),
-        "dev",
-        "--no-browser",
-        "--no-reload",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=server_env(fake_openai_for_server.base_url, ledger=workdir / "ledger.sqlite"),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until_ready(process, url, log)
-        yield url
-    finally:
-        stop(process)
-
-
 @pytest.fixture
-def openai_server(fake_openai_for_server: FakeOpenAIServer) -> FakeOpenAIServer:
+def openai_server(served: ServedGraph) -> FakeOpenAIServer:
     """The served graph's model endpoint, with no requests or scripting left from earlier tests."""
-    fake_openai_for_server.reset()
-    return fake_openai_for_server
+    served.openai.reset()
+    return served.openai
 
 
 @pytest.fixture
-def client(langgraph_url: str) -> Iterator[SyncLangGraphClient]:
-    with get_sync_client(url=langgraph_url, api_key=None, timeout=60.0) as sdk:
+def client(served: ServedGraph) -> Iterator[SyncLangGraphClient]:
+    with get_sync_client(url=served.url, api_key=None, timeout=60.0) as sdk:
         yield sdk
 
 
 @pytest.fixture
 def assistant_id(client: SyncLangGraphClient) -> str:
-    """The assistant the server made for the `decision` graph of langgraph.json."""
-    (assistant,) = [
-        a
-        for a in client.assistants.search(limit=100)
-        if a["graph_id"] == "decision" and a["metadata"].get("created_by") == "system"
-    ]
-    return assistant["assistant_id"]
+    return system_assistant_id(client)
 
 
 @pytest.fixture
-def thread_id(client: SyncLangGraphClient) -> Iterator[str]:
-    """A new thread, deleted afterwards (`langgraph dev` keeps threads in .langgraph_api/)."""
-    thread = client.threads.create()
-    yield thread["thread_id"]
-    client.threads.delete(thread["thread_id"])
+def thread_id(client: SyncLangGraphClient) -> str:
+    return str(client.threads.create()["thread_id"])
+
+
+@pytest.fixture
+def make_assistant(client: SyncLangGraphClient, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Create an assistant of the `decision` graph with a context; it is deleted after the test."""
+
+    def make(**context: Any) -> str:
+        assistant = client.assistants.create(GRAPH_ID, context=context, name=f"decision-{request.node.name}")
+        request.addfinalizer(lambda: client.assistants.delete(assistant["assistant_id"]))
+        return str(assistant["assistant_id"])
+
+    return make
 
 
 def run_input() -> dict[str, Any]:
     return {"task": TASK, "constraints": CONSTRAINTS}
 
 
-@pytest.mark.timeout(TEST_TIMEOUT_S)
+def run_to_the_end(client: SyncLangGraphClient, assistant_id: str) -> dict[str, Any]:
+    """Run the task on a new thread; return the final state's values with the thread's id."""
+    thread_id = client.threads.create()["thread_id"]
+    client.runs.wait(thread_id, assistant_id, input=run_input())
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == [], state
+    return {**state["values"], "thread_id": thread_id}
+
+
+def tiers(spend: list[dict[str, Any]]) -> set[NodeTier]:
+    return {(row["node"], row["tier"]) for row in spend}
+
+
+def total_cost(spend: list[dict[str, Any]]) -> int:
+    return sum(row["cost_micro_usd"] for row in spend)
+
+
+def test_server_publishes_the_input_output_and_context_schemas(
+    client: SyncLangGraphClient, assistant_id: str
+):
+    assistant = client.assistants.get(assistant_id)
+    schemas = client.assistants.get_schemas(assistant_id)
+
+    assert assistant["name"] == GRAPH_ID
+    assert "risk score" in (assistant["description"] or "")  # from langgraph.json
+    assert {"task", "constraints", "messages"} <= set(schemas["input_schema"]["properties"])
+    assert {"plan", "analyses", "reconciliation", "review", "spend"} <= set(
+        schemas["output_schema"]["properties"]
+    )
+    context = schemas["context_schema"]["properties"]
+    assert {"tenant", "review_threshold", "max_replans", "models", "budgets"} <= set(context)
+    assert (context["review_threshold"]["minimum"], context["review_threshold"]["maximum"]) == (1, 6)
+
+
 def test_sdk_runs_the_decision_graph_to_completion(
     client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
 ):
@@ -206,7 +137,19 @@ def test_sdk_runs_the_decision_graph_to_completion(
         ), row["node"]
 
 
-@pytest.mark.timeout(TEST_TIMEOUT_S)
+def test_sdk_takes_the_task_as_a_chat_message_and_answers_with_an_ai_message(
+    client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
+):
+    client.runs.wait(thread_id, assistant_id, input={"messages": [{"role": "user", "content": TASK}]})
+
+    values = client.threads.get_state(thread_id)["values"]
+    assert values["task"] == TASK
+    question, answer = values["messages"]
+    assert (question["type"], answer["type"], answer["name"]) == ("human", "ai", "reconcile")
+    assert f"Risk score: {values['reconciliation']['risk_score']}/5" in answer["content"]
+    assert "Review: auto-approved" in answer["content"]
+
+
 def test_sdk_resumes_a_high_risk_run_paused_for_review_with_an_approval(
     client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
 ):
@@ -223,7 +166,9 @@ def test_sdk_resumes_a_high_risk_run_paused_for_review_with_an_approval(
     assert "review" not in paused["values"]
     assert client.threads.get(thread_id)["status"] == "interrupted"
 
-    client.runs.wait(thread_id, assistant_id, command={"resume": {"action": "approve", "note": "accepted"}})
+    client.runs.wait(
+        thread_id, assistant_id, command=Command(resume={"action": "approve", "note": "accepted"})
+    )
 
     done = client.threads.get_state(thread_id)
     assert done["next"] == []
@@ -233,7 +178,6 @@ def test_sdk_resumes_a_high_risk_run_paused_for_review_with_an_approval(
     assert len(openai_server.chat_requests()) == 4  # resuming re-ran no model call
 
 
-@pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sdk_streams_both_values_and_updates_of_a_run(
     client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
 ):
@@ -249,3 +193,114 @@ def test_sdk_streams_both_values_and_updates_of_a_run(
     last_values = [part.data for part in parts if part.event == "values"][-1]
     assert last_values["review"]["decision"] == "auto-approved"
     assert len(openai_server.chat_requests()) == 4
+
+
+def test_sdk_streams_the_review_interrupt_and_the_resumed_run_as_updates(
+    client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
+):
+    openai_server.set_fields("Reconciliation", risk_score=5)
+
+    first = list(client.runs.stream(thread_id, assistant_id, input=run_input(), stream_mode="updates"))
+    second = list(
+        client.runs.stream(thread_id, assistant_id, command=Command(resume="reject"), stream_mode="updates")
+    )
+
+    first_updates = [part.data for part in first if part.event == "updates"]
+    second_updates = [part.data for part in second if part.event == "updates"]
+
+    assert [list(update) for update in first_updates][-2:] == [["reconcile"], ["__interrupt__"]]
+    (interrupt,) = first_updates[-1]["__interrupt__"]
+    assert interrupt["value"]["question"].startswith("The reconciliation scores the risk 5 of 5")
+    assert [list(update) for update in second_updates] == [["review"]]  # nothing before it ran again
+    review = second_updates[0]["review"]
+    assert review["review"] == {"decision": "rejected", "by": "human", "note": None}
+    assert "Review: rejected" in review["messages"][-1]["content"]
+
+
+def test_sdk_reads_the_history_of_a_paused_and_resumed_run_newest_first(
+    client: SyncLangGraphClient, assistant_id: str, thread_id: str, openai_server: FakeOpenAIServer
+):
+    openai_server.set_fields("Reconciliation", risk_score=5)
+    client.runs.wait(thread_id, assistant_id, input=run_input())
+    client.runs.wait(thread_id, assistant_id, command=Command(resume={"action": "approve"}))
+
+    history = client.threads.get_history(thread_id, limit=20)
+
+    oldest_first = history[::-1]
+    assert [sorted(h["next"]) for h in oldest_first] == [
+        ["__start__"],
+        ["planner"],
+        ["coo", "cto"],
+        ["reconcile"],
+        ["review"],
+        [],
+    ]
+    assert [h["metadata"]["step"] for h in oldest_first] == [-1, 0, 1, 2, 3, 4]
+    assert history[0]["checkpoint"] == client.threads.get_state(thread_id)["checkpoint"]
+    (paused_task,) = oldest_first[4]["tasks"]
+    assert paused_task["name"] == "review"
+    assert paused_task["interrupts"][0]["value"]["risk_score"] == 5
+    spent_rows = [len(h["values"].get("spend", [])) for h in oldest_first]
+    assert spent_rows == [0, 0, 1, 3, 4, 4]
+    assert history[0]["values"]["review"]["decision"] == "approved"
+    assert "review" not in history[1]["values"]
+
+
+def test_an_assistant_whose_budget_caps_the_cto_runs_it_locally_at_no_cost(
+    client: SyncLangGraphClient,
+    assistant_id: str,
+    make_assistant: Callable[..., str],
+    served: ServedGraph,
+    openai_server: FakeOpenAIServer,
+    tmp_path: Path,
+):
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(yaml.safe_dump({"nodes": {"cto": {"max_tokens": 100, "on_exceed": "local"}}}))
+    capped = make_assistant(budgets=str(budgets))
+
+    default_run = run_to_the_end(client, assistant_id)
+    openai_server.reset()
+    capped_run = run_to_the_end(client, capped)
+
+    assert tiers(default_run["spend"]) == {(node, "standard") for node in AGENTS}
+    assert tiers(capped_run["spend"]) == {
+        ("planner", "standard"),
+        ("cto", "local"),
+        ("coo", "standard"),
+        ("reconcile", "standard"),
+    }
+    (cto,) = [row for row in capped_run["spend"] if row["node"] == "cto"]
+    assert (cto["model"], cto["input_tokens"], cto["cost_micro_usd"]) == ("local-rules", 0, 0)
+    assert capped_run["analyses"]["cto"]["authored_by"] == "local rules (no model)"
+    assert openai_server.chat_requests(agent="cto") == []
+    assert total_cost(capped_run["spend"]) < total_cost(default_run["spend"])
+    for run in (default_run, capped_run):  # the ledger holds the same rows as the run's state
+        recorded = served.ledger_records(run["thread_id"])
+        assert sorted((r["node"], r["tier"], r["cost_micro_usd"]) for r in recorded) == sorted(
+            (row["node"], row["tier"], row["cost_micro_usd"]) for row in run["spend"]
+        )
+
+
+def test_an_assistant_whose_models_default_to_economy_spends_a_fraction_of_the_default(
+    client: SyncLangGraphClient,
+    assistant_id: str,
+    make_assistant: Callable[..., str],
+    served: ServedGraph,
+    tmp_path: Path,
+):
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"default_tier": "economy"}))  # tiers read OPENAI_BASE_URL
+    economy = make_assistant(models=str(models), tenant="frugal")
+
+    default_run = run_to_the_end(client, assistant_id)
+    economy_run = run_to_the_end(client, economy)
+
+    assert tiers(default_run["spend"]) == {(node, "standard") for node in AGENTS}
+    assert tiers(economy_run["spend"]) == {(node, "economy") for node in AGENTS}
+    assert {row["model"] for row in economy_run["spend"]} == {"gpt-4.1-nano"}
+    assert total_cost(economy_run["spend"]) * 2 < total_cost(default_run["spend"])
+    recorded = served.ledger_records(economy_run["thread_id"])
+    assert {(r["node"], r["tier"], r["tenant"]) for r in recorded} == {
+        (n, "economy", "frugal") for n in AGENTS
+    }
+    assert sum(r["cost_micro_usd"] for r in recorded) == total_cost(economy_run["spend"])
