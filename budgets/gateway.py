@@ -36,8 +36,8 @@ from budgets.errors import ModelOutputError
 from budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
 from budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgets.pricing import PriceBook
-from budgets.request import CallRequest, CallResult, ModelCall, Totals
-from tracing import model_call_span, record_result
+from budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals
+from tracing import BudgetLeft, model_call_span, record_result, tool_span
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +129,50 @@ class Gateway:
                 return self.chat.invoke(req)
             return chain[index].wrap(req, lambda nxt: step(index + 1, nxt))
 
-        with model_call_span(node=request.node, tier=request.tier, thread_id=request.thread_id) as span:
+        asked = self.models.endpoints.get(request.tier)
+        with model_call_span(
+            node=request.node,
+            tier=request.tier,
+            thread_id=request.thread_id,
+            request_model=asked.settings.model if asked is not None else None,
+        ) as span:
             result = step(0, request)
-            record_result(span, result.calls)
+            endpoint = self.models.endpoints.get(result.calls[-1]["tier"]) if result.calls else None
+            record_result(
+                span,
+                result.calls,
+                provider=(endpoint.settings.provider or "openai") if endpoint is not None else None,
+                request_model=endpoint.settings.model if endpoint is not None else None,
+                budget_left=self._budget_left(request, result),
+                server_url=endpoint.base_url if endpoint is not None else None,
+                messages=request.messages,
+                output=result.message if result.message is not None else result.output,
+            )
         if journal_key is not None:
             self.ledger.journal_put(journal_key, _dump(result))
         self._keep(request, result)
         return result
+
+    def _budget_left(self, request: CallRequest, result: CallResult) -> BudgetLeft:
+        """What the node's and the task's caps in ``budgets.yaml`` leave after ``result``.
+
+        Counted from the run's state (the spend before the request plus the
+        result), not read from the ledger; room granted by approvals is not included.
+        """
+        node_cap, task_cap = self.budgets.node(request.node), self.budgets.task
+        node, task = request.node_spent, request.task_spent
+        for call in result.calls:
+            node, task = node + call, task + call
+        return BudgetLeft(
+            node_tokens=None if node_cap.max_tokens is None else node_cap.max_tokens - node.tokens,
+            node_micro_usd=None
+            if node_cap.max_cost_usd is None
+            else int(node_cap.max_cost_usd * MICRO) - node.cost_micro_usd,
+            task_tokens=None if task_cap.max_tokens is None else task_cap.max_tokens - task.tokens,
+            task_micro_usd=None
+            if task_cap.max_cost_usd is None
+            else int(task_cap.max_cost_usd * MICRO) - task.cost_micro_usd,
+        )
 
     def _keep(self, request: CallRequest, result: CallResult) -> None:
         """Keep a ledger record of every call, for reports (totals are the plugins' job)."""
@@ -350,12 +387,16 @@ def _run_tools(calls: Sequence[Mapping[str, object]], tools: Mapping[str, BaseTo
                 ToolMessage(f"Error: no tool named `{name}`.", tool_call_id=call_id, status="error")
             )
             continue
-        try:
-            content = tool.invoke(dict(call.get("args") or {}))  # type: ignore[call-overload]
-        except Exception as exc:  # the model sees the error and may try again
-            logger.info("Tool `%s` failed: %s", name, exc)
-            replies.append(ToolMessage(f"Error: {exc}", tool_call_id=call_id, status="error"))
-            continue
+        args = dict(call.get("args") or {})  # type: ignore[call-overload]
+        with tool_span(name, call_id=call_id, arguments=args) as span:
+            try:
+                content = tool.invoke(args)
+            except Exception as exc:  # the model sees the error and may try again
+                logger.info("Tool `%s` failed: %s", name, exc)
+                span.failed(exc)
+                replies.append(ToolMessage(f"Error: {exc}", tool_call_id=call_id, status="error"))
+                continue
+            span.result(content)
         replies.append(ToolMessage(str(content), tool_call_id=call_id))
     return replies
 

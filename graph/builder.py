@@ -43,6 +43,7 @@ from graph.context import Context
 from graph.dependencies import constraints_for, fingerprint, plan_view
 from graph.review import ReviewAnswer, parse_answer, summary_message
 from graph.state import InputState, NodeRun, SpecialistInput, State
+from tracing import traced_node
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def build_graph(
     ledger: Ledger | str | None = None,
     gateway: Gateway | None = None,
     name: str = "decision",
+    configure_telemetry: bool = False,
 ) -> CompiledStateGraph[State, Context, InputState, State]:
     """Build and compile the decision graph.
 
@@ -87,6 +89,9 @@ def build_graph(
             SQLite under ``.budgetgraph/``.
         gateway: A ready gateway; overrides ``models``, ``budgets`` and ``ledger``.
         name: The compiled graph's name.
+        configure_telemetry: Set up OpenTelemetry from the ``OTEL_*`` variables when
+            the first node runs (for the served graph; the CLI sets it up itself).
+            Every node execution is a span either way (see :mod:`tracing.runs`).
 
     Returns:
         The compiled graph. Invoke it with ``{"task": ..., "constraints": [...]}``
@@ -107,11 +112,15 @@ def build_graph(
         gateway = Gateway(models_config, budgets_config, ledger=ledger)
     nodes = _Nodes(gateway)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
-    builder.add_node("planner", nodes.planner)
-    builder.add_node("cto", nodes.specialist)
-    builder.add_node("coo", nodes.specialist)
-    builder.add_node("reconcile", nodes.reconcile)
-    builder.add_node("review", nodes.review, destinations=("planner", END))
+
+    def traced(node: str, fn: Any) -> Any:
+        return traced_node(node, fn, configure=configure_telemetry)
+
+    builder.add_node("planner", traced("planner", nodes.planner))
+    builder.add_node("cto", traced("cto", nodes.specialist))
+    builder.add_node("coo", traced("coo", nodes.specialist))
+    builder.add_node("reconcile", traced("reconcile", nodes.reconcile))
+    builder.add_node("review", traced("review", nodes.review), destinations=("planner", END))
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", _dispatch, list(agents.SPECIALISTS))
     for specialist in agents.SPECIALISTS:
@@ -352,7 +361,7 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("authored_by", "inputs")}
 
 
-graph = build_graph()
+graph = build_graph(configure_telemetry=True)
 """The graph ``langgraph dev`` serves as ``decision`` (see ``langgraph.json``)."""
 
 __all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "graph"]

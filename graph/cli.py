@@ -28,10 +28,12 @@ from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
 from graph.cli_plan import plan_command
+from graph.cli_trace import trace_command
 from graph.console import render_cost_report, render_history, render_report
 from graph.context import Context
 from graph.report import run_report
 from graph.threads import checkpoint_history, copy_checkpoint, edit_summary
+from tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
 _EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
@@ -43,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command(name="trace")(trace_command)
 app.command(name="plan")(plan_command)
 out = Console()
 err = Console(stderr=True)
@@ -186,35 +189,46 @@ def _drive(
 
     ``start(graph, config)`` checks the request and returns the input (``None``
     continues from the last checkpoint); ``extend(report, state)`` may add to
-    the report.
+    the report. The run is traced (a run span over the graph's node spans,
+    see ``tracing``); telemetry is set up from the ``OTEL_*`` variables here and
+    shut down after the report is out, within the export timeout.
     """
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    with ExitStack() as stack:
-        try:
-            saver = stack.enter_context(open_checkpointer(checkpointer))
-            ledger = open_ledger(ledger_url)
-            stack.callback(ledger.close)
-            graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger=ledger)
-            graph_input = start(graph, config)
-        except (ConfigError, _BadInput) as exc:
-            _fail_input(str(exc), as_json)
-        error: BaseException | None = None
-        snapshot = graph.get_state(config)
-        if graph_input is not None or snapshot.next:
+    configure_telemetry()
+    try:
+        with ExitStack() as stack:
             try:
-                # durability="sync": every step is on disk before the next starts, so a
-                # crash at any point resumes from the last finished step.
-                graph.invoke(graph_input, config, context=context, durability="sync")
-            except EmptyTaskError as exc:
+                saver = stack.enter_context(open_checkpointer(checkpointer))
+                ledger = open_ledger(ledger_url)
+                stack.callback(ledger.close)
+                graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger=ledger)
+                graph_input = start(graph, config)
+            except (ConfigError, _BadInput) as exc:
                 _fail_input(str(exc), as_json)
-            except Exception as exc:  # reported as a failed run, resumable
-                logging.getLogger(__name__).debug("run failed", exc_info=True)
-                error = exc
-        final = graph.get_state(config)
-        report = run_report(thread_id, final, error=error)
-        if extend is not None:
-            extend(report, final.values)
-    _emit(report, as_json)
+            error: BaseException | None = None
+            snapshot = graph.get_state(config)
+            run: RunSpan | None = None
+            if graph_input is not None or snapshot.next:
+                run = stack.enter_context(run_span(thread_id, workflow=graph.name))
+                try:
+                    # durability="sync": every step is on disk before the next starts, so a
+                    # crash at any point resumes from the last finished step.
+                    graph.invoke(graph_input, config, context=context, durability="sync")
+                except EmptyTaskError as exc:
+                    run.finish("failed", exc)
+                    _fail_input(str(exc), as_json)
+                except Exception as exc:  # reported as a failed run, resumable
+                    logging.getLogger(__name__).debug("run failed", exc_info=True)
+                    error = exc
+            final = graph.get_state(config)
+            report = run_report(thread_id, final, error=error)
+            if run is not None:
+                run.finish(report["status"], error)
+            if extend is not None:
+                extend(report, final.values)
+        _emit(report, as_json)
+    finally:
+        shutdown_telemetry()
     raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
 
 

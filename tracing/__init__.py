@@ -1,12 +1,48 @@
-"""Telemetry: OpenTelemetry spans that carry each model call's tokens and dollars.
+"""Telemetry: OpenTelemetry spans and metrics that carry each run's tokens and dollars.
 
-Spans follow the OpenTelemetry GenAI semantic conventions. Without a
-configured OpenTelemetry SDK the API is a no-op, so tracing costs nothing
-until an exporter is set up. Telemetry never raises into a run.
+One trace per run: a run span, a span per node execution, and below them a
+span per model call and per tool call, with the OpenTelemetry GenAI semantic
+conventions' attributes and the cost of each call (see :mod:`tracing.runs`
+and :mod:`tracing.spans`). Node and run spans carry the sums of their
+children. Spans are exported over OTLP as the standard ``OTEL_*`` variables
+say (:mod:`tracing.setup`) and kept in a local SQLite span store for
+``budgetgraph trace`` (:mod:`tracing.store`, :mod:`tracing.view`).
+
+Before :func:`configure_telemetry` the OpenTelemetry API is a no-op (unless the
+host program installed an SDK provider), so tracing costs nothing until it is
+set up. Telemetry never raises into a run.
 """
 
 from __future__ import annotations
 
-from tracing.spans import model_call_span, record_result
+from tracing.runs import RunSpan, node_span, run_span, traced_node
+from tracing.setup import (
+    Telemetry,
+    TelemetrySettings,
+    configure_telemetry,
+    current,
+    force_flush,
+    get_tracer,
+    shutdown_telemetry,
+)
+from tracing.spans import BudgetLeft, CallSpan, ToolSpan, model_call_span, record_result, tool_span
 
-__all__ = ["model_call_span", "record_result"]
+__all__ = [
+    "BudgetLeft",
+    "CallSpan",
+    "RunSpan",
+    "Telemetry",
+    "TelemetrySettings",
+    "ToolSpan",
+    "configure_telemetry",
+    "current",
+    "force_flush",
+    "get_tracer",
+    "model_call_span",
+    "node_span",
+    "record_result",
+    "run_span",
+    "shutdown_telemetry",
+    "tool_span",
+    "traced_node",
+]
