@@ -27,6 +27,7 @@ from agents.planner import estimate
 from budgets import ConfigError, Gateway, load_budgets, load_models
 from budgets.ledger import open_ledger
 from graph.builder import NODE_NAMES
+from graph.console import plan_table
 
 EXIT_BAD_INPUT = 2
 
@@ -86,26 +87,15 @@ def plan_command(
 
 def render_plan(plan: dict[str, Any]) -> Panel:
     """The plan as a panel: steps with their estimates and reasons, the total, feasibility and caps."""
-    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "est. ms", "tool calls", "quality")
     why: list[str] = []
     for s in plan["steps"]:
-        steps.add_row(
-            s["node"],
-            s["path"],
-            s["tier"],
-            str(s["estimated_tokens"]),
-            f"{s['estimated_cost_usd']:.6f}",
-            str(s["estimated_latency_ms"]),
-            str(s["estimated_tool_calls"]),
-            f"{s['expected_quality']:.2f}",
-        )
         line = f"{s['node']}: {s['estimate_source']}"
         if s["reason"]:
             line += f"; {s['reason']}"
         why.append(line)
     parts: list[Any] = [
         Text(plan["objective"], style="bold"),
-        steps,
+        plan_table(plan),
         Text("\n".join(why), style="dim"),
         Text(
             f"Estimated total: {plan['estimated_total_usd']:.6f} USD, "

@@ -33,9 +33,9 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
     console.print(_status(report))
 
 
-def _plan(plan: dict[str, Any]) -> Panel:
-    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "quality")
-    questions = []
+def plan_table(plan: dict[str, Any]) -> Table:
+    """The plan's steps with their estimates."""
+    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "est. ms", "tool calls", "quality")
     for s in plan["steps"]:
         steps.add_row(
             s["node"],
@@ -43,14 +43,22 @@ def _plan(plan: dict[str, Any]) -> Panel:
             s["tier"],
             str(s["estimated_tokens"]),
             f"{s['estimated_cost_usd']:.6f}",
+            str(s.get("estimated_latency_ms", "")),
+            str(s.get("estimated_tool_calls", "")),
             f"{s['expected_quality']:.2f}",
         )
-        questions.append(f"{s['node'].upper()}:\n" + "\n".join(f"  - {q}" for q in s["questions"]))
+    return steps
+
+
+def _plan(plan: dict[str, Any]) -> Panel:
+    questions = [
+        f"{s['node'].upper()}:\n" + "\n".join(f"  - {q}" for q in s["questions"]) for s in plan["steps"]
+    ]
     parts: list[Any] = [Text(plan["objective"], style="bold")]
     if plan.get("replan_note"):
         parts.append(Text(f"Re-plan note: {plan['replan_note']}", style="yellow"))
     parts += [
-        steps,
+        plan_table(plan),
         Text(f"Estimated total: {plan['estimated_total_usd']:.6f} USD"),
         Text("\n".join(questions)),
     ]

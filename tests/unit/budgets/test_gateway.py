@@ -136,7 +136,9 @@ def test_an_unknown_plugin_fails_when_the_gateway_is_built(tmp_path, models_file
         Gateway(load_models(models_file), load_budgets(path, node_names=NODE_NAMES), default_chain=["nope"])
 
 
-def test_an_answer_cut_at_the_completion_cap_is_counted_and_repaired(tmp_path, openai_server: FakeOpenAIServer):
+def test_an_answer_cut_at_the_completion_cap_is_counted_and_repaired(
+    tmp_path, openai_server: FakeOpenAIServer
+):
     from tests.conftest import write_models
 
     models = write_models(tmp_path / "short.yaml", openai_server.base_url, max_output_tokens=5)

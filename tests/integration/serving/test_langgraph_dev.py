@@ -7,18 +7,17 @@ with the repository's real ``langgraph.json`` and its model tiers pointed at a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.schema import Command
 
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph, langgraph_dev, system_assistant_id
+from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
@@ -29,30 +28,6 @@ TASK = (
 CONSTRAINTS = ["Keep card data in one region"]
 AGENTS = ["coo", "cto", "planner", "reconcile"]
 NodeTier = tuple[str, str]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
-    with langgraph_dev(tmp_path_factory.mktemp("langgraph-dev")) as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server(served: ServedGraph) -> FakeOpenAIServer:
-    """The served graph's model endpoint, with no requests or scripting left from earlier tests."""
-    served.openai.reset()
-    return served.openai
-
-
-@pytest.fixture
-def client(served: ServedGraph) -> Iterator[SyncLangGraphClient]:
-    with get_sync_client(url=served.url, api_key=None, timeout=60.0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def assistant_id(client: SyncLangGraphClient) -> str:
-    return system_assistant_id(client)
 
 
 @pytest.fixture

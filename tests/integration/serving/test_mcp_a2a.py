@@ -16,18 +16,17 @@ from __future__ import annotations
 import ast
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, Tool
 
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph, langgraph_dev, system_assistant_id
+from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
@@ -36,30 +35,6 @@ TASK = (
     "We have 6 engineers and a PCI audit in 4 months."
 )
 AGENTS = ["coo", "cto", "planner", "reconcile"]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
-    with langgraph_dev(tmp_path_factory.mktemp("langgraph-dev")) as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server(served: ServedGraph) -> FakeOpenAIServer:
-    """The served graph's model endpoint, with no requests or scripting left from earlier tests."""
-    served.openai.reset()
-    return served.openai
-
-
-@pytest.fixture
-def client(served: ServedGraph) -> Iterator[SyncLangGraphClient]:
-    with get_sync_client(url=served.url, api_key=None, timeout=60.0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def assistant_id(client: SyncLangGraphClient) -> str:
-    return system_assistant_id(client)
 
 
 @pytest.fixture
