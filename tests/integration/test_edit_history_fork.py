@@ -80,7 +80,11 @@ def test_history_lists_checkpoints_and_fork_continues_in_a_new_thread(
     assert code == 0
     rows = history["checkpoints"]
     assert [r["written_by"] for r in reversed(rows)][1:6] == [
-        ["__start__"], ["planner"], ["cto", "coo"], ["reconcile"], ["review"]
+        ["__start__"],
+        ["planner"],
+        ["cto", "coo"],
+        ["reconcile"],
+        ["review"],
     ]
     assert rows[0]["spend_usd"] > rows[-1]["spend_usd"] == 0
     after_planner = next(r for r in rows if r["written_by"] == ["planner"])
