@@ -45,8 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command(name="trace")(trace_command)
-app.command(name="plan")(plan_command)
 out = Console()
 err = Console(stderr=True)
 
@@ -383,6 +381,10 @@ def _fail_input(message: str, as_json: bool) -> None:
         )
     err.print(f"[bold red]Error:[/] {message}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+app.command(name="plan")(plan_command)
+app.command(name="trace")(trace_command)
 
 
 def main() -> None:
