@@ -60,7 +60,9 @@ class NaiveLimits:
         if request.tier != "local" and self._ledger.totals(day).spent.micro_usd >= self._cap:
             from budgets import BudgetExceededError
 
-            raise BudgetExceededError(node=request.node, limit="daily.max_cost_usd", spent=0, cap=usd(self._cap))
+            raise BudgetExceededError(
+                node=request.node, limit="daily.max_cost_usd", spent=0, cap=usd(self._cap)
+            )
         result: CallResult = call_next(request)
         cost = sum(c["cost_micro_usd"] for c in result.calls)
         self._ledger.record([day], Charge(micro_usd=cost), _record(request, cost))
@@ -69,9 +71,18 @@ class NaiveLimits:
 
 def _record(request: CallRequest, cost: int) -> LedgerRecord:
     return LedgerRecord(
-        ts=datetime.now(UTC).isoformat(), tenant=request.tenant, thread_id=request.thread_id or "", node=request.node,
-        tier=request.tier, model="", input_tokens=0, output_tokens=0, cost_micro_usd=cost, saved_micro_usd=0,
-        cache_hit=False, alerts=[],
+        ts=datetime.now(UTC).isoformat(),
+        tenant=request.tenant,
+        thread_id=request.thread_id or "",
+        node=request.node,
+        tier=request.tier,
+        model="",
+        input_tokens=0,
+        output_tokens=0,
+        cost_micro_usd=cost,
+        saved_micro_usd=0,
+        cache_hit=False,
+        alerts=[],
     )
 
 
@@ -108,7 +119,8 @@ def server_spend(server: FakeOpenAIServer, prices: PriceBook) -> tuple[int, int]
     for request in calls:
         usage = request.usage or {}
         micro += prices.price(
-            request.body["model"], input_tokens=usage.get("prompt_tokens", 0),
+            request.body["model"],
+            input_tokens=usage.get("prompt_tokens", 0),
             output_tokens=usage.get("completion_tokens", 0),
         ).micro_usd
     return len(calls), micro
@@ -126,8 +138,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="budgetgraph-bench-"))
     with FakeOpenAIServer(latency_s=options.latency) as server:
         models = work / "models.yaml"
-        tiers = {t: {"model": m, "base_url": server.base_url, "max_retries": 0, "max_output_tokens": 1200}
-                 for t, m in (("economy", "gpt-4.1-nano"), ("standard", "gpt-4.1-mini"), ("premium", "gpt-4.1"))}
+        tiers = {
+            t: {"model": m, "base_url": server.base_url, "max_retries": 0, "max_output_tokens": 1200}
+            for t, m in (("economy", "gpt-4.1-nano"), ("standard", "gpt-4.1-mini"), ("premium", "gpt-4.1"))
+        }
         models.write_text(yaml.safe_dump({"tiers": tiers}))
 
         # Calibrate: what one run costs.
@@ -140,8 +154,10 @@ def main() -> None:
         budgets.write_text(f"windows:\n  daily: {{max_cost_usd: {cap_usd:.6f}}}\n")
 
         rows = []
-        for label, chain in (("budgetgraph (reserve, Lua)", ("router", "limits")),
-                             ("naive check-then-record", ("router", "naive_limits"))):
+        for label, chain in (
+            ("budgetgraph (reserve, Lua)", ("router", "limits")),
+            ("naive check-then-record", ("router", "naive_limits")),
+        ):
             server.reset()
             prefix = f"bench:{uuid.uuid4().hex}:"
             started = time.perf_counter()
@@ -157,14 +173,20 @@ def main() -> None:
                 client.delete(key)
 
     cap = round(cap_usd * 1_000_000)
-    print(f"{options.processes} processes x {options.runs} concurrent runs; one run costs "
-          f"{one_run / 1e6:.6f} USD; daily cap {cap / 1e6:.6f} USD ({options.cap_runs:g} runs)")
-    print(f"{'approach':<28} {'runs done':>9} {'calls':>6} {'spend USD':>11} {'cap USD':>10} "
-          f"{'overspend USD':>13} {'spend/cap':>9} {'s':>6}")
+    print(
+        f"{options.processes} processes x {options.runs} concurrent runs; one run costs "
+        f"{one_run / 1e6:.6f} USD; daily cap {cap / 1e6:.6f} USD ({options.cap_runs:g} runs)"
+    )
+    print(
+        f"{'approach':<28} {'runs done':>9} {'calls':>6} {'spend USD':>11} {'cap USD':>10} "
+        f"{'overspend USD':>13} {'spend/cap':>9} {'s':>6}"
+    )
     for label, finished, calls, spent, seconds in rows:
         over = max(0, spent - cap)
-        print(f"{label:<28} {finished:>9} {calls:>6} {spent / 1e6:>11.6f} {cap / 1e6:>10.6f} "
-              f"{over / 1e6:>13.6f} {spent / cap:>9.2f} {seconds:>6.1f}")
+        print(
+            f"{label:<28} {finished:>9} {calls:>6} {spent / 1e6:>11.6f} {cap / 1e6:>10.6f} "
+            f"{over / 1e6:>13.6f} {spent / cap:>9.2f} {seconds:>6.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ node's plugin chain down to :class:`~budgets.chat.ChatModels`. A node talks to
 it through a :class:`NodeSession`, which keeps the node's spend, runs the
 tools the model asks for, and asks once more when an answer fails its schema.
 
-The default chain is ``router -> limits``: the router settles the tier first,
-so the limits estimate the price of the model that will really answer.
+The default chain is ``router -> cache -> limits``: the router settles the tier, so
+the cache looks in that model's namespace and the limits price that model; a cache
+hit reaches no limit.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 SENT = "#sent"
 """Suffix of the journal entry written before a call goes out."""
 
-DEFAULT_CHAIN: tuple[str, ...] = ("router", "limits")
+DEFAULT_CHAIN: tuple[str, ...] = ("router", "cache", "limits")
 """Plugins every node runs unless configured otherwise, outermost first."""
 
 S = TypeVar("S", bound=BaseModel)

@@ -27,6 +27,7 @@ from budgets.ledger import open_ledger
 from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
+from graph.cli_cache import cache_app
 from graph.cli_plan import plan_command
 from graph.cli_trace import trace_command
 from graph.console import render_cost_report, render_history, render_report
@@ -385,6 +386,7 @@ def _fail_input(message: str, as_json: bool) -> None:
 
 app.command(name="plan")(plan_command)
 app.command(name="trace")(trace_command)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:

@@ -20,6 +20,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(("OPENAI_", "BUDGETGRAPH_", "OTEL_")):
             monkeypatch.delenv(name)
+    # Most tests count model requests for prompts they repeat: the semantic cache is off
+    # unless a test turns it on (the cache's own tests do).
+    monkeypatch.setenv("BUDGETGRAPH_CACHE", "off")
     monkeypatch.setenv("LANGGRAPH_CLI_NO_ANALYTICS", "1")
     monkeypatch.setenv("LANGGRAPH_NO_VERSION_CHECK", "true")
     monkeypatch.chdir(tmp_path)

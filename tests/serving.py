@@ -88,6 +88,7 @@ def server_env(openai_base_url: str, ledger: Path) -> dict[str, str]:
         OPENAI_API_KEY="test",
         BUDGETGRAPH_LEDGER_URL=f"sqlite:///{ledger}",
         BUDGETGRAPH_TRACE_STORE=str(ledger.with_name("traces.sqlite")),
+        BUDGETGRAPH_CACHE="off",
         LANGGRAPH_CLI_NO_ANALYTICS="1",
         LANGGRAPH_NO_VERSION_CHECK="true",
         LANGSMITH_TRACING="false",

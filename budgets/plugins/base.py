@@ -114,7 +114,11 @@ def build_chain(names: Sequence[str], context: PluginContext, *, source: str) ->
     return chain
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("budgets.plugins.router", "budgets.plugins.limits")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "budgets.plugins.router",
+    "budgets.plugins.limits",
+    "budgets.plugins.cache",
+)
 """Modules whose import registers the built-in plugins."""
 
 _entry_points_loaded = False

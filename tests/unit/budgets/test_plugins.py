@@ -68,7 +68,7 @@ def test_a_node_can_have_its_own_chain(tmp_path, models_file):
     path.write_text("nodes:\n  cto: {plugins: [limits]}\n")
     gateway = Gateway(load_models(models_file), load_budgets(path, node_names=NODE_NAMES))
     assert [p.name for p in gateway.chain("cto")] == ["limits"]
-    assert [p.name for p in gateway.chain("coo")] == ["router", "limits"]
+    assert [p.name for p in gateway.chain("coo")] == ["router", "cache", "limits"]
 
 
 def test_an_unknown_plugin_in_yaml_names_file_line_and_key(tmp_path):

@@ -1,0 +1,222 @@
+"""The ``cache:`` section of ``budgets.yaml``, and building a cache from it.
+
+Example::
+
+    cache:
+      threshold: 0.78              # cosine similarity a semantic hit needs
+      ttl_s: 604800                # an answer is served for a week
+      max_entries: 10000           # then the least recently used go
+      store: disk                  # or redis://host:6379/0 (shared between processes)
+      embedder: local              # or {base_url: ..., model: text-embedding-3-small}
+      nodes:
+        reconcile: {threshold: 0.9}
+        planner: {semantic: false} # exact matches only
+
+``BUDGETGRAPH_CACHE_URL``, when set, overrides ``store``; ``BUDGETGRAPH_CACHE=off``
+turns the cache off (every call goes to the model, nothing is opened), e.g. for a
+test suite whose runs must each reach the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from budgets.cache.base import Embedder, EntryStore, Eviction
+from budgets.cache.cache import SemanticCache
+from budgets.cache.embedders import EndpointEmbedder, LocalEmbedder, endpoint_from_env
+from budgets.cache.guard import DEFAULT_THRESHOLD, Guard
+from budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
+from budgets.cache.stores.redis import DEFAULT_PREFIX
+
+CACHE_URL_ENV = "BUDGETGRAPH_CACHE_URL"
+"""Variable that overrides the ``store`` setting (e.g. ``redis://127.0.0.1:6379/0``)."""
+
+CACHE_ENV = "BUDGETGRAPH_CACHE"
+"""Variable that turns the cache off for the whole process (``off``), whatever the YAML says."""
+
+CACHE_OFF = ("off", "0", "false", "no")
+CACHE_ON = ("on", "1", "true", "yes")
+
+DEFAULT_PATH = ".budgetgraph/cache"
+"""Folder of the ``disk`` store, relative to the working directory."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointEmbedderSettings(_Strict):
+    """An OpenAI-compatible embeddings endpoint."""
+
+    model: str = Field(min_length=1)
+    """Embedding model name, e.g. ``text-embedding-3-small``."""
+    base_url: str | None = None
+    """Base URL of the server; ``None`` reads the variable ``base_url_env``."""
+    base_url_env: str = "OPENAI_BASE_URL"
+    """Variable holding the base URL when ``base_url`` is not set."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Variable holding the API key."""
+    max_input_tokens: int = Field(default=8191, gt=0)
+    """The model's input window (tokens); longer requests get exact matches only."""
+
+
+class NodeCacheSettings(_Strict):
+    """Overrides for one node's calls; unset fields keep the section's value."""
+
+    enabled: bool | None = None
+    """Cache this node's calls at all."""
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    """Cosine similarity a semantic hit needs."""
+    semantic: bool | None = None
+    """False serves exact matches only."""
+
+
+class CacheSettings(_Strict):
+    """Schema of the ``cache:`` section."""
+
+    enabled: bool = True
+    """Cache answers at all (the ``cache`` plugin must also be in the chain)."""
+    threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
+    """Cosine similarity a semantic hit needs before the guard's own checks."""
+    semantic: bool = True
+    """False serves exact matches only (no embedder is ever loaded)."""
+    guard: bool = True
+    """Refuse candidates whose request differs in numbers, negation, entities or key terms."""
+    ttl_s: float | None = Field(default=7 * 24 * 3600, gt=0)
+    """Seconds an answer is served after it is stored; ``null`` for no limit."""
+    max_entries: int = Field(default=10_000, gt=0)
+    """Entries the whole store keeps; the least recently used are evicted past it."""
+    store: str = DISK
+    """``disk`` (SQLite and index snapshots under ``path``), ``memory:``, or a ``redis://`` URL."""
+    path: str = DEFAULT_PATH
+    """Folder of the ``disk`` store, relative to the working directory."""
+    redis_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    """Key prefix in Redis."""
+    embedder: Literal["local"] | EndpointEmbedderSettings = "local"
+    """``local`` (all-MiniLM-L6-v2, offline) or an OpenAI-compatible endpoint."""
+    nodes: dict[str, NodeCacheSettings] = {}
+    """Per-node overrides, by graph node name (``planner``, ``cto``, ``coo``, ``reconcile``)."""
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value in (DISK, MEMORY) or value.startswith(REDIS_SCHEMES):
+            return value
+        raise ValueError("use `disk`, `memory:` or a redis:// URL")
+
+    def enabled_for(self, node: str) -> bool:
+        """Whether ``node``'s calls are cached."""
+        override = self.nodes.get(node)
+        return self.enabled and (override is None or override.enabled is not False)
+
+    def threshold_for(self, node: str) -> float:
+        """The threshold of ``node``'s calls."""
+        override = self.nodes.get(node)
+        return (
+            override.threshold if override is not None and override.threshold is not None else self.threshold
+        )
+
+    def semantic_for(self, node: str) -> bool:
+        """Whether ``node``'s calls get semantic lookups."""
+        override = self.nodes.get(node)
+        return override.semantic if override is not None and override.semantic is not None else self.semantic
+
+
+def build_embedder(settings: CacheSettings, env: Mapping[str, str] | None = None) -> Embedder:
+    """The embedder the settings name (nothing is loaded yet)."""
+    env = os.environ if env is None else env
+    chosen = settings.embedder
+    if isinstance(chosen, EndpointEmbedderSettings):
+        return endpoint_from_env(
+            chosen.model,
+            base_url=chosen.base_url,
+            base_url_env=chosen.base_url_env,
+            api_key_env=chosen.api_key_env,
+            env=env,
+            max_tokens=chosen.max_input_tokens,
+        )
+    return LocalEmbedder()
+
+
+def store_url(settings: CacheSettings, env: Mapping[str, str] | None = None) -> str:
+    """The store to open: ``BUDGETGRAPH_CACHE_URL`` when set, else ``settings.store``.
+
+    Raises:
+        ValueError: The variable names no known store.
+    """
+    env = os.environ if env is None else env
+    url = env.get(CACHE_URL_ENV) or settings.store
+    if url in (DISK, MEMORY) or url.startswith(REDIS_SCHEMES):
+        return url
+    raise ValueError(f"{CACHE_URL_ENV}=`{url}`: use `disk`, `memory:` or a redis:// URL")
+
+
+def build_cache(
+    settings: CacheSettings,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    embedder: Embedder | None = None,
+) -> SemanticCache:
+    """Open the store and build the cache the settings describe.
+
+    Args:
+        settings: The validated ``cache:`` section.
+        env: Variables for ``BUDGETGRAPH_CACHE_URL`` and the endpoint embedder
+            (default: ``os.environ``).
+        cwd: Folder ``path`` is relative to (default: the working directory).
+        embedder: Use this embedder instead of the configured one.
+
+    Raises:
+        ValueError: The store is unknown.
+        sqlite3.Error: The disk store cannot be opened.
+    """
+    env = os.environ if env is None else env
+    url = store_url(settings, env)
+    store = open_configured_store(settings.model_copy(update={"store": url}), cwd=cwd)
+    return SemanticCache(
+        store,
+        embedder or build_embedder(settings, env),
+        guard=Guard(enabled=settings.guard),
+        index_dir=store_folder(settings, cwd) / "index" if url == DISK else None,
+    )
+
+
+def store_folder(settings: CacheSettings, cwd: Path | None = None) -> Path:
+    """The folder of the ``disk`` store: ``path``, relative to ``cwd`` (default: the working directory)."""
+    folder = Path(settings.path)
+    return folder if folder.is_absolute() else (cwd or Path.cwd()) / folder
+
+
+def open_configured_store(settings: CacheSettings, *, cwd: Path | None = None) -> EntryStore:
+    """Open the store named by ``settings.store`` (no environment is read).
+
+    Raises:
+        ValueError: The store is unknown.
+        sqlite3.Error: The disk store cannot be opened.
+    """
+    eviction = Eviction(ttl_s=settings.ttl_s, max_entries=settings.max_entries)
+    return open_store(
+        settings.store, path=store_folder(settings, cwd), eviction=eviction, prefix=settings.redis_prefix
+    )
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CACHE_URL_ENV",
+    "DEFAULT_PATH",
+    "CacheSettings",
+    "EndpointEmbedder",
+    "EndpointEmbedderSettings",
+    "NodeCacheSettings",
+    "build_cache",
+    "build_embedder",
+    "open_configured_store",
+    "store_folder",
+    "store_url",
+]

@@ -1,0 +1,255 @@
+"""Measure the cache on labelled pairs: what ``budgetgraph cache eval`` runs.
+
+Pairs come as JSON Lines (optionally gzipped), either
+``{"text_a", "text_b", "label"}`` (label 1: the same question) or
+``{"origin", "similar"}`` (all the same). Every distinct ``text_a`` /
+``origin`` is put into one fresh in-memory cache; then each ``text_b`` /
+``similar`` is looked up through the same path as a real request (exact key,
+FAISS, guard). A **correct hit** is a pair labelled 1 answered by its own
+partner; any other hit is a **false hit**. Precision is correct hits over
+hits; recall is correct hits over the pairs labelled 1.
+
+With ``pairwise=True`` each pair gets a cache of its own holding only its
+``text_a``: that scores the threshold and guard as a classifier of pairs, the
+way published pair-classification figures (and the issue's cosine reference
+on QQP) are computed. The retrieval setting also counts hits on another
+stored question that is a duplicate of the query as false.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from budgets.cache.base import Embedder, Eviction, Namespace, NewEntry, exact_key
+from budgets.cache.cache import SemanticCache
+from budgets.cache.guard import Guard
+from budgets.cache.stores.memory import MemoryStore
+from budgets.cache.text import normalize
+
+EVAL_NAMESPACE = Namespace(
+    tenant="eval",
+    node="eval",
+    tier="eval",
+    model="eval",
+    prompt="eval",
+    sampling="eval",
+    schema="eval",
+    embedder="eval",
+)
+"""The one namespace an evaluation cache uses."""
+
+
+class PairsError(ValueError):
+    """Raised when a pairs file is missing, unreadable, or has a line that is not a pair.
+
+    Attributes:
+        path: The file.
+        line: The 1-based line at fault, or ``None`` for the file as a whole.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One labelled pair.
+
+    Attributes:
+        stored: The text put into the cache (``text_a`` / ``origin``).
+        query: The text looked up (``text_b`` / ``similar``).
+        label: 1 when the two are the same question, else 0.
+    """
+
+    stored: str
+    query: str
+    label: int
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Read a pairs file (``.gz`` is decompressed).
+
+    Raises:
+        PairsError: The file is missing or unreadable, a line is not JSON, or
+            a line has neither ``text_a``/``text_b`` nor ``origin``/``similar``
+            as strings (with ``label`` 0 or 1 in the first form).
+    """
+    name = str(path)
+    try:
+        opener: Callable[..., Any] = gzip.open if name.endswith(".gz") else open
+        with opener(name, "rt", encoding="utf-8") as handle:
+            pairs = list(_parse(handle, name))
+    except OSError as exc:
+        raise PairsError(f"cannot read the file: {exc.strerror or exc}", path=name) from exc
+    except UnicodeDecodeError as exc:
+        raise PairsError(f"not UTF-8 text: {exc.reason}", path=name) from exc
+    if not pairs:
+        raise PairsError("no pairs in the file", path=name)
+    return pairs
+
+
+def _parse(lines: Any, name: str) -> Iterator[Pair]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PairsError(f"not JSON: {exc.msg}", path=name, line=number) from exc
+        if not isinstance(row, dict):
+            raise PairsError("expected a JSON object", path=name, line=number)
+        if isinstance(row.get("text_a"), str) and isinstance(row.get("text_b"), str):
+            label = row.get("label")
+            if label not in (0, 1) or isinstance(label, bool):
+                raise PairsError("`label` must be 0 or 1", path=name, line=number)
+            yield Pair(stored=row["text_a"], query=row["text_b"], label=int(label))
+        elif isinstance(row.get("origin"), str) and isinstance(row.get("similar"), str):
+            yield Pair(stored=row["origin"], query=row["similar"], label=1)
+        else:
+            raise PairsError(
+                'expected {"text_a", "text_b", "label"} or {"origin", "similar"} with string texts',
+                path=name,
+                line=number,
+            )
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Counts of one evaluation.
+
+    Attributes:
+        pairs: Lookups made (one per pair).
+        positives: Pairs labelled 1.
+        hits: Lookups that served an entry.
+        correct_hits: Hits on a pair labelled 1 answered by its own partner.
+        false_hits: Every other hit.
+        misses: Lookups that served nothing.
+        exact_hits: Hits by exact key (among ``hits``).
+        refusals: Lookups in which the guard refused at least one candidate.
+        threshold: The threshold used.
+        guard: Whether the guard was on.
+        pairwise: Whether each pair had a cache of its own.
+    """
+
+    pairs: int
+    positives: int
+    hits: int
+    correct_hits: int
+    false_hits: int
+    misses: int
+    exact_hits: int
+    refusals: int
+    threshold: float
+    guard: bool
+    pairwise: bool
+
+    @property
+    def precision(self) -> float:
+        """Correct hits over hits (1.0 when there are no hits)."""
+        return self.correct_hits / self.hits if self.hits else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Correct hits over pairs labelled 1."""
+        return self.correct_hits / self.positives if self.positives else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups."""
+        return self.hits / self.pairs if self.pairs else 0.0
+
+    def summary(self) -> dict[str, int | float]:
+        """What ``cache eval --json`` prints: hits, correct and false hits, misses, precision, recall."""
+        return {
+            "hits": self.hits,
+            "correct_hits": self.correct_hits,
+            "false_hits": self.false_hits,
+            "misses": self.misses,
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+        }
+
+
+def evaluate(
+    pairs: Sequence[Pair],
+    embedder: Embedder,
+    *,
+    threshold: float,
+    guard: Guard | None = None,
+    pairwise: bool = False,
+) -> EvalResult:
+    """Run the evaluation described in the module docstring.
+
+    Args:
+        pairs: The labelled pairs.
+        embedder: Embeds every distinct text once, in batches.
+        threshold: The cache threshold (cosine).
+        guard: The guard (default: the shipped one, on).
+        pairwise: Give each pair a cache of its own.
+
+    Returns:
+        The counts.
+    """
+    guard = guard or Guard()
+    stored = [normalize(p.stored) for p in pairs]
+    queries = [normalize(p.query) for p in pairs]
+    texts = list(dict.fromkeys(stored + queries))
+    matrix = embedder.embed(texts)
+    vectors = {text: matrix[i] for i, text in enumerate(texts)}
+    hits = correct = exact = refusals = 0
+    shared = None if pairwise else _cache(embedder, guard, list(dict.fromkeys(stored)), vectors)
+    for pair_stored, query, pair in zip(stored, queries, pairs, strict=True):
+        cache = shared or _cache(embedder, guard, [pair_stored], vectors)
+        lookup = cache.lookup(
+            EVAL_NAMESPACE, key=exact_key(query), text=query, threshold=threshold, vector=vectors[query]
+        )
+        refusals += bool(lookup.refused)
+        if lookup.entry is None:
+            continue
+        hits += 1
+        exact += lookup.outcome == "exact"
+        correct += pair.label == 1 and lookup.entry.text == pair_stored
+    return EvalResult(
+        pairs=len(pairs),
+        positives=sum(p.label for p in pairs),
+        hits=hits,
+        correct_hits=correct,
+        false_hits=hits - correct,
+        misses=len(pairs) - hits,
+        exact_hits=exact,
+        refusals=refusals,
+        threshold=threshold,
+        guard=guard.enabled,
+        pairwise=pairwise,
+    )
+
+
+def _cache(embedder: Embedder, guard: Guard, texts: Sequence[str], vectors: dict[str, Any]) -> SemanticCache:
+    store = MemoryStore(Eviction(ttl_s=None, max_entries=max(1, len(texts))))
+    store.add_many(
+        [
+            NewEntry(
+                namespace=EVAL_NAMESPACE,
+                key=exact_key(text),
+                text=text,
+                vector=np.asarray(vectors[text], dtype=np.float32),
+                response={"text": text},
+                model="eval",
+            )
+            for text in texts
+        ]
+    )
+    return SemanticCache(store, embedder, guard=guard, flush_s=float("inf"))
+
+
+__all__ = ["EVAL_NAMESPACE", "EvalResult", "Pair", "PairsError", "evaluate", "read_pairs"]

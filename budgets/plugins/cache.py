@@ -1,0 +1,271 @@
+"""The ``cache`` plugin: serves a stored answer instead of calling the model when it safely can.
+
+It sits after the router (the tier, and so the model, is final) and before
+the limits (a hit costs nothing, so no limit needs to see it)::
+
+    router -> cache -> limits -> model
+
+What is cached: the final structured answer of a model tier (``output`` set,
+no tool calls, no parse error). Tool-call turns, repairs of a bad answer and
+the ``local`` tier (free and deterministic) are never cached. A request is
+looked up in its namespace (:func:`namespace_of`) by exact key first; only a
+request whose non-system messages are all human messages gets a semantic
+lookup (a conversation carrying tool results or earlier answers must match
+exactly).
+
+A cache failure (Redis down, a broken file) never fails the call: it is
+logged and the model is called as if the cache were not there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from budgets.cache.base import Namespace, exact_key, short_hash
+from budgets.cache.cache import Lookup, SemanticCache
+from budgets.cache.config import (
+    CACHE_ENV,
+    CACHE_OFF,
+    CACHE_ON,
+    CACHE_URL_ENV,
+    CacheSettings,
+    EndpointEmbedderSettings,
+    build_cache,
+)
+from budgets.cache.text import normalize
+from budgets.config import ModelsConfig
+from budgets.errors import ConfigError
+from budgets.plugins.base import CallNext, PluginContext, register
+from budgets.request import CallRequest, CallResult, Decision, ModelCall, usd
+
+logger = logging.getLogger(__name__)
+
+
+class Prompt:
+    """What of a request the cache keys and compares.
+
+    Attributes:
+        version: Hash of the system messages and tool schemas (the prompt version).
+        key: The exact key: hash of the normalised non-system messages.
+        text: The normalised text of the human messages, or ``None`` when the
+            conversation holds anything else (exact match only).
+    """
+
+    def __init__(self, messages: Sequence[BaseMessage], tools: Sequence[Any]) -> None:
+        system = [normalize(m.text) for m in messages if isinstance(m, SystemMessage)]
+        tool_schemas = [convert_to_openai_tool(tool) for tool in tools]
+        self.version = short_hash({"system": system, "tools": tool_schemas})
+        rest = [m for m in messages if not isinstance(m, SystemMessage)]
+        self.key = exact_key([_canonical(m) for m in rest])
+        if rest and all(isinstance(m, HumanMessage) for m in rest):
+            self.text: str | None = normalize("\n\n".join(m.text for m in rest))
+        else:
+            self.text = None
+
+
+def _canonical(message: BaseMessage) -> dict[str, Any]:
+    """The parts of a message that change the answer; random ids are left out."""
+    data: dict[str, Any] = {"type": message.type, "text": normalize(message.text)}
+    if isinstance(message, AIMessage) and message.tool_calls:
+        data["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in message.tool_calls]
+    if isinstance(message, ToolMessage):
+        data["status"] = message.status
+    return data
+
+
+def namespace_of(request: CallRequest, prompt: Prompt, models: ModelsConfig, embedder: str) -> Namespace:
+    """The namespace of ``request``.
+
+    Tenant, node, tier and the tier's model, prompt version (system messages
+    and tool schemas), sampling settings (temperature), output schema (name
+    and a hash of its JSON schema) and the embedder.
+    """
+    settings = models.endpoints[request.tier].settings
+    schema = request.schema
+    return Namespace(
+        tenant=request.tenant,
+        node=request.node,
+        tier=request.tier,
+        model=settings.model,
+        prompt=prompt.version,
+        sampling=short_hash({"temperature": settings.temperature}),
+        schema=f"{schema.__name__}@{short_hash(schema.model_json_schema(), 12)}",
+        embedder=embedder,
+    )
+
+
+class CachePlugin:
+    """Answers requests from the semantic cache and stores new answers.
+
+    Args:
+        settings: The ``cache:`` section.
+        models: The resolved ``models.yaml`` (the model of each tier).
+        env: The variables the cache reads (``BUDGETGRAPH_CACHE_URL``, the
+            endpoint embedder's URL and key), captured when the plugin is built.
+        cache: A ready cache (tests); otherwise one is opened on first use, so
+            building a gateway touches no file and no server.
+    """
+
+    name = "cache"
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        models: ModelsConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        cache: SemanticCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self._models = models
+        self._env = dict(env or {})
+        self._cache = cache
+        self._lock = threading.Lock()
+
+    @property
+    def cache(self) -> SemanticCache:
+        """The cache, opened on first use (store connection; the embedder loads later still)."""
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    self._cache = build_cache(self.settings, env=self._env, cwd=Path.cwd())
+                    atexit.register(self.close)
+        return self._cache
+
+    def close(self) -> None:
+        """Flush counters and index snapshots and close the store (also run at exit)."""
+        with self._lock:
+            cache, self._cache = self._cache, None
+        if cache is None:
+            return
+        atexit.unregister(self.close)
+        try:
+            cache.close()
+        except Exception:  # at exit the store may already be gone
+            logger.debug("Could not close the cache", exc_info=True)
+
+    def wrap(self, request: CallRequest, call_next: CallNext) -> CallResult:
+        """Serve ``request`` from the cache, or call on and store the answer."""
+        if request.tier == "local" or not self.settings.enabled_for(request.node):
+            return call_next(request)
+        try:
+            cache = self.cache
+            prompt = Prompt(request.messages, request.tools)
+            namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
+            semantic = self.settings.semantic_for(request.node)
+            lookup = cache.lookup(
+                namespace,
+                key=prompt.key,
+                text=prompt.text if semantic else None,
+                threshold=self.settings.threshold_for(request.node),
+            )
+        except Exception:
+            logger.warning(
+                "Cache lookup failed for node `%s`; calling the model", request.node, exc_info=True
+            )
+            return call_next(request)
+        if lookup.hit:
+            served = self._serve(request, lookup)
+            if served is not None:
+                return served
+        if lookup.refused:
+            request = request.decide(self.name, "refused", lookup.refused[0])
+        result = call_next(request)
+        if _cacheable(request, result):
+            self._store(cache, request, prompt, namespace, lookup, result, semantic)
+        return result
+
+    def _serve(self, request: CallRequest, lookup: Lookup) -> CallResult | None:
+        entry = lookup.entry
+        assert entry is not None
+        try:
+            output = request.schema.model_validate(entry.response)
+        except ValueError:
+            logger.warning("Cached answer %s no longer validates as `%s`", entry.id, request.schema.__name__)
+            return None
+        action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
+        reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
+        call = ModelCall(
+            node=request.node,
+            tier=request.tier,
+            model=entry.model,
+            input_tokens=0,
+            output_tokens=0,
+            cache_read_tokens=0,
+            reasoning_tokens=0,
+            cost_micro_usd=0,
+            priced=True,
+            latency_ms=round(lookup.elapsed_ms),
+            cache_hit=True,
+            tool_calls=0,
+            decisions=[*request.decisions, Decision(plugin=self.name, action=action, reason=reason)],
+            saved_micro_usd=entry.cost_micro_usd,
+        )
+        return CallResult(output=output, calls=[call])
+
+    def _store(
+        self,
+        cache: SemanticCache,
+        request: CallRequest,
+        prompt: Prompt,
+        namespace: Namespace,
+        lookup: Lookup,
+        result: CallResult,
+        semantic: bool,
+    ) -> None:
+        assert result.output is not None
+        try:
+            cache.put(
+                namespace,
+                key=prompt.key,
+                text=prompt.text if semantic else None,
+                vector=lookup.vector,
+                response=result.output.model_dump(mode="json"),
+                model=result.calls[-1]["model"],
+                input_tokens=sum(c["input_tokens"] for c in result.calls),
+                output_tokens=sum(c["output_tokens"] for c in result.calls),
+                cost_micro_usd=sum(c["cost_micro_usd"] for c in result.calls),
+            )
+        except Exception:
+            logger.warning("Could not store a cache entry for node `%s`", request.node, exc_info=True)
+
+
+def _cacheable(request: CallRequest, result: CallResult) -> bool:
+    """A final answer of the request's own tier, from a priced model call."""
+    return (
+        result.output is not None
+        and not result.tool_calls
+        and result.parse_error is None
+        and bool(result.calls)
+        and all(c["tier"] == request.tier and not c["cache_hit"] for c in result.calls)
+    )
+
+
+def _factory(context: PluginContext) -> CachePlugin:
+    settings = context.budgets.section("cache", CacheSettings)
+    switch = os.environ.get(CACHE_ENV, "").strip().lower()
+    if switch in CACHE_OFF:
+        settings = settings.model_copy(update={"enabled": False})
+    elif switch and switch not in CACHE_ON:
+        raise ConfigError(
+            path=None, problems=[f"{CACHE_ENV}=`{switch}`: use `off` to turn the cache off, or `on`"]
+        )
+    names = [CACHE_URL_ENV]
+    if isinstance(settings.embedder, EndpointEmbedderSettings):
+        names += [settings.embedder.base_url_env, settings.embedder.api_key_env]
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    return CachePlugin(settings, context.models, env=env)
+
+
+register("cache", _factory)
+
+__all__ = ["CachePlugin", "Prompt", "namespace_of"]

@@ -1,0 +1,245 @@
+"""``budgetgraph cache``: evaluate, inspect and clear the semantic cache.
+
+Mounted on the main CLI as ``app.add_typer(cache_app, name="cache")``.
+
+Exit codes: 0 done, 2 bad input or configuration, 1 any other failure
+(e.g. the Redis store is unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import budgets.plugins.cache  # noqa: F401  (registers the plugin, so budgets.yaml may have `cache:`)
+from budgets import ConfigError, load_budgets, usd
+from budgets.cache import CacheSettings, Counts, Guard, NamespaceStats
+from budgets.cache.base import EntryStore
+from budgets.cache.config import build_embedder, open_configured_store, store_url
+from budgets.cache.embedders import LocalEmbedder
+from budgets.cache.evaluate import EvalResult, PairsError, evaluate, read_pairs
+from graph.builder import NODE_NAMES
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Evaluate, inspect and clear the semantic cache.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+BudgetsOpt = Annotated[
+    Path | None,
+    typer.Option("--budgets", help="budgets.yaml whose `cache:` section to use [env: BUDGETGRAPH_BUDGETS]."),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="disk, memory: or redis://... [env: BUDGETGRAPH_CACHE_URL; default: the `cache:` section].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+
+
+@cache_app.command("eval")
+def eval_pairs(
+    pairs: Annotated[
+        Path,
+        typer.Option(
+            "--pairs",
+            help='JSON Lines of {"text_a", "text_b", "label"} or {"origin", "similar"}; .gz is read too.',
+        ),
+    ],
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="Cosine threshold [default: the `cache:` section's]."
+        ),
+    ] = None,
+    no_guard: Annotated[
+        bool, typer.Option("--no-guard", help="Serve every candidate above the threshold (cosine only).")
+    ] = False,
+    pairwise: Annotated[
+        bool,
+        typer.Option(
+            "--pairwise", help="Give each pair a cache holding only its own text_a (pair classification)."
+        ),
+    ] = False,
+    budgets: BudgetsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put every distinct text_a/origin into a fresh cache, look up each text_b/similar, score the hits."""
+    try:
+        settings = _settings(budgets)
+        rows = read_pairs(pairs)
+    except (ConfigError, PairsError) as exc:
+        _fail(str(exc), as_json, EXIT_BAD_INPUT)
+    chosen = settings.threshold if threshold is None else threshold
+    embedder = build_embedder(settings, os.environ)
+    if isinstance(embedder, LocalEmbedder) and not as_json:
+        err.print(f"Embedding {len(rows)} pairs with {embedder.name} ...", highlight=False)
+    result = evaluate(rows, embedder, threshold=chosen, guard=Guard(enabled=not no_guard), pairwise=pairwise)
+    if as_json:
+        sys.stdout.write(json.dumps(result.summary()) + "\n")
+    else:
+        out.print(_eval_table(result, pairs))
+
+
+@cache_app.command()
+def stats(budgets: BudgetsOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show each namespace's entries, hits, misses, guard refusals and USD saved."""
+    settings, url = _store_settings(budgets, store, as_json)
+    try:
+        opened = _open(settings)
+        try:
+            rows = opened.stats()
+        finally:
+            opened.close()
+    except Exception as exc:  # an unreachable store is a failure, not bad input
+        _fail(f"cannot read the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
+    total = Counts()
+    for row in rows:
+        total.add(row.counts)
+    entries = sum(row.entries for row in rows)
+    if as_json:
+        document = {
+            "store": url,
+            "namespaces": [
+                {"namespace": r.key, "label": r.label, "entries": r.entries, **_counts_json(r.counts)}
+                for r in rows
+            ],
+            "total": {"entries": entries, **_counts_json(total)},
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    out.print(_stats_table(rows, total, entries, url))
+
+
+@cache_app.command()
+def clear(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            help="A namespace key, or a label prefix such as `acme` or `acme/cto`; repeatable "
+            "[default: all].",
+        ),
+    ] = None,
+    reset_stats: Annotated[bool, typer.Option("--reset-stats", help="Also zero the counters.")] = False,
+    budgets: BudgetsOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove cached answers: every namespace, or those named."""
+    settings, url = _store_settings(budgets, store, as_json)
+    chosen: list[str] | None = None
+    try:
+        opened = _open(settings)
+        try:
+            if namespace:
+                known = opened.stats()
+                chosen = [row.key for row in known if any(_matches(row, name) for name in namespace)]
+            removed = opened.clear(chosen, reset_stats=reset_stats) if chosen or not namespace else 0
+        finally:
+            opened.close()
+    except Exception as exc:
+        _fail(f"cannot clear the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
+    if namespace and not chosen:
+        _fail(f"no namespace matches {', '.join(namespace)}", as_json, EXIT_BAD_INPUT)
+    if as_json:
+        sys.stdout.write(json.dumps({"removed": removed, "namespaces": chosen}) + "\n")
+    else:
+        scope = "every namespace" if chosen is None else f"{len(chosen)} namespace(s)"
+        out.print(f"Removed {removed} entr{'y' if removed == 1 else 'ies'} from {scope}.")
+
+
+def _open(settings: CacheSettings) -> EntryStore:
+    return open_configured_store(settings)
+
+
+def _settings(budgets: Path | None) -> CacheSettings:
+    return load_budgets(budgets, node_names=NODE_NAMES).section("cache", CacheSettings)
+
+
+def _store_settings(budgets: Path | None, store: str | None, as_json: bool) -> tuple[CacheSettings, str]:
+    """The cache settings with the store chosen by --store, then BUDGETGRAPH_CACHE_URL, then the file."""
+    try:
+        settings = _settings(budgets)
+        if store is not None:
+            settings = CacheSettings.model_validate({**settings.model_dump(), "store": store})
+        else:
+            settings = settings.model_copy(update={"store": store_url(settings, os.environ)})
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc), as_json, EXIT_BAD_INPUT)
+    return settings, settings.store
+
+
+def _matches(row: NamespaceStats, name: str) -> bool:
+    return name in (row.key, row.label) or row.label.startswith(name.rstrip("/") + "/")
+
+
+def _counts_json(counts: Counts) -> dict[str, Any]:
+    return {**counts.as_dict(), "saved_usd": float(usd(counts.saved_micro_usd))}
+
+
+def _eval_table(result: EvalResult, path: Path) -> Table:
+    table = Table(title=f"Cache evaluation: {path.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    mode = "pairwise (one cache per pair)" if result.pairwise else "retrieval (one cache)"
+    table.add_row("Pairs", f"{result.pairs} ({result.positives} labelled the same)")
+    table.add_row("Threshold", f"{result.threshold:.2f}, guard {'on' if result.guard else 'off'}, {mode}")
+    table.add_row("Hits", f"{result.hits} ({result.exact_hits} exact)")
+    table.add_row("Correct hits", str(result.correct_hits))
+    table.add_row("False hits", str(result.false_hits))
+    table.add_row("Misses", str(result.misses))
+    table.add_row("Precision", f"{result.precision:.4f}")
+    table.add_row("Recall", f"{result.recall:.4f}")
+    table.add_row("Hit rate", f"{result.hit_rate:.4f}")
+    table.add_row("Guard refusals", str(result.refusals))
+    return table
+
+
+def _stats_table(rows: list[NamespaceStats], total: Counts, entries: int, url: str) -> Table:
+    table = Table(title=f"Semantic cache ({url})", title_justify="left")
+    table.add_column("namespace", overflow="fold", min_width=12, ratio=1)
+    for name in ("entries", "exact", "semantic", "misses", "refused", "saved USD"):
+        table.add_column(name, justify="right")
+    table.caption = "exact / semantic: hits; refused: lookups the guard refused"
+    for row in rows:
+        table.add_row(row.label, str(row.entries), *_count_cells(row.counts))
+    table.add_row("total", str(entries), *_count_cells(total), style="bold")
+    return table
+
+
+def _count_cells(counts: Counts) -> list[str]:
+    return [
+        str(counts.exact_hits),
+        str(counts.semantic_hits),
+        str(counts.misses),
+        str(counts.refusals),
+        f"{usd(counts.saved_micro_usd):f}",
+    ]
+
+
+def _fail(message: str, as_json: bool, code: int) -> Any:
+    if as_json:
+        kind = "BadInput" if code == EXIT_BAD_INPUT else "Failed"
+        sys.stdout.write(json.dumps({"status": "error", "error": {"type": kind, "message": message}}) + "\n")
+    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+__all__ = ["cache_app"]

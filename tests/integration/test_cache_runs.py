@@ -1,0 +1,118 @@
+"""The semantic cache end to end: the same task run twice is answered from the cache the second time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from typer.testing import CliRunner
+
+import budgets.plugins.cache  # noqa: F401  (registers the plugin until it is a built-in)
+from budgets import Gateway, load_budgets, load_models
+from graph import build_graph
+from graph.builder import NODE_NAMES
+from graph.cli import app
+from graph.cli_cache import cache_app
+from graph.report import run_report
+from tests.fakes.openai_server import FakeOpenAIServer
+
+TASK = (
+    "Should we move our billing service from a monolith to microservices this year? "
+    "We have 6 engineers and a PCI audit in 4 months."
+)
+CONSTRAINTS = ["Keep card data in one region"]
+CHAIN = ("router", "cache", "limits")
+
+
+@pytest.fixture(autouse=True)
+def cache_switched_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the cache: it is on whatever the suite's environment says."""
+    monkeypatch.delenv("BUDGETGRAPH_CACHE", raising=False)
+
+
+def config(thread: str) -> dict:
+    return {"configurable": {"thread_id": thread}}
+
+
+def test_a_task_run_twice_is_answered_from_the_cache_the_second_time(
+    models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
+):
+    gateway = Gateway(
+        load_models(models_file), load_budgets(None, node_names=NODE_NAMES), default_chain=CHAIN
+    )
+    graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
+
+    first = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("first"))
+    served = len(openai_server.chat_requests())
+    second = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("second"))
+
+    assert served == 4  # planner, cto, coo, reconcile
+    assert len(openai_server.chat_requests()) == served, "the second run called the model"
+    assert second["analyses"] == first["analyses"]
+    assert second["reconciliation"] == first["reconciliation"]
+    report = run_report("second", graph.get_state(config("second")))
+    rows = report["spend"]["nodes"]
+    assert sorted(r["node"] for r in rows) == ["coo", "cto", "planner", "reconcile"]
+    assert all(r["cache_hit"] for r in rows)
+    assert report["spend"]["total"]["cost_micro_usd"] == 0
+    assert all(r["input_tokens"] == r["output_tokens"] == 0 for r in rows)
+    saved = sum(r["saved_micro_usd"] for r in second["spend"])
+    assert saved == sum(r["cost_micro_usd"] for r in first["spend"]) > 0
+    assert {d["action"] for r in rows for d in r["decisions"] if d["plugin"] == "cache"} == {"hit-exact"}
+    assert (clean_env / ".budgetgraph" / "cache" / "entries.sqlite").exists()
+
+
+def test_a_reworded_task_reuses_the_plan_but_a_changed_number_does_not(
+    models_file: Path, openai_server: FakeOpenAIServer
+):
+    gateway = Gateway(
+        load_models(models_file), load_budgets(None, node_names=NODE_NAMES), default_chain=CHAIN
+    )
+    graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
+    graph.invoke({"task": TASK}, config("first"))
+
+    reworded = graph.invoke({"task": TASK.replace("Should we move", "Should we migrate")}, config("reworded"))
+    changed = graph.invoke({"task": TASK.replace("6 engineers", "9 engineers")}, config("changed"))
+
+    planner = [r for r in reworded["spend"] if r["node"] == "planner"]
+    assert [r["cache_hit"] for r in planner] == [True]
+    assert planner[0]["decisions"][-1]["action"] == "hit-semantic"
+    (refused,) = [r for r in changed["spend"] if r["node"] == "planner"]
+    assert not refused["cache_hit"]
+    assert any(d["action"] == "refused" and "numbers differ" in d["reason"] for d in refused["decisions"])
+
+
+def test_the_cli_shows_the_hits_and_the_cache_commands_report_and_clear_them(
+    tmp_path: Path, models_file: Path, openai_server: FakeOpenAIServer
+):
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(f"budgets: {{}}\nplugins: {list(CHAIN)}\ncache:\n  threshold: 0.8\n".replace("'", ""))
+    runner = CliRunner()
+    files = ["--models", str(models_file), "--budgets", str(budgets), "--checkpointer", "memory:"]
+
+    runner.invoke(app, ["run", TASK, *files, "--json"])
+    again = json.loads(runner.invoke(app, ["run", TASK, *files, "--json"]).stdout)
+    stats = runner.invoke(cache_app, ["stats", "--budgets", str(budgets), "--json"])
+    cleared = runner.invoke(cache_app, ["clear", "--namespace", "default/planner", "--budgets", str(budgets)])
+    after = json.loads(runner.invoke(cache_app, ["stats", "--budgets", str(budgets), "--json"]).stdout)
+    unknown = runner.invoke(cache_app, ["clear", "--namespace", "nobody", "--budgets", str(budgets)])
+
+    assert again["status"] == "done" and again["spend"]["total"]["cost_micro_usd"] == 0
+    assert all(r["cache_hit"] for r in again["spend"]["nodes"])
+    assert stats.exit_code == 0, stats.output
+    total = json.loads(stats.stdout)["total"]
+    assert total["entries"] == 4 and total["exact_hits"] == 4 and total["misses"] == 4
+    assert total["saved_micro_usd"] > 0
+    assert cleared.exit_code == 0 and "Removed 1 entry from 1 namespace(s)." in cleared.stdout
+    assert after["total"]["entries"] == 3 and after["total"]["exact_hits"] == 4  # counters are kept
+    assert unknown.exit_code == 2
+
+
+@pytest.mark.parametrize("command", [["stats"], ["clear"]])
+def test_an_unreachable_redis_store_fails_with_exit_code_1(command: list[str]):
+    result = CliRunner().invoke(cache_app, [*command, "--store", "redis://127.0.0.1:6399/0", "--json"])
+
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["message"].startswith("cannot ")

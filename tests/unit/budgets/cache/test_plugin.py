@@ -1,0 +1,344 @@
+"""The ``cache`` plugin: what it serves, what it stores, and the namespaces it never crosses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import BaseModel
+
+import budgets.plugins.cache  # noqa: F401  (registers the plugin)
+from agents.tools import calculate
+from budgets import CallRequest, CallResult, ConfigError, ModelCall, load_budgets, load_models
+from budgets.cache import CacheSettings, Guard, SemanticCache
+from budgets.cache.stores.memory import MemoryStore
+from budgets.cache.stores.redis import RedisStore
+from budgets.cache.stores.sqlite import SqliteStore
+from budgets.config import ModelsConfig
+from budgets.plugins.base import build_chain
+from budgets.plugins.cache import CachePlugin, Prompt
+from graph.builder import NODE_NAMES
+from tests.conftest import write_models
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.unit.budgets.cache.conftest import HashingEmbedder
+
+
+class Verdict(BaseModel):
+    verdict: str
+    score: int
+
+
+class Other(BaseModel):
+    verdict: str
+
+
+SYSTEM = SystemMessage("You are the CTO reviewing a business decision.")
+TASK = "Should we move billing to microservices with 6 engineers and a PCI audit in 4 months?"
+
+
+class Model:
+    """Stands in for the rest of the chain: answers every request and counts them."""
+
+    def __init__(self, cost: int = 1234) -> None:
+        self.requests: list[CallRequest] = []
+        self.cost = cost
+        self.reply: Callable[[CallRequest], CallResult] | None = None
+
+    def __call__(self, request: CallRequest) -> CallResult:
+        self.requests.append(request)
+        if self.reply is not None:
+            return self.reply(request)
+        output = request.schema.model_validate({"verdict": f"answer {len(self.requests)}", "score": 3})
+        return CallResult(output=output, calls=[row(request, cost=self.cost)])
+
+
+def row(request: CallRequest, *, cost: int, tool_calls: int = 0) -> ModelCall:
+    return ModelCall(
+        node=request.node,
+        tier=request.tier,
+        model="gpt-4.1-mini-2025-04-14",
+        input_tokens=100,
+        output_tokens=50,
+        cache_read_tokens=0,
+        reasoning_tokens=0,
+        cost_micro_usd=cost,
+        priced=True,
+        latency_ms=900,
+        cache_hit=False,
+        tool_calls=tool_calls,
+        decisions=list(request.decisions),
+    )
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> ModelsConfig:
+    return load_models(write_models(tmp_path / "models.yaml", "http://127.0.0.1:9/v1"))
+
+
+def plugin_for(models: ModelsConfig, settings: CacheSettings | None = None, cache=None) -> CachePlugin:
+    cache = cache or SemanticCache(MemoryStore(), HashingEmbedder(), guard=Guard(), flush_s=0)
+    return CachePlugin(settings or CacheSettings(threshold=0.5), models, cache=cache)
+
+
+def request(
+    text: str = TASK,
+    *,
+    system: BaseMessage = SYSTEM,
+    node: str = "cto",
+    tier: str = "standard",
+    tenant: str = "acme",
+    schema: type[BaseModel] = Verdict,
+    messages: list[BaseMessage] | None = None,
+    tools=(),
+) -> CallRequest:
+    return CallRequest(
+        node=node,
+        messages=tuple(messages or [system, HumanMessage(text)]),
+        schema=schema,
+        tier=tier,  # type: ignore[arg-type]
+        local=lambda: Verdict(verdict="local", score=1),
+        tenant=tenant,
+        tools=tuple(tools),
+    )
+
+
+def test_a_repeated_request_is_served_from_the_cache_with_what_it_saves(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model(cost=1234)
+    first = plugin.wrap(request(), model)
+
+    again = plugin.wrap(request(), model)
+
+    assert len(model.requests) == 1
+    assert again.output == first.output
+    (call,) = again.calls
+    assert call["cache_hit"] and call["cost_micro_usd"] == 0 and call["input_tokens"] == 0
+    assert call["saved_micro_usd"] == 1234 and call["model"] == "gpt-4.1-mini-2025-04-14"
+    assert call["tier"] == "standard"
+    (decision,) = call["decisions"]
+    assert decision["plugin"] == "cache" and decision["action"] == "hit-exact"
+    assert decision["reason"] == "exact match; saves 0.001234 USD (gpt-4.1-mini-2025-04-14)"
+
+
+def test_a_paraphrase_is_a_semantic_hit(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
+    plugin.wrap(request(TASK), model)
+
+    served = plugin.wrap(request(TASK.replace("Should we move", "Should we really move")), model)
+
+    assert len(model.requests) == 1
+    assert served.calls[0]["decisions"][-1]["action"] == "hit-semantic"
+
+
+def test_a_guard_refusal_is_recorded_on_the_call_that_follows(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
+    plugin.wrap(request(TASK), model)
+
+    result = plugin.wrap(request(TASK.replace("6 engineers", "9 engineers")), model)
+
+    assert len(model.requests) == 2 and not result.calls[0]["cache_hit"]
+    (decision,) = result.calls[0]["decisions"]
+    assert decision["action"] == "refused" and decision["reason"].startswith("numbers differ: 9 vs 6")
+
+
+def temperature_models(tmp_path: Path) -> ModelsConfig:
+    return load_models(write_models(tmp_path / "hot.yaml", "http://127.0.0.1:9/v1", temperature=0.9))
+
+
+@pytest.mark.parametrize(
+    ("boundary", "changed"),
+    [
+        ("tenant", {"tenant": "globex"}),
+        ("node", {"node": "coo"}),
+        ("tier and model", {"tier": "premium"}),
+        ("output schema", {"schema": Other}),
+        ("prompt version", {"system": SystemMessage("You are the COO reviewing a business decision.")}),
+        ("tools offered", {"tools": [calculate]}),
+    ],
+)
+def test_an_entry_is_never_served_across_a_namespace_boundary(
+    models: ModelsConfig, boundary: str, changed: dict
+):
+    plugin, model = plugin_for(models), Model()
+    plugin.wrap(request(), model)
+
+    result = plugin.wrap(request(**changed), model)
+
+    assert len(model.requests) == 2, f"served across the {boundary} boundary"
+    assert not result.calls[0]["cache_hit"]
+    assert plugin.wrap(request(**changed), model).calls[0]["cache_hit"]  # its own entry is served
+
+
+def test_sampling_settings_are_part_of_the_namespace(models: ModelsConfig, tmp_path: Path):
+    cache = SemanticCache(MemoryStore(), HashingEmbedder(), flush_s=0)
+    model = Model()
+    plugin_for(models, cache=cache).wrap(request(), model)
+
+    plugin_for(temperature_models(tmp_path), cache=cache).wrap(request(), model)
+
+    assert len(model.requests) == 2
+
+
+def test_tool_call_turns_parse_errors_and_the_local_tier_are_never_stored(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
+    model.reply = lambda r: CallResult(
+        tool_calls=[{"name": "calculate", "args": {"expression": "1+1"}, "id": "c1", "type": "tool_call"}],
+        message=AIMessage(""),
+        calls=[row(r, cost=10, tool_calls=1)],
+    )
+    plugin.wrap(request(), model)
+    model.reply = lambda r: CallResult(
+        message=AIMessage("{"), parse_error="bad JSON", calls=[row(r, cost=10)]
+    )
+    plugin.wrap(request(), model)
+    model.reply = None
+    plugin.wrap(request(tier="local"), model)
+    plugin.wrap(request(tier="local"), model)
+
+    assert len(model.requests) == 4
+    assert plugin.cache.store.stats() == [] or all(s.entries == 0 for s in plugin.cache.store.stats())
+
+
+def test_a_conversation_with_tool_results_is_matched_exactly_only():
+    turn = [
+        SYSTEM,
+        HumanMessage(TASK),
+        AIMessage("", tool_calls=[{"name": "calculate", "args": {"expression": "6*4"}, "id": "call_1"}]),
+        ToolMessage("24", tool_call_id="call_1"),
+    ]
+    same_turn_other_ids = [
+        *turn[:2],
+        AIMessage("", tool_calls=[{"name": "calculate", "args": {"expression": "6*4"}, "id": "call_2"}]),
+        ToolMessage("24", tool_call_id="call_2"),
+    ]
+
+    prompt = Prompt(turn, [calculate])
+
+    assert prompt.text is None
+    assert prompt.key == Prompt(same_turn_other_ids, [calculate]).key
+    assert (
+        Prompt([SYSTEM, HumanMessage(f"  {TASK}\n")], []).key == Prompt([SYSTEM, HumanMessage(TASK)], []).key
+    )
+    assert Prompt([SYSTEM, HumanMessage(TASK)], []).text == TASK
+
+
+def test_node_settings_turn_the_cache_or_its_semantic_lookups_off(models: ModelsConfig):
+    settings = CacheSettings.model_validate(
+        {"threshold": 0.5, "nodes": {"planner": {"enabled": False}, "coo": {"semantic": False}}}
+    )
+    plugin, model = plugin_for(models, settings), Model()
+
+    plugin.wrap(request(node="planner"), model)
+    plugin.wrap(request(node="planner"), model)
+    plugin.wrap(request(node="coo"), model)
+    paraphrase = plugin.wrap(
+        request(TASK.replace("Should we move", "Should we really move"), node="coo"), model
+    )
+    exact = plugin.wrap(request(node="coo"), model)
+
+    assert len(model.requests) == 4
+    assert not paraphrase.calls[0]["cache_hit"] and exact.calls[0]["cache_hit"]
+
+
+def test_a_broken_store_never_fails_the_call(models: ModelsConfig, caplog: pytest.LogCaptureFixture):
+    class Broken(MemoryStore):
+        def find(self, namespace, key):
+            raise ConnectionError("store down")
+
+    plugin, model = plugin_for(models, cache=SemanticCache(Broken(), HashingEmbedder())), Model()
+
+    with caplog.at_level(logging.WARNING, logger="budgets.plugins.cache"):
+        result = plugin.wrap(request(), model)
+
+    assert result.output is not None and len(model.requests) == 1
+    assert "Cache lookup failed for node `cto`" in caplog.text
+
+
+def budgets_file(tmp_path: Path, text: str):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(text)
+    return load_budgets(path, node_names=NODE_NAMES)
+
+
+def test_the_cache_section_is_validated_and_every_problem_named_with_its_line(tmp_path: Path):
+    budgets = budgets_file(
+        tmp_path, "budgets: {}\ncache:\n  threshold: 2\n  store: ftp://nowhere\n  colour: blue\n"
+    )
+
+    with pytest.raises(ConfigError) as info:
+        budgets.section("cache", CacheSettings)
+
+    problems = "\n".join(info.value.problems)
+    assert "budgets.yaml:3: `cache.threshold`: Input should be less than or equal to 1" in problems
+    assert "budgets.yaml:4: `cache.store`: Value error, use `disk`, `memory:` or a redis:// URL" in problems
+    assert "budgets.yaml:5: `cache.colour`: unknown key" in problems
+
+
+def test_the_plugin_opens_its_store_lazily_where_the_settings_say(
+    tmp_path: Path, models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
+):
+    from budgets.ledger import open_ledger
+    from budgets.plugins.base import PluginContext
+    from budgets.pricing import PriceBook
+
+    budgets = budgets_file(tmp_path, "budgets: {}\ncache:\n  path: my-cache\n  ttl_s: 60\n")
+    context = PluginContext(
+        models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:")
+    )
+
+    (disk,) = build_chain(["cache"], context, source="test")
+    assert not (tmp_path / "my-cache").exists()  # nothing opened yet
+    assert isinstance(disk.cache.store, SqliteStore) and (tmp_path / "my-cache" / "entries.sqlite").exists()
+    assert disk.cache.store.eviction.ttl_s == 60
+    disk.close()
+
+    monkeypatch.setenv("BUDGETGRAPH_CACHE_URL", "redis://127.0.0.1:6399/0")
+    (shared,) = build_chain(["cache"], context, source="test")
+    monkeypatch.delenv("BUDGETGRAPH_CACHE_URL")  # read when the plugin was built, not later
+    assert isinstance(shared.cache.store, RedisStore)
+
+
+def test_an_openai_compatible_endpoint_can_embed(
+    tmp_path: Path, models: ModelsConfig, openai_server: FakeOpenAIServer
+):
+    settings = CacheSettings.model_validate(
+        {
+            "threshold": 0.5,
+            "store": "memory:",
+            "embedder": {"base_url": openai_server.base_url, "model": "text-embedding-3-small"},
+        }
+    )
+    plugin, model = CachePlugin(settings, models), Model()
+
+    plugin.wrap(request(TASK), model)
+    served = plugin.wrap(request(TASK.replace("Should we move", "Should we really move")), model)
+
+    assert served.calls[0]["cache_hit"] and len(model.requests) == 1
+    assert plugin.cache.embedder.name == "endpoint:text-embedding-3-small"
+    assert any(r.path.endswith("/embeddings") for r in openai_server.requests)
+
+
+def test_the_environment_can_switch_the_cache_off(
+    tmp_path: Path, models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
+):
+    from budgets.ledger import open_ledger
+    from budgets.plugins.base import PluginContext
+    from budgets.pricing import PriceBook
+
+    budgets = budgets_file(tmp_path, "budgets: {}\n")
+    context = PluginContext(
+        models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:")
+    )
+    monkeypatch.setenv("BUDGETGRAPH_CACHE", "off")
+    (plugin,) = build_chain(["cache"], context, source="test")
+    model = Model()
+
+    plugin.wrap(request(), model)
+    plugin.wrap(request(), model)
+
+    assert len(model.requests) == 2 and not (tmp_path / ".budgetgraph").exists()
+    monkeypatch.setenv("BUDGETGRAPH_CACHE", "sometimes")
+    with pytest.raises(ConfigError, match="BUDGETGRAPH_CACHE=`sometimes`: use `off`"):
+        build_chain(["cache"], context, source="test")
