@@ -74,14 +74,19 @@ class Scopes:
     @classmethod
     def of(cls, request: CallRequest, now: datetime) -> Scopes:
         """The scopes of ``request`` at ``now``."""
-        run = f"run:{request.thread_id or 'unthreaded'}"
-        tenant = f"tenant:{request.tenant}"
+        return cls.named(request.node, thread_id=request.thread_id, tenant=request.tenant, now=now)
+
+    @classmethod
+    def named(cls, node: str, *, thread_id: str | None, tenant: str, now: datetime) -> Scopes:
+        """The scopes of a call of ``node`` in thread ``thread_id`` for ``tenant`` at ``now``."""
+        run = f"run:{thread_id or 'unthreaded'}"
+        who = f"tenant:{tenant}"
         return cls(
             task=run,
-            node=f"{run}:node:{request.node}",
-            hour=f"{tenant}:hour:{now:%Y-%m-%dT%H}",
-            day=f"{tenant}:day:{now:%Y-%m-%d}",
-            month=f"{tenant}:month:{now:%Y-%m}",
+            node=f"{run}:node:{node}",
+            hour=f"{who}:hour:{now:%Y-%m-%dT%H}",
+            day=f"{who}:day:{now:%Y-%m-%d}",
+            month=f"{who}:month:{now:%Y-%m}",
         )
 
     def all(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from budgets.routing.budget import Room, rooms, scopes_of, tightest_usd
+from budgets.routing.budget import Room, rooms, tightest_usd
 from budgets.routing.complexity import Complexity, score
 from budgets.routing.cooldown import COOLDOWNS, Cooldowns
 from budgets.routing.policy import Route, fallback_order, lower, no_endpoint, route
@@ -32,6 +32,5 @@ __all__ = [
     "rooms",
     "route",
     "score",
-    "scopes_of",
     "tightest_usd",
 ]

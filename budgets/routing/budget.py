@@ -74,19 +74,6 @@ class Room:
         return f"`{self.limit}` on {self.scope}"
 
 
-def scopes_of(node: str, *, thread_id: str | None, tenant: str, now: datetime) -> Scopes:
-    """The ledger scopes of a call of ``node``, named as :meth:`Scopes.of` names them."""
-    run = f"run:{thread_id or 'unthreaded'}"
-    who = f"tenant:{tenant}"
-    return Scopes(
-        task=run,
-        node=f"{run}:node:{node}",
-        hour=f"{who}:hour:{now:%Y-%m-%dT%H}",
-        day=f"{who}:day:{now:%Y-%m-%d}",
-        month=f"{who}:month:{now:%Y-%m}",
-    )
-
-
 def rooms(
     budgets: BudgetsConfig,
     ledger: Ledger,
@@ -113,7 +100,7 @@ def rooms(
     Returns:
         One room per cap: the node's, then the task's, then the windows'.
     """
-    scopes = scopes_of(node, thread_id=thread_id, tenant=tenant, now=now)
+    scopes = Scopes.named(node, thread_id=thread_id, tenant=tenant, now=now)
     node_spent = node_spent or Totals()
     task_spent = task_spent or Totals()
     out: list[Room] = []
@@ -214,4 +201,4 @@ def tightest_usd(found: list[Room]) -> Room | None:
     return min(money, key=lambda room: room.fraction_left) if money else None
 
 
-__all__ = ["Room", "RoomUnit", "rooms", "scopes_of", "tightest_usd"]
+__all__ = ["Room", "RoomUnit", "rooms", "tightest_usd"]

@@ -14,14 +14,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from budgets.cache.base import Counts, Entry, Eviction, Namespace, NamespaceStats, NewEntry, Sync
+from budgets.sqlite_tx import immediate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -107,16 +108,8 @@ class SqliteStore:
         self._conn.executescript(_SCHEMA)
         self._adds = 0
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn, self._lock)
 
     def find(self, namespace: str, key: str) -> Entry | None:
         """Return the live entry with exact key ``key`` in ``namespace``."""

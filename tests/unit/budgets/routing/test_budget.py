@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from budgets import CallRequest, Totals, load_budgets
 from budgets.ledger import Charge, LedgerRecord, open_ledger
 from budgets.plugins.limits import Scopes
-from budgets.routing import rooms, scopes_of, tightest_usd
+from budgets.routing import rooms, tightest_usd
 from graph.builder import NODE_NAMES
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -31,7 +31,7 @@ def test_scopes_are_named_as_the_limits_plugin_names_them():
         tenant="acme",
     )
 
-    assert scopes_of("cto", thread_id="t", tenant="acme", now=NOW) == Scopes.of(request, NOW)
+    assert Scopes.named("cto", thread_id="t", tenant="acme", now=NOW) == Scopes.of(request, NOW)
 
 
 def test_rooms_count_settled_spend_grants_and_the_runs_own_spend_and_find_the_tightest(tmp_path: Path):
