@@ -28,6 +28,7 @@ from budgets.report import build_report
 from graph.builder import EmptyTaskError, build_graph
 from graph.checkpoint import open_checkpointer
 from graph.cli_cache import cache_app
+from graph.cli_common import EXIT_DONE, EXIT_FAILED, EXIT_PAUSED, err, fail
 from graph.cli_plan import plan_command
 from graph.cli_trace import trace_command
 from graph.console import render_cost_report, render_history, render_report
@@ -36,7 +37,6 @@ from graph.report import run_report
 from graph.threads import checkpoint_history, copy_checkpoint, edit_summary
 from tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
 
-EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
 _EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
 
 app = typer.Typer(
@@ -47,7 +47,6 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True)
 
 ModelsOpt = Annotated[
     Path | None, typer.Option("--models", help="models.yaml to use [env: BUDGETGRAPH_MODELS].")
@@ -145,7 +144,7 @@ def resume(
         if on
     ]
     if len(chosen) > 1:
-        _fail_input(f"Give one of --approve, --reject or --replan, not {' and '.join(chosen)}.", as_json)
+        fail(f"Give one of --approve, --reject or --replan, not {' and '.join(chosen)}.", as_json)
 
     def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         snapshot = graph.get_state(config)
@@ -203,7 +202,7 @@ def _drive(
                 graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger=ledger)
                 graph_input = start(graph, config)
             except (ConfigError, _BadInput) as exc:
-                _fail_input(str(exc), as_json)
+                fail(str(exc), as_json)
             error: BaseException | None = None
             snapshot = graph.get_state(config)
             run: RunSpan | None = None
@@ -215,7 +214,7 @@ def _drive(
                     graph.invoke(graph_input, config, context=context, durability="sync")
                 except EmptyTaskError as exc:
                     run.finish("failed", exc)
-                    _fail_input(str(exc), as_json)
+                    fail(str(exc), as_json)
                 except Exception as exc:  # reported as a failed run, resumable
                     logging.getLogger(__name__).debug("run failed", exc_info=True)
                     error = exc
@@ -291,10 +290,10 @@ def history(
             saver = stack.enter_context(open_checkpointer(checkpointer))
             graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger="memory:")
         except ConfigError as exc:
-            _fail_input(str(exc), as_json)
+            fail(str(exc), as_json)
         rows = checkpoint_history(graph, thread)
     if not rows:
-        _fail_input(f"No run has thread `{thread}`.", as_json)
+        fail(f"No run has thread `{thread}`.", as_json)
     if as_json:
         sys.stdout.write(json.dumps({"thread_id": thread, "checkpoints": rows}, indent=2) + "\n")
     else:
@@ -347,7 +346,7 @@ def report(
         models_config = load_models(models)
         book = open_ledger(ledger)
     except ConfigError as exc:
-        _fail_input(str(exc), as_json)
+        fail(str(exc), as_json)
     try:
         moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
         summary = build_report(book, models_config, since=moment, tenant=tenant)
@@ -364,7 +363,7 @@ def _context(tenant: str, review_threshold: int, as_json: bool) -> Context:
         return Context(tenant=tenant, review_threshold=review_threshold)
     except ValidationError as exc:
         problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
-        _fail_input(f"Invalid run settings: {problems}", as_json)
+        fail(f"Invalid run settings: {problems}", as_json)
         raise  # unreachable: _fail_input exits
 
 
@@ -373,15 +372,6 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         render_report(out, report)
-
-
-def _fail_input(message: str, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(
-            json.dumps({"status": "error", "error": {"type": "BadInput", "message": message}}) + "\n"
-        )
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 app.command(name="plan")(plan_command)

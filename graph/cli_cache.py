@@ -26,8 +26,7 @@ from budgets.cache.config import build_embedder, open_configured_store, store_ur
 from budgets.cache.embedders import LocalEmbedder
 from budgets.cache.evaluate import EvalResult, PairsError, evaluate, read_pairs
 from graph.builder import NODE_NAMES
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from graph.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, err, fail
 
 cache_app = typer.Typer(
     name="cache",
@@ -37,7 +36,6 @@ cache_app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True)
 
 BudgetsOpt = Annotated[
     Path | None,
@@ -85,7 +83,7 @@ def eval_pairs(
         settings = _settings(budgets)
         rows = read_pairs(pairs)
     except (ConfigError, PairsError) as exc:
-        _fail(str(exc), as_json, EXIT_BAD_INPUT)
+        fail(str(exc), as_json, EXIT_BAD_INPUT)
     chosen = settings.threshold if threshold is None else threshold
     embedder = build_embedder(settings, os.environ)
     if isinstance(embedder, LocalEmbedder) and not as_json:
@@ -108,7 +106,7 @@ def stats(budgets: BudgetsOpt = None, store: StoreOpt = None, as_json: JsonOpt =
         finally:
             opened.close()
     except Exception as exc:  # an unreachable store is a failure, not bad input
-        _fail(f"cannot read the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
+        fail(f"cannot read the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
     total = Counts()
     for row in rows:
         total.add(row.counts)
@@ -155,9 +153,9 @@ def clear(
         finally:
             opened.close()
     except Exception as exc:
-        _fail(f"cannot clear the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
+        fail(f"cannot clear the cache store `{url}`: {exc}", as_json, EXIT_FAILED)
     if namespace and not chosen:
-        _fail(f"no namespace matches {', '.join(namespace)}", as_json, EXIT_BAD_INPUT)
+        fail(f"no namespace matches {', '.join(namespace)}", as_json, EXIT_BAD_INPUT)
     if as_json:
         sys.stdout.write(json.dumps({"removed": removed, "namespaces": chosen}) + "\n")
     else:
@@ -182,7 +180,7 @@ def _store_settings(budgets: Path | None, store: str | None, as_json: bool) -> t
         else:
             settings = settings.model_copy(update={"store": store_url(settings, os.environ)})
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc), as_json, EXIT_BAD_INPUT)
+        fail(str(exc), as_json, EXIT_BAD_INPUT)
     return settings, settings.store
 
 
@@ -232,14 +230,6 @@ def _count_cells(counts: Counts) -> list[str]:
         str(counts.refusals),
         f"{usd(counts.saved_micro_usd):f}",
     ]
-
-
-def _fail(message: str, as_json: bool, code: int) -> Any:
-    if as_json:
-        kind = "BadInput" if code == EXIT_BAD_INPUT else "Failed"
-        sys.stdout.write(json.dumps({"status": "error", "error": {"type": kind, "message": message}}) + "\n")
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 __all__ = ["cache_app"]

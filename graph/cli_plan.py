@@ -27,9 +27,8 @@ from agents.planner import estimate
 from budgets import ConfigError, Gateway, load_budgets, load_models
 from budgets.ledger import open_ledger
 from graph.builder import NODE_NAMES
+from graph.cli_common import fail
 from graph.console import plan_table
-
-EXIT_BAD_INPUT = 2
 
 
 def plan_command(
@@ -61,7 +60,7 @@ def plan_command(
 ) -> None:
     """Print the plan for a decision and its estimated cost, calling no model."""
     if not task.strip():
-        _fail("The task is empty: give the decision to plan for.", as_json)
+        fail("The task is empty: give the decision to plan for.", as_json)
     try:
         gateway = Gateway(
             load_models(models),
@@ -69,13 +68,13 @@ def plan_command(
             ledger=open_ledger(ledger),
         )
     except ConfigError as exc:
-        _fail(str(exc), as_json)
+        fail(str(exc), as_json)
     try:
         made = estimate(
             gateway, task=task, constraints=list(constraint or []), thread_id=thread, tenant=tenant
         )
     except ConfigError as exc:
-        _fail(str(exc), as_json)
+        fail(str(exc), as_json)
     finally:
         gateway.ledger.close()
     document = made.model_dump(mode="json")
@@ -115,15 +114,6 @@ def render_plan(plan: dict[str, Any]) -> Panel:
             )
         parts.append(caps)
     return Panel(Group(*parts), title="Plan (an estimate: no model was called)")
-
-
-def _fail(message: str, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(
-            json.dumps({"status": "error", "error": {"type": "BadInput", "message": message}}) + "\n"
-        )
-    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 __all__ = ["plan_command", "render_plan"]

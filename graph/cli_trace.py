@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from graph.cli_common import fail
 from tracing.setup import STORE_ENV, default_store_path
 from tracing.store import SpanStore
 from tracing.view import SpanRow, TraceView, build_view, usd
 
-EXIT_BAD_INPUT = 2
 BAR_WIDTH = 20
 """Characters of the waterfall column."""
 
@@ -45,12 +45,12 @@ def trace_command(
     """Show a run's spans as a waterfall: duration, tokens and USD per span, and totals."""
     path = store or default_store_path()
     if path is None:
-        _fail(f"The span store is off ({STORE_ENV}=none): give --store PATH.", as_json)
+        fail(f"The span store is off ({STORE_ENV}=none): give --store PATH.", as_json)
         return
     spans = SpanStore(path).spans(thread)
     if not spans:
         where = str(path) if path.exists() else f"{path} (it does not exist)"
-        _fail(
+        fail(
             f"No spans for thread `{thread}` in {where}. Runs record spans there unless "
             "OTEL_SDK_DISABLED=true.",
             as_json,
@@ -131,12 +131,3 @@ def _note(row: SpanRow) -> str:
     if row.span.status == "ERROR":
         notes.append(f"error: {a.get('error.type', '?')}")
     return ", ".join(notes)
-
-
-def _fail(message: str, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(
-            json.dumps({"status": "error", "error": {"type": "BadInput", "message": message}}) + "\n"
-        )
-    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
-    raise typer.Exit(EXIT_BAD_INPUT)
