@@ -32,14 +32,9 @@ CONSTRAINT_AREAS: dict[str, tuple[str, ...]] = {
 }
 """The constraint areas each agent reads."""
 
-DOWNSTREAM: dict[str, tuple[str, ...]] = {
-    "planner": ("cto", "coo", "reconcile", "review"),
-    "cto": ("reconcile", "review"),
-    "coo": ("reconcile", "review"),
-    "reconcile": ("review",),
-    "review": (),
-}
-"""What re-runs when a node re-runs."""
+NODES: tuple[str, ...] = ("planner", "cto", "coo", "reconcile", "review")
+"""Every node of the graph, in the order they run; what follows a node that re-runs
+is the graph's own edges (cto/coo -> reconcile -> review), not a table here."""
 
 
 def constraints_for(node: str, constraints: Sequence[Constraint]) -> list[Constraint]:

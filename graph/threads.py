@@ -9,11 +9,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from budgets import usd
-from graph.dependencies import DOWNSTREAM
+from graph.dependencies import NODES
 from graph.state import NodeRun
-
-NODES: tuple[str, ...] = tuple(DOWNSTREAM)
-"""Every node of the graph, in order."""
 
 
 def checkpoint_history(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> list[dict[str, Any]]:
