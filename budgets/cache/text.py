@@ -142,6 +142,7 @@ OPPOSITES: tuple[tuple[str, str], ...] = (
     ("allow", "deny"),
     ("approve", "reject"),
     ("hire", "fire"),
+    ("on", "off"),
 )
 """Word pairs whose swap reverses a request ("gain weight" / "lose weight")."""
 
