@@ -202,6 +202,11 @@ def _eval_table(result: EvalResult, path: Path) -> Table:
     table.add_row("Hits", f"{result.hits} ({result.exact_hits} exact)")
     table.add_row("Correct hits", str(result.correct_hits))
     table.add_row("False hits", str(result.false_hits))
+    if not result.pairwise:
+        table.add_row(
+            "  on another stored text",
+            f"{result.other_hits} ({result.other_exact_hits} of them the query's own text)",
+        )
     table.add_row("Misses", str(result.misses))
     table.add_row("Precision", f"{result.precision:.4f}")
     table.add_row("Recall", f"{result.recall:.4f}")

@@ -13,7 +13,9 @@ With ``pairwise=True`` each pair gets a cache of its own holding only its
 ``text_a``: that scores the threshold and guard as a classifier of pairs, the
 way published pair-classification figures (and the issue's cosine reference
 on QQP) are computed. The retrieval setting also counts hits on another
-stored question that is a duplicate of the query as false.
+stored question that is a duplicate of the query as false; those are counted
+apart as :attr:`EvalResult.other_hits`, so their share of the false hits shows
+what no pair-by-pair guard can remove.
 """
 
 from __future__ import annotations
@@ -135,6 +137,10 @@ class EvalResult:
         false_hits: Every other hit.
         misses: Lookups that served nothing.
         exact_hits: Hits by exact key (among ``hits``).
+        other_hits: Hits served by a stored text other than the pair's own
+            ``text_a`` (all false; always 0 when ``pairwise``).
+        other_exact_hits: Those among ``other_hits`` whose stored text is the
+            query itself (another pair's ``text_a`` equal to this ``text_b``).
         refusals: Lookups in which the guard refused at least one candidate.
         threshold: The threshold used.
         guard: Whether the guard was on.
@@ -148,6 +154,8 @@ class EvalResult:
     false_hits: int
     misses: int
     exact_hits: int
+    other_hits: int
+    other_exact_hits: int
     refusals: int
     threshold: float
     guard: bool
@@ -162,6 +170,16 @@ class EvalResult:
     def recall(self) -> float:
         """Correct hits over pairs labelled 1."""
         return self.correct_hits / self.positives if self.positives else 0.0
+
+    @property
+    def own_precision_bound(self) -> float:
+        """Precision if every false hit on a pair's own ``text_a`` were refused and nothing else changed.
+
+        The ceiling of any guard that judges a request against one stored text:
+        the hits on other stored texts stay false however that guard decides.
+        """
+        kept = self.correct_hits + self.other_hits
+        return self.correct_hits / kept if kept else 1.0
 
     @property
     def hit_rate(self) -> float:
@@ -206,7 +224,7 @@ def evaluate(
     texts = list(dict.fromkeys(stored + queries))
     matrix = embedder.embed(texts)
     vectors = {text: matrix[i] for i, text in enumerate(texts)}
-    hits = correct = exact = refusals = 0
+    hits = correct = exact = other = other_exact = refusals = 0
     shared = None if pairwise else _cache(embedder, guard, list(dict.fromkeys(stored)), vectors)
     for pair_stored, query, pair in zip(stored, queries, pairs, strict=True):
         cache = shared or _cache(embedder, guard, [pair_stored], vectors)
@@ -218,7 +236,11 @@ def evaluate(
             continue
         hits += 1
         exact += lookup.outcome == "exact"
-        correct += pair.label == 1 and lookup.entry.text == pair_stored
+        if lookup.entry.text != pair_stored:
+            other += 1
+            other_exact += lookup.outcome == "exact"
+        else:
+            correct += pair.label == 1
     return EvalResult(
         pairs=len(pairs),
         positives=sum(p.label for p in pairs),
@@ -227,6 +249,8 @@ def evaluate(
         false_hits=hits - correct,
         misses=len(pairs) - hits,
         exact_hits=exact,
+        other_hits=other,
+        other_exact_hits=other_exact,
         refusals=refusals,
         threshold=threshold,
         guard=guard.enabled,
