@@ -205,7 +205,7 @@ def _eval_table(result: EvalResult, path: Path) -> Table:
     if not result.pairwise:
         table.add_row(
             "  on another stored text",
-            f"{result.other_hits} ({result.other_exact_hits} of them the query's own text)",
+            f"{result.other_hits} ({result.other_exact_hits} of them equal to the query)",
         )
     table.add_row("Misses", str(result.misses))
     table.add_row("Precision", f"{result.precision:.4f}")
