@@ -212,7 +212,8 @@ def latency(sizes: Sequence[int], url: str, embedder: LocalEmbedder) -> list[dic
                 if name == "redis":
                     times, _ = time_lookups(cache, queries, texts, picks[:40], embed=embedder.embed)
                     row["embed_p50"], row["embed_p99"] = percentiles(times)
-                    row["index"] = cache._spaces[NAMESPACE.key].index.kind  # noqa: SLF001
+                    index = cache._spaces[NAMESPACE.key].index  # noqa: SLF001
+                    row["index"] = index.kind if index is not None else "none"
                 cache.close()
             scan = ScanBaseline(client, prefix)
             scan.fill(entries, texts)
@@ -237,7 +238,8 @@ class Remembering:
     """Embeds each distinct text once across every evaluation of this run."""
 
     def __init__(self, inner: LocalEmbedder) -> None:
-        self.inner, self.name, self.seen = inner, inner.name, {}
+        self.inner, self.name = inner, inner.name
+        self.seen: dict[str, Matrix] = {}
 
     def fits(self, text: str) -> bool:
         return True

@@ -14,7 +14,8 @@ disk: a kill before that leaves nothing to resume), and continued with
 - the spend the ledger counted with the spend the server reported for the
   requests answered (lost = reported but not counted, duplicated = counted twice).
 
-It runs the kills twice: with ``store_completions`` on (the server keeps each
+The semantic cache is off for every run (it would answer the killed runs
+from the clean run's entries). It runs the kills twice: with ``store_completions`` on (the server keeps each
 completion under its call id, so an answer whose process died is fetched back
 on resume) and off (the interrupted call is sent again).
 
@@ -51,6 +52,9 @@ COMPARED = ("plan", "analyses", "reconciliation", "review", "constraints")
 
 def cli(work: Path, *args: str, wait: bool = True) -> subprocess.Popen[str] | dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BUDGETGRAPH_"))}
+    # Every run asks the same questions: with the cache on, the killed runs would be answered
+    # from the clean run's entries and the bench would measure the cache, not the resume.
+    env["BUDGETGRAPH_CACHE"] = "off"
     command = [
         BUDGETGRAPH,
         *args,
@@ -92,14 +96,16 @@ def has_checkpoint(work: Path, thread: str) -> bool:
 
 def priced(server: FakeOpenAIServer, book: PriceBook) -> tuple[int, int]:
     """(requests answered, micro-USD they cost) as the server reported them."""
-    answered = [r for r in server.chat_requests() if r.usage]
-    micro = sum(
-        book.price(
-            r.body["model"], input_tokens=r.usage["prompt_tokens"], output_tokens=r.usage["completion_tokens"]
-        ).micro_usd
-        for r in answered
-    )
-    return len(answered), micro
+    answered = micro = 0
+    for request in server.chat_requests():
+        if request.usage:
+            answered += 1
+            micro += book.price(
+                request.body["model"],
+                input_tokens=request.usage["prompt_tokens"],
+                output_tokens=request.usage["completion_tokens"],
+            ).micro_usd
+    return answered, micro
 
 
 def essence(report: dict[str, Any]) -> dict[str, Any]:
