@@ -636,6 +636,32 @@ def _tool_functions(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return functions
 
 
+def _completion(
+    answer: _Answer, *, completion_id: str, created: int, model: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``chat.completion`` object for ``answer``: the response, or what a streamed call stores."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": answer.content,
+        "refusal": None,
+        "annotations": [],
+    }
+    if answer.tool_calls:
+        message["tool_calls"] = answer.tool_calls
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "service_tier": "default",
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}
+        ],
+        "usage": usage,
+    }
+
+
 def _split(text: str, parts: int) -> list[str]:
     if not text:
         return []
@@ -1148,31 +1174,9 @@ class FakeOpenAIServer:
         created = int(time.time())
 
         if not stream:
-            message: dict[str, Any] = {
-                "role": "assistant",
-                "content": answer.content,
-                "refusal": None,
-                "annotations": [],
-            }
-            if answer.tool_calls:
-                message["tool_calls"] = answer.tool_calls
-            response = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": SYSTEM_FINGERPRINT,
-                "service_tier": "default",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": answer.finish_reason,
-                    }
-                ],
-                "usage": usage,
-            }
+            response = _completion(
+                answer, completion_id=completion_id, created=created, model=model, usage=usage
+            )
             # Record before writing so the record is visible once the client returns.
             self._record(path, body, ctx.agent, ctx.schema, False, started, 200, usage)
             self._store(body, response)
@@ -1243,24 +1247,9 @@ class FakeOpenAIServer:
                 usage if include_usage else None,
             )
             recorded = True
-            message = {"role": "assistant", "content": answer.content, "refusal": None, "annotations": []}
-            if answer.tool_calls:
-                message["tool_calls"] = answer.tool_calls
             self._store(
                 body,
-                {
-                    **{k: v for k, v in base.items() if k != "object"},
-                    "object": "chat.completion",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": message,
-                            "logprobs": None,
-                            "finish_reason": answer.finish_reason,
-                        }
-                    ],
-                    "usage": usage,
-                },
+                _completion(answer, completion_id=completion_id, created=created, model=model, usage=usage),
             )
             handler.send_sse(chunk({}, answer.finish_reason))
             if include_usage:
