@@ -237,14 +237,7 @@ class _Nodes:
                 "by": "threshold",
                 "note": f"risk score {score} is below the review threshold {context.review_threshold}",
             }
-            return Command(
-                goto=END,
-                update={
-                    "review": outcome,
-                    "messages": [summary_message(state, outcome)],
-                    "node_runs": [_run("review", "")],
-                },
-            )
+            return _finish(state, outcome)
         answer = self._ask(score, context, replans)
         if answer.action == "replan":
             outcome = {"decision": "replan", "by": "human", "note": answer.note}
@@ -257,14 +250,7 @@ class _Nodes:
             "by": "human",
             "note": answer.note,
         }
-        return Command(
-            goto=END,
-            update={
-                "review": outcome,
-                "messages": [summary_message(state, outcome)],
-                "node_runs": [_run("review", "")],
-            },
-        )
+        return _finish(state, outcome)
 
     @staticmethod
     def _ask(score: int, context: Context, replans: int) -> ReviewAnswer:
@@ -322,6 +308,18 @@ def _specialist_inputs(node: str, state: SpecialistInput) -> str:
 def _run(node: str, inputs: str, *, calls: Sequence[ModelCall] = (), reused: bool = False) -> NodeRun:
     return NodeRun(
         node=node, reused=reused, cost_micro_usd=sum(c["cost_micro_usd"] for c in calls), inputs=inputs
+    )
+
+
+def _finish(state: State, outcome: dict[str, Any]) -> Command:
+    """End the run with the review's ``outcome`` and the closing summary message."""
+    return Command(
+        goto=END,
+        update={
+            "review": outcome,
+            "messages": [summary_message(state, outcome)],
+            "node_runs": [_run("review", "")],
+        },
     )
 
 
