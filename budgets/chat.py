@@ -26,7 +26,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgets.config import Endpoint, ModelsConfig, Tier
 from budgets.pricing import PriceBook
-from budgets.request import CallRequest, CallResult, ModelCall
+from budgets.request import CallRequest, CallResult, ModelCall, unbilled_call
 
 logger = logging.getLogger(__name__)
 
@@ -167,19 +167,11 @@ class ChatModels:
         started = time.perf_counter()
         output = request.local()
         latency_ms = round((time.perf_counter() - started) * 1000)
-        call = ModelCall(
+        call = unbilled_call(
             node=request.node,
             tier="local",
             model=LOCAL_MODEL,
-            input_tokens=0,
-            output_tokens=0,
-            cache_read_tokens=0,
-            reasoning_tokens=0,
-            cost_micro_usd=0,
-            priced=True,
             latency_ms=latency_ms,
-            cache_hit=False,
-            tool_calls=0,
             decisions=list(request.decisions),
         )
         return CallResult(output=output, calls=[call])

@@ -70,6 +70,36 @@ class ModelCall(TypedDict):
     """On a cache hit: what the answer cost when it was first made (micro-USD)."""
 
 
+def unbilled_call(
+    *,
+    node: str,
+    tier: Tier,
+    model: str,
+    latency_ms: int,
+    decisions: list[Decision],
+    cache_hit: bool = False,
+) -> ModelCall:
+    """A spend-table row for an answer no server billed: a local step or a cache hit.
+
+    Tokens, tool calls and cost are 0; the row counts as priced.
+    """
+    return ModelCall(
+        node=node,
+        tier=tier,
+        model=model,
+        input_tokens=0,
+        output_tokens=0,
+        cache_read_tokens=0,
+        reasoning_tokens=0,
+        cost_micro_usd=0,
+        priced=True,
+        latency_ms=latency_ms,
+        cache_hit=cache_hit,
+        tool_calls=0,
+        decisions=decisions,
+    )
+
+
 @dataclass(frozen=True)
 class Totals:
     """Spend summed over some calls.

@@ -45,7 +45,7 @@ from budgets.cache.text import normalize
 from budgets.config import ModelsConfig
 from budgets.errors import ConfigError
 from budgets.plugins.base import CallNext, PluginContext, register
-from budgets.request import CallRequest, CallResult, Decision, ModelCall, usd
+from budgets.request import CallRequest, CallResult, Decision, unbilled_call, usd
 
 logger = logging.getLogger(__name__)
 
@@ -194,22 +194,15 @@ class CachePlugin:
             return None
         action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
         reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
-        call = ModelCall(
+        call = unbilled_call(
             node=request.node,
             tier=request.tier,
             model=entry.model,
-            input_tokens=0,
-            output_tokens=0,
-            cache_read_tokens=0,
-            reasoning_tokens=0,
-            cost_micro_usd=0,
-            priced=True,
             latency_ms=round(lookup.elapsed_ms),
-            cache_hit=True,
-            tool_calls=0,
             decisions=[*request.decisions, Decision(plugin=self.name, action=action, reason=reason)],
-            saved_micro_usd=entry.cost_micro_usd,
+            cache_hit=True,
         )
+        call["saved_micro_usd"] = entry.cost_micro_usd
         return CallResult(output=output, calls=[call])
 
     def _store(
