@@ -54,7 +54,7 @@ class NaiveLimits:
     def __init__(self, context: PluginContext) -> None:
         self._ledger = context.ledger
         daily = context.budgets.windows.daily
-        self._cap = int((daily.max_cost_usd if daily is not None and daily.max_cost_usd else 0) * 1_000_000)
+        self._cap = int(((daily.max_cost_usd if daily else None) or 0) * 1_000_000)
 
     def wrap(self, request: CallRequest, call_next):  # noqa: ANN001
         day = f"tenant:{request.tenant}:day:{datetime.now(UTC):%Y-%m-%d}"

@@ -15,9 +15,10 @@ disk: a kill before that leaves nothing to resume), and continued with
   requests answered (lost = reported but not counted, duplicated = counted twice).
 
 The semantic cache is off for every run (it would answer the killed runs
-from the clean run's entries). It runs the kills twice: with ``store_completions`` on (the server keeps each
-completion under its call id, so an answer whose process died is fetched back
-on resume) and off (the interrupted call is sent again).
+from the clean run's entries). It runs the kills twice: with
+``store_completions`` on (the server keeps each completion under its call id,
+so an answer whose process died is fetched back on resume) and off (the
+interrupted call is sent again).
 
 Usage: python bench/resume_bench.py [--kills 20] [--latency 0.2] [--seed 0]
 """
