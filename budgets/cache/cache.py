@@ -21,7 +21,6 @@ written on :meth:`SemanticCache.close`).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -204,7 +203,9 @@ class SemanticCache:
                     "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
                 )
             return Lookup("miss", reason="no entry in the namespace", vector=vector)
-        entries = self.store.get([i for i, _ in above])
+        entries = {
+            i: e for i, e in self.store.get([i for i, _ in above]).items() if e.namespace == namespace.key
+        }
         gone = [i for i, _ in above if i not in entries]
         if gone:
             with space.lock:
@@ -361,25 +362,21 @@ class SemanticCache:
 
     # ------------------------------------------------------------------ snapshots
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
+    def _path(self, key: str) -> Path:
         assert self.index_dir is not None
-        return self.index_dir / f"{key}.faiss", self.index_dir / f"{key}.json"
+        return self.index_dir / f"{key}.faiss"
 
     def _load(self, key: str, space: _Namespaced) -> None:
-        if self.index_dir is None:
-            return
-        index_path, meta_path = self._paths(key)
-        if not (index_path.exists() and meta_path.exists()):
+        if self.index_dir is None or not self._path(key).exists():
             return
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            index, meta = FaissIndex.load(self._path(key))
             if meta.get("embedder") != self.embedder.name:
                 return
-            space.index = FaissIndex.load(index_path, int(meta["dim"]))
-            space.cursor = str(meta["cursor"])
+            space.index, space.cursor = index, str(meta["cursor"])
             space.saved_at = self._clock()
-            logger.debug("Loaded the cache index of %s (%d vectors)", key, len(space.index))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("Loaded the cache index of %s (%d vectors)", key, len(index))
+        except (OSError, ValueError, KeyError) as exc:
             logger.warning("Ignoring the cache index snapshot of `%s`: %s", key, exc)
             space.index, space.cursor = None, None
 
@@ -392,11 +389,8 @@ class SemanticCache:
     def _save(self, key: str, space: _Namespaced) -> None:
         if self.index_dir is None or space.index is None:
             return
-        index_path, meta_path = self._paths(key)
         try:
-            space.index.save(index_path)
-            meta = {"cursor": space.cursor, "embedder": self.embedder.name, "dim": space.index.dim}
-            meta_path.write_text(json.dumps(meta), encoding="utf-8")
+            space.index.save(self._path(key), {"cursor": space.cursor, "embedder": self.embedder.name})
         except OSError as exc:
             logger.warning("Could not save the cache index of `%s`: %s", key, exc)
             return

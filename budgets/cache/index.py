@@ -16,9 +16,14 @@ OpenMP threads only add scheduling delay under load.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -119,23 +124,46 @@ class FaissIndex:
         scores, ids = self._index.search(query, min(k, len(self._ids)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
-    def save(self, path: Path) -> None:
-        """Write the index to ``path`` (FAISS's own binary format)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        tmp.replace(path)
+    def save(self, path: Path, meta: Mapping[str, Any]) -> None:
+        """Write the index and ``meta`` to ``path`` as one file, replaced atomically.
 
-    @classmethod
-    def load(cls, path: Path, dim: int, **options: int) -> FaissIndex:
-        """Read an index written by :meth:`save`.
+        The file is one line of JSON (``meta`` plus ``dim``) followed by the
+        index in FAISS's own binary format, so a reader never pairs an index
+        with another writer's metadata.
 
         Raises:
-            ValueError: The file is not an index of dimension ``dim``.
+            OSError: The file cannot be written.
         """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = json.dumps({**meta, "dim": self.dim}, separators=(",", ":")).encode() + b"\n"
+        data = faiss.serialize_index(self._index)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            raw = faiss.read_index(str(path))
-        except RuntimeError as exc:
+            tmp.write_bytes(header + data.tobytes())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path, **options: int) -> tuple[FaissIndex, dict[str, Any]]:
+        """Read a file written by :meth:`save`.
+
+        Returns:
+            The index and the ``meta`` saved with it (``dim`` included).
+
+        Raises:
+            OSError: The file cannot be read.
+            ValueError: The file is not a snapshot written by :meth:`save`.
+        """
+        raw_file = path.read_bytes()
+        head, newline, body = raw_file.partition(b"\n")
+        try:
+            meta = json.loads(head) if newline else None
+            if not isinstance(meta, dict):
+                raise ValueError("no metadata line")
+            dim = int(meta["dim"])
+            raw = faiss.deserialize_index(np.frombuffer(body, dtype=np.uint8))
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"cannot read the index `{path}`: {exc}") from exc
         if raw.d != dim:
             raise ValueError(f"the index `{path}` has dimension {raw.d}, expected {dim}")
@@ -145,7 +173,7 @@ class FaissIndex:
         if isinstance(raw, faiss.IndexIVF):
             raw.nprobe = index._nprobe(raw.nlist)
             index._trained_at = max(len(index._ids), index.exact_limit)
-        return index
+        return index, meta
 
     def _flat(self) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))

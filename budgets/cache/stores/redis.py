@@ -4,6 +4,7 @@ Every value is JSON or a plain string; nothing is pickled. Keys, under a
 prefix ``P`` (default ``budgetgraph:cache``)::
 
     P:seq               INCR counter: entry ids, unique across processes
+    P:epoch             random id of this incarnation of the keys (set when missing)
     P:e:{id}            the entry as JSON (vector as base64 float32), PX = TTL
     P:k:{ns}:{key}      exact key -> entry id, PX = TTL
     P:ids:{ns}          set of the namespace's entry ids (full reloads)
@@ -23,7 +24,10 @@ index per namespace and follows ``P:log:{ns}`` from its cursor: one
 pipelined ``XRANGE`` per lookup, and an ``MGET`` of the new entries' vectors
 when there are any. A process that starts, or whose cursor fell behind the
 trimmed stream (``LOG_FACTOR * max_entries`` changes per namespace), reloads
-the namespace from ``P:ids:{ns}``. The scripts compute key names, so this is for
+the namespace from ``P:ids:{ns}``; so does one whose cursor names another
+``P:epoch``: the keys were flushed (or Redis restarted without persistence)
+and entry ids start again at 1, so the old index ids would name other
+entries. The scripts compute key names, so this is for
 a standalone Redis 7 or later (``XINFO STREAM``'s ``entries-added``), not
 Redis Cluster.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -250,10 +255,12 @@ class RedisStore:
     def sync(self, namespace: str, cursor: str | None) -> Sync:
         """Vector changes of ``namespace`` after ``cursor``, one round trip when in step.
 
-        A cursor is ``{stream id}|{entries added}``: the stream's last id seen and
-        how many entries the stream had ever been given then. When more entries
-        were added since than the stream still holds after the cursor, some were
-        trimmed before this process read them, and the namespace is reloaded.
+        A cursor is ``{epoch}|{stream id}|{entries added}``: the keys'
+        ``P:epoch``, the stream's last id seen and how many entries the stream
+        had ever been given then. When the epoch changed (the keys were
+        flushed), or more entries were added since than the stream still holds
+        after the cursor (some were trimmed before this process read them),
+        the namespace is reloaded.
         """
         if cursor is None:
             return self._reload(namespace)
@@ -261,13 +268,14 @@ class RedisStore:
 
     def _catch_up(self, namespace: str, cursor: str, key: str | None = None) -> tuple[Any, Sync]:
         log = self._k("log", namespace)
-        last_id, _, seen = cursor.partition("|")
+        epoch, last_id, seen = (cursor.split("|") + ["", "", ""])[:3]
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=True)  # XRANGE and XINFO see the same stream
             if key is not None:
                 # EVALSHA directly: a Script object in a pipeline first asks SCRIPT EXISTS (a round trip).
                 pipe.evalsha(self._find.sha, 1, self._k("k", namespace, key), self.prefix)
-            pipe.xrange(log, min=f"({last_id}", max="+")
+            self._epoch(pipe)
+            pipe.xrange(log, min=f"({last_id or '0-0'}", max="+")
             pipe.xinfo_stream(log)
             replies = pipe.execute(raise_on_error=False)
             if key is not None and isinstance(replies[0], redis.exceptions.NoScriptError) and attempt == 1:
@@ -280,11 +288,17 @@ class RedisStore:
             if isinstance(reply, Exception):
                 raise reply
         added_total = _entries_added(info)
-        if added_total - int(seen or 0) > len(changes):
+        if _text(replies[-3]) != epoch or added_total - int(seen or 0) > len(changes):
             return raw, self._reload(namespace)
-        return raw, self._changes(changes, f"{_text(changes[-1][0]) if changes else last_id}|{added_total}")
+        last = _text(changes[-1][0]) if changes else last_id
+        return raw, self._changes(namespace, changes, f"{epoch}|{last}|{added_total}")
 
-    def _changes(self, changes: list[Any], cursor: str) -> Sync:
+    def _epoch(self, pipe: Any) -> None:
+        """Queue ``SET P:epoch NX`` and ``GET P:epoch`` (the reply to read is the last one)."""
+        pipe.set(self._k("epoch"), uuid.uuid4().hex, nx=True)
+        pipe.get(self._k("epoch"))
+
+    def _changes(self, namespace: str, changes: list[Any], cursor: str) -> Sync:
         sync = Sync(cursor=cursor)
         added: list[int] = []
         for _, fields in changes:
@@ -297,7 +311,8 @@ class RedisStore:
         if added:
             found = self.get(added)  # gone already: a later `del` follows, or it expired
             for entry_id in added:
-                vector = found[entry_id].vector if entry_id in found else None
+                entry = found.get(entry_id)
+                vector = entry.vector if entry is not None and entry.namespace == namespace else None
                 if vector is not None:
                     sync.added.append((entry_id, vector))
         return sync
@@ -305,19 +320,20 @@ class RedisStore:
     def _reload(self, namespace: str) -> Sync:
         log = self._k("log", namespace)
         pipe = self._redis.pipeline(transaction=True)
+        self._epoch(pipe)
         pipe.xrevrange(log, max="+", min="-", count=1)
         pipe.xinfo_stream(log)
-        last, info = pipe.execute(raise_on_error=False)
+        _, epoch, last, info = pipe.execute(raise_on_error=False)
         if isinstance(last, Exception):
             raise last
-        cursor = f"{_text(last[0][0]) if last else '0-0'}|{_entries_added(info)}"
+        cursor = f"{_text(epoch)}|{_text(last[0][0]) if last else '0-0'}|{_entries_added(info)}"
         ids = sorted(int(i) for i in self._redis.smembers(self._k("ids", namespace)))
         added = []
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             for raw in self._redis.mget([self._k("e", str(i)) for i in chunk]):
                 entry = self._decode(raw)
-                if entry is not None and entry.vector is not None:
+                if entry is not None and entry.vector is not None and entry.namespace == namespace:
                     added.append((entry.id, entry.vector))
         return Sync(cursor=cursor, reset=True, added=added)
 

@@ -14,6 +14,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -106,6 +107,9 @@ class SqliteStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+            self.store_id = self._meta(db, "store_id", "")
         self._adds = 0
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -198,21 +202,28 @@ class SqliteStore:
             db.executemany("UPDATE entries SET used_at = ? WHERE id = ?", [(now, i) for i in ids])
 
     def sync(self, namespace: str, cursor: str | None) -> Sync:
-        """Vector changes of ``namespace`` after ``cursor`` (a change sequence number)."""
+        """Vector changes of ``namespace`` after ``cursor``.
+
+        A cursor is ``{store id}:{change sequence number}``. The store id is
+        drawn when the file is created, so a cursor (or an index snapshot) from
+        a file that was deleted and created again gets a full reload instead of
+        being applied to entry ids that now mean other entries.
+        """
+        since = _since(cursor, self.store_id)
         with self._lock:
             db = self._conn
             db.execute("BEGIN")
             try:
                 last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
                 trimmed = int(self._meta(db, "trimmed", "0"))
-                since = int(cursor) if cursor is not None else None
-                if since is None or since < trimmed:
+                mark = f"{self.store_id}:{last}"
+                if since is None or since < trimmed or since > last:
                     rows = db.execute(
                         "SELECT id, vector FROM entries WHERE namespace = ? AND vector IS NOT NULL "
                         "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id",
                         (namespace, self._clock()),
                     ).fetchall()
-                    return Sync(cursor=str(last), reset=True, added=[(r[0], _vector(r[1])) for r in rows])
+                    return Sync(cursor=mark, reset=True, added=[(r[0], _vector(r[1])) for r in rows])
                 rows = db.execute(
                     "SELECT c.op, c.entry_id, e.vector FROM changes c "
                     "LEFT JOIN entries e ON e.id = c.entry_id "
@@ -221,7 +232,7 @@ class SqliteStore:
                 ).fetchall()
             finally:
                 db.execute("COMMIT")
-        sync = Sync(cursor=str(last))
+        sync = Sync(cursor=mark)
         for op, entry_id, blob in rows:
             if op == "clear":
                 sync = Sync(cursor=sync.cursor, reset=True)
@@ -333,6 +344,14 @@ class SqliteStore:
     def _meta(db: sqlite3.Connection, name: str, default: str) -> str:
         row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return str(row[0]) if row else default
+
+
+def _since(cursor: str | None, store_id: str) -> int | None:
+    """The change number in ``cursor``, or ``None`` when it belongs to another store file."""
+    if cursor is None:
+        return None
+    owner, _, seq = cursor.rpartition(":")
+    return int(seq) if owner == store_id and seq.isdigit() else None
 
 
 def _vector(blob: bytes) -> np.ndarray:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import redis
 
 from budgets.cache import Eviction, Guard, Namespace, SemanticCache
 from budgets.cache.base import exact_key
@@ -136,6 +137,18 @@ def test_the_least_recently_used_entry_is_evicted_past_the_size_bound(tmp_path: 
     cache.close()
 
 
+class CursorSpy(SqliteStore):
+    """A disk store that notes the cursor of every catch-up (``None``: a full reload)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cursors: list[str | None] = []
+
+    def sync(self, namespace: str, cursor: str | None):
+        self.cursors.append(cursor)
+        return super().sync(namespace, cursor)
+
+
 def test_the_disk_cache_reloads_its_entries_and_index_after_a_restart(tmp_path: Path):
     folder = tmp_path / "cache"
     first = cache_on(SqliteStore(folder), index_dir=folder / "index")
@@ -145,12 +158,29 @@ def test_the_disk_cache_reloads_its_entries_and_index_after_a_restart(tmp_path: 
     snapshot = folder / "index" / f"{namespace().key}.faiss"
     assert snapshot.exists()
 
-    second = cache_on(SqliteStore(folder), index_dir=folder / "index")
+    store = CursorSpy(folder)
+    second = cache_on(store, index_dir=folder / "index")
     found = lookup(second, SIMILAR)
 
     assert found.outcome == "semantic" and found.entry.text == STORED
     assert len(second._spaces[namespace().key].index) == 2
+    # The index came from the snapshot: the store was asked only for what changed since.
+    assert store.cursors and None not in store.cursors
     second.close()
+
+
+def test_a_snapshot_of_a_deleted_store_file_is_not_applied_to_the_new_one(tmp_path: Path):
+    folder = tmp_path / "cache"
+    first = cache_on(SqliteStore(folder), index_dir=folder / "index")
+    put(first, STORED)
+    first.close()
+    for file in folder.glob("entries.sqlite*"):
+        file.unlink()
+    fresh = cache_on(SqliteStore(folder), index_dir=folder / "index")
+    put(fresh, UNRELATED)  # takes entry id 1 again, the id STORED had in the snapshot
+
+    assert lookup(fresh, SIMILAR).outcome == "miss"
+    fresh.close()
 
 
 def test_a_stale_or_broken_index_snapshot_is_caught_up_from_the_store(tmp_path: Path):
@@ -215,6 +245,42 @@ def test_two_processes_sharing_redis_serve_each_others_entries_but_not_across_te
     # ...and another tenant still does not.
     assert lookup(cache, SIMILAR, namespace("globex")).outcome == "miss"
     cache.close()
+
+
+def test_after_redis_loses_its_keys_old_index_ids_never_serve_new_entries(redis_url: str, redis_prefix: str):
+    reader = cache_on(RedisStore(redis_url, prefix=redis_prefix))
+    put(reader, STORED)
+    assert lookup(reader, SIMILAR).entry.text == STORED
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.scan_iter(match=f"{redis_prefix}:*"))  # FLUSHDB, or a restart without persistence
+    client.close()
+    writer = cache_on(RedisStore(redis_url, prefix=redis_prefix))
+    # Entry ids start again at 1: an exact-only entry of the same namespace (no vector, so
+    # no change logged for the reader's index) takes STORED's id, another tenant's the next.
+    writer.put(namespace(), key="other", text=None, response={"answer": "another request"}, model="m")
+    put(writer, SIMILAR, namespace("globex"))
+
+    assert lookup(reader, SIMILAR).outcome == "miss"
+    put(writer, UNRELATED)
+    assert lookup(reader, UNRELATED.replace("weekend", "week")).entry.text == UNRELATED
+    writer.close()
+    reader.close()
+
+
+def test_an_index_id_that_names_another_namespaces_entry_is_not_served():
+    store = MemoryStore()
+    cache = cache_on(store)
+    put(cache, STORED)
+    stale = cache._spaces[namespace().key].index
+    assert stale is not None
+    put(cache, SIMILAR, namespace("globex"))
+    globex_id = next(iter(cache._spaces[namespace("globex").key].index._ids))
+    stale.add([globex_id], HashingEmbedder().embed([SIMILAR]))  # an index out of step with its store
+
+    found = lookup(cache, SIMILAR)
+
+    assert found.entry is None or found.entry.namespace == namespace().key
+    assert globex_id not in stale
 
 
 def test_a_vector_given_by_the_caller_skips_the_embedder(hashing_embedder: HashingEmbedder):

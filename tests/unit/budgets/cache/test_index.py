@@ -57,20 +57,27 @@ def test_the_index_is_saved_and_loaded_with_its_ids(tmp_path: Path):
         index = FaissIndex(16, exact_limit=limit, cell_size=32, probe_vectors=800)
         index.add(list(range(1000, 1800)), x)
         path = tmp_path / f"{limit}.faiss"
-        index.save(path)
+        index.save(path, {"cursor": "c-7"})
 
-        loaded = FaissIndex.load(path, 16, exact_limit=limit, cell_size=32, probe_vectors=800)
+        loaded, meta = FaissIndex.load(path, exact_limit=limit, cell_size=32, probe_vectors=800)
 
+        assert meta == {"cursor": "c-7", "dim": 16}
         assert loaded.kind == index.kind and len(loaded) == 800
         assert loaded.search(x[5], 1)[0][0] == 1005
         loaded.remove([1005])
         assert loaded.search(x[5], 1)[0][0] != 1005
 
 
-def test_loading_an_index_of_another_dimension_fails(tmp_path: Path):
+def test_a_file_that_is_not_a_snapshot_or_disagrees_with_its_header_fails_to_load(tmp_path: Path):
     index = FaissIndex(16)
     index.add([1], unit_vectors(1))
-    index.save(tmp_path / "i.faiss")
+    index.save(tmp_path / "i.faiss", {})
+    body = (tmp_path / "i.faiss").read_bytes().partition(b"\n")[2]
+    (tmp_path / "wrong-dim.faiss").write_bytes(b'{"dim":32}\n' + body)
+    (tmp_path / "bare.faiss").write_bytes(body)
 
     with pytest.raises(ValueError, match="dimension 16, expected 32"):
-        FaissIndex.load(tmp_path / "i.faiss", 32)
+        FaissIndex.load(tmp_path / "wrong-dim.faiss")
+    with pytest.raises(ValueError, match="cannot read"):
+        FaissIndex.load(tmp_path / "bare.faiss")
+    assert not list(tmp_path.glob("*.tmp"))
