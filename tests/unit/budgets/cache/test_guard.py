@@ -74,6 +74,75 @@ def test_a_reversal_by_opposite_words_is_refused():
     assert not verdict.accepted and verdict.reason.startswith("opposite terms: `gain` vs `lose`")
 
 
+@pytest.mark.parametrize(
+    ("query", "cached", "reason"),
+    [
+        (
+            "Should we move our servers from AWS to GCP?",
+            "Should we move our servers from GCP to AWS?",
+            "roles swapped: `aws` and `gcp`",
+        ),
+        (
+            "Is Python faster than Java for our backend?",
+            "Is Java faster than Python for our backend?",
+            "roles swapped: `python` and `java`",
+        ),
+        (
+            "Should we expand to Germany before France?",
+            "Should we expand to France before Germany?",
+            "roles swapped: `germany` and `france`",
+        ),
+        (
+            "Should we migrate billing to microservices?",
+            "Should we migrate billing from microservices?",
+            "opposite terms: `to` vs `from`",
+        ),
+        (
+            "How much does it cost to hire a senior engineer in London?",
+            "How much does it cost to hire a junior engineer in London?",
+            "opposite terms: `senior` vs `junior`",
+        ),
+        (
+            "What is the annual cost of our AWS bill?",
+            "What is the monthly cost of our AWS bill?",
+            "opposite terms: `annual` vs `monthly`",
+        ),
+        (
+            "What are the risks of raising prices for enterprise customers?",
+            "What are the risks of raising prices for small business customers?",
+            "opposite terms: `enterprise` vs `small`",
+        ),
+        (
+            "Is a latency of 200ms acceptable for checkout?",
+            "Is a latency of 200 s acceptable for checkout?",
+            "units differ: 200.0 ms vs 200.0 s",
+        ),
+        (
+            "Should we hire 6 engineers for 4 months?",
+            "Should we hire 6 engineers for 4 weeks?",
+            "units differ: 4.0 month vs 4.0 week",
+        ),
+    ],
+)
+def test_swapped_roles_directions_alternatives_and_units_are_refused(query: str, cached: str, reason: str):
+    # all-MiniLM-L6-v2 puts each pair at 0.89 to 0.996, far above the threshold.
+    verdict = GUARD.judge(query, cached, 0.99, 0.78)
+    assert not verdict.accepted and verdict.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        ("How do I learn Python quickly?", "How do I quickly learn Python?"),
+        ("What is the annual cost of our AWS bill?", "What is the yearly cost of our AWS bill?"),
+        ("Can we spend $500 on ads this month?", "Can we spend 500 dollars on ads this month?"),
+        ("Send the report to the board before Friday", "Before Friday, send the report to the board"),
+    ],
+)
+def test_reordered_words_synonymous_periods_and_unit_spellings_are_served(query: str, cached: str):
+    assert GUARD.judge(query, cached, 0.99, 0.78).accepted
+
+
 def test_different_named_entities_are_refused():
     verdict = GUARD.judge(
         "What is the best way to learn Java for a backend job?",
