@@ -5,13 +5,18 @@ the limits (a hit costs nothing, so no limit needs to see it)::
 
     router -> cache -> limits -> model
 
-What is cached: the final structured answer of a model tier (``output`` set,
-no tool calls, no parse error). Tool-call turns, repairs of a bad answer and
-the ``local`` tier (free and deterministic) are never cached. A request is
-looked up in its namespace (:func:`namespace_of`) by exact key first; only a
-request whose non-system messages are all human messages gets a semantic
-lookup (a conversation carrying tool results or earlier answers must match
-exactly).
+What is cached: each model turn of a model tier that did not fail: the
+structured answer, or the tool calls the model asked for (stored as
+``{"$tool_calls": [{"name", "args"}], "content": ...}``). A served tool-call
+turn gets fresh call ids; the tools then run for real, and the next turn,
+whose request carries their results, is looked up like any other. So an
+agent that calls tools is answered from the cache as a whole when its tools
+return what they returned before, and calls the model again from the first
+result that differs. Answers that failed the schema and the ``local`` tier
+(free and deterministic) are never cached. A request is looked up in its
+namespace (:func:`namespace_of`) by exact key first; only a request whose
+non-system messages are all human messages gets a semantic lookup (a
+conversation carrying tool results or earlier answers must match exactly).
 
 A cache failure (Redis down, a broken file) never fails the call: it is
 logged and the model is called as if the cache were not there.
@@ -23,12 +28,14 @@ import atexit
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
 
 from budgets.cache.base import Namespace, exact_key, short_hash
 from budgets.cache.cache import Lookup, SemanticCache
@@ -48,6 +55,9 @@ from budgets.plugins.base import CallNext, PluginContext, register
 from budgets.request import CallRequest, CallResult, Decision, unbilled_call, usd
 
 logger = logging.getLogger(__name__)
+
+TOOL_CALLS_KEY = "$tool_calls"
+"""Key of a stored tool-call turn's calls (not a valid field name, so no answer schema has it)."""
 
 
 class Prompt:
@@ -187,10 +197,20 @@ class CachePlugin:
     def _serve(self, request: CallRequest, lookup: Lookup) -> CallResult | None:
         entry = lookup.entry
         assert entry is not None
+        output: BaseModel | None = None
+        tool_calls: list[ToolCall] = []
         try:
-            output = request.schema.model_validate(entry.response)
-        except ValueError:
-            logger.warning("Cached answer %s no longer validates as `%s`", entry.id, request.schema.__name__)
+            if TOOL_CALLS_KEY in entry.response:
+                tool_calls = [
+                    ToolCall(name=str(c["name"]), args=dict(c["args"]), id=f"call_{uuid.uuid4().hex[:24]}")
+                    for c in entry.response[TOOL_CALLS_KEY]
+                ]
+                if not tool_calls or {c["name"] for c in tool_calls} - {t.name for t in request.tools}:
+                    raise ValueError("the stored tool calls name tools the request does not offer")
+            else:
+                output = request.schema.model_validate(entry.response)
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning("Cached answer %s does not fit `%s`: %s", entry.id, request.schema.__name__, exc)
             return None
         action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
         reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
@@ -203,6 +223,9 @@ class CachePlugin:
             cache_hit=True,
         )
         call["saved_micro_usd"] = entry.cost_micro_usd
+        if tool_calls:
+            message = AIMessage(content=str(entry.response.get("content", "")), tool_calls=tool_calls)
+            return CallResult(tool_calls=tool_calls, message=message, calls=[call])
         return CallResult(output=output, calls=[call])
 
     def _store(
@@ -215,14 +238,18 @@ class CachePlugin:
         result: CallResult,
         semantic: bool,
     ) -> None:
-        assert result.output is not None
+        if result.output is not None:
+            response = result.output.model_dump(mode="json")
+        else:
+            calls = [{"name": c["name"], "args": c["args"]} for c in result.tool_calls]
+            response = {TOOL_CALLS_KEY: calls, "content": result.message.text if result.message else ""}
         try:
             cache.put(
                 namespace,
                 key=prompt.key,
                 text=prompt.text if semantic else None,
                 vector=lookup.vector,
-                response=result.output.model_dump(mode="json"),
+                response=response,
                 model=result.calls[-1]["model"],
                 input_tokens=sum(c["input_tokens"] for c in result.calls),
                 output_tokens=sum(c["output_tokens"] for c in result.calls),
@@ -233,10 +260,9 @@ class CachePlugin:
 
 
 def _cacheable(request: CallRequest, result: CallResult) -> bool:
-    """A final answer of the request's own tier, from a priced model call."""
+    """An answer or a tool-call turn of the request's own tier, from a priced model call."""
     return (
-        result.output is not None
-        and not result.tool_calls
+        (result.output is not None or bool(result.tool_calls))
         and result.parse_error is None
         and bool(result.calls)
         and all(c["tier"] == request.tier and not c["cache_hit"] for c in result.calls)

@@ -64,6 +64,27 @@ def test_a_task_run_twice_is_answered_from_the_cache_the_second_time(
     assert (clean_env / ".budgetgraph" / "cache" / "entries.sqlite").exists()
 
 
+def test_an_agent_that_called_a_tool_is_answered_from_the_cache_tool_turn_included(
+    models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
+):
+    openai_server.script_tool_calls("cto", [{"name": "calculate", "arguments": {"expression": "6 * 40 * 4"}}])
+    gateway = Gateway(
+        load_models(models_file), load_budgets(None, node_names=NODE_NAMES), default_chain=CHAIN
+    )
+    graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
+
+    first = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("first"))
+    served = len(openai_server.chat_requests())
+    second = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("second"))
+
+    assert served == 5  # planner, cto's tool turn, cto's answer, coo, reconcile
+    assert len(openai_server.chat_requests()) == served, "the second run called the model"
+    assert second["analyses"] == first["analyses"]
+    cto = [r for r in second["spend"] if r["node"] == "cto"]
+    assert len(cto) == 2 and all(r["cache_hit"] and r["cost_micro_usd"] == 0 for r in cto)
+    assert sum(r["cost_micro_usd"] for r in second["spend"]) == 0
+
+
 def test_a_reworded_task_reuses_the_plan_but_a_changed_number_does_not(
     models_file: Path, openai_server: FakeOpenAIServer
 ):
