@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from budgets.errors import ConfigError
 from budgets.yamlfile import YamlDocument
 
 M = TypeVar("M", bound=BaseModel)
@@ -268,6 +269,8 @@ class BudgetsConfig:
         chain: The default plugin chain, or ``None`` for the gateway's own.
         sections: Top-level sections owned by plugins, unvalidated.
         document: The parsed file, for validating sections with line numbers.
+        node_names: Every name a node may be given in the file, mapped to the
+            graph's node name; a section's ``nodes:`` keys are resolved with it.
     """
 
     source: str
@@ -278,6 +281,7 @@ class BudgetsConfig:
     chain: tuple[str, ...] | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
     document: YamlDocument | None = None
+    node_names: Mapping[str, str] = field(default_factory=dict)
 
     def windows_for(self, tenant: str) -> Windows:
         """The windows of ``tenant``: its own entries, else the defaults."""
@@ -293,16 +297,39 @@ class BudgetsConfig:
     def section(self, name: str, model: type[M]) -> M:
         """Validate the top-level section ``name``, owned by the plugin of that name.
 
-        A missing section validates as ``{}`` (the model's defaults).
+        A missing section validates as ``{}`` (the model's defaults). When the
+        section has per-node overrides (a mapping field named ``nodes``), their
+        keys are resolved like the ``budgets`` section's (``cto_agent`` ->
+        ``cto``), and an unknown node is a problem.
 
         Raises:
-            ConfigError: The section fails ``model``; every problem is listed with its line.
+            ConfigError: The section fails ``model`` or names an unknown node;
+                every problem is listed with its line.
         """
         data = self.sections.get(name) or {}
         if self.document is None:
-            return model.model_validate(data)
-        parsed, problems = self.document.validate(model, data, (name,))
-        if parsed is None:
+            parsed: M | None = model.model_validate(data)
+            problems: list[str] = []
+        else:
+            parsed, problems = self.document.validate(model, data, (name,))
+        nodes = getattr(parsed, "nodes", None)
+        if parsed is not None and isinstance(nodes, dict) and self.node_names:
+            resolved = {}
+            for key, value in nodes.items():
+                node = self.node_names.get(key)
+                if node is None:
+                    known = ", ".join(sorted(self.node_names))
+                    message = f"unknown node `{key}`; known: {known}"
+                    loc = (name, "nodes", key)
+                    problems.append(self.document.problem(loc, message) if self.document else message)
+                elif node in resolved:
+                    problems.append(f"`{name}.nodes`: node `{node}` is given twice")
+                else:
+                    resolved[node] = value
+            parsed = parsed.model_copy(update={"nodes": resolved})
+        if problems or parsed is None:
+            if self.document is None:
+                raise ConfigError(path=self.source, problems=problems)
             raise self.document.fail(problems)
         return parsed
 
@@ -437,6 +464,7 @@ def load_budgets(
         chain=tuple(chain) if chain is not None else None,
         sections=sections,
         document=doc,
+        node_names=dict(node_names),
     )
 
 

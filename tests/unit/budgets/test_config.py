@@ -167,3 +167,20 @@ def test_the_extended_format_adds_actions_windows_and_tenants(tmp_path: Path):
 def test_bad_extended_entries_are_named(tmp_path: Path, text: str, key: str):
     (problem,) = problems_of(tmp_path, text)
     assert f"`{key}`" in problem
+
+
+def test_a_plugin_sections_node_overrides_resolve_node_names_and_name_unknown_ones(tmp_path: Path):
+    import budgets.plugins.cache  # noqa: F401  (registers the `cache` section)
+    from budgets.cache import CacheSettings
+
+    good = load(tmp_path, "budgets: {}\ncache:\n  nodes:\n    cto_agent: {enabled: false}\n")
+    settings = good.section("cache", CacheSettings)
+    bad = load(tmp_path, "budgets: {}\ncache:\n  nodes:\n    cto_agent: {enabled: false}\n    reconcil: {}\n")
+
+    assert not settings.enabled_for("cto") and settings.enabled_for("coo")
+    with pytest.raises(ConfigError) as info:
+        bad.section("cache", CacheSettings)
+    (problem,) = info.value.problems
+    assert problem.startswith(
+        f"{tmp_path / 'budgets.yaml'}:5: `cache.nodes.reconcil`: unknown node `reconcil`"
+    )
