@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,6 +76,11 @@ def eval_pairs(
             "--pairwise", help="Give each pair a cache holding only its own text_a (pair classification)."
         ),
     ] = False,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=1, help="Score this many pairs drawn at random (all when omitted)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --sample's draw (random.Random).")] = 0,
     budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -84,6 +90,8 @@ def eval_pairs(
         rows = read_pairs(pairs)
     except (ConfigError, PairsError) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
+    if sample is not None and sample < len(rows):
+        rows = random.Random(seed).sample(rows, sample)
     chosen = settings.threshold if threshold is None else threshold
     embedder = build_embedder(settings, os.environ)
     if isinstance(embedder, LocalEmbedder) and not as_json:

@@ -122,6 +122,14 @@ def test_cache_eval_reads_gzipped_labelled_pairs_and_the_guard_cuts_false_hits(
     assert guarded.false_hits < cosine.false_hits
     assert guarded.precision > cosine.precision
 
+    # --sample draws the pairs as random.Random(seed).sample does, so a sample's figures can be checked.
+    drawn = CliRunner().invoke(
+        cache_app,
+        ["eval", "--pairs", str(path), "--threshold", "0.8", "--sample", "30", "--seed", "7", "--json"],
+    )
+    expected = evaluate(random.Random(7).sample(pairs, 30), embedder, threshold=0.8).summary()
+    assert json.loads(drawn.stdout) == expected and expected["hits"] + expected["misses"] == 30
+
 
 class Remembering:
     """Embeds each text once (two evaluations of one sample share the vectors)."""
