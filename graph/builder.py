@@ -14,6 +14,7 @@ their own persistence).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -175,12 +176,14 @@ class _Nodes:
     def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         task = _task_of(state)
         review = state.get("review") or {}
-        note = review.get("note") if review.get("decision") == "replan" else None
+        plan = state.get("plan")
+        # A re-plan note stands until the next one: an edit after a re-plan keeps it (and the plan).
+        note = review.get("note") if review.get("decision") == "replan" else (plan or {}).get("replan_note")
         constraints = state.get("constraints") or []
         inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
-        plan = state.get("plan")
+        threshold = (runtime.context or Context()).review_threshold
         if plan is not None and plan.get("inputs") == inputs:
-            return {"node_runs": [_run("planner", inputs, reused=True)]}
+            return {"review_threshold": threshold, "node_runs": [_run("planner", inputs, reused=True)]}
         session = self._session("planner", state.get("spend", []), runtime)
         general = [c["text"] for c in constraints_for("planner", constraints)]
         made = agents.plan(session, self._gateway(runtime), task=task, constraints=general, note=note)
@@ -188,6 +191,7 @@ class _Nodes:
             "task": task,
             "plan": {**made.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs},
             "reconciliation": None,
+            "review_threshold": threshold,
             "spend": session.calls,
             "node_runs": [_run("planner", inputs, calls=session.calls)],
         }
@@ -228,6 +232,8 @@ class _Nodes:
 
     def review(self, state: State, runtime: Runtime[Context]) -> Command:
         context = runtime.context or Context()
+        threshold = state.get("review_threshold", context.review_threshold)
+        context = dataclasses.replace(context, review_threshold=threshold)
         reconciliation = state.get("reconciliation") or {}
         score = int(reconciliation.get("risk_score", 0))
         replans = state.get("replans", 0)

@@ -270,7 +270,9 @@ def edit(
         return {"constraints": [*removals, *(add_constraint or [])]}
 
     def extend(report: dict[str, Any], values: dict[str, Any]) -> None:
-        report.update(edit_summary(before["runs"], values.get("node_runs", [])))
+        report.update(
+            edit_summary(before["runs"], values.get("node_runs", []), pending=report.get("next") or [])
+        )
 
     context = _context(tenant, review_threshold, as_json)
     _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json, extend=extend)

@@ -119,6 +119,10 @@ class State(TypedDict, total=False):
         review: The review's outcome: ``decision`` (``auto-approved``,
             ``approved``, ``rejected`` or ``replan``), ``by``, ``note``.
         replans: Re-plans done so far (at most ``Context.max_replans``).
+        review_threshold: The review threshold of the invocation that last ran
+            the planner. The review decides with it, so when a paused run is
+            resumed (and the review node runs again from its start) it pauses
+            the same way and takes the answer, whatever context the resume has.
         spend: One :class:`~budgets.ModelCall` per model call or local step.
         node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
@@ -131,6 +135,7 @@ class State(TypedDict, total=False):
     reconciliation: dict[str, Any] | None
     review: dict[str, Any] | None
     replans: int
+    review_threshold: int
     spend: Annotated[list[ModelCall], operator.add]
     node_runs: Annotated[list[NodeRun], operator.add]
 

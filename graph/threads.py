@@ -69,12 +69,15 @@ def copy_checkpoint(
     saver.put(target, found.checkpoint, metadata, dict(found.checkpoint["channel_versions"]))  # type: ignore[arg-type]
 
 
-def edit_summary(before: Sequence[NodeRun], after: Sequence[NodeRun]) -> dict[str, Any]:
+def edit_summary(
+    before: Sequence[NodeRun], after: Sequence[NodeRun], *, pending: Sequence[str] = ()
+) -> dict[str, Any]:
     """What an edit re-ran and reused, and the USD the reuse saved.
 
     Args:
         before: ``node_runs`` before the edit.
         after: ``node_runs`` after it.
+        pending: Nodes the run waits in (a review that paused ran again too).
 
     Returns:
         ``rerun`` and ``reused`` (node names, in graph order) and ``saved_usd``:
@@ -82,7 +85,7 @@ def edit_summary(before: Sequence[NodeRun], after: Sequence[NodeRun]) -> dict[st
         would have spent again.
     """
     new = list(after)[len(before) :]
-    rerun = [n for n in NODES if any(r["node"] == n and not r["reused"] for r in new)]
+    rerun = [n for n in NODES if n in pending or any(r["node"] == n and not r["reused"] for r in new)]
     reused = [n for n in NODES if n not in rerun]
     last_cost: dict[str, int] = {}
     for run in before:

@@ -51,6 +51,26 @@ def test_an_operations_edit_reruns_coo_reconcile_and_review_only(
     assert any(c["area"] == "operations" for c in edited["constraints"])
 
 
+def test_an_edit_that_pauses_for_review_says_review_ran_and_a_replan_note_keeps_the_plan(
+    openai_server: FakeOpenAIServer, models_file: Path, checkpointer: str
+):
+    thread = f"note-{uuid.uuid4().hex[:8]}"
+    opts = ("--models", str(models_file), "--checkpointer", checkpointer)
+    assert cli_json("run", TASK, "--thread", thread, "--review-threshold", "1", *opts)[0] == 3  # paused
+    code, replanned = cli_json("resume", thread, "--replan", "Phase the migration over two quarters", *opts)
+    assert code == 0 and replanned["plan"]["replan_note"] == "Phase the migration over two quarters"
+    served = len(openai_server.chat_requests())
+
+    code, edited = cli_json(
+        "edit", thread, "--add-constraint", "No new hires before Q3", "--review-threshold", "1", *opts
+    )
+
+    assert code == 3 and edited["status"] == "paused" and edited["next"] == ["review"]
+    assert edited["rerun"] == ["coo", "reconcile", "review"] and edited["reused"] == ["planner", "cto"]
+    assert sorted(r.agent for r in openai_server.chat_requests()[served:]) == ["coo", "reconcile"]
+    assert edited["plan"]["replan_note"] == "Phase the migration over two quarters"
+
+
 def test_a_technical_edit_reruns_cto_and_removing_it_again_reuses_coo(
     openai_server: FakeOpenAIServer, models_file: Path, checkpointer: str
 ):
