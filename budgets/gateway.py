@@ -194,6 +194,7 @@ class Gateway:
                     cost_micro_usd=call["cost_micro_usd"],
                     saved_micro_usd=call.get("saved_micro_usd", 0),
                     cache_hit=call["cache_hit"],
+                    cache=call.get("cache", ""),
                     alerts=[d["reason"] for d in call["decisions"] if d["action"] == "warn"],
                 ),
             )

@@ -38,14 +38,13 @@ def build_report(
         ``total`` (calls, tokens, ``cost_usd``), ``by_node`` / ``by_model`` /
         ``by_tier`` / ``by_day`` / ``by_tenant`` (each a list of groups with
         calls, tokens and ``cost_usd``), ``runs`` (count, calls, tokens and
-        average cost per run), ``cache`` (hits, lookups as calls, ``saved_usd``),
+        average cost per run), ``cache`` (see :func:`_cache_summary`),
         ``alerts``, ``premium`` (what the same calls would have cost at the
         premium tier, and the saving) and ``recommendations`` (strings).
     """
     records = ledger.records(since=since, tenant=tenant)
     total = _group_sum(records)
     runs = {r["thread_id"] for r in records}
-    hits = [r for r in records if r["cache_hit"]]
     premium = _premium_cost(records, models)
     report: dict[str, Any] = {
         "since": since.isoformat() if since else None,
@@ -62,11 +61,7 @@ def build_report(
             "tokens_per_run": round(total["tokens"] / len(runs), 1) if runs else 0,
             "avg_cost_usd": float(usd(total["cost_micro_usd"]) / len(runs)) if runs else 0.0,
         },
-        "cache": {
-            "hits": len(hits),
-            "hit_rate": round(len(hits) / len(records), 4) if records else 0.0,
-            "saved_usd": float(usd(sum(r["saved_micro_usd"] for r in records))),
-        },
+        "cache": _cache_summary(records),
         "alerts": [
             a for a in ledger.alerts(since=since) if tenant is None or f"tenant:{tenant}:" in a["scope"]
         ],
@@ -77,6 +72,33 @@ def build_report(
     }
     report["recommendations"] = _recommend(report)
     return report
+
+
+def _cache_summary(records: Sequence[LedgerRecord]) -> dict[str, Any]:
+    """The cache's work in ``records``.
+
+    Returns:
+        ``hits`` (``exact_hits`` + ``semantic_hits``, plus hits recorded before
+        the split was kept), ``misses`` (refusals included), ``refusals``
+        (misses because the guard refused the nearest candidate), ``lookups``,
+        ``hit_rate`` (hits per lookup) and ``saved_usd``: what the hits' answers
+        cost when they were first made.
+    """
+    outcomes = [r.get("cache", "") for r in records]
+    hits = sum(r["cache_hit"] for r in records)
+    refusals = outcomes.count("refused")
+    misses = outcomes.count("miss") + refusals
+    lookups = hits + misses
+    return {
+        "hits": hits,
+        "exact_hits": outcomes.count("exact"),
+        "semantic_hits": outcomes.count("semantic"),
+        "misses": misses,
+        "refusals": refusals,
+        "lookups": lookups,
+        "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
+        "saved_usd": float(usd(sum(r["saved_micro_usd"] for r in records))),
+    }
 
 
 def _group_sum(records: Sequence[LedgerRecord]) -> dict[str, Any]:
@@ -129,14 +151,18 @@ def _recommend(report: dict[str, Any]) -> list[str]:
                 f"`{top['key']}` makes {share:.0%} of the spend: give it a tighter `max_cost_usd` "
                 "or a lower `max_tier`, or cache its answers."
             )
-    lookups = report["total"]["calls"]
-    if lookups and report["cache"]["hits"] and report["cache"]["hit_rate"] < LOW_HIT_RATE:
+    cache = report["cache"]
+    if cache["lookups"] and cache["hits"] and cache["hit_rate"] < LOW_HIT_RATE:
         out.append(
-            f"The cache answered {report['cache']['hit_rate']:.0%} of calls: lower its threshold "
+            f"The cache answered {cache['hit_rate']:.0%} of its lookups: lower its threshold "
             "for nodes that repeat similar prompts."
         )
-    elif lookups and not report["cache"]["hits"]:
-        out.append("No call was answered from the cache: enable the `cache` plugin for repeated tasks.")
+    model_calls = sum(g["calls"] for g in report["by_tier"] if g["key"] != "local")
+    if model_calls and not cache["lookups"]:
+        out.append(
+            "No model call went through the cache: put the `cache` plugin in the chain "
+            "(or unset BUDGETGRAPH_CACHE=off) for repeated tasks."
+        )
     premium_tier = [g for g in report["by_tier"] if g["key"] == "premium"]
     if premium_tier and total and premium_tier[0]["cost_micro_usd"] / total > DOMINANT_SHARE:
         out.append("Most of the spend is at the premium tier: route simpler requests to standard or economy.")

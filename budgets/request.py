@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, NotRequired
+from typing import Any, Literal, NotRequired
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 from langchain_core.tools import BaseTool
@@ -36,6 +36,11 @@ MESSAGE_OVERHEAD_TOKENS = 4
 def usd(micro_usd: int) -> Decimal:
     """Convert integer micro-dollars to a ``Decimal`` amount of USD."""
     return Decimal(micro_usd) / MICRO
+
+
+CacheOutcome = Literal["exact", "semantic", "miss", "refused"]
+"""What the cache did for a call: an exact or semantic hit, a miss, or a miss
+because the guard refused the nearest candidate."""
 
 
 class Decision(TypedDict):
@@ -68,6 +73,8 @@ class ModelCall(TypedDict):
     decisions: list[Decision]
     saved_micro_usd: NotRequired[int]
     """On a cache hit: what the answer cost when it was first made (micro-USD)."""
+    cache: NotRequired[CacheOutcome]
+    """What the cache did, when the call went through it."""
 
 
 def unbilled_call(

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 
@@ -105,6 +105,11 @@ def _reconciliation(r: dict[str, Any]) -> Panel:
     return Panel(Group(*parts), title="Reconciliation", subtitle=f"written by {r.get('authored_by', '?')}")
 
 
+def _cache_cell(row: dict[str, Any]) -> str:
+    """The cache column: ``exact``/``semantic`` hit, ``miss``, ``refused`` (by the guard) or ``-``."""
+    return str(row.get("cache") or ("hit" if row["cache_hit"] else "-"))
+
+
 def _spend(spend: dict[str, Any]) -> Table:
     table = Table(
         "#",
@@ -115,7 +120,7 @@ def _spend(spend: dict[str, Any]) -> Table:
         "output tok",
         "USD",
         "ms",
-        "cache hit",
+        "cache",
         title="Spend",
         show_footer=True,
     )
@@ -129,7 +134,7 @@ def _spend(spend: dict[str, Any]) -> Table:
             str(row["output_tokens"]),
             f"{row['cost_usd']:.6f}" + ("" if row["priced"] else " (no price)"),
             str(row["latency_ms"]),
-            "yes" if row["cache_hit"] else "no",
+            _cache_cell(row),
         )
     total = spend["total"]
     table.columns[1].footer = "total"
@@ -198,7 +203,9 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
         f"{runs['avg_cost_usd']:.6f} USD per run on average"
     )
     console.print(
-        f"Cache: {cache['hits']} hits ({cache['hit_rate']:.0%} of calls), {cache['saved_usd']:.6f} USD saved"
+        f"Cache: {cache['lookups']} lookups, {cache['hits']} hits ({cache['exact_hits']} exact, "
+        f"{cache['semantic_hits']} semantic; {cache['hit_rate']:.0%}), {cache['misses']} misses "
+        f"({cache['refusals']} refused by the guard), {cache['saved_usd']:.6f} USD saved"
     )
     console.print(
         f"All at premium: {premium['cost_usd']:.6f} USD; routing saved {premium['saved_usd']:.6f} USD"
@@ -218,7 +225,7 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
 def render_history(console: Console, thread: str, rows: list[dict[str, Any]]) -> None:
     """Print a thread's checkpoints, newest first."""
     table = Table(
-        "checkpoint",
+        Column("checkpoint", no_wrap=True, min_width=36),  # copied whole into `fork --checkpoint`
         "step",
         "source",
         "written by",

@@ -28,6 +28,9 @@ def spend_rows(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
             "priced": c["priced"],
             "latency_ms": c["latency_ms"],
             "cache_hit": c["cache_hit"],
+            "cache": c.get("cache", ""),
+            "saved_usd": float(usd(c.get("saved_micro_usd", 0))),
+            "saved_micro_usd": c.get("saved_micro_usd", 0),
             "tool_calls": c["tool_calls"],
             "decisions": c["decisions"],
         }

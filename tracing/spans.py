@@ -221,6 +221,9 @@ def record_result(
             attributes[attr.PROVIDER] = provider
         if server_url and not local:
             attributes.update(server_attributes(server_url))
+        outcome = next((str(c["cache"]) for c in calls if c.get("cache")), "")
+        if outcome:
+            attributes[attr.CACHE_OUTCOME] = outcome
         saved = sum(int(c.get("saved_micro_usd", 0)) for c in calls)
         if saved:
             attributes[attr.SAVED_MICRO_USD] = saved

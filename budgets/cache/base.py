@@ -47,9 +47,11 @@ class Namespace:
         tier: The tier answering.
         model: The model the tier calls.
         prompt: Hash of the prompt version: system messages and tool schemas.
-        sampling: Hash of the sampling settings (temperature).
+        sampling: Hash of the sampling settings (temperature, completion cap).
         schema: Output schema as ``Name@hash`` of its JSON schema.
         embedder: The embedder whose vectors the namespace's index holds.
+        endpoint: Hash of the server the model is called on (base URL and
+            provider): the same model name on another server is another model.
     """
 
     tenant: str
@@ -60,6 +62,7 @@ class Namespace:
     sampling: str
     schema: str
     embedder: str
+    endpoint: str = ""
 
     @cached_property
     def key(self) -> str:
@@ -69,7 +72,7 @@ class Namespace:
 
     @property
     def label(self) -> str:
-        """A readable path: ``tenant/node/tier/model/Schema@hash/prompt/sampling/embedder``.
+        """A readable path: ``tenant/node/tier/model/Schema@hash/prompt/sampling/embedder/endpoint``.
 
         ``budgetgraph cache clear --namespace`` matches it by prefix, so
         ``acme`` names a tenant's namespaces and ``acme/cto`` one node's.
@@ -84,6 +87,7 @@ class Namespace:
                 f"p-{self.prompt[:8]}",
                 f"s-{self.sampling[:8]}",
                 self.embedder,
+                f"e-{self.endpoint[:8]}",
             )
         )
 

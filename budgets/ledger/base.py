@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -125,6 +125,9 @@ class LedgerRecord(TypedDict):
     saved_micro_usd: int
     cache_hit: bool
     alerts: list[str]
+    cache: NotRequired[str]
+    """The cache's outcome: ``exact``, ``semantic``, ``miss``, ``refused`` or ``""``
+    (no lookup); absent from records kept before it was added."""
 
 
 class Ledger(ABC):

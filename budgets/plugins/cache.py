@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage
+from langchain_core.messages.tool import tool_call
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
@@ -52,7 +53,7 @@ from budgets.cache.text import normalize
 from budgets.config import ModelsConfig
 from budgets.errors import ConfigError
 from budgets.plugins.base import CallNext, PluginContext, register
-from budgets.request import CallRequest, CallResult, Decision, unbilled_call, usd
+from budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +96,13 @@ def _canonical(message: BaseMessage) -> dict[str, Any]:
 def namespace_of(request: CallRequest, prompt: Prompt, models: ModelsConfig, embedder: str) -> Namespace:
     """The namespace of ``request``.
 
-    Tenant, node, tier and the tier's model, prompt version (system messages
-    and tool schemas), sampling settings (temperature), output schema (name
-    and a hash of its JSON schema) and the embedder.
+    Tenant, node, tier and the tier's model and server (base URL and
+    provider), prompt version (system messages and tool schemas), sampling
+    settings (temperature and completion cap), output schema (name and a hash
+    of its JSON schema) and the embedder.
     """
-    settings = models.endpoints[request.tier].settings
+    endpoint = models.endpoints[request.tier]
+    settings = endpoint.settings
     schema = request.schema
     return Namespace(
         tenant=request.tenant,
@@ -107,9 +110,10 @@ def namespace_of(request: CallRequest, prompt: Prompt, models: ModelsConfig, emb
         tier=request.tier,
         model=settings.model,
         prompt=prompt.version,
-        sampling=short_hash({"temperature": settings.temperature}),
+        sampling=short_hash({"temperature": settings.temperature, "max_tokens": settings.max_output_tokens}),
         schema=f"{schema.__name__}@{short_hash(schema.model_json_schema(), 12)}",
         embedder=embedder,
+        endpoint=short_hash({"base_url": endpoint.base_url, "provider": settings.provider}),
     )
 
 
@@ -190,6 +194,9 @@ class CachePlugin:
         if lookup.refused:
             request = request.decide(self.name, "refused", lookup.refused[0])
         result = call_next(request)
+        outcome: CacheOutcome = "refused" if lookup.refused else "miss"
+        for call in result.calls:
+            call.setdefault("cache", outcome)
         if _cacheable(request, result):
             self._store(cache, request, prompt, namespace, lookup, result, semantic)
         return result
@@ -202,7 +209,7 @@ class CachePlugin:
         try:
             if TOOL_CALLS_KEY in entry.response:
                 tool_calls = [
-                    ToolCall(name=str(c["name"]), args=dict(c["args"]), id=f"call_{uuid.uuid4().hex[:24]}")
+                    tool_call(name=str(c["name"]), args=dict(c["args"]), id=f"call_{uuid.uuid4().hex[:24]}")
                     for c in entry.response[TOOL_CALLS_KEY]
                 ]
                 if not tool_calls or {c["name"] for c in tool_calls} - {t.name for t in request.tools}:
@@ -223,6 +230,7 @@ class CachePlugin:
             cache_hit=True,
         )
         call["saved_micro_usd"] = entry.cost_micro_usd
+        call["cache"] = "exact" if lookup.outcome == "exact" else "semantic"
         if tool_calls:
             message = AIMessage(content=str(entry.response.get("content", "")), tool_calls=tool_calls)
             return CallResult(tool_calls=tool_calls, message=message, calls=[call])

@@ -61,6 +61,9 @@ def test_a_task_run_twice_is_answered_from_the_cache_the_second_time(
     saved = sum(r["saved_micro_usd"] for r in second["spend"])
     assert saved == sum(r["cost_micro_usd"] for r in first["spend"]) > 0
     assert {d["action"] for r in rows for d in r["decisions"] if d["plugin"] == "cache"} == {"hit-exact"}
+    assert [r["cache"] for r in rows] == ["exact"] * 4 and all(r["saved_usd"] > 0 for r in rows)
+    first_rows = run_report("first", graph.get_state(config("first")))["spend"]["nodes"]
+    assert [r["cache"] for r in first_rows] == ["miss"] * 4
     assert (clean_env / ".budgetgraph" / "cache" / "entries.sqlite").exists()
 
 
@@ -113,8 +116,10 @@ def test_the_cli_shows_the_hits_and_the_cache_commands_report_and_clear_them(
     runner = CliRunner()
     files = ["--models", str(models_file), "--budgets", str(budgets), "--checkpointer", "memory:"]
 
-    runner.invoke(app, ["run", TASK, *files, "--json"])
+    first = runner.invoke(app, ["run", TASK, *files])
     again = json.loads(runner.invoke(app, ["run", TASK, *files, "--json"]).stdout)
+    table = runner.invoke(app, ["run", TASK, *files])
+    report = json.loads(runner.invoke(app, ["report", "--models", str(models_file), "--json"]).stdout)
     stats = runner.invoke(cache_app, ["stats", "--budgets", str(budgets), "--json"])
     cleared = runner.invoke(cache_app, ["clear", "--namespace", "default/planner", "--budgets", str(budgets)])
     after = json.loads(runner.invoke(cache_app, ["stats", "--budgets", str(budgets), "--json"]).stdout)
@@ -122,12 +127,25 @@ def test_the_cli_shows_the_hits_and_the_cache_commands_report_and_clear_them(
 
     assert again["status"] == "done" and again["spend"]["total"]["cost_micro_usd"] == 0
     assert all(r["cache_hit"] for r in again["spend"]["nodes"])
+    assert "│ exact " in table.stdout and "cache: hit-exact - exact match; saves 0.000" in table.stdout
+    assert "│ miss " in first.stdout
+    assert report["cache"] | {"saved_usd": 0} == {
+        "hits": 8,  # the second and third runs
+        "exact_hits": 8,
+        "semantic_hits": 0,
+        "misses": 4,
+        "refusals": 0,
+        "lookups": 12,
+        "hit_rate": 0.6667,
+        "saved_usd": 0,
+    }
+    assert report["cache"]["saved_usd"] > 0
     assert stats.exit_code == 0, stats.output
     total = json.loads(stats.stdout)["total"]
-    assert total["entries"] == 4 and total["exact_hits"] == 4 and total["misses"] == 4
+    assert total["entries"] == 4 and total["exact_hits"] == 8 and total["misses"] == 4
     assert total["saved_micro_usd"] > 0
     assert cleared.exit_code == 0 and "Removed 1 entry from 1 namespace(s)." in cleared.stdout
-    assert after["total"]["entries"] == 3 and after["total"]["exact_hits"] == 4  # counters are kept
+    assert after["total"]["entries"] == 3 and after["total"]["exact_hits"] == 8  # counters are kept
     assert unknown.exit_code == 2
 
 

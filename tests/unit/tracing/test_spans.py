@@ -122,7 +122,17 @@ def test_plugin_decisions_are_span_events(telemetry: Captured):
 def test_a_cache_hit_and_a_local_step_are_marked_and_cost_what_they_cost(telemetry: Captured):
     with model_call_span(node="cto", tier="standard", thread_id="t") as span:
         record_result(
-            span, [row(cache_hit=True, cost_micro_usd=0, input_tokens=0, output_tokens=0, saved_micro_usd=90)]
+            span,
+            [
+                row(
+                    cache_hit=True,
+                    cost_micro_usd=0,
+                    input_tokens=0,
+                    output_tokens=0,
+                    saved_micro_usd=90,
+                    cache="semantic",
+                )
+            ],
         )
     with model_call_span(node="coo", tier="standard", thread_id="t") as span:
         record_result(
@@ -133,6 +143,8 @@ def test_a_cache_hit_and_a_local_step_are_marked_and_cost_what_they_cost(telemet
     assert (hit.attributes or {})["budgetgraph.cache_hit"] is True
     assert (hit.attributes or {})["budgetgraph.cost_micro_usd"] == 0
     assert (hit.attributes or {})["budgetgraph.saved_micro_usd"] == 90
+    assert (hit.attributes or {})["budgetgraph.cache.outcome"] == "semantic"
+    assert "budgetgraph.cache.outcome" not in (local.attributes or {})  # no lookup
     assert local.name == "chat local-rules" and (local.attributes or {})["budgetgraph.tier"] == "local"
     assert "gen_ai.provider.name" not in (local.attributes or {})
 

@@ -143,10 +143,6 @@ def test_a_guard_refusal_is_recorded_on_the_call_that_follows(models: ModelsConf
     assert decision["action"] == "refused" and decision["reason"].startswith("numbers differ: 9 vs 6")
 
 
-def temperature_models(tmp_path: Path) -> ModelsConfig:
-    return load_models(write_models(tmp_path / "hot.yaml", "http://127.0.0.1:9/v1", temperature=0.9))
-
-
 @pytest.mark.parametrize(
     ("boundary", "changed"),
     [
@@ -171,27 +167,54 @@ def test_an_entry_is_never_served_across_a_namespace_boundary(
     assert plugin.wrap(request(**changed), model).calls[0]["cache_hit"]  # its own entry is served
 
 
-def test_sampling_settings_are_part_of_the_namespace(models: ModelsConfig, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("boundary", "base_url", "settings"),
+    [
+        ("temperature", "http://127.0.0.1:9/v1", {"temperature": 0.9}),
+        ("completion cap", "http://127.0.0.1:9/v1", {"max_output_tokens": 512}),
+        ("server", "http://127.0.0.1:8/v1", {}),
+        ("provider", "http://127.0.0.1:9/v1", {"provider": "vllm"}),
+    ],
+)
+def test_sampling_settings_and_the_models_server_are_part_of_the_namespace(
+    models: ModelsConfig, tmp_path: Path, boundary: str, base_url: str, settings: dict
+):
     cache = SemanticCache(MemoryStore(), HashingEmbedder(), flush_s=0)
     model = Model()
     plugin_for(models, cache=cache).wrap(request(), model)
+    other = load_models(write_models(tmp_path / "other.yaml", base_url, **settings))
 
-    plugin_for(temperature_models(tmp_path), cache=cache).wrap(request(), model)
+    plugin_for(other, cache=cache).wrap(request(), model)
 
-    assert len(model.requests) == 2
+    assert len(model.requests) == 2, f"served across the {boundary} boundary"
+    assert plugin_for(models, cache=cache).wrap(request(), model).calls[0]["cache_hit"]
 
 
-def test_tool_call_turns_parse_errors_and_the_local_tier_are_never_stored(models: ModelsConfig):
+def test_a_tool_call_turn_is_served_again_with_fresh_call_ids(models: ModelsConfig):
     plugin, model = plugin_for(models), Model()
     model.reply = lambda r: CallResult(
-        tool_calls=[{"name": "calculate", "args": {"expression": "1+1"}, "id": "c1", "type": "tool_call"}],
-        message=AIMessage(""),
+        tool_calls=[{"name": "calculate", "args": {"expression": "6*40*4"}, "id": "c1", "type": "tool_call"}],
+        message=AIMessage(
+            "", tool_calls=[{"name": "calculate", "args": {"expression": "6*40*4"}, "id": "c1"}]
+        ),
         calls=[row(r, cost=10, tool_calls=1)],
     )
-    plugin.wrap(request(), model)
+    first = plugin.wrap(request(tools=[calculate]), model)
+    second = plugin.wrap(request(tools=[calculate]), model)
+
+    assert len(model.requests) == 1
+    assert first.calls[0]["cache"] == "miss" and second.calls[0]["cache"] == "exact"
+    assert [(c["name"], c["args"]) for c in second.tool_calls] == [("calculate", {"expression": "6*40*4"})]
+    assert second.message is not None and second.message.tool_calls == second.tool_calls
+    assert second.tool_calls[0]["id"] != "c1" and second.calls[0]["saved_micro_usd"] == 10
+
+
+def test_answers_that_failed_the_schema_and_the_local_tier_are_never_stored(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
     model.reply = lambda r: CallResult(
         message=AIMessage("{"), parse_error="bad JSON", calls=[row(r, cost=10)]
     )
+    plugin.wrap(request(), model)
     plugin.wrap(request(), model)
     model.reply = None
     plugin.wrap(request(tier="local"), model)
