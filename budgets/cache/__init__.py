@@ -1,7 +1,8 @@
 """The semantic cache: exact hash first, then FAISS nearest neighbours, then a guard.
 
 Layers (see :mod:`budgets.cache.base`): embedders (:mod:`~budgets.cache.embedders`),
-the vector index (:mod:`~budgets.cache.index`), entry stores with TTL and LRU
+the vector index (:mod:`~budgets.cache.index`, imported when an index is first
+built, so a process whose cache is off never loads FAISS), entry stores with TTL and LRU
 eviction (:mod:`~budgets.cache.stores`: memory, SQLite on disk, Redis), and the
 similarity policy with its guard (:mod:`~budgets.cache.guard`).
 :class:`SemanticCache` joins them; the ``cache`` budget plugin
@@ -25,7 +26,6 @@ from budgets.cache.cache import Lookup, SemanticCache
 from budgets.cache.config import CACHE_URL_ENV, CacheSettings, build_cache
 from budgets.cache.embedders import EndpointEmbedder, LocalEmbedder
 from budgets.cache.guard import DEFAULT_THRESHOLD, Guard, Verdict
-from budgets.cache.index import FaissIndex
 
 __all__ = [
     "CACHE_URL_ENV",
@@ -37,7 +37,6 @@ __all__ = [
     "Entry",
     "EntryStore",
     "Eviction",
-    "FaissIndex",
     "Guard",
     "LocalEmbedder",
     "Lookup",

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +44,9 @@ from budgets.cache.base import (
     Vector,
 )
 from budgets.cache.guard import Guard
-from budgets.cache.index import FaissIndex
+
+if TYPE_CHECKING:
+    from budgets.cache.index import FaissIndex
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ class SemanticCache:
         text: str | None,
         threshold: float,
         vector: Vector | None = None,
+        accept: Callable[[Entry], bool] | None = None,
     ) -> Lookup:
         """Find an answer for a request.
 
@@ -159,6 +162,9 @@ class SemanticCache:
             threshold: Cosine similarity a semantic candidate needs, before
                 the guard's own requirements.
             vector: The text's embedding when the caller has it (skips the embedder).
+            accept: Whether the caller can use an entry (its answer still fits
+                the request's schema and tools); a refused entry makes the
+                lookup a miss, and the counters say so.
 
         Returns:
             The lookup; a miss carries the embedding it computed, for :meth:`put`.
@@ -170,6 +176,9 @@ class SemanticCache:
         """
         started = time.perf_counter()
         result = self._lookup(namespace, key, text, threshold, vector)
+        if result.entry is not None and accept is not None and not accept(result.entry):
+            reason = f"entry {result.entry.id} no longer fits the request"
+            result = Lookup("miss", similarity=result.similarity, reason=reason, vector=result.vector)
         result = replace(result, elapsed_ms=(time.perf_counter() - started) * 1000)
         self._count(namespace, result)
         return result
@@ -354,6 +363,8 @@ class SemanticCache:
             space.index.remove(sync.removed)
         if sync.added:
             if space.index is None:
+                from budgets.cache.index import FaissIndex  # FAISS loads with the first index
+
                 space.index = FaissIndex(len(sync.added[0][1]))
             ids = [i for i, _ in sync.added]
             space.index.add(ids, np.vstack([v for _, v in sync.added]))
@@ -370,6 +381,8 @@ class SemanticCache:
         if self.index_dir is None or not self._path(key).exists():
             return
         try:
+            from budgets.cache.index import FaissIndex
+
             index, meta = FaissIndex.load(self._path(key))
             if meta.get("embedder") != self.embedder.name:
                 return

@@ -38,7 +38,7 @@ from langchain_core.messages.tool import tool_call
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from budgets.cache.base import Namespace, exact_key, short_hash
+from budgets.cache.base import Entry, Namespace, exact_key, short_hash
 from budgets.cache.cache import Lookup, SemanticCache
 from budgets.cache.config import (
     CACHE_ENV,
@@ -181,6 +181,7 @@ class CachePlugin:
                 key=prompt.key,
                 text=prompt.text if semantic else None,
                 threshold=self.settings.threshold_for(request.node),
+                accept=lambda entry: _answer_of(request, entry) is not None,
             )
         except Exception:
             logger.warning(
@@ -204,21 +205,10 @@ class CachePlugin:
     def _serve(self, request: CallRequest, lookup: Lookup) -> CallResult | None:
         entry = lookup.entry
         assert entry is not None
-        output: BaseModel | None = None
-        tool_calls: list[ToolCall] = []
-        try:
-            if TOOL_CALLS_KEY in entry.response:
-                tool_calls = [
-                    tool_call(name=str(c["name"]), args=dict(c["args"]), id=f"call_{uuid.uuid4().hex[:24]}")
-                    for c in entry.response[TOOL_CALLS_KEY]
-                ]
-                if not tool_calls or {c["name"] for c in tool_calls} - {t.name for t in request.tools}:
-                    raise ValueError("the stored tool calls name tools the request does not offer")
-            else:
-                output = request.schema.model_validate(entry.response)
-        except (ValueError, TypeError, KeyError) as exc:
-            logger.warning("Cached answer %s does not fit `%s`: %s", entry.id, request.schema.__name__, exc)
+        answer = _answer_of(request, entry)
+        if answer is None:
             return None
+        output, tool_calls = answer
         action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
         reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
         call = unbilled_call(
@@ -265,6 +255,26 @@ class CachePlugin:
             )
         except Exception:
             logger.warning("Could not store a cache entry for node `%s`", request.node, exc_info=True)
+
+
+def _answer_of(request: CallRequest, entry: Entry) -> tuple[BaseModel | None, list[ToolCall]] | None:
+    """The stored answer as the request's output or tool calls, or ``None`` when it no longer fits.
+
+    A tool-call turn gets fresh call ids; it fits only a request that offers those tools.
+    """
+    try:
+        if TOOL_CALLS_KEY not in entry.response:
+            return request.schema.model_validate(entry.response), []
+        calls = [
+            tool_call(name=str(c["name"]), args=dict(c["args"]), id=f"call_{uuid.uuid4().hex[:24]}")
+            for c in entry.response[TOOL_CALLS_KEY]
+        ]
+        if not calls or {c["name"] for c in calls} - {t.name for t in request.tools}:
+            raise ValueError("the stored tool calls name tools the request does not offer")
+        return None, calls
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("Cached answer %s does not fit `%s`: %s", entry.id, request.schema.__name__, exc)
+        return None
 
 
 def _cacheable(request: CallRequest, result: CallResult) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from budgets.cache.stores.redis import RedisStore
 from budgets.cache.stores.sqlite import SqliteStore
 from budgets.config import ModelsConfig
 from budgets.plugins.base import build_chain
-from budgets.plugins.cache import CachePlugin, Prompt
+from budgets.plugins.cache import CachePlugin, Prompt, namespace_of
 from graph.builder import NODE_NAMES
 from tests.conftest import write_models
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -365,3 +367,36 @@ def test_the_environment_can_switch_the_cache_off(
     monkeypatch.setenv("BUDGETGRAPH_CACHE", "sometimes")
     with pytest.raises(ConfigError, match="BUDGETGRAPH_CACHE=`sometimes`: use `off`"):
         build_chain(["cache"], context, source="test")
+
+
+def test_importing_the_graph_and_the_cache_plugin_loads_neither_faiss_nor_torch():
+    code = (
+        "import sys, graph.builder, graph.cli, budgets.plugins.cache; "
+        "print([m for m in ('faiss', 'torch', 'sentence_transformers') if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_stored_answer_that_no_longer_fits_its_schema_is_a_miss_in_the_counters(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
+    asked = request()
+    plugin.wrap(asked, model)
+    prompt = Prompt(asked.messages, asked.tools)
+    plugin.cache.put(
+        namespace_of(asked, prompt, models, plugin.cache.embedder.name),
+        key=prompt.key,
+        text=prompt.text,
+        response={"verdict": "no score"},  # written before the schema gained `score`
+        model="m",
+        cost_micro_usd=99,
+    )
+
+    result = plugin.wrap(asked, model)
+
+    assert len(model.requests) == 2 and result.calls[0]["cache"] == "miss"
+    (stats,) = plugin.cache.store.stats()
+    assert stats.counts.exact_hits == stats.counts.semantic_hits == 0
+    assert stats.counts.misses == 2 and stats.counts.saved_micro_usd == 0
