@@ -48,6 +48,9 @@ from budgets.cache.guard import Guard
 if TYPE_CHECKING:
     from budgets.cache.index import FaissIndex
 
+RESCORE_MARGIN = 0.005
+"""Index scores this far under the threshold are fetched and scored exactly (cosine)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -204,7 +207,9 @@ class SemanticCache:
             vector = self.embedder.embed([text])[0]
         with space.lock:
             nearest = space.index.search(vector, self.k) if space.index is not None else []
-        above = [(i, s) for i, s in nearest if s >= threshold]
+        # An IVF index holds float16 vectors: its scores are within ~1e-3 of the cosine, so
+        # candidates just under the threshold are fetched too and scored on their stored vectors.
+        above = [(i, s) for i, s in nearest if s >= threshold - RESCORE_MARGIN]
         if not above:
             if nearest:
                 best = nearest[0][1]
@@ -212,15 +217,24 @@ class SemanticCache:
                     "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
                 )
             return Lookup("miss", reason="no entry in the namespace", vector=vector)
-        entries = {
-            i: e for i, e in self.store.get([i for i, _ in above]).items() if e.namespace == namespace.key
-        }
+        fetched = self.store.get([i for i, _ in above])
+        # An index id names an entry of this namespace only while the index is in step with
+        # the store; a stale one must never serve another namespace's entry.
+        entries = {i: e for i, e in fetched.items() if e.namespace == namespace.key}
+        if len(entries) < len(fetched):
+            logger.warning("The cache index of `%s` named entries of another namespace", namespace.label)
         gone = [i for i, _ in above if i not in entries]
         if gone:
             with space.lock:
                 if space.index is not None:
                     space.index.remove(gone)
-        candidates = [(entries[i], s) for i, s in above if i in entries]
+        scored = [(entries[i], _cosine(vector, entries[i].vector, s)) for i, s in above if i in entries]
+        candidates = sorted((c for c in scored if c[1] >= threshold), key=lambda c: -c[1])
+        if not candidates and scored:
+            best = max(s for _, s in scored)
+            return Lookup(
+                "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
+            )
         if not candidates:
             return Lookup("miss", reason="nearest entries have expired", vector=vector)
         if len(candidates) > 1:
@@ -409,6 +423,11 @@ class SemanticCache:
             return
         space.unsaved = 0
         space.saved_at = self._clock()
+
+
+def _cosine(query: Vector, stored: Vector | None, indexed: float) -> float:
+    """The cosine of two normalised vectors, or the index's score when the stored vector is missing."""
+    return indexed if stored is None else float(np.dot(query, stored))
 
 
 __all__ = ["Lookup", "SemanticCache"]

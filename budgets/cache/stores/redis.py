@@ -11,25 +11,24 @@ prefix ``P`` (default ``budgetgraph:cache``)::
     P:meta              hash: entry id -> "{ns}\t{key}" (clean-up after expiry)
     P:lru               sorted set: entry id -> last use (ms), for LRU eviction
     P:exp               sorted set: entry id -> expiry (ms), for TTL eviction
-    P:log:{ns}          stream of changes: op (add | del), id
+    P:log:{ns}          stream of changes: op (add | del | mark), id
     P:ns                hash: namespace key -> label
     P:counts:{ns}       hash of counters (exact_hits, semantic_hits, ...)
 
 Adding, removing and evicting run as Lua scripts, so each is atomic and a
 size bound holds however many processes write. A lookup costs one round trip
-(the exact read pipelined with the change-stream catch-up), plus an ``MGET``
-when a candidate clears the threshold; its counters are written without
-waiting for the reply. Each process keeps a FAISS
-index per namespace and follows ``P:log:{ns}`` from its cursor: one
-pipelined ``XRANGE`` per lookup, and an ``MGET`` of the new entries' vectors
-when there are any. A process that starts, or whose cursor fell behind the
-trimmed stream (``LOG_FACTOR * max_entries`` changes per namespace), reloads
-the namespace from ``P:ids:{ns}``; so does one whose cursor names another
-``P:epoch``: the keys were flushed (or Redis restarted without persistence)
-and entry ids start again at 1, so the old index ids would name other
-entries. The scripts compute key names, so this is for
-a standalone Redis 7 or later (``XINFO STREAM``'s ``entries-added``), not
-Redis Cluster.
+(one script reads the exact key and the namespace's changes since the
+process's cursor), plus an ``MGET`` when a candidate clears the threshold;
+its counters are written without waiting for the reply. Each process keeps a
+FAISS index per namespace and follows ``P:log:{ns}`` from its cursor, with an
+``MGET`` of the new entries' vectors when there are any. A process that
+starts, or whose cursor is older than the stream's first entry (it fell more
+than ``LOG_FACTOR * max_entries`` changes behind and the stream was trimmed
+past it), reloads the namespace from ``P:ids:{ns}``; so does one whose cursor
+names another ``P:epoch``: the keys were flushed (or Redis restarted without
+persistence) and entry ids start again at 1, so the old index ids would name
+other entries. The scripts compute key names, so this is for a standalone
+Redis 7 or later, not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -138,6 +137,42 @@ if not id then return false end
 return redis.call('GET', ARGV[1] .. ':e:' .. id)
 """
 
+# KEYS: change stream, epoch key, exact key (optional); ARGV: prefix, last stream id seen, new epoch
+# Returns {entry JSON or false, epoch, first stream id or "", {id, op, entry id, ...} after the cursor}.
+_CATCH_UP = """
+local raw = false
+if KEYS[3] then
+  local id = redis.call('GET', KEYS[3])
+  if id then raw = redis.call('GET', ARGV[1] .. ':e:' .. id) end
+end
+redis.call('SET', KEYS[2], ARGV[3], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local changes = {}
+for _, item in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+')) do
+  local op, entry = '', ''
+  for i = 1, #item[2], 2 do
+    if item[2][i] == 'op' then op = item[2][i + 1] elseif item[2][i] == 'id' then entry = item[2][i + 1] end
+  end
+  changes[#changes + 1] = item[1]
+  changes[#changes + 1] = op
+  changes[#changes + 1] = entry
+end
+return {raw, epoch, first[1] and first[1][1] or '', changes}
+"""
+
+# KEYS: change stream, epoch key; ARGV: new epoch, log maxlen. Returns {epoch, last stream id}.
+# An empty stream gets a `mark` change, so the cursor names a change that stays until trimmed.
+_RELOAD_HEAD = """
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last_id = last[1] and last[1][1]
+if not last_id then
+  last_id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'mark')
+end
+return {redis.call('GET', KEYS[2]), last_id}
+"""
+
 
 class RedisStore:
     """Entries in Redis, shared by every process that uses the same URL and prefix.
@@ -173,9 +208,12 @@ class RedisStore:
         self._evict = self._redis.register_script(_EVICT)
         self._remove = self._redis.register_script(_REMOVE)
         self._find = self._redis.register_script(_FIND)
+        self._catch_up_script = self._redis.register_script(_CATCH_UP)
+        self._reload_head = self._redis.register_script(_RELOAD_HEAD)
         self._maxlen = str(self.LOG_FACTOR * max(self.eviction.max_entries, 1))
         self._counter_lock = threading.Lock()
         self._counters: Any = None
+        self._labelled: set[str] = set()
         self._unread = 0
 
     def _k(self, *parts: str) -> str:
@@ -242,7 +280,7 @@ class RedisStore:
             self._redis.zadd(self._k("lru"), {str(i): now for i in ids}, xx=True)
 
     def find_and_sync(self, namespace: str, key: str, cursor: str | None) -> tuple[Entry | None, Sync | None]:
-        """The exact read and the change-stream catch-up, in one round trip (``MULTI``).
+        """The exact read and the change-stream catch-up, in one round trip (one script).
 
         A first sync (``cursor`` is ``None``) reloads the namespace, but only on a miss.
         """
@@ -255,59 +293,40 @@ class RedisStore:
     def sync(self, namespace: str, cursor: str | None) -> Sync:
         """Vector changes of ``namespace`` after ``cursor``, one round trip when in step.
 
-        A cursor is ``{epoch}|{stream id}|{entries added}``: the keys'
-        ``P:epoch``, the stream's last id seen and how many entries the stream
-        had ever been given then. When the epoch changed (the keys were
-        flushed), or more entries were added since than the stream still holds
-        after the cursor (some were trimmed before this process read them),
-        the namespace is reloaded.
+        A cursor is ``{epoch}|{stream id}``: the keys' ``P:epoch`` and the last
+        change read (a reload of a namespace without changes writes a ``mark``
+        change to stand for it). When the epoch changed (the keys were
+        flushed), or the stream's first change is newer than the cursor's (it
+        was trimmed, and changes after it may be gone unread), the namespace is
+        reloaded.
         """
         if cursor is None:
             return self._reload(namespace)
         return self._catch_up(namespace, cursor)[1]
 
     def _catch_up(self, namespace: str, cursor: str, key: str | None = None) -> tuple[Any, Sync]:
-        log = self._k("log", namespace)
-        epoch, last_id, seen = (cursor.split("|") + ["", "", ""])[:3]
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=True)  # XRANGE and XINFO see the same stream
-            if key is not None:
-                # EVALSHA directly: a Script object in a pipeline first asks SCRIPT EXISTS (a round trip).
-                pipe.evalsha(self._find.sha, 1, self._k("k", namespace, key), self.prefix)
-            self._epoch(pipe)
-            pipe.xrange(log, min=f"({last_id or '0-0'}", max="+")
-            pipe.xinfo_stream(log)
-            replies = pipe.execute(raise_on_error=False)
-            if key is not None and isinstance(replies[0], redis.exceptions.NoScriptError) and attempt == 1:
-                self._find.sha = self._redis.script_load(_FIND)  # the server restarted or flushed its scripts
-                continue
-            break
-        raw = replies[0] if key is not None else None
-        changes, info = replies[-2], replies[-1]
-        for reply in (raw, changes):
-            if isinstance(reply, Exception):
-                raise reply
-        added_total = _entries_added(info)
-        if _text(replies[-3]) != epoch or added_total - int(seen or 0) > len(changes):
+        epoch, _, last_id = cursor.partition("|")
+        keys = [self._k("log", namespace), self._k("epoch")]
+        if key is not None:
+            keys.append(self._k("k", namespace, key))
+        raw, current, first, flat = self._catch_up_script(
+            keys=keys, args=[self.prefix, last_id, uuid.uuid4().hex]
+        )
+        if _text(current) != epoch:
+            self._labelled.clear()  # the keys were flushed: labels go again with the next counts
             return raw, self._reload(namespace)
-        last = _text(changes[-1][0]) if changes else last_id
-        return raw, self._changes(namespace, changes, f"{epoch}|{last}|{added_total}")
+        if first and _stream_id(first) > _stream_id(last_id):  # the cursor's change was trimmed
+            return raw, self._reload(namespace)
+        changes = [
+            (_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2] or 0)) for i in range(0, len(flat), 3)
+        ]
+        last = changes[-1][0] if changes else last_id
+        return raw, self._changes(namespace, changes, f"{epoch}|{last}")
 
-    def _epoch(self, pipe: Any) -> None:
-        """Queue ``SET P:epoch NX`` and ``GET P:epoch`` (the reply to read is the last one)."""
-        pipe.set(self._k("epoch"), uuid.uuid4().hex, nx=True)
-        pipe.get(self._k("epoch"))
-
-    def _changes(self, namespace: str, changes: list[Any], cursor: str) -> Sync:
+    def _changes(self, namespace: str, changes: list[tuple[str, str, int]], cursor: str) -> Sync:
         sync = Sync(cursor=cursor)
-        added: list[int] = []
-        for _, fields in changes:
-            values = {_text(k): _text(v) for k, v in fields.items()}
-            entry_id = int(values.get("id", "0"))
-            if values.get("op") == "add":
-                added.append(entry_id)
-            elif values.get("op") == "del":
-                sync.removed.append(entry_id)
+        added = [entry_id for _, op, entry_id in changes if op == "add"]
+        sync.removed.extend(entry_id for _, op, entry_id in changes if op == "del")
         if added:
             found = self.get(added)  # gone already: a later `del` follows, or it expired
             for entry_id in added:
@@ -318,15 +337,10 @@ class RedisStore:
         return sync
 
     def _reload(self, namespace: str) -> Sync:
-        log = self._k("log", namespace)
-        pipe = self._redis.pipeline(transaction=True)
-        self._epoch(pipe)
-        pipe.xrevrange(log, max="+", min="-", count=1)
-        pipe.xinfo_stream(log)
-        _, epoch, last, info = pipe.execute(raise_on_error=False)
-        if isinstance(last, Exception):
-            raise last
-        cursor = f"{_text(epoch)}|{_text(last[0][0]) if last else '0-0'}|{_entries_added(info)}"
+        epoch, last = self._reload_head(
+            keys=[self._k("log", namespace), self._k("epoch")], args=[uuid.uuid4().hex, self._maxlen]
+        )
+        cursor = f"{_text(epoch)}|{_text(last)}"
         ids = sorted(int(i) for i in self._redis.smembers(self._k("ids", namespace)))
         added = []
         for start in range(0, len(ids), 1000):
@@ -346,7 +360,9 @@ class RedisStore:
         and Redis has applied them by the time it reads anything sent later
         (in practice; strictly, only :meth:`close` waits for them).
         """
-        commands: list[tuple[Any, ...]] = [("HSETNX", self._k("ns"), namespace.key, namespace.label)]
+        commands: list[tuple[Any, ...]] = []
+        if namespace.key not in self._labelled:  # once per namespace and process
+            commands.append(("HSETNX", self._k("ns"), namespace.key, namespace.label))
         for name, value in counts.as_dict().items():
             if value:
                 commands.append(("HINCRBY", self._k("counts", namespace.key), name, value))
@@ -354,12 +370,15 @@ class RedisStore:
             now = self._now_ms()
             members = [part for i in used for part in (now, str(i))]
             commands.append(("ZADD", self._k("lru"), "XX", *members))
+        if not commands:
+            return
         with self._counter_lock:
             connection = self._counter_connection()
             try:
                 self._drain(connection)
                 connection.send_packed_command(connection.pack_commands(commands))
                 self._unread = len(commands)
+                self._labelled.add(namespace.key)
             except redis.RedisError:
                 self._drop_counter_connection()
                 raise
@@ -444,9 +463,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _entries_added(info: Any) -> int:
-    """How many entries a stream was ever given, from ``XINFO STREAM`` (0 when there is no stream)."""
-    return int(info.get("entries-added", 0)) if isinstance(info, dict) else 0
+def _stream_id(value: Any) -> tuple[int, int]:
+    """A stream id ``ms-seq`` as a pair that orders like the stream."""
+    ms, _, seq = _text(value).partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]

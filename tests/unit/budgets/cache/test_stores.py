@@ -210,15 +210,19 @@ def test_a_cursor_older_than_the_kept_change_log_gets_a_full_reload(make_store: 
     assert len(sync.added) == 2
 
 
-def test_the_redis_store_loads_its_lookup_script_again_when_the_server_lost_it(
+def test_the_redis_store_loads_its_scripts_again_when_the_server_lost_them(
     redis_url: str, redis_prefix: str, clock: FakeClock
 ):
+    import redis
+
     from budgets.cache.stores.redis import RedisStore
 
     store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
     entry = store.add(new("k1"))
     cursor = store.sync(namespace().key, None).cursor
-    store._find.sha = "0" * 40  # as after SCRIPT FLUSH or a restart
+    client = redis.Redis.from_url(redis_url)
+    client.script_flush()  # as after a restart
+    client.close()
 
     found, sync = store.find_and_sync(namespace().key, "k1", cursor)
 
