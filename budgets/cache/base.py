@@ -314,6 +314,16 @@ class EntryStore(Protocol):
         """
         ...
 
+    def find_sync_get(
+        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
+    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
+        """:meth:`find_and_sync`, and on a miss :meth:`get` of ``ids`` too, in one round trip where it can.
+
+        A caller that has the request's vector searches its index first and
+        passes the nearest ids; when the sync brings changes, it searches again.
+        """
+        ...
+
     def add(self, new: NewEntry) -> Entry:
         """Store ``new`` (replacing an entry with the same key), then evict what the policy says."""
         ...

@@ -195,21 +195,32 @@ class SemanticCache:
                 return Lookup("exact", entry, 1.0, "exact match")
             return Lookup("miss", reason="no exact match (exact-only request)")
         space = self._space(namespace.key)
-        with space.lock:  # the exact read and the index's catch-up share one store round trip
-            entry, sync = self.store.find_and_sync(namespace.key, key, space.cursor)
-            if sync is not None:
+        # The exact read, the index's catch-up and (when the caller gave the vector) the fetch of
+        # the nearest entries share one store round trip; changes in the catch-up mean a new search.
+        # An IVF index holds float16 vectors: its scores are within ~1e-3 of the cosine, so
+        # candidates just under the threshold are fetched too and scored on their stored vectors.
+        floor = threshold - RESCORE_MARGIN
+        fetched: dict[int, Entry] | None = None
+        with space.lock:
+            nearest = self._search(space, vector)
+            ids = [i for i, s in nearest if s >= floor]
+            entry, sync, prefetched = self.store.find_sync_get(namespace.key, key, space.cursor, ids)
+            if sync is not None and (sync.reset or sync.added or sync.removed):
                 self._apply(space, sync)
+                nearest = self._search(space, vector)
+            else:
+                if sync is not None:
+                    self._apply(space, sync)
+                fetched = prefetched if vector is not None else None
         if entry is not None:
             return Lookup("exact", entry, 1.0, "exact match")
         if vector is None:
             if not self.embedder.fits(text):
                 return Lookup("miss", reason="no exact match; too long for a semantic lookup")
             vector = self.embedder.embed([text])[0]
-        with space.lock:
-            nearest = space.index.search(vector, self.k) if space.index is not None else []
-        # An IVF index holds float16 vectors: its scores are within ~1e-3 of the cosine, so
-        # candidates just under the threshold are fetched too and scored on their stored vectors.
-        above = [(i, s) for i, s in nearest if s >= threshold - RESCORE_MARGIN]
+            with space.lock:
+                nearest = self._search(space, vector)
+        above = [(i, s) for i, s in nearest if s >= floor]
         if not above:
             if nearest:
                 best = nearest[0][1]
@@ -217,7 +228,8 @@ class SemanticCache:
                     "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
                 )
             return Lookup("miss", reason="no entry in the namespace", vector=vector)
-        fetched = self.store.get([i for i, _ in above])
+        if fetched is None:
+            fetched = self.store.get([i for i, _ in above])
         # An index id names an entry of this namespace only while the index is in step with
         # the store; a stale one must never serve another namespace's entry.
         entries = {i: e for i, e in fetched.items() if e.namespace == namespace.key}
@@ -252,6 +264,12 @@ class SemanticCache:
         return Lookup(
             "miss", similarity=similarity, reason=verdict.reason, refused=(verdict.reason,), vector=vector
         )
+
+    def _search(self, space: _Namespaced, vector: Vector | None) -> list[tuple[int, float]]:
+        """The ``k`` nearest ``(id, score)`` of ``vector`` (call with ``space.lock`` held)."""
+        if vector is None or space.index is None:
+            return []
+        return space.index.search(vector, self.k)
 
     def put(
         self,

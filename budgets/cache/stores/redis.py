@@ -137,8 +137,9 @@ if not id then return false end
 return redis.call('GET', ARGV[1] .. ':e:' .. id)
 """
 
-# KEYS: change stream, epoch key, exact key (optional); ARGV: prefix, last stream id seen, new epoch
-# Returns {entry JSON or false, epoch, first stream id or "", {id, op, entry id, ...} after the cursor}.
+# KEYS: change stream, epoch key, exact key (optional); ARGV: prefix, last stream id seen, new epoch,
+# entry ids to fetch on an exact miss... Returns {entry JSON or false, epoch, first stream id or "",
+# {id, op, entry id, ...} after the cursor, {entry JSON or false, ...} of the ids}.
 _CATCH_UP = """
 local raw = false
 if KEYS[3] then
@@ -158,7 +159,13 @@ for _, item in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+')) do
   changes[#changes + 1] = op
   changes[#changes + 1] = entry
 end
-return {raw, epoch, first[1] and first[1][1] or '', changes}
+local fetched = {}
+if not raw and #ARGV > 3 then
+  local keys = {}
+  for i = 4, #ARGV do keys[#keys + 1] = ARGV[1] .. ':e:' .. ARGV[i] end
+  fetched = redis.call('MGET', unpack(keys))
+end
+return {raw, epoch, first[1] and first[1][1] or '', changes, fetched}
 """
 
 # KEYS: change stream, epoch key; ARGV: new epoch, log maxlen. Returns {epoch, last stream id}.
@@ -287,8 +294,20 @@ class RedisStore:
         if cursor is None:
             entry = self.find(namespace, key)
             return (entry, None) if entry is not None else (None, self.sync(namespace, None))
-        raw, sync = self._catch_up(namespace, cursor, key)
+        raw, sync, _ = self._catch_up(namespace, cursor, key)
         return self._decode(raw), sync
+
+    def find_sync_get(
+        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
+    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
+        """:meth:`find_and_sync` with the ``MGET`` of ``ids`` in the same script: one round trip."""
+        if cursor is None:
+            entry, sync = self.find_and_sync(namespace, key, None)
+            return entry, sync, ({} if entry is not None else self.get(ids))
+        raw, sync, fetched = self._catch_up(namespace, cursor, key, ids)
+        entry = self._decode(raw)
+        found = {e.id: e for e in map(self._decode, fetched) if e is not None}
+        return entry, sync, ({} if entry is not None else found)
 
     def sync(self, namespace: str, cursor: str | None) -> Sync:
         """Vector changes of ``namespace`` after ``cursor``, one round trip when in step.
@@ -304,24 +323,26 @@ class RedisStore:
             return self._reload(namespace)
         return self._catch_up(namespace, cursor)[1]
 
-    def _catch_up(self, namespace: str, cursor: str, key: str | None = None) -> tuple[Any, Sync]:
+    def _catch_up(
+        self, namespace: str, cursor: str, key: str | None = None, ids: Sequence[int] = ()
+    ) -> tuple[Any, Sync, list[Any]]:
         epoch, _, last_id = cursor.partition("|")
         keys = [self._k("log", namespace), self._k("epoch")]
         if key is not None:
             keys.append(self._k("k", namespace, key))
-        raw, current, first, flat = self._catch_up_script(
-            keys=keys, args=[self.prefix, last_id, uuid.uuid4().hex]
+        raw, current, first, flat, fetched = self._catch_up_script(
+            keys=keys, args=[self.prefix, last_id, uuid.uuid4().hex, *map(str, ids)]
         )
         if _text(current) != epoch:
             self._labelled.clear()  # the keys were flushed: labels go again with the next counts
-            return raw, self._reload(namespace)
+            return raw, self._reload(namespace), fetched
         if first and _stream_id(first) > _stream_id(last_id):  # the cursor's change was trimmed
-            return raw, self._reload(namespace)
+            return raw, self._reload(namespace), fetched
         changes = [
             (_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2] or 0)) for i in range(0, len(flat), 3)
         ]
         last = changes[-1][0] if changes else last_id
-        return raw, self._changes(namespace, changes, f"{epoch}|{last}")
+        return raw, self._changes(namespace, changes, f"{epoch}|{last}"), fetched
 
     def _changes(self, namespace: str, changes: list[tuple[str, str, int]], cursor: str) -> Sync:
         sync = Sync(cursor=cursor)

@@ -143,6 +143,13 @@ class SqliteStore:
         entry = self.find(namespace, key)
         return (entry, None) if entry is not None else (None, self.sync(namespace, cursor))
 
+    def find_sync_get(
+        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
+    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
+        """:meth:`find_and_sync`, then :meth:`get` of ``ids`` on a miss."""
+        entry, sync = self.find_and_sync(namespace, key, cursor)
+        return entry, sync, ({} if entry is not None else self.get(ids))
+
     def add(self, new: NewEntry) -> Entry:
         """Store ``new`` (replacing the entry with its key), log it, and evict."""
         return self.add_many([new])[0]

@@ -267,6 +267,30 @@ def test_after_redis_loses_its_keys_old_index_ids_never_serve_new_entries(redis_
     reader.close()
 
 
+def test_a_lookup_given_its_vector_fetches_its_candidates_in_the_catch_up_round_trip(
+    redis_url: str, redis_prefix: str, monkeypatch
+):
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    cache = cache_on(store)
+    put(cache, STORED)
+    vector = HashingEmbedder().embed([SIMILAR])[0]
+    lookup(cache, UNRELATED)  # in step with the store from here on
+    separate_fetches = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda ids: separate_fetches.append(ids) or real_get(ids))
+
+    steady = cache.lookup(namespace(), key=exact_key(SIMILAR), text=SIMILAR, threshold=0.7, vector=vector)
+    assert steady.outcome == "semantic" and separate_fetches == []  # one round trip in all
+    other = cache_on(RedisStore(redis_url, prefix=redis_prefix))
+    put(other, "please reset the password of my office account tonight")  # a change to catch up on
+    changed = cache.lookup(namespace(), key=exact_key(SIMILAR), text=SIMILAR, threshold=0.7, vector=vector)
+
+    # After a change the index is searched again and the new nearest are fetched on their own.
+    assert changed.outcome in ("semantic", "miss") and len(separate_fetches) >= 1
+    other.close()
+    cache.close()
+
+
 def test_an_index_id_that_names_another_namespaces_entry_is_not_served():
     store = MemoryStore()
     cache = cache_on(store)
