@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -36,17 +37,22 @@ def config(thread: str) -> dict:
     return {"configurable": {"thread_id": thread}}
 
 
-def test_a_task_run_twice_is_answered_from_the_cache_the_second_time(
-    models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
-):
+def run_twice(models_file: Path, openai_server: FakeOpenAIServer) -> tuple[Any, dict, int, dict]:
+    """Run the task in two threads of one graph: the graph, the first run, its requests, the second run."""
     gateway = Gateway(
         load_models(models_file), load_budgets(None, node_names=NODE_NAMES), default_chain=CHAIN
     )
     graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
-
     first = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("first"))
     served = len(openai_server.chat_requests())
     second = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("second"))
+    return graph, first, served, second
+
+
+def test_a_task_run_twice_is_answered_from_the_cache_the_second_time(
+    models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
+):
+    graph, first, served, second = run_twice(models_file, openai_server)
 
     assert served == 4  # planner, cto, coo, reconcile
     assert len(openai_server.chat_requests()) == served, "the second run called the model"
@@ -71,14 +77,7 @@ def test_an_agent_that_called_a_tool_is_answered_from_the_cache_tool_turn_includ
     models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
 ):
     openai_server.script_tool_calls("cto", [{"name": "calculate", "arguments": {"expression": "6 * 40 * 4"}}])
-    gateway = Gateway(
-        load_models(models_file), load_budgets(None, node_names=NODE_NAMES), default_chain=CHAIN
-    )
-    graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
-
-    first = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("first"))
-    served = len(openai_server.chat_requests())
-    second = graph.invoke({"task": TASK, "constraints": CONSTRAINTS}, config("second"))
+    graph, first, served, second = run_twice(models_file, openai_server)
 
     assert served == 5  # planner, cto's tool turn, cto's answer, coo, reconcile
     assert len(openai_server.chat_requests()) == served, "the second run called the model"
