@@ -160,9 +160,12 @@ class _Nodes:
                 gateway = self._by_files[key] = Gateway(models, budgets, ledger=self.gateway.ledger)
         return gateway
 
-    def _session(self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context]) -> NodeSession:
+    def _session(
+        self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], tenant: str | None
+    ) -> NodeSession:
         info = runtime.execution_info
-        tenant = runtime.context.tenant if runtime.context else "default"
+        # The run's own tenant pays: a resume or an edit with another context does not move it.
+        tenant = tenant or (runtime.context.tenant if runtime.context else "default")
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
         return self._gateway(runtime).session(
@@ -182,9 +185,14 @@ class _Nodes:
         constraints = state.get("constraints") or []
         inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
         threshold = (runtime.context or Context()).review_threshold
+        tenant = state.get("tenant") or (runtime.context or Context()).tenant
         if plan is not None and plan.get("inputs") == inputs:
-            return {"review_threshold": threshold, "node_runs": [_run("planner", inputs, reused=True)]}
-        session = self._session("planner", state.get("spend", []), runtime)
+            return {
+                "review_threshold": threshold,
+                "tenant": tenant,
+                "node_runs": [_run("planner", inputs, reused=True)],
+            }
+        session = self._session("planner", state.get("spend", []), runtime, tenant)
         general = [c["text"] for c in constraints_for("planner", constraints)]
         made = agents.plan(session, self._gateway(runtime), task=task, constraints=general, note=note)
         return {
@@ -192,13 +200,14 @@ class _Nodes:
             "plan": {**made.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs},
             "reconciliation": None,
             "review_threshold": threshold,
+            "tenant": tenant,
             "spend": session.calls,
             "node_runs": [_run("planner", inputs, calls=session.calls)],
         }
 
     def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
         step = PlanStep.model_validate(state["step"])
-        session = self._session(step.node, state["spend"], runtime)
+        session = self._session(step.node, state["spend"], runtime, state.get("tenant"))
         analysis = agents.analyze(
             session,
             step,
@@ -216,7 +225,7 @@ class _Nodes:
 
     def reconcile(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         analyses = state.get("analyses") or {}
-        session = self._session("reconcile", state.get("spend", []), runtime)
+        session = self._session("reconcile", state.get("spend", []), runtime, state.get("tenant"))
         result = agents.reconcile(
             session,
             task=state["task"],
@@ -294,6 +303,7 @@ def _dispatch(state: State) -> list[Send]:
         "constraints": state.get("constraints", []),
         "plan": plan,
         "spend": state.get("spend", []),
+        "tenant": state.get("tenant"),
     }
     analyses = state.get("analyses") or {}
     sends = []

@@ -62,7 +62,9 @@ CheckpointerOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
-TenantOpt = Annotated[str, typer.Option("--tenant", help="Who pays for the run.")]
+TenantOpt = Annotated[
+    str, typer.Option("--tenant", help="Who pays for a new run; a resumed or edited run keeps its own.")
+]
 ThresholdOpt = Annotated[
     int, typer.Option("--review-threshold", help="Risk score (1-5) that pauses for review; 6 never does.")
 ]

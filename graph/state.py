@@ -123,6 +123,9 @@ class State(TypedDict, total=False):
             the planner. The review decides with it, so when a paused run is
             resumed (and the review node runs again from its start) it pauses
             the same way and takes the answer, whatever context the resume has.
+        tenant: Who pays for the run: the tenant of the invocation that first ran
+            the planner. A resume or an edit keeps it whatever its context says,
+            so a run's spend never moves to another tenant's budgets.
         spend: One :class:`~budgets.ModelCall` per model call or local step.
         node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
@@ -136,6 +139,7 @@ class State(TypedDict, total=False):
     review: dict[str, Any] | None
     replans: int
     review_threshold: int
+    tenant: str
     spend: Annotated[list[ModelCall], operator.add]
     node_runs: Annotated[list[NodeRun], operator.add]
 
@@ -148,4 +152,5 @@ class SpecialistInput(TypedDict):
     plan: dict[str, Any]
     step: dict[str, Any]
     spend: list[ModelCall]
+    tenant: NotRequired[str | None]
     replans: NotRequired[int]

@@ -72,3 +72,28 @@ def test_report_prints_tables_and_recommendations(openai_server, models_file, tm
     assert result.exit_code == 0
     for words in ("By node", "By tier", "All at premium", "Recommendations"):
         assert words in result.stdout
+
+
+def test_a_resumed_run_is_charged_to_the_tenant_that_started_it(
+    openai_server: FakeOpenAIServer, models_file, tmp_path
+):
+    ledger = f"sqlite:///{tmp_path}/ledger.sqlite"
+    common = (
+        "--models",
+        str(models_file),
+        "--ledger",
+        ledger,
+        "--checkpointer",
+        f"sqlite:///{tmp_path}/runs.sqlite",
+    )
+    paused = run_json(
+        "run", TASK, "--thread", "t-acme", "--tenant", "acme", "--review-threshold", "1", *common
+    )
+    assert paused["status"] == "paused"
+
+    resumed = run_json("resume", "t-acme", "--replan", "Split the office plan into two phases", *common)
+
+    assert resumed["replans"] == 1 and len(resumed["spend"]["nodes"]) == 8  # the re-plan called again
+    acme = run_json("report", "--ledger", ledger, "--models", str(models_file), "--tenant", "acme")
+    default = run_json("report", "--ledger", ledger, "--models", str(models_file), "--tenant", "default")
+    assert acme["total"]["calls"] == 8 and default["total"]["calls"] == 0
