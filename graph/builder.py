@@ -184,8 +184,8 @@ class _Nodes:
         note = review.get("note") if review.get("decision") == "replan" else (plan or {}).get("replan_note")
         constraints = state.get("constraints") or []
         inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
-        threshold = (runtime.context or Context()).review_threshold
-        tenant = state.get("tenant") or (runtime.context or Context()).tenant
+        context = runtime.context or Context()
+        threshold, tenant = context.review_threshold, state.get("tenant") or context.tenant
         if plan is not None and plan.get("inputs") == inputs:
             return {
                 "review_threshold": threshold,

@@ -363,6 +363,28 @@ class EntryStore(Protocol):
         ...
 
 
+class LocalRoundTrips:
+    """The combined reads of a store in this process or on this disk: one read after another.
+
+    A base class of the memory and SQLite stores, where a call costs no round
+    trip; the Redis store does each in one script.
+    """
+
+    def find_and_sync(
+        self: EntryStore, namespace: str, key: str, cursor: str | None
+    ) -> tuple[Entry | None, Sync | None]:
+        """:meth:`~EntryStore.find`, then :meth:`~EntryStore.sync` on a miss."""
+        entry = self.find(namespace, key)
+        return (entry, None) if entry is not None else (None, self.sync(namespace, cursor))
+
+    def find_sync_get(
+        self: EntryStore, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
+    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
+        """:meth:`find_and_sync`, then :meth:`~EntryStore.get` of ``ids`` on a miss."""
+        entry, sync = self.find_and_sync(namespace, key, cursor)
+        return entry, sync, ({} if entry is not None else self.get(ids))
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """Turns request text into L2-normalised vectors."""
@@ -396,6 +418,7 @@ __all__ = [
     "Entry",
     "EntryStore",
     "Eviction",
+    "LocalRoundTrips",
     "Matrix",
     "Namespace",
     "NamespaceStats",

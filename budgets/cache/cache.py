@@ -200,18 +200,15 @@ class SemanticCache:
         # An IVF index holds float16 vectors: its scores are within ~1e-3 of the cosine, so
         # candidates just under the threshold are fetched too and scored on their stored vectors.
         floor = threshold - RESCORE_MARGIN
-        fetched: dict[int, Entry] | None = None
+        fetched: dict[int, Entry] | None
         with space.lock:
             nearest = self._search(space, vector)
             ids = [i for i, s in nearest if s >= floor]
-            entry, sync, prefetched = self.store.find_sync_get(namespace.key, key, space.cursor, ids)
-            if sync is not None and (sync.reset or sync.added or sync.removed):
+            entry, sync, fetched = self.store.find_sync_get(namespace.key, key, space.cursor, ids)
+            if sync is not None:
                 self._apply(space, sync)
-                nearest = self._search(space, vector)
-            else:
-                if sync is not None:
-                    self._apply(space, sync)
-                fetched = prefetched if vector is not None else None
+                if sync.reset or sync.added or sync.removed:
+                    nearest, fetched = self._search(space, vector), None
         if entry is not None:
             return Lookup("exact", entry, 1.0, "exact match")
         if vector is None:
@@ -219,14 +216,11 @@ class SemanticCache:
                 return Lookup("miss", reason="no exact match; too long for a semantic lookup")
             vector = self.embedder.embed([text])[0]
             with space.lock:
-                nearest = self._search(space, vector)
+                nearest, fetched = self._search(space, vector), None
         above = [(i, s) for i, s in nearest if s >= floor]
         if not above:
             if nearest:
-                best = nearest[0][1]
-                return Lookup(
-                    "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
-                )
+                return _below(nearest[0][1], threshold, vector)
             return Lookup("miss", reason="no entry in the namespace", vector=vector)
         if fetched is None:
             fetched = self.store.get([i for i, _ in above])
@@ -243,10 +237,7 @@ class SemanticCache:
         scored = [(entries[i], _cosine(vector, entries[i].vector, s)) for i, s in above if i in entries]
         candidates = sorted((c for c in scored if c[1] >= threshold), key=lambda c: -c[1])
         if not candidates and scored:
-            best = max(s for _, s in scored)
-            return Lookup(
-                "miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector
-            )
+            return _below(max(s for _, s in scored), threshold, vector)
         if not candidates:
             return Lookup("miss", reason="nearest entries have expired", vector=vector)
         if len(candidates) > 1:
@@ -441,6 +432,11 @@ class SemanticCache:
             return
         space.unsaved = 0
         space.saved_at = self._clock()
+
+
+def _below(best: float, threshold: float, vector: Vector) -> Lookup:
+    """The miss of a lookup whose nearest candidate scored ``best``, under the threshold."""
+    return Lookup("miss", similarity=best, reason=f"nearest {best:.3f} < {threshold:.2f}", vector=vector)
 
 
 def _cosine(query: Vector, stored: Vector | None, indexed: float) -> float:

@@ -171,6 +171,14 @@ class CachePlugin:
         """Serve ``request`` from the cache, or call on and store the answer."""
         if request.tier == "local" or not self.settings.enabled_for(request.node):
             return call_next(request)
+        answers: dict[int, _Answer] = {}  # the entry the lookup accepted, decoded once
+
+        def accept(entry: Entry) -> bool:
+            answer = _answer_of(request, entry)
+            if answer is not None:
+                answers[entry.id] = answer
+            return answer is not None
+
         try:
             cache = self.cache
             prompt = Prompt(request.messages, request.tools)
@@ -181,17 +189,15 @@ class CachePlugin:
                 key=prompt.key,
                 text=prompt.text if semantic else None,
                 threshold=self.settings.threshold_for(request.node),
-                accept=lambda entry: _answer_of(request, entry) is not None,
+                accept=accept,
             )
         except Exception:
             logger.warning(
                 "Cache lookup failed for node `%s`; calling the model", request.node, exc_info=True
             )
             return call_next(request)
-        if lookup.hit:
-            served = self._serve(request, lookup)
-            if served is not None:
-                return served
+        if lookup.entry is not None:
+            return self._serve(request, lookup, answers[lookup.entry.id])
         if lookup.refused:
             request = request.decide(self.name, "refused", lookup.refused[0])
         result = call_next(request)
@@ -202,12 +208,9 @@ class CachePlugin:
             self._store(cache, request, prompt, namespace, lookup, result, semantic)
         return result
 
-    def _serve(self, request: CallRequest, lookup: Lookup) -> CallResult | None:
+    def _serve(self, request: CallRequest, lookup: Lookup, answer: _Answer) -> CallResult:
         entry = lookup.entry
         assert entry is not None
-        answer = _answer_of(request, entry)
-        if answer is None:
-            return None
         output, tool_calls = answer
         action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
         reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
@@ -257,7 +260,11 @@ class CachePlugin:
             logger.warning("Could not store a cache entry for node `%s`", request.node, exc_info=True)
 
 
-def _answer_of(request: CallRequest, entry: Entry) -> tuple[BaseModel | None, list[ToolCall]] | None:
+_Answer = tuple[BaseModel | None, list[ToolCall]]
+"""A stored answer decoded for a request: its output, or the tool calls to run."""
+
+
+def _answer_of(request: CallRequest, entry: Entry) -> _Answer | None:
     """The stored answer as the request's output or tool calls, or ``None`` when it no longer fits.
 
     A tool-call turn gets fresh call ids; it fits only a request that offers those tools.

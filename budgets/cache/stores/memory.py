@@ -7,12 +7,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 
-from budgets.cache.base import Counts, Entry, Eviction, Namespace, NamespaceStats, NewEntry, Sync
+from budgets.cache.base import (
+    Counts,
+    Entry,
+    Eviction,
+    LocalRoundTrips,
+    Namespace,
+    NamespaceStats,
+    NewEntry,
+    Sync,
+)
 
 _Op = tuple[int, str, str, int]  # (seq, namespace, op, entry id); op: add | del | clear
 
 
-class MemoryStore:
+class MemoryStore(LocalRoundTrips):
     """Entries in a dict, LRU order in an ``OrderedDict``, a change log per store.
 
     Args:
@@ -54,18 +63,6 @@ class MemoryStore:
                 if entry is not None:
                     found[entry_id] = entry
             return found
-
-    def find_and_sync(self, namespace: str, key: str, cursor: str | None) -> tuple[Entry | None, Sync | None]:
-        """:meth:`find`, then :meth:`sync` on a miss."""
-        entry = self.find(namespace, key)
-        return (entry, None) if entry is not None else (None, self.sync(namespace, cursor))
-
-    def find_sync_get(
-        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
-    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
-        """:meth:`find_and_sync`, then :meth:`get` of ``ids`` on a miss."""
-        entry, sync = self.find_and_sync(namespace, key, cursor)
-        return entry, sync, ({} if entry is not None else self.get(ids))
 
     def add(self, new: NewEntry) -> Entry:
         """Store ``new``, replacing the entry with its key, and evict."""

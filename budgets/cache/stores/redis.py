@@ -287,27 +287,27 @@ class RedisStore:
             self._redis.zadd(self._k("lru"), {str(i): now for i in ids}, xx=True)
 
     def find_and_sync(self, namespace: str, key: str, cursor: str | None) -> tuple[Entry | None, Sync | None]:
-        """The exact read and the change-stream catch-up, in one round trip (one script).
+        """The exact read and the change-stream catch-up, in one round trip (one script)."""
+        entry, sync, _ = self.find_sync_get(namespace, key, cursor, ())
+        return entry, sync
+
+    def find_sync_get(
+        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
+    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
+        """:meth:`find_and_sync` with the ``MGET`` of ``ids`` in the same script: one round trip.
 
         A first sync (``cursor`` is ``None``) reloads the namespace, but only on a miss.
         """
         if cursor is None:
             entry = self.find(namespace, key)
-            return (entry, None) if entry is not None else (None, self.sync(namespace, None))
-        raw, sync, _ = self._catch_up(namespace, cursor, key)
-        return self._decode(raw), sync
-
-    def find_sync_get(
-        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
-    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
-        """:meth:`find_and_sync` with the ``MGET`` of ``ids`` in the same script: one round trip."""
-        if cursor is None:
-            entry, sync = self.find_and_sync(namespace, key, None)
-            return entry, sync, ({} if entry is not None else self.get(ids))
+            if entry is not None:
+                return entry, None, {}
+            return None, self.sync(namespace, None), self.get(ids)
         raw, sync, fetched = self._catch_up(namespace, cursor, key, ids)
         entry = self._decode(raw)
-        found = {e.id: e for e in map(self._decode, fetched) if e is not None}
-        return entry, sync, ({} if entry is not None else found)
+        if entry is not None:
+            return entry, sync, {}
+        return None, sync, {e.id: e for e in map(self._decode, fetched) if e is not None}
 
     def sync(self, namespace: str, cursor: str | None) -> Sync:
         """Vector changes of ``namespace`` after ``cursor``, one round trip when in step.

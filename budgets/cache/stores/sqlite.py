@@ -22,7 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from budgets.cache.base import Counts, Entry, Eviction, Namespace, NamespaceStats, NewEntry, Sync
+from budgets.cache.base import (
+    Counts,
+    Entry,
+    Eviction,
+    LocalRoundTrips,
+    Namespace,
+    NamespaceStats,
+    NewEntry,
+    Sync,
+)
 from budgets.sqlite_tx import immediate
 
 _SCHEMA = """
@@ -72,7 +81,7 @@ FILE_NAME = "entries.sqlite"
 """The store's file inside the cache folder."""
 
 
-class SqliteStore:
+class SqliteStore(LocalRoundTrips):
     """Entries in SQLite.
 
     Args:
@@ -137,18 +146,6 @@ class SqliteStore:
                 (*ids, self._clock()),
             ).fetchall()
         return {row[0]: _entry(row) for row in rows}
-
-    def find_and_sync(self, namespace: str, key: str, cursor: str | None) -> tuple[Entry | None, Sync | None]:
-        """:meth:`find`, then :meth:`sync` on a miss."""
-        entry = self.find(namespace, key)
-        return (entry, None) if entry is not None else (None, self.sync(namespace, cursor))
-
-    def find_sync_get(
-        self, namespace: str, key: str, cursor: str | None, ids: Sequence[int]
-    ) -> tuple[Entry | None, Sync | None, dict[int, Entry]]:
-        """:meth:`find_and_sync`, then :meth:`get` of ``ids`` on a miss."""
-        entry, sync = self.find_and_sync(namespace, key, cursor)
-        return entry, sync, ({} if entry is not None else self.get(ids))
 
     def add(self, new: NewEntry) -> Entry:
         """Store ``new`` (replacing the entry with its key), log it, and evict."""
