@@ -228,3 +228,49 @@ def test_the_redis_store_loads_its_scripts_again_when_the_server_lost_them(
 
     assert found.id == entry.id and sync is not None and not sync.reset
     store.close()
+
+
+def test_a_redis_lookup_survives_the_server_closing_the_store_s_lookup_connection(
+    redis_url: str, redis_prefix: str, clock: FakeClock
+):
+    import redis
+
+    from budgets.cache.stores.redis import RedisStore
+
+    store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
+    entry = store.add(new("k1"))
+    cursor = store.sync(namespace().key, None).cursor
+    store.find_and_sync(namespace().key, "k1", cursor)
+    kept = store._lookup_connection  # noqa: SLF001  # the one to close, as a restart or `timeout` would
+    kept.send_command("CLIENT", "ID")
+    client = redis.Redis.from_url(redis_url)
+    client.client_kill_filter(_id=kept.read_response())
+    client.close()
+
+    found, sync = store.find_and_sync(namespace().key, "k1", cursor)
+    again, _ = store.find_and_sync(namespace().key, "k1", cursor)
+
+    assert found.id == entry.id and again.id == entry.id and sync is not None and not sync.reset
+    store.close()
+
+
+def test_redis_lookups_from_many_threads_each_get_their_own_entry(
+    redis_url: str, redis_prefix: str, clock: FakeClock
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from budgets.cache.stores.redis import RedisStore
+
+    store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
+    ids = {f"k{i}": e.id for i, e in enumerate(store.add_many([new(f"k{i}", seed=i) for i in range(8)]))}
+    cursor = store.sync(namespace().key, None).cursor
+
+    def look_up(key: str) -> list[int | None]:
+        found = [store.find_and_sync(namespace().key, key, cursor)[0] for _ in range(100)]
+        return [e.id if e is not None else None for e in found]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(ids, pool.map(look_up, ids), strict=True))
+
+    assert results == {key: [entry_id] * 100 for key, entry_id in ids.items()}
+    store.close()
