@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -338,11 +338,13 @@ class RedisStore:
         if key is not None:
             keys.append(self._k("k", namespace, key))
         raw, current, first, flat, fetched = self._run_lookup_script(
-            self._catch_up_script, keys, [self.prefix, last_id, uuid.uuid4().hex, *map(str, ids)]
+            self._catch_up_script, keys, [self.prefix, last_id, secrets.token_hex(16), *map(str, ids)]
         )
         if _text(current) != epoch:
             self._labelled.clear()  # the keys were flushed: labels go again with the next counts
             return raw, self._reload(namespace), fetched
+        if not flat:  # in step: nothing follows the cursor, so nothing was trimmed past it either
+            return raw, Sync(cursor=cursor), fetched
         if first and _stream_id(first) > _stream_id(last_id):  # the cursor's change was trimmed
             return raw, self._reload(namespace), fetched
         changes = [
@@ -404,7 +406,7 @@ class RedisStore:
 
     def _reload(self, namespace: str) -> Sync:
         epoch, last = self._reload_head(
-            keys=[self._k("log", namespace), self._k("epoch")], args=[uuid.uuid4().hex, self._maxlen]
+            keys=[self._k("log", namespace), self._k("epoch")], args=[secrets.token_hex(16), self._maxlen]
         )
         cursor = f"{_text(epoch)}|{_text(last)}"
         ids = sorted(int(i) for i in self._redis.smembers(self._k("ids", namespace)))
