@@ -20,6 +20,7 @@ factories:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
@@ -206,7 +207,7 @@ def decode_vector(text: str | None) -> Vector | None:
     """Inverse of :func:`encode_vector`."""
     if text is None:
         return None
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+    return np.frombuffer(binascii.a2b_base64(text), dtype="<f4").astype(np.float32)
 
 
 @dataclass(frozen=True)
