@@ -23,9 +23,11 @@ import budgets.plugins.cache  # noqa: F401  (registers the plugin, so budgets.ya
 from budgets import ConfigError, load_budgets, usd
 from budgets.cache import CacheSettings, Counts, Guard, NamespaceStats
 from budgets.cache.base import EntryStore
-from budgets.cache.config import build_embedder, open_configured_store, store_url
+from budgets.cache.config import build_embedder, load_verifier, open_configured_store, store_url
 from budgets.cache.embedders import LocalEmbedder
-from budgets.cache.evaluate import EvalResult, PairsError, evaluate, read_pairs
+from budgets.cache.evaluate import EvalResult, Pair, PairsError, evaluate, read_pairs
+from budgets.cache.text import normalize
+from budgets.cache.verifier import Verifier, VerifierError, fit
 from graph.builder import NODE_NAMES
 from graph.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, err, fail
 
@@ -50,23 +52,23 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+PairsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--pairs",
+        help='JSON Lines of {"text_a", "text_b", "label"} or {"origin", "similar"}; .gz is read too.',
+    ),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", min=0.0, max=1.0, help="Cosine threshold [default: the `cache:` section's]."),
+]
 
 
 @cache_app.command("eval")
 def eval_pairs(
-    pairs: Annotated[
-        Path,
-        typer.Option(
-            "--pairs",
-            help='JSON Lines of {"text_a", "text_b", "label"} or {"origin", "similar"}; .gz is read too.',
-        ),
-    ],
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--threshold", min=0.0, max=1.0, help="Cosine threshold [default: the `cache:` section's]."
-        ),
-    ] = None,
+    pairs: PairsOpt,
+    threshold: ThresholdOpt = None,
     no_guard: Annotated[
         bool, typer.Option("--no-guard", help="Serve every candidate above the threshold (cosine only).")
     ] = False,
@@ -81,26 +83,116 @@ def eval_pairs(
         typer.Option("--sample", min=1, help="Score this many pairs drawn at random (all when omitted)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --sample's draw (random.Random).")] = 0,
+    verifier: Annotated[
+        Path | None,
+        typer.Option(
+            "--verifier",
+            help="Run this verifier (from `cache calibrate`) after the guard "
+            "[default: the `cache:` section's].",
+        ),
+    ] = None,
     budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Put every distinct text_a/origin into a fresh cache, look up each text_b/similar, score the hits."""
     try:
         settings = _settings(budgets)
+        if verifier is not None:
+            settings = settings.model_copy(update={"verifier": str(verifier)})
+        embedder = build_embedder(settings, os.environ)
+        checker = None if no_guard else load_verifier(settings, embedder=embedder.name)
         rows = read_pairs(pairs)
-    except (ConfigError, PairsError) as exc:
+    except (ConfigError, PairsError, VerifierError) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
     if sample is not None and sample < len(rows):
         rows = random.Random(seed).sample(rows, sample)
     chosen = settings.threshold if threshold is None else threshold
-    embedder = build_embedder(settings, os.environ)
     if isinstance(embedder, LocalEmbedder) and not as_json:
         err.print(f"Embedding {len(rows)} pairs with {embedder.name} ...", highlight=False)
-    result = evaluate(rows, embedder, threshold=chosen, guard=Guard(enabled=not no_guard), pairwise=pairwise)
+    guard = Guard(enabled=not no_guard, verifier=checker)
+    result = evaluate(rows, embedder, threshold=chosen, guard=guard, pairwise=pairwise)
     if as_json:
         sys.stdout.write(json.dumps(result.summary()) + "\n")
     else:
         out.print(_eval_table(result, pairs))
+
+
+@cache_app.command()
+def calibrate(
+    pairs: PairsOpt,
+    out_path: Annotated[Path, typer.Option("--out", help="Verifier file to write.")] = Path("verifier.json"),
+    threshold: ThresholdOpt = None,
+    min_recall: Annotated[
+        float,
+        typer.Option("--min-recall", min=0.0, max=1.0, help="Held-out recall the cutoff must keep."),
+    ] = 0.4,
+    holdout: Annotated[
+        float,
+        typer.Option("--holdout", min=0.05, max=0.5, help="Share of the pairs held out to pick the cutoff."),
+    ] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split (random.Random).")] = 0,
+    exclude_sample: Annotated[
+        int | None,
+        typer.Option(
+            "--exclude-sample",
+            min=1,
+            help="Leave out the pairs `cache eval --sample N --seed S` scores, and every pair sharing a text "
+            "with them, so that evaluation stays out of sample.",
+        ),
+    ] = None,
+    exclude_seed: Annotated[int, typer.Option("--exclude-seed", help="The S of --exclude-sample.")] = 0,
+    budgets: BudgetsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a verifier (a duplicate classifier run after the guard) on labelled pairs; write it as JSON."""
+    try:
+        settings = _settings(budgets)
+        rows = read_pairs(pairs)
+    except (ConfigError, PairsError) as exc:
+        fail(str(exc), as_json, EXIT_BAD_INPUT)
+    if exclude_sample is not None:
+        rows = _outside_sample(rows, exclude_sample, exclude_seed)
+    chosen = settings.threshold if threshold is None else threshold
+    embedder = build_embedder(settings, os.environ)
+    if isinstance(embedder, LocalEmbedder) and not as_json:
+        err.print(f"Embedding {len(rows)} pairs with {embedder.name} ...", highlight=False)
+    source = {"file": pairs.name}
+    if exclude_sample is not None:
+        source["excluded"] = f"cache eval --sample {exclude_sample} --seed {exclude_seed}"
+    try:
+        fitted = fit(
+            rows,
+            embedder,
+            threshold=chosen,
+            guard=Guard(enabled=settings.guard),
+            min_recall=min_recall,
+            holdout_share=holdout,
+            seed=seed,
+            source=source,
+        )
+    except ValueError as exc:
+        fail(f"{pairs}: {exc}", as_json, EXIT_BAD_INPUT)
+    fitted.save(out_path)
+    if as_json:
+        held = fitted.holdout.__dict__ if fitted.holdout else None
+        document = {"path": str(out_path), "cutoff": fitted.cutoff, "source": fitted.source, "holdout": held}
+        sys.stdout.write(json.dumps(document) + "\n")
+    else:
+        out.print(_calibrate_table(fitted, out_path))
+
+
+def _outside_sample(rows: list[Pair], size: int, seed: int) -> list[Pair]:
+    """``rows`` less the draw of ``cache eval --sample size --seed seed`` and every pair sharing its texts."""
+    if size >= len(rows):
+        return []
+    drawn = random.Random(seed).sample(rows, size)
+    held = {id(p) for p in drawn}
+    texts = {normalize(t) for p in drawn for t in (p.stored, p.query)}
+    return [
+        p
+        for p in rows
+        if id(p) not in held and normalize(p.stored) not in texts and normalize(p.query) not in texts
+    ]
 
 
 @cache_app.command()
@@ -220,6 +312,26 @@ def _eval_table(result: EvalResult, path: Path) -> Table:
     table.add_row("Recall", f"{result.recall:.4f}")
     table.add_row("Hit rate", f"{result.hit_rate:.4f}")
     table.add_row("Guard refusals", str(result.refusals))
+    return table
+
+
+def _calibrate_table(fitted: Verifier, path: Path) -> Table:
+    table = Table(title=f"Verifier written to {path}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    source = fitted.source
+    table.add_row(
+        "Pairs",
+        f"{source.get('pairs')} ({source.get('fitted_on')} fitted on, {source.get('held_out')} held out)",
+    )
+    table.add_row("Threshold", f"{fitted.threshold:.2f}")
+    table.add_row("Cutoff", f"{fitted.cutoff:.3f} duplicate probability")
+    held = fitted.holdout
+    if held is not None:
+        table.add_row(
+            "Held out, guard alone", f"precision {held.precision_before:.4f}, recall {held.recall_before:.4f}"
+        )
+        table.add_row("Held out, with verifier", f"precision {held.precision:.4f}, recall {held.recall:.4f}")
     return table
 
 

@@ -8,6 +8,7 @@ Example::
       max_entries: 10000           # then the least recently used go
       store: disk                  # or redis://host:6379/0 (shared between processes)
       embedder: local              # or {base_url: ..., model: text-embedding-3-small}
+      verifier: verifier.json      # optional: from `budgetgraph cache calibrate`
       nodes:
         reconcile: {threshold: 0.9}
         planner: {semantic: false} # exact matches only
@@ -32,6 +33,7 @@ from budgets.cache.embedders import EndpointEmbedder, LocalEmbedder, endpoint_fr
 from budgets.cache.guard import DEFAULT_THRESHOLD, Guard
 from budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
 from budgets.cache.stores.redis import DEFAULT_PREFIX
+from budgets.cache.verifier import Verifier
 
 CACHE_URL_ENV = "BUDGETGRAPH_CACHE_URL"
 """Variable that overrides the ``store`` setting (e.g. ``redis://127.0.0.1:6379/0``)."""
@@ -99,6 +101,10 @@ class CacheSettings(_Strict):
     """Key prefix in Redis."""
     embedder: Literal["local"] | EndpointEmbedderSettings = "local"
     """``local`` (all-MiniLM-L6-v2, offline) or an OpenAI-compatible endpoint."""
+    verifier: str | None = None
+    """A verifier file written by ``budgetgraph cache calibrate`` (relative to the working
+    directory): a duplicate classifier run after the guard. Off by default; see
+    :mod:`budgets.cache.verifier`."""
     nodes: dict[str, NodeCacheSettings] = {}
     """Per-node overrides, by graph node name (``planner``, ``cto``, ``coo``, ``reconcile``)."""
 
@@ -143,6 +149,31 @@ def build_embedder(settings: CacheSettings, env: Mapping[str, str] | None = None
     return LocalEmbedder()
 
 
+def load_verifier(
+    settings: CacheSettings,
+    *,
+    embedder: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Verifier | None:
+    """The verifier the settings name, checked against the embedder, or ``None``.
+
+    Args:
+        settings: The ``cache:`` section.
+        embedder: Name of the embedder the cache uses (default: the configured one's).
+        env: Variables for the endpoint embedder (default: ``os.environ``).
+        cwd: Folder a relative ``verifier`` path is relative to (default: the working directory).
+
+    Raises:
+        VerifierError: The file is missing or malformed, or was fitted with another embedder.
+    """
+    if settings.verifier is None:
+        return None
+    path = Path(settings.verifier)
+    path = path if path.is_absolute() else (cwd or Path.cwd()) / path
+    return Verifier.load(path, embedder=embedder or build_embedder(settings, env).name)
+
+
 def store_url(settings: CacheSettings, env: Mapping[str, str] | None = None) -> str:
     """The store to open: ``BUDGETGRAPH_CACHE_URL`` when set, else ``settings.store``.
 
@@ -162,6 +193,7 @@ def build_cache(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     embedder: Embedder | None = None,
+    verifier: Verifier | None = None,
 ) -> SemanticCache:
     """Open the store and build the cache the settings describe.
 
@@ -171,18 +203,23 @@ def build_cache(
             (default: ``os.environ``).
         cwd: Folder ``path`` is relative to (default: the working directory).
         embedder: Use this embedder instead of the configured one.
+        verifier: Use this verifier instead of loading the configured one.
 
     Raises:
         ValueError: The store is unknown.
+        VerifierError: The configured verifier cannot be used.
         sqlite3.Error: The disk store cannot be opened.
     """
     env = os.environ if env is None else env
     url = store_url(settings, env)
+    embedder = embedder or build_embedder(settings, env)
+    if verifier is None:
+        verifier = load_verifier(settings, embedder=embedder.name, cwd=cwd)
     store = open_configured_store(settings.model_copy(update={"store": url}), cwd=cwd)
     return SemanticCache(
         store,
-        embedder or build_embedder(settings, env),
-        guard=Guard(enabled=settings.guard),
+        embedder,
+        guard=Guard(enabled=settings.guard, verifier=verifier),
         index_dir=store_folder(settings, cwd) / "index" if url == DISK else None,
     )
 
@@ -216,6 +253,7 @@ __all__ = [
     "NodeCacheSettings",
     "build_cache",
     "build_embedder",
+    "load_verifier",
     "open_configured_store",
     "store_folder",
     "store_url",

@@ -39,6 +39,10 @@ evaluation sample; see ``bench/cache_bench.py``):
    must be near-synonyms for the cosine to stay that high. Lexically distant
    paraphrases keep the plain threshold.
 
+6. **Verifier** (optional, off by default). A duplicate classifier fitted on
+   labelled pairs of the workload (:mod:`budgets.cache.verifier`) refuses a
+   candidate whose duplicate probability is under its cutoff.
+
 The constants were fitted on the calibration split named above and checked on
 the fixed QQP sample and the paraphrase file; they are in cosine units.
 """
@@ -47,8 +51,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from budgets.cache.text import TextFeatures, features, opposite_terms, role_swap, unit_clash, unmatched
+
+if TYPE_CHECKING:
+    from budgets.cache.base import Vector
+    from budgets.cache.verifier import Verifier
 
 DEFAULT_THRESHOLD = 0.78
 """Cosine similarity a semantic hit needs by default (all-MiniLM-L6-v2, with the guard).
@@ -94,6 +103,8 @@ class Guard:
     """Key-term requirement when the two short requests share every content word (cosine)."""
     key_slope: float = 0.2
     """How much the key-term requirement falls per unit share of unmatched content words."""
+    verifier: Verifier | None = None
+    """Duplicate classifier run after the checks above pass; ``None`` runs none."""
 
     def ambiguous(self, best: float, second: float | None, threshold: float) -> bool:
         """Whether a lookup whose two nearest candidates score ``best`` and ``second`` is a guess."""
@@ -101,7 +112,14 @@ class Guard:
             return False
         return best - second < self.ambiguity_margin
 
-    def judge(self, query: str, candidate: str, similarity: float, threshold: float) -> Verdict:
+    def judge(
+        self,
+        query: str,
+        candidate: str,
+        similarity: float,
+        threshold: float,
+        vectors: tuple[Vector, Vector] | None = None,
+    ) -> Verdict:
         """Decide whether the answer stored for ``candidate`` may serve ``query``.
 
         Args:
@@ -109,6 +127,8 @@ class Guard:
             candidate: The stored request's normalised text.
             similarity: Their cosine similarity, -1 to 1.
             threshold: The namespace's threshold.
+            vectors: The query's and the candidate's embeddings, for the
+                verifier (without them it is skipped).
 
         Returns:
             The verdict, with its reason.
@@ -139,9 +159,17 @@ class Guard:
                 notes.insert(0, f"short request: key terms need {key:.2f}")
         required = base + penalty
         detail = f" ({'; '.join(notes)})" if notes else ""
-        if similarity >= required:
-            return Verdict(True, required, f"similarity {similarity:.3f} >= {required:.2f}{detail}")
-        return Verdict(False, required, f"similarity {similarity:.3f} < {required:.2f} required{detail}")
+        if similarity < required:
+            return Verdict(False, required, f"similarity {similarity:.3f} < {required:.2f} required{detail}")
+        if self.verifier is not None and vectors is not None:
+            served, probability = self.verifier.accepts(*vectors)
+            if not served:
+                cutoff = self.verifier.cutoff
+                return Verdict(
+                    False, required, f"verifier: duplicate probability {probability:.2f} < {cutoff:.2f}"
+                )
+            detail += f" (verifier {probability:.2f})"
+        return Verdict(True, required, f"similarity {similarity:.3f} >= {required:.2f}{detail}")
 
 
 def _hard_difference(q: TextFeatures, c: TextFeatures, reversal_max_unmatched: float) -> str | None:

@@ -48,8 +48,10 @@ from budgets.cache.config import (
     CacheSettings,
     EndpointEmbedderSettings,
     build_cache,
+    load_verifier,
 )
 from budgets.cache.text import normalize
+from budgets.cache.verifier import VerifierError
 from budgets.config import ModelsConfig
 from budgets.errors import ConfigError
 from budgets.plugins.base import CallNext, PluginContext, register
@@ -307,6 +309,10 @@ def _factory(context: PluginContext) -> CachePlugin:
     if isinstance(settings.embedder, EndpointEmbedderSettings):
         names += [settings.embedder.base_url_env, settings.embedder.api_key_env]
     env = {name: os.environ[name] for name in names if name in os.environ}
+    try:
+        load_verifier(settings, env=env)  # a bad verifier file fails when the plugin is registered
+    except VerifierError as exc:
+        raise ConfigError(path=context.budgets.source, problems=[f"`cache.verifier`: {exc}"]) from exc
     return CachePlugin(settings, context.models, env=env)
 
 

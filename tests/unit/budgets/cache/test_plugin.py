@@ -348,14 +348,7 @@ def test_an_openai_compatible_endpoint_can_embed(
 def test_the_environment_can_switch_the_cache_off(
     tmp_path: Path, models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
 ):
-    from budgets.ledger import open_ledger
-    from budgets.plugins.base import PluginContext
-    from budgets.pricing import PriceBook
-
-    budgets = budgets_file(tmp_path, "budgets: {}\n")
-    context = PluginContext(
-        models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:")
-    )
+    context = plugin_context(models, budgets_file(tmp_path, "budgets: {}\n"))
     monkeypatch.setenv("BUDGETGRAPH_CACHE", "off")
     (plugin,) = build_chain(["cache"], context, source="test")
     model = Model()
@@ -400,3 +393,23 @@ def test_a_stored_answer_that_no_longer_fits_its_schema_is_a_miss_in_the_counter
     (stats,) = plugin.cache.store.stats()
     assert stats.counts.exact_hits == stats.counts.semantic_hits == 0
     assert stats.counts.misses == 2 and stats.counts.saved_micro_usd == 0
+
+
+def test_a_verifier_that_cannot_be_used_fails_when_the_plugin_is_registered(
+    tmp_path: Path, models: ModelsConfig
+):
+    budgets = budgets_file(tmp_path, "budgets: {}\ncache:\n  verifier: /nowhere/verifier.json\n")
+
+    with pytest.raises(
+        ConfigError, match=r"`cache.verifier`: /nowhere/verifier.json: cannot read the verifier"
+    ):
+        build_chain(["cache"], plugin_context(models, budgets), source="test")
+
+
+def plugin_context(models: ModelsConfig, budgets):
+    """What a gateway gives its plugins: the models and budgets, no prices, an in-memory ledger."""
+    from budgets.ledger import open_ledger
+    from budgets.plugins.base import PluginContext
+    from budgets.pricing import PriceBook
+
+    return PluginContext(models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:"))

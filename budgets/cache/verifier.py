@@ -1,0 +1,303 @@
+"""A duplicate classifier fitted on labelled pairs: the guard's optional last check.
+
+The guard's rules (:mod:`budgets.cache.guard`) hold in any domain, but cosine
+similarity alone cannot tell a paraphrase from a near miss on the same topic
+("how do I learn Python?" / "how do I learn Python fast?"). Where labelled
+pairs of the workload exist, a classifier fitted on them can: the
+"similarity evaluation" stage of GPTCache, and the SBERT pair classifier
+(Reimers and Gurevych, 2019, section 3: logistic regression over ``u * v`` and
+``|u - v|`` of the two sentence embeddings).
+
+:func:`fit` fits that classifier (scikit-learn's ``LogisticRegression``) on
+the pairs the threshold lets through, then picks the probability cutoff on a
+held-out share of the pairs: the highest precision that keeps a given recall.
+The result is a small JSON file; ``cache: verifier: FILE`` in ``budgets.yaml``
+turns it on, ``budgetgraph cache calibrate`` writes it. A verifier belongs to
+the embedder it was fitted with, and to the kind of requests it was fitted on:
+one fitted on Quora questions refuses documentation paraphrases that the
+guard alone serves, so it is off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from budgets.cache.base import Embedder, Vector
+from budgets.cache.evaluate import Pair
+from budgets.cache.guard import Guard
+from budgets.cache.text import normalize
+
+FORMAT = "budgetgraph.cache.verifier/1"
+"""The ``format`` field of a verifier file."""
+
+FIT_MARGIN = 0.08
+"""Pairs this far (cosine) below the threshold are fitted on too, so the classifier sees both sides of it."""
+
+
+class VerifierError(ValueError):
+    """Raised when a verifier file is missing, malformed, or belongs to another embedder.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """How the fitted verifier did on the held-out pairs, each pair scored on its own.
+
+    Attributes:
+        pairs: Held-out pairs.
+        positives: Those labelled 1.
+        precision_before: Precision with the threshold and guard alone.
+        recall_before: Recall with the threshold and guard alone.
+        precision: Precision with the verifier as well.
+        recall: Recall with the verifier as well.
+    """
+
+    pairs: int
+    positives: int
+    precision_before: float
+    recall_before: float
+    precision: float
+    recall: float
+
+
+@dataclass(frozen=True, eq=False)
+class Verifier:
+    """Logistic regression on ``[u * v, |u - v|, u . v]`` of two normalised embeddings.
+
+    Attributes:
+        weights: One weight per feature, shape ``(2 * dim + 1,)``.
+        bias: The intercept.
+        cutoff: Lowest duplicate probability (0 to 1) at which a candidate is served.
+        embedder: Name of the embedder whose vectors it reads (e.g. ``local:all-MiniLM-L6-v2``).
+        threshold: The cosine threshold it was fitted at.
+        source: What it was fitted on (file and pair counts), for the record.
+        holdout: Its figures on the held-out pairs, or ``None`` when unknown.
+    """
+
+    weights: np.ndarray
+    bias: float
+    cutoff: float
+    embedder: str
+    threshold: float
+    source: dict[str, Any] = field(default_factory=dict)
+    holdout: Holdout | None = None
+
+    def probability(self, query: Vector, stored: Vector) -> float:
+        """Probability (0 to 1) that the two requests are the same question.
+
+        Args:
+            query: The new request's normalised embedding, shape ``(dim,)``.
+            stored: The stored request's normalised embedding, same shape.
+
+        Raises:
+            ValueError: The vectors do not have the dimension the verifier was fitted on.
+        """
+        x = _features(
+            np.asarray(query, dtype=np.float64)[None, :], np.asarray(stored, dtype=np.float64)[None, :]
+        )
+        if x.shape[1] != self.weights.shape[0]:
+            raise ValueError(
+                f"verifier fitted on {(self.weights.shape[0] - 1) // 2}-dim vectors, got {x.shape[1] // 2}"
+            )
+        return float(_sigmoid(x @ self.weights + self.bias)[0])
+
+    def accepts(self, query: Vector, stored: Vector) -> tuple[bool, float]:
+        """Whether the probability clears the cutoff, and the probability."""
+        p = self.probability(query, stored)
+        return p >= self.cutoff, p
+
+    def save(self, path: str | Path) -> None:
+        """Write the verifier as JSON (weights as a list of floats; never pickle)."""
+        document = {
+            "format": FORMAT,
+            "embedder": self.embedder,
+            "threshold": self.threshold,
+            "cutoff": self.cutoff,
+            "bias": self.bias,
+            "weights": [float(w) for w in self.weights],
+            "source": self.source,
+            "holdout": None if self.holdout is None else self.holdout.__dict__,
+        }
+        Path(path).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder: str | None = None) -> Verifier:
+        """Read a verifier written by :meth:`save`.
+
+        Args:
+            path: The JSON file.
+            embedder: The embedder it will be used with; a verifier fitted
+                with another one is refused.
+
+        Raises:
+            VerifierError: The file is missing, is not a verifier, or names another embedder.
+        """
+        name = str(path)
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise VerifierError(f"cannot read the verifier: {exc.strerror or exc}", path=name) from exc
+        except json.JSONDecodeError as exc:
+            raise VerifierError(f"not JSON: {exc.msg}", path=name) from exc
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise VerifierError(f"not a verifier file (expected format `{FORMAT}`)", path=name)
+        try:
+            weights = np.asarray(document["weights"], dtype=np.float64)
+            holdout = document.get("holdout")
+            verifier = cls(
+                weights=weights,
+                bias=float(document["bias"]),
+                cutoff=float(document["cutoff"]),
+                embedder=str(document["embedder"]),
+                threshold=float(document["threshold"]),
+                source=dict(document.get("source") or {}),
+                holdout=None if holdout is None else Holdout(**holdout),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerifierError(f"malformed verifier: {exc}", path=name) from exc
+        if weights.ndim != 1 or weights.shape[0] % 2 != 1:
+            raise VerifierError(f"malformed verifier: {weights.shape[0]} weights", path=name)
+        if embedder is not None and verifier.embedder != embedder:
+            raise VerifierError(
+                f"fitted with embedder `{verifier.embedder}`, the cache uses `{embedder}`", path=name
+            )
+        return verifier
+
+
+def fit(
+    pairs: Sequence[Pair],
+    embedder: Embedder,
+    *,
+    threshold: float,
+    guard: Guard | None = None,
+    min_recall: float = 0.4,
+    holdout_share: float = 0.2,
+    seed: int = 0,
+    source: dict[str, Any] | None = None,
+) -> Verifier:
+    """Fit a verifier on labelled pairs and pick its cutoff on a held-out share of them.
+
+    Args:
+        pairs: Labelled pairs of the workload (both labels needed).
+        embedder: The cache's embedder; every distinct text is embedded once.
+        threshold: The cosine threshold the verifier will run behind.
+        guard: The guard it will run behind (default: the shipped one).
+        min_recall: Recall (0 to 1, over the held-out pairs labelled 1) the
+            cutoff must keep; the cutoff is the one with the best precision
+            among those that keep it, or 0 when none does.
+        holdout_share: Share of the pairs (0 to 1) held out for the cutoff.
+        seed: Seed of the split (``random.Random``).
+        source: What the pairs are, stored with the verifier.
+
+    Returns:
+        The verifier, with its held-out figures.
+
+    Raises:
+        ValueError: Too few pairs, or only one label, near the threshold.
+    """
+    from sklearn.linear_model import LogisticRegression  # scikit-learn comes with sentence-transformers
+    from sklearn.preprocessing import StandardScaler
+
+    guard = guard or Guard()
+    stored = [normalize(p.stored) for p in pairs]
+    queries = [normalize(p.query) for p in pairs]
+    texts = list(dict.fromkeys(stored + queries))
+    matrix = np.asarray(embedder.embed(texts), dtype=np.float64)
+    row = {text: i for i, text in enumerate(texts)}
+    u, v = matrix[[row[t] for t in stored]], matrix[[row[t] for t in queries]]
+    labels = np.array([p.label for p in pairs])
+    x = _features(u, v)
+    cosine = x[:, -1]
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    cut = int(len(order) * holdout_share)
+    held, trained = np.array(order[:cut], dtype=int), np.array(order[cut:], dtype=int)
+    near = trained[cosine[trained] >= threshold - FIT_MARGIN]
+    if len(near) < 20 or len(set(labels[near].tolist())) < 2:
+        raise ValueError(
+            f"{len(near)} pairs at cosine >= {threshold - FIT_MARGIN:.2f} to fit on; "
+            "need 20 or more, with both labels"
+        )
+    scaler = StandardScaler().fit(x[near])
+    model = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x[near]), labels[near])
+    weights = model.coef_[0] / scaler.scale_
+    bias = float(model.intercept_[0] - (model.coef_[0] * scaler.mean_ / scaler.scale_).sum())
+    served = np.array(
+        [
+            stored[i] == queries[i]
+            or guard.judge(queries[i], stored[i], float(cosine[i]), threshold).accepted
+            for i in held
+        ],
+        dtype=bool,
+    )
+    exact = np.array([stored[i] == queries[i] for i in held], dtype=bool)
+    probability = _sigmoid(x[held] @ weights + bias)
+    cutoff, holdout = _cutoff(served, exact, probability, labels[held], min_recall)
+    return Verifier(
+        weights=weights,
+        bias=bias,
+        cutoff=cutoff,
+        embedder=embedder.name,
+        threshold=threshold,
+        source={
+            **(source or {}),
+            "pairs": len(pairs),
+            "fitted_on": int(len(near)),
+            "held_out": int(len(held)),
+        },
+        holdout=holdout,
+    )
+
+
+def _cutoff(
+    served: np.ndarray, exact: np.ndarray, probability: np.ndarray, labels: np.ndarray, min_recall: float
+) -> tuple[float, Holdout]:
+    """The cutoff with the best held-out precision at recall >= ``min_recall`` (0.0 when none keeps it)."""
+    positives = int(labels.sum())
+
+    def scores(cutoff: float) -> tuple[float, float]:
+        hits = exact | (served & (probability >= cutoff))
+        correct = int((hits & (labels == 1)).sum())
+        return (correct / int(hits.sum()) if hits.any() else 1.0), (correct / positives if positives else 0.0)
+
+    before = scores(0.0)
+    best, best_scores = 0.0, before
+    for candidate in np.unique(np.round(probability[served & ~exact], 3)):
+        precision, recall = scores(float(candidate))
+        if recall >= min_recall and precision > best_scores[0]:
+            best, best_scores = float(candidate), (precision, recall)
+    holdout = Holdout(
+        pairs=len(labels),
+        positives=positives,
+        precision_before=round(before[0], 4),
+        recall_before=round(before[1], 4),
+        precision=round(best_scores[0], 4),
+        recall=round(best_scores[1], 4),
+    )
+    return best, holdout
+
+
+def _features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``[u * v, |u - v|, u . v]`` per row, shape ``(n, 2 * dim + 1)``."""
+    return np.hstack([u * v, np.abs(u - v), np.einsum("ij,ij->i", u, v)[:, None]])
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+__all__ = ["FORMAT", "Holdout", "Verifier", "VerifierError", "fit"]

@@ -1,0 +1,185 @@
+"""The verifier: a duplicate classifier fitted on labelled pairs, run after the guard."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from budgets.cache import Guard, SemanticCache
+from budgets.cache.base import Matrix, exact_key
+from budgets.cache.config import CacheSettings, build_cache, load_verifier
+from budgets.cache.evaluate import Pair, evaluate
+from budgets.cache.stores.memory import MemoryStore
+from budgets.cache.verifier import Verifier, VerifierError, fit
+from graph.cli_cache import cache_app
+from tests.unit.budgets.cache.test_cache import namespace
+
+
+def request(kind: str, i: int) -> str:
+    """Text of request ``i`` of a kind: one word the guard's rules find nothing in (``sxbc`` for s12)."""
+    return kind + "x" + "".join(chr(ord("a") + int(d)) for d in str(i))
+
+
+class PlantedEmbedder:
+    """Vectors where a duplicate and a near miss are equally close to the stored request.
+
+    Each stored request (kind ``s``) has a random unit vector. Its duplicate
+    (``d``) moves it in the first ``dim - 2`` coordinates; its near miss
+    (``n``) moves it by the same amount along the last two, which stand for
+    what changes the answer. All are at cosine 0.91 from the stored request,
+    so cosine cannot tell them apart; the coordinates can.
+    """
+
+    name = "test:planted"
+
+    def __init__(self, pairs: int = 400, dim: int = 16, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.vectors: dict[str, np.ndarray] = {}
+        for i in range(pairs):
+            base = rng.normal(size=dim)
+            base /= np.linalg.norm(base)
+            self.vectors[request("s", i)] = base
+            for name, start, stop in ((request("d", i), 0, dim - 2), (request("n", i), dim - 2, dim)):
+                step = np.zeros(dim)
+                step[start:stop] = rng.normal(size=stop - start)
+                moved = base + 0.45 * step / np.linalg.norm(step)
+                self.vectors[name] = moved / np.linalg.norm(moved)
+
+    def fits(self, text: str) -> bool:
+        return True
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        return np.asarray([self.vectors[t] for t in texts], dtype=np.float32)
+
+    def pairs(self, count: int) -> list[Pair]:
+        """``count`` stored requests, each with its duplicate (label 1) and its near miss (label 0)."""
+        return [
+            Pair(request("s", i), request(kind, i), int(kind == "d")) for i in range(count) for kind in "dn"
+        ]
+
+
+@pytest.fixture(scope="module")
+def planted() -> PlantedEmbedder:
+    return PlantedEmbedder()
+
+
+@pytest.fixture(scope="module")
+def fitted(planted: PlantedEmbedder) -> Verifier:
+    return fit(planted.pairs(300), planted, threshold=0.8, min_recall=0.8)
+
+
+def test_a_verifier_learns_what_cosine_cannot_tell_apart(fitted: Verifier):
+    held = fitted.holdout
+
+    assert held is not None and held.pairs == 120  # a fifth of the 600 pairs
+    assert held.precision_before < 0.6  # near misses clear the threshold as often as duplicates
+    assert held.precision >= 0.95 and held.recall >= 0.8
+    assert fitted.embedder == "test:planted" and fitted.threshold == 0.8
+
+
+def test_a_cache_with_a_verifier_serves_the_duplicate_and_refuses_the_near_miss(
+    planted: PlantedEmbedder, fitted: Verifier
+):
+    # requests 300-399 were not fitted on
+    unseen = range(300, 400)
+    served = {"d": 0, "n": 0}
+    for i in unseen:
+        for kind in "dn":
+            cache = SemanticCache(MemoryStore(), planted, guard=Guard(verifier=fitted))
+            stored, asked = request("s", i), request(kind, i)
+            cache.put(namespace(), key=exact_key(stored), text=stored, response={"a": stored}, model="m")
+            found = cache.lookup(namespace(), key=exact_key(asked), text=asked, threshold=0.8)
+            served[kind] += found.outcome == "semantic"
+            if found.outcome == "miss" and found.refused:
+                assert found.reason.startswith("verifier: duplicate probability")
+
+    assert served["d"] >= 80 and served["n"] <= 5
+
+
+def test_the_verifier_runs_only_after_the_rules_and_only_with_vectors(
+    fitted: Verifier, planted: PlantedEmbedder
+):
+    guard = Guard(verifier=fitted)
+    near_miss, stored = request("n", 350), request("s", 350)
+    vectors = (planted.vectors[near_miss], planted.vectors[stored])
+
+    refused = guard.judge(near_miss, stored, 0.91, 0.8, vectors)
+    skipped = guard.judge(near_miss, stored, 0.91, 0.8)
+    numbers = guard.judge(f"top 5 {near_miss}", f"top 7 {stored}", 0.99, 0.8, vectors)
+    cosine_only = Guard(enabled=False, verifier=fitted).judge(near_miss, stored, 0.91, 0.8, vectors)
+
+    assert not refused.accepted and refused.reason.startswith("verifier:")
+    assert skipped.accepted
+    assert numbers.reason.startswith("numbers differ")
+    assert cosine_only.accepted  # the guard off (cache eval --no-guard) is cosine alone
+
+
+def test_a_verifier_file_round_trips_and_is_refused_for_another_embedder(tmp_path: Path, fitted: Verifier):
+    path = tmp_path / "verifier.json"
+    fitted.save(path)
+    loaded = Verifier.load(path, embedder="test:planted")
+    u, v = np.eye(16)[0], np.eye(16)[1]
+
+    assert loaded.cutoff == fitted.cutoff and loaded.holdout == fitted.holdout
+    assert loaded.probability(u, v) == pytest.approx(fitted.probability(u, v))
+    with pytest.raises(VerifierError, match="fitted with embedder `test:planted`"):
+        Verifier.load(path, embedder="local:all-MiniLM-L6-v2")
+    (tmp_path / "other.json").write_text(json.dumps({"weights": [1.0]}), encoding="utf-8")
+    with pytest.raises(VerifierError, match="not a verifier file"):
+        Verifier.load(tmp_path / "other.json")
+
+
+def test_the_cache_section_names_a_verifier_and_a_bad_one_is_a_config_error(
+    tmp_path: Path, fitted: Verifier, planted: PlantedEmbedder
+):
+    fitted.save(tmp_path / "verifier.json")
+    settings = CacheSettings(store="memory:", verifier="verifier.json")
+
+    cache = build_cache(settings, cwd=tmp_path, embedder=planted)
+
+    assert cache.guard.verifier is not None and cache.guard.verifier.cutoff == fitted.cutoff
+    with pytest.raises(VerifierError, match="fitted with embedder `test:planted`, the cache uses `local:"):
+        load_verifier(settings, cwd=tmp_path)
+    with pytest.raises(VerifierError, match="cannot read the verifier"):
+        load_verifier(settings.model_copy(update={"verifier": "missing.json"}), cwd=tmp_path)
+
+
+def test_cache_calibrate_writes_a_verifier_that_cache_eval_uses(
+    tmp_path: Path, planted: PlantedEmbedder, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"text_a": p.stored, "text_b": p.query, "label": p.label} for p in planted.pairs(400)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: planted)
+    out = tmp_path / "v.json"
+
+    calibrated = CliRunner().invoke(
+        cache_app,
+        ["calibrate", "--pairs", str(path), "--out", str(out), "--threshold", "0.8", "--min-recall", "0.8"]
+        + ["--exclude-sample", "200", "--json"],
+    )
+    scored = CliRunner().invoke(
+        cache_app,
+        ["eval", "--pairs", str(path), "--sample", "200", "--threshold", "0.8", "--pairwise"]
+        + ["--verifier", str(out), "--json"],
+    )
+
+    assert calibrated.exit_code == 0, calibrated.output
+    report = json.loads(calibrated.stdout)
+    # the pairs `cache eval --sample 200` scores, and the pairs sharing a text with them, are left out
+    drawn = random.Random(0).sample([Pair(r["text_a"], r["text_b"], r["label"]) for r in rows], 200)
+    seen = {p.stored for p in drawn}
+    assert report["source"]["pairs"] == sum(r["text_a"] not in seen for r in rows) < 800 - 200
+    assert report["source"]["excluded"] == "cache eval --sample 200 --seed 0"
+    assert report["holdout"]["precision"] >= 0.95
+    assert scored.exit_code == 0, scored.output
+    verifier = Verifier.load(out)
+    expected = evaluate(drawn, planted, threshold=0.8, guard=Guard(verifier=verifier), pairwise=True)
+    assert json.loads(scored.stdout) == expected.summary()
+    assert expected.precision >= 0.95
