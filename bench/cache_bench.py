@@ -25,10 +25,13 @@ what the vectors mean. The scan at 10k and 100k is timed on fewer lookups
 ``qqp_pairs.jsonl.gz`` (``random.Random(0).sample(rows, 5000)``), with the
 guard on and off; for QQP also a threshold sweep, and the pairwise setting
 (each pair's own cache), which is how the issue's cosine reference
-(0.80 precision at 0.44 recall) is computed.
+(0.80 precision at 0.44 recall) is computed. Last, the same with a verifier
+(:mod:`budgets.cache.verifier`) fitted on ``--verifier-pairs`` QQP pairs drawn
+from those outside the sample (no pair shares a text with it), as
+``budgetgraph cache calibrate --exclude-sample 5000`` fits one.
 
 Usage: python bench/cache_bench.py [--sizes 1000 10000 100000] [--redis URL]
-       [--data DIR] [--skip-latency] [--skip-quality]
+       [--data DIR] [--skip-latency] [--skip-quality] [--verifier-pairs N]
 
 Needs Redis (``REDIS_URL``, default ``redis://127.0.0.1:6379/0``); every key it
 writes is under a fresh prefix and deleted at the end. A full run takes about
@@ -38,7 +41,6 @@ three minutes on two cores when nothing else runs.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -46,7 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +60,10 @@ import redis  # noqa: E402
 from budgets.cache import DEFAULT_THRESHOLD, Eviction, Guard, Namespace, NewEntry, SemanticCache  # noqa: E402
 from budgets.cache.base import Matrix, exact_key  # noqa: E402
 from budgets.cache.embedders import LocalEmbedder  # noqa: E402
-from budgets.cache.evaluate import EvalResult, Pair, evaluate, read_pairs  # noqa: E402
+from budgets.cache.evaluate import EvalResult, Pair, evaluate, outside_sample, read_pairs  # noqa: E402
 from budgets.cache.stores.redis import RedisStore  # noqa: E402
 from budgets.cache.stores.sqlite import SqliteStore  # noqa: E402
+from budgets.cache.verifier import Verifier, fit  # noqa: E402
 
 DIM = 384
 NAMESPACE = Namespace(
@@ -251,28 +254,51 @@ class Remembering:
         return np.vstack([self.seen[t] for t in texts])
 
 
-def quality(data: Path, embedder: LocalEmbedder) -> dict[str, Any]:
+def quality(data: Path, embedder: LocalEmbedder, verifier_pairs: int) -> dict[str, Any]:
     remembering = Remembering(embedder)
     paraphrase = read_pairs(data / "paraphrase_pairs.jsonl")
-    with gzip.open(data / "qqp_pairs.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    sample = random.Random(0).sample(rows, 5000)
-    qqp = [Pair(stored=r["text_a"], query=r["text_b"], label=int(r["label"])) for r in sample]
+    rows = read_pairs(data / "qqp_pairs.jsonl.gz")
+    qqp = random.Random(0).sample(rows, 5000)
     started = time.perf_counter()
-    run: Callable[..., EvalResult] = lambda pairs, threshold, guard=True, pairwise=False: evaluate(  # noqa: E731
-        pairs, remembering, threshold=threshold, guard=Guard(enabled=guard), pairwise=pairwise
-    )
+
+    def run(
+        pairs: Sequence[Pair],
+        threshold: float,
+        guard: bool = True,
+        pairwise: bool = False,
+        verifier: Verifier | None = None,
+    ) -> EvalResult:
+        checks = Guard(enabled=guard, verifier=verifier)
+        return evaluate(pairs, remembering, threshold=threshold, guard=checks, pairwise=pairwise)
+
     result: dict[str, Any] = {
         "paraphrase": {g: run(paraphrase, DEFAULT_THRESHOLD, g) for g in (True, False)},
         "qqp_default": {g: run(qqp, DEFAULT_THRESHOLD, g) for g in (True, False)},
         "sweep": {},
     }
-    for threshold in (0.78, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92):
+    for threshold in SWEEP:
         result["sweep"][threshold] = {
             (g, p): run(qqp, threshold, g, p) for g in (True, False) for p in (False, True)
         }
     result["seconds"] = time.perf_counter() - started
+    if verifier_pairs:
+        # Fitted as `cache calibrate --exclude-sample 5000 --exclude-seed 0` fits, on a draw of the rest.
+        calibration = outside_sample(rows, 5000, 0)
+        calibration = random.Random(1).sample(calibration, min(verifier_pairs, len(calibration)))
+        verifier = fit(calibration, remembering, threshold=DEFAULT_THRESHOLD)
+        result["verifier"] = {
+            "fitted": verifier,
+            "paraphrase": run(paraphrase, DEFAULT_THRESHOLD, verifier=verifier),
+            "sweep": {
+                t: {p: run(qqp, t, pairwise=p, verifier=verifier) for p in (False, True)} for t in SWEEP
+            },
+        }
+        result["verifier_seconds"] = time.perf_counter() - started - result["seconds"]
     return result
+
+
+SWEEP = (0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92)
+"""QQP thresholds scored."""
 
 
 def fmt(value: float) -> str:
@@ -308,6 +334,12 @@ def report_latency(rows: list[dict[str, Any]]) -> None:
     )
 
 
+QUALITY_HEADER = (
+    f"{'':<34} {'hits':>6} {'correct':>8} {'false':>6} {'other':>6} {'misses':>6} {'precision':>9} "
+    f"{'recall':>7} {'hit rate':>8} {'refused':>8} {'bound':>6}"
+)
+
+
 def line(name: str, r: EvalResult) -> str:
     return (
         f"{name:<34} {r.hits:>6} {r.correct_hits:>8} {r.false_hits:>6} {r.other_hits:>6} {r.misses:>6} "
@@ -317,7 +349,7 @@ def line(name: str, r: EvalResult) -> str:
 
 
 def report_quality(q: dict[str, Any]) -> None:
-    head = f"{'':<34} {'hits':>6} {'correct':>8} {'false':>6} {'other':>6} {'misses':>6} {'precision':>9} {'recall':>7} {'hit rate':>8} {'refused':>8} {'bound':>6}"  # noqa: E501
+    head = QUALITY_HEADER
     print(f"\nPrecision and recall (threshold {DEFAULT_THRESHOLD} unless named)")
     print(head)
     print("-" * len(head))
@@ -334,30 +366,52 @@ def report_quality(q: dict[str, Any]) -> None:
             print(line(name, r))
     for pairwise in (False, True):
         for g in (True, False):
-            best = max(
-                (
-                    (t, runs[(g, pairwise)])
-                    for t, runs in q["sweep"].items()
-                    if runs[(g, pairwise)].recall >= 0.4
-                ),
-                key=lambda item: item[1].precision,
-                default=None,
-            )
             setting = f"{'pairwise' if pairwise else 'retrieval'}, guard {'on' if g else 'off'}"
-            if best is None:
-                print(f"best precision at recall >= 0.40 ({setting}): none of the thresholds reach 0.40")
-            else:
-                t, r = best
-                print(
-                    f"best precision at recall >= 0.40 ({setting}): {r.precision:.4f} "
-                    f"(recall {r.recall:.4f}, threshold {t:.2f})"
-                )
+            print_best(setting, [(t, runs[(g, pairwise)]) for t, runs in q["sweep"].items()])
     print(
         "other: false hits served by another stored text (in QQP mostly a duplicate of the query that\n"
         "belongs to another pair); bound: the precision if every false hit on the pair's own text_a were\n"
         "refused, the ceiling of any guard that compares the request with one stored text."
     )
     print(f"(evaluations took {q['seconds']:.0f} s, embedding included)")
+    if "verifier" in q:
+        report_verifier(q["verifier"], q["verifier_seconds"])
+
+
+def print_best(setting: str, runs: list[tuple[float, EvalResult]]) -> None:
+    """The best precision among the thresholds whose recall is at least 0.40."""
+    reached = [(t, r) for t, r in runs if r.recall >= 0.4]
+    if not reached:
+        print(f"best precision at recall >= 0.40 ({setting}): none of the thresholds reach 0.40")
+        return
+    t, r = max(reached, key=lambda item: item[1].precision)
+    print(
+        f"best precision at recall >= 0.40 ({setting}): {r.precision:.4f} "
+        f"(recall {r.recall:.4f}, threshold {t:.2f})"
+    )
+
+
+def report_verifier(v: dict[str, Any], seconds: float) -> None:
+    fitted: Verifier = v["fitted"]
+    held = fitted.holdout
+    assert held is not None
+    print(
+        f"\nWith a verifier fitted on {fitted.source['pairs']:,} QQP pairs outside the sample "
+        f"(threshold {fitted.threshold}, cutoff {fitted.cutoff:.3f}; held out: precision "
+        f"{held.precision_before:.4f} -> {held.precision:.4f}, recall {held.recall_before:.4f} -> "
+        f"{held.recall:.4f})"
+    )
+    head = QUALITY_HEADER
+    print(head)
+    print("-" * len(head))
+    print(line(f"paraphrase {DEFAULT_THRESHOLD}, verifier", v["paraphrase"]))
+    for threshold, runs in v["sweep"].items():
+        for p, r in runs.items():
+            print(line(f"qqp {threshold:.2f} {'pairwise' if p else 'retrieval'}, verifier", r))
+    for pairwise in (False, True):
+        setting = f"{'pairwise' if pairwise else 'retrieval'}, verifier"
+        print_best(setting, [(t, runs[pairwise]) for t, runs in v["sweep"].items()])
+    print(f"(fitting and these evaluations took {seconds:.0f} s, embedding included)")
 
 
 def main() -> None:
@@ -371,6 +425,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument(
+        "--verifier-pairs",
+        type=int,
+        default=20_000,
+        help="QQP pairs outside the sample to fit a verifier on (0: no verifier rows)",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -379,7 +439,7 @@ def main() -> None:
     if not args.skip_latency:
         report_latency(latency(args.sizes, args.redis, embedder))
     if not args.skip_quality:
-        report_quality(quality(args.data, embedder))
+        report_quality(quality(args.data, embedder, args.verifier_pairs))
     print(f"\nTotal {time.perf_counter() - started:.0f} s on {os.cpu_count()} CPUs.")
 
 

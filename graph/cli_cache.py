@@ -25,8 +25,7 @@ from budgets.cache import CacheSettings, Counts, Guard, NamespaceStats
 from budgets.cache.base import EntryStore
 from budgets.cache.config import build_embedder, load_verifier, open_configured_store, store_url
 from budgets.cache.embedders import LocalEmbedder
-from budgets.cache.evaluate import EvalResult, Pair, PairsError, evaluate, read_pairs
-from budgets.cache.text import normalize
+from budgets.cache.evaluate import EvalResult, PairsError, evaluate, outside_sample, read_pairs
 from budgets.cache.verifier import Verifier, VerifierError, fit
 from graph.builder import NODE_NAMES
 from graph.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, err, fail
@@ -151,7 +150,7 @@ def calibrate(
     except (ConfigError, PairsError) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
     if exclude_sample is not None:
-        rows = _outside_sample(rows, exclude_sample, exclude_seed)
+        rows = outside_sample(rows, exclude_sample, exclude_seed)
     chosen = settings.threshold if threshold is None else threshold
     embedder = build_embedder(settings, os.environ)
     if isinstance(embedder, LocalEmbedder) and not as_json:
@@ -179,20 +178,6 @@ def calibrate(
         sys.stdout.write(json.dumps(document) + "\n")
     else:
         out.print(_calibrate_table(fitted, out_path))
-
-
-def _outside_sample(rows: list[Pair], size: int, seed: int) -> list[Pair]:
-    """``rows`` less the draw of ``cache eval --sample size --seed seed`` and every pair sharing its texts."""
-    if size >= len(rows):
-        return []
-    drawn = random.Random(seed).sample(rows, size)
-    held = {id(p) for p in drawn}
-    texts = {normalize(t) for p in drawn for t in (p.stored, p.query)}
-    return [
-        p
-        for p in rows
-        if id(p) not in held and normalize(p.stored) not in texts and normalize(p.query) not in texts
-    ]
 
 
 @cache_app.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,24 @@ def _parse(lines: Any, name: str) -> Iterator[Pair]:
                 path=name,
                 line=number,
             )
+
+
+def outside_sample(pairs: Sequence[Pair], size: int, seed: int) -> list[Pair]:
+    """``pairs`` less the draw ``random.Random(seed).sample(pairs, size)`` and the pairs sharing its texts.
+
+    What is left can be fitted on while that draw (what ``cache eval --sample
+    size --seed seed`` scores) stays out of sample.
+    """
+    if size >= len(pairs):
+        return []
+    drawn = random.Random(seed).sample(list(pairs), size)
+    held = {id(p) for p in drawn}
+    texts = {normalize(t) for p in drawn for t in (p.stored, p.query)}
+    return [
+        p
+        for p in pairs
+        if id(p) not in held and normalize(p.stored) not in texts and normalize(p.query) not in texts
+    ]
 
 
 @dataclass(frozen=True)
@@ -276,4 +295,4 @@ def _cache(embedder: Embedder, guard: Guard, texts: Sequence[str], vectors: dict
     return SemanticCache(store, embedder, guard=guard, flush_s=float("inf"))
 
 
-__all__ = ["EVAL_NAMESPACE", "EvalResult", "Pair", "PairsError", "evaluate", "read_pairs"]
+__all__ = ["EVAL_NAMESPACE", "EvalResult", "Pair", "PairsError", "evaluate", "outside_sample", "read_pairs"]
