@@ -113,7 +113,7 @@ def eval_pairs(
     if as_json:
         sys.stdout.write(json.dumps(result.summary()) + "\n")
     else:
-        out.print(_eval_table(result, pairs))
+        out.print(_eval_table(result, pairs, checker))
 
 
 @cache_app.command()
@@ -277,13 +277,16 @@ def _counts_json(counts: Counts) -> dict[str, Any]:
     return {**counts.as_dict(), "saved_usd": float(usd(counts.saved_micro_usd))}
 
 
-def _eval_table(result: EvalResult, path: Path) -> Table:
+def _eval_table(result: EvalResult, path: Path, verifier: Verifier | None) -> Table:
     table = Table(title=f"Cache evaluation: {path.name}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     mode = "pairwise (one cache per pair)" if result.pairwise else "retrieval (one cache)"
     table.add_row("Pairs", f"{result.pairs} ({result.positives} labelled the same)")
-    table.add_row("Threshold", f"{result.threshold:.2f}, guard {'on' if result.guard else 'off'}, {mode}")
+    checks = f"guard {'on' if result.guard else 'off'}"
+    if verifier is not None:
+        checks += f", verifier (cutoff {verifier.cutoff:.3f})"
+    table.add_row("Threshold", f"{result.threshold:.2f}, {checks}, {mode}")
     table.add_row("Hits", f"{result.hits} ({result.exact_hits} exact)")
     table.add_row("Correct hits", str(result.correct_hits))
     table.add_row("False hits", str(result.false_hits))
