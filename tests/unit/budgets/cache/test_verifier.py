@@ -183,3 +183,20 @@ def test_cache_calibrate_writes_a_verifier_that_cache_eval_uses(
     expected = evaluate(drawn, planted, threshold=0.8, guard=Guard(verifier=verifier), pairwise=True)
     assert json.loads(scored.stdout) == expected.summary()
     assert expected.precision >= 0.95
+
+
+def test_cache_calibrate_needs_both_labels_and_says_so_with_exit_code_2(
+    tmp_path: Path, planted: PlantedEmbedder, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "paraphrases.jsonl"
+    duplicates = [p for p in planted.pairs(100) if p.label == 1]
+    path.write_text("".join(json.dumps({"origin": p.stored, "similar": p.query}) + "\n" for p in duplicates))
+    monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: planted)
+
+    result = CliRunner().invoke(
+        cache_app, ["calibrate", "--pairs", str(path), "--out", str(tmp_path / "v.json")]
+    )
+
+    assert result.exit_code == 2
+    assert "need 20 or more, with both labels" in result.output
+    assert not (tmp_path / "v.json").exists()
