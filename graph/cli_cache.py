@@ -26,7 +26,7 @@ from budgets.cache.base import EntryStore
 from budgets.cache.config import build_embedder, load_verifier, open_configured_store, store_url
 from budgets.cache.embedders import LocalEmbedder
 from budgets.cache.evaluate import EvalResult, PairsError, evaluate, outside_sample, read_pairs
-from budgets.cache.verifier import Verifier, VerifierError, fit
+from budgets.cache.verifier import FitError, Verifier, VerifierError, fit
 from graph.builder import NODE_NAMES
 from graph.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, err, fail
 
@@ -82,7 +82,7 @@ def eval_pairs(
         typer.Option("--sample", min=1, help="Score this many pairs drawn at random (all when omitted)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --sample's draw (random.Random).")] = 0,
-    verifier: Annotated[
+    verifier_path: Annotated[
         Path | None,
         typer.Option(
             "--verifier",
@@ -94,12 +94,14 @@ def eval_pairs(
     as_json: JsonOpt = False,
 ) -> None:
     """Put every distinct text_a/origin into a fresh cache, look up each text_b/similar, score the hits."""
+    if verifier_path is not None and no_guard:
+        fail("--no-guard and --verifier: a verifier runs after the guard; drop one", as_json, EXIT_BAD_INPUT)
     try:
         settings = _settings(budgets)
-        if verifier is not None:
-            settings = settings.model_copy(update={"verifier": str(verifier)})
+        if verifier_path is not None:
+            settings = settings.model_copy(update={"verifier": str(verifier_path)})
         embedder = build_embedder(settings, os.environ)
-        checker = None if no_guard else load_verifier(settings, embedder=embedder.name)
+        verifier = None if no_guard else load_verifier(settings, embedder=embedder.name)
         rows = read_pairs(pairs)
     except (ConfigError, PairsError, VerifierError) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
@@ -108,12 +110,12 @@ def eval_pairs(
     chosen = settings.threshold if threshold is None else threshold
     if isinstance(embedder, LocalEmbedder) and not as_json:
         err.print(f"Embedding {len(rows)} pairs with {embedder.name} ...", highlight=False)
-    guard = Guard(enabled=not no_guard, verifier=checker)
+    guard = Guard(enabled=not no_guard, verifier=verifier)
     result = evaluate(rows, embedder, threshold=chosen, guard=guard, pairwise=pairwise)
     if as_json:
         sys.stdout.write(json.dumps(result.summary()) + "\n")
     else:
-        out.print(_eval_table(result, pairs, checker))
+        out.print(_eval_table(result, pairs, verifier))
 
 
 @cache_app.command()
@@ -151,6 +153,10 @@ def calibrate(
         fail(str(exc), as_json, EXIT_BAD_INPUT)
     if exclude_sample is not None:
         rows = outside_sample(rows, exclude_sample, exclude_seed)
+        if not rows:
+            fail(f"{pairs}: no pairs left after --exclude-sample {exclude_sample}", as_json, EXIT_BAD_INPUT)
+    if not out_path.parent.is_dir():
+        fail(f"{out_path.parent}: no such folder for --out", as_json, EXIT_BAD_INPUT)
     chosen = settings.threshold if threshold is None else threshold
     embedder = build_embedder(settings, os.environ)
     if isinstance(embedder, LocalEmbedder) and not as_json:
@@ -169,9 +175,12 @@ def calibrate(
             seed=seed,
             source=source,
         )
-    except ValueError as exc:
+    except FitError as exc:
         fail(f"{pairs}: {exc}", as_json, EXIT_BAD_INPUT)
-    fitted.save(out_path)
+    try:
+        fitted.save(out_path)
+    except OSError as exc:
+        fail(f"cannot write the verifier to {out_path}: {exc.strerror or exc}", as_json, EXIT_FAILED)
     if as_json:
         held = fitted.holdout.__dict__ if fitted.holdout else None
         document = {"path": str(out_path), "cutoff": fitted.cutoff, "source": fitted.source, "holdout": held}

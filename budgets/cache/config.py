@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from budgets.cache.base import Embedder, EntryStore, Eviction
 from budgets.cache.cache import SemanticCache
@@ -114,6 +114,12 @@ class CacheSettings(_Strict):
         if value in (DISK, MEMORY) or value.startswith(REDIS_SCHEMES):
             return value
         raise ValueError("use `disk`, `memory:` or a redis:// URL")
+
+    @model_validator(mode="after")
+    def _verifier_needs_the_guard(self) -> CacheSettings:
+        if self.verifier is not None and not self.guard:
+            raise ValueError("`verifier` runs after the guard: set `guard: true` or drop `verifier`")
+        return self
 
     def enabled_for(self, node: str) -> bool:
         """Whether ``node``'s calls are cached."""

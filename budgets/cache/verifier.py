@@ -4,13 +4,15 @@ The guard's rules (:mod:`budgets.cache.guard`) hold in any domain, but cosine
 similarity alone cannot tell a paraphrase from a near miss on the same topic
 ("how do I learn Python?" / "how do I learn Python fast?"). Where labelled
 pairs of the workload exist, a classifier fitted on them can: the
-"similarity evaluation" stage of GPTCache, and the SBERT pair classifier
-(Reimers and Gurevych, 2019, section 3: logistic regression over ``u * v`` and
-``|u - v|`` of the two sentence embeddings).
+"similarity evaluation" stage of GPTCache. Its features are those of the
+InferSent / SentEval pair classifiers (Conneau et al., 2017), ``u * v`` and
+``|u - v|`` of the two fixed sentence embeddings, plus their cosine, under a
+logistic regression.
 
 :func:`fit` fits that classifier (scikit-learn's ``LogisticRegression``) on
-the pairs the threshold lets through, then picks the probability cutoff on a
-held-out share of the pairs: the highest precision that keeps a given recall.
+the pairs near the threshold, then picks the probability cutoff on a held-out
+share of the pairs that shares no text with them: the highest precision that
+keeps a given recall.
 The result is a small JSON file; ``cache: verifier: FILE`` in ``budgets.yaml``
 turns it on, ``budgetgraph cache calibrate`` writes it. A verifier belongs to
 the embedder it was fitted with, and to the kind of requests it was fitted on:
@@ -39,6 +41,14 @@ FORMAT = "budgetgraph.cache.verifier/1"
 
 FIT_MARGIN = 0.08
 """Pairs this far (cosine) below the threshold are fitted on too, so the classifier sees both sides of it."""
+
+
+class FitError(ValueError):
+    """Raised when labelled pairs cannot give a verifier.
+
+    That is: too few pairs near the threshold, one label only, or a recall the
+    threshold and guard alone do not reach on the held-out pairs.
+    """
 
 
 class VerifierError(ValueError):
@@ -116,12 +126,24 @@ class Verifier:
         return float(_sigmoid(x @ self.weights + self.bias)[0])
 
     def accepts(self, query: Vector, stored: Vector) -> tuple[bool, float]:
-        """Whether the probability clears the cutoff, and the probability."""
+        """Whether the candidate may be served, and its duplicate probability.
+
+        Args:
+            query: The new request's normalised embedding, shape ``(dim,)``.
+            stored: The stored request's normalised embedding, same shape.
+
+        Returns:
+            ``(probability >= cutoff, probability)``.
+        """
         p = self.probability(query, stored)
         return p >= self.cutoff, p
 
     def save(self, path: str | Path) -> None:
-        """Write the verifier as JSON (weights as a list of floats; never pickle)."""
+        """Write the verifier as JSON (weights as a list of floats; never pickle).
+
+        Raises:
+            OSError: The file cannot be written.
+        """
         document = {
             "format": FORMAT,
             "embedder": self.embedder,
@@ -151,6 +173,8 @@ class Verifier:
             document = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise VerifierError(f"cannot read the verifier: {exc.strerror or exc}", path=name) from exc
+        except UnicodeDecodeError as exc:
+            raise VerifierError(f"not UTF-8 text: {exc.reason}", path=name) from exc
         except json.JSONDecodeError as exc:
             raise VerifierError(f"not JSON: {exc.msg}", path=name) from exc
         if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -169,8 +193,10 @@ class Verifier:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VerifierError(f"malformed verifier: {exc}", path=name) from exc
-        if weights.ndim != 1 or weights.shape[0] % 2 != 1:
-            raise VerifierError(f"malformed verifier: {weights.shape[0]} weights", path=name)
+        if weights.ndim != 1 or weights.shape[0] % 2 != 1 or not np.isfinite(weights).all():
+            raise VerifierError("malformed verifier: `weights` must be 2 * dim + 1 finite numbers", path=name)
+        if not 0.0 <= verifier.cutoff <= 1.0 or not np.isfinite(verifier.bias):
+            raise VerifierError("malformed verifier: `cutoff` must be 0 to 1 and `bias` finite", path=name)
         if embedder is not None and verifier.embedder != embedder:
             raise VerifierError(
                 f"fitted with embedder `{verifier.embedder}`, the cache uses `{embedder}`", path=name
@@ -191,6 +217,11 @@ def fit(
 ) -> Verifier:
     """Fit a verifier on labelled pairs and pick its cutoff on a held-out share of them.
 
+    The pairs are shuffled (``seed``) and ``holdout_share`` of them held out;
+    pairs sharing a text with a held-out pair are left out of the fit, so the
+    cutoff is picked on requests the classifier has not seen. The classifier
+    is fitted on the remaining pairs at cosine ``>= threshold - FIT_MARGIN``.
+
     Args:
         pairs: Labelled pairs of the workload (both labels needed).
         embedder: The cache's embedder; every distinct text is embedded once.
@@ -198,7 +229,7 @@ def fit(
         guard: The guard it will run behind (default: the shipped one).
         min_recall: Recall (0 to 1, over the held-out pairs labelled 1) the
             cutoff must keep; the cutoff is the one with the best precision
-            among those that keep it, or 0 when none does.
+            among those that keep it.
         holdout_share: Share of the pairs (0 to 1) held out for the cutoff.
         seed: Seed of the split (``random.Random``).
         source: What the pairs are, stored with the verifier.
@@ -207,7 +238,9 @@ def fit(
         The verifier, with its held-out figures.
 
     Raises:
-        ValueError: Too few pairs, or only one label, near the threshold.
+        FitError: Fewer than 20 pairs, or one label only, to fit on; or the
+            threshold and guard alone keep a held-out recall below ``min_recall``.
+        Exception: Whatever the embedder raises (e.g. ``openai.APIError``).
     """
     from sklearn.linear_model import LogisticRegression  # scikit-learn comes with sentence-transformers
     from sklearn.preprocessing import StandardScaler
@@ -215,38 +248,49 @@ def fit(
     guard = guard or Guard()
     stored = [normalize(p.stored) for p in pairs]
     queries = [normalize(p.query) for p in pairs]
-    texts = list(dict.fromkeys(stored + queries))
-    matrix = np.asarray(embedder.embed(texts), dtype=np.float64)
-    row = {text: i for i, text in enumerate(texts)}
-    u, v = matrix[[row[t] for t in stored]], matrix[[row[t] for t in queries]]
-    labels = np.array([p.label for p in pairs])
-    x = _features(u, v)
-    cosine = x[:, -1]
+    labels = np.array([p.label for p in pairs], dtype=int)
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     cut = int(len(order) * holdout_share)
-    held, trained = np.array(order[:cut], dtype=int), np.array(order[cut:], dtype=int)
-    near = trained[cosine[trained] >= threshold - FIT_MARGIN]
-    if len(near) < 20 or len(set(labels[near].tolist())) < 2:
-        raise ValueError(
-            f"{len(near)} pairs at cosine >= {threshold - FIT_MARGIN:.2f} to fit on; "
-            "need 20 or more, with both labels"
+    held = np.array(order[:cut], dtype=int)
+    held_texts = {stored[i] for i in held} | {queries[i] for i in held}
+    trained = np.array([i for i in order[cut:] if not {stored[i], queries[i]} & held_texts], dtype=int)
+    texts = list(dict.fromkeys(stored + queries))
+    matrix = np.asarray(embedder.embed(texts), dtype=np.float32) if texts else np.zeros((0, 0))
+    row = {text: i for i, text in enumerate(texts)}
+
+    def features_of(ix: np.ndarray) -> np.ndarray:
+        return _features(matrix[[row[stored[i]] for i in ix]], matrix[[row[queries[i]] for i in ix]])
+
+    x_trained = features_of(trained) if len(trained) else np.zeros((0, 1))
+    near = x_trained[:, -1] >= threshold - FIT_MARGIN if len(trained) else np.zeros(0, dtype=bool)
+    fitted_labels = labels[trained][near]
+    if int(near.sum()) < 20:
+        raise FitError(
+            f"{int(near.sum())} pairs at cosine >= {threshold - FIT_MARGIN:.2f} to fit on; need 20 or more"
         )
-    scaler = StandardScaler().fit(x[near])
-    model = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x[near]), labels[near])
-    weights = model.coef_[0] / scaler.scale_
+    if len(set(fitted_labels.tolist())) < 2:
+        raise FitError(f"every pair to fit on is labelled {fitted_labels[0]}; need pairs of both labels")
+    scaler = StandardScaler().fit(x_trained[near])
+    model = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x_trained[near]), fitted_labels)
+    weights = (model.coef_[0] / scaler.scale_).astype(np.float64)
     bias = float(model.intercept_[0] - (model.coef_[0] * scaler.mean_ / scaler.scale_).sum())
-    served = np.array(
+    x_held = features_of(held)
+    exact = np.array([stored[i] == queries[i] for i in held], dtype=bool)
+    served = exact | np.array(
         [
-            stored[i] == queries[i]
-            or guard.judge(queries[i], stored[i], float(cosine[i]), threshold).accepted
-            for i in held
+            guard.judge(queries[i], stored[i], float(x_held[j, -1]), threshold).accepted
+            for j, i in enumerate(held)
         ],
         dtype=bool,
     )
-    exact = np.array([stored[i] == queries[i] for i in held], dtype=bool)
-    probability = _sigmoid(x[held] @ weights + bias)
+    probability = _sigmoid(x_held.astype(np.float64) @ weights + bias)
     cutoff, holdout = _cutoff(served, exact, probability, labels[held], min_recall)
+    if holdout.recall < min_recall:
+        raise FitError(
+            f"the threshold and guard alone keep a held-out recall of {holdout.recall_before:.3f}, "
+            f"below --min-recall {min_recall}; no cutoff can keep it"
+        )
     return Verifier(
         weights=weights,
         bias=bias,
@@ -256,7 +300,7 @@ def fit(
         source={
             **(source or {}),
             "pairs": len(pairs),
-            "fitted_on": int(len(near)),
+            "fitted_on": int(near.sum()),
             "held_out": int(len(held)),
         },
         holdout=holdout,
@@ -266,7 +310,11 @@ def fit(
 def _cutoff(
     served: np.ndarray, exact: np.ndarray, probability: np.ndarray, labels: np.ndarray, min_recall: float
 ) -> tuple[float, Holdout]:
-    """The cutoff with the best held-out precision at recall >= ``min_recall`` (0.0 when none keeps it)."""
+    """The cutoff with the best held-out precision at recall >= ``min_recall``.
+
+    Candidates are the held-out probabilities (rounded to 0.001); the lowest
+    cutoff wins a tie. 0.0 (serve all the guard serves) when none keeps the recall.
+    """
     positives = int(labels.sum())
 
     def scores(cutoff: float) -> tuple[float, float]:
@@ -300,4 +348,4 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-__all__ = ["FORMAT", "Holdout", "Verifier", "VerifierError", "fit"]
+__all__ = ["FORMAT", "FitError", "Holdout", "Verifier", "VerifierError", "fit"]

@@ -51,7 +51,7 @@ from budgets.cache.config import (
     load_verifier,
 )
 from budgets.cache.text import normalize
-from budgets.cache.verifier import VerifierError
+from budgets.cache.verifier import Verifier, VerifierError
 from budgets.config import ModelsConfig
 from budgets.errors import ConfigError
 from budgets.plugins.base import CallNext, PluginContext, register
@@ -129,6 +129,7 @@ class CachePlugin:
             endpoint embedder's URL and key), captured when the plugin is built.
         cache: A ready cache (tests); otherwise one is opened on first use, so
             building a gateway touches no file and no server.
+        verifier: The verifier ``settings.verifier`` names, already loaded.
     """
 
     name = "cache"
@@ -140,8 +141,10 @@ class CachePlugin:
         *,
         env: Mapping[str, str] | None = None,
         cache: SemanticCache | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.settings = settings
+        self._verifier = verifier
         self._models = models
         self._env = dict(env or {})
         self._cache = cache
@@ -153,7 +156,9 @@ class CachePlugin:
         if self._cache is None:
             with self._lock:
                 if self._cache is None:
-                    self._cache = build_cache(self.settings, env=self._env, cwd=Path.cwd())
+                    self._cache = build_cache(
+                        self.settings, env=self._env, cwd=Path.cwd(), verifier=self._verifier
+                    )
                     atexit.register(self.close)
         return self._cache
 
@@ -309,11 +314,13 @@ def _factory(context: PluginContext) -> CachePlugin:
     if isinstance(settings.embedder, EndpointEmbedderSettings):
         names += [settings.embedder.base_url_env, settings.embedder.api_key_env]
     env = {name: os.environ[name] for name in names if name in os.environ}
-    try:
-        load_verifier(settings, env=env)  # a bad verifier file fails when the plugin is registered
-    except VerifierError as exc:
-        raise ConfigError(path=context.budgets.source, problems=[f"`cache.verifier`: {exc}"]) from exc
-    return CachePlugin(settings, context.models, env=env)
+    verifier = None
+    if settings.enabled:
+        try:
+            verifier = load_verifier(settings, env=env)  # a bad file fails when the plugin is registered
+        except VerifierError as exc:
+            raise ConfigError(path=context.budgets.source, problems=[f"`cache.verifier`: {exc}"]) from exc
+    return CachePlugin(settings, context.models, env=env, verifier=verifier)
 
 
 register("cache", _factory)

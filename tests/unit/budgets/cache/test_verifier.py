@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from budgets.cache import Guard, SemanticCache
 from budgets.cache.base import Matrix, exact_key
 from budgets.cache.config import CacheSettings, build_cache, load_verifier
-from budgets.cache.evaluate import Pair, evaluate
+from budgets.cache.evaluate import Pair, evaluate, outside_sample
 from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.verifier import Verifier, VerifierError, fit
+from budgets.cache.verifier import FitError, Verifier, VerifierError, _cutoff, fit
 from graph.cli_cache import cache_app
 from tests.unit.budgets.cache.test_cache import namespace
 
@@ -135,7 +135,7 @@ def test_a_verifier_file_round_trips_and_is_refused_for_another_embedder(tmp_pat
         Verifier.load(tmp_path / "other.json")
 
 
-def test_the_cache_section_names_a_verifier_and_a_bad_one_is_a_config_error(
+def test_the_cache_section_names_a_verifier_and_it_must_fit_the_embedder(
     tmp_path: Path, fitted: Verifier, planted: PlantedEmbedder
 ):
     fitted.save(tmp_path / "verifier.json")
@@ -190,7 +190,8 @@ def test_cache_calibrate_needs_both_labels_and_says_so_with_exit_code_2(
 ):
     path = tmp_path / "paraphrases.jsonl"
     duplicates = [p for p in planted.pairs(100) if p.label == 1]
-    path.write_text("".join(json.dumps({"origin": p.stored, "similar": p.query}) + "\n" for p in duplicates))
+    lines = "".join(json.dumps({"origin": p.stored, "similar": p.query}) + "\n" for p in duplicates)
+    path.write_text(lines, encoding="utf-8")
     monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: planted)
 
     result = CliRunner().invoke(
@@ -198,5 +199,79 @@ def test_cache_calibrate_needs_both_labels_and_says_so_with_exit_code_2(
     )
 
     assert result.exit_code == 2
-    assert "need 20 or more, with both labels" in result.output
+    assert "every pair to fit on is labelled 1; need pairs of both labels" in result.output
     assert not (tmp_path / "v.json").exists()
+
+
+def test_fit_refuses_a_recall_the_guard_alone_does_not_reach(planted: PlantedEmbedder):
+    # every duplicate clears the threshold here, so the guard alone keeps a recall of 1.0 ...
+    fit(planted.pairs(100), planted, threshold=0.8, min_recall=1.0)
+    # ... and above 0.912 (the planted pairs' cosine) it keeps none
+    with pytest.raises(FitError, match="keep a held-out recall of 0.000, below --min-recall 0.4"):
+        fit(planted.pairs(100), planted, threshold=0.95)
+
+
+def test_the_held_out_pairs_share_no_text_with_the_pairs_fitted_on(planted: PlantedEmbedder):
+    # each stored request is in two pairs (its duplicate and its near miss): a fitted pair
+    # whose stored request is also held out would leak, so it is left out of the fit
+    fitted = fit(planted.pairs(300), planted, threshold=0.8, min_recall=0.8)
+    held = fitted.source["held_out"]
+
+    assert held == 120
+    assert fitted.source["fitted_on"] < 600 - held
+
+
+def test_the_cutoff_is_the_best_precision_that_keeps_the_recall():
+    served = np.array([True, True, True, True, False])
+    exact = np.zeros(5, dtype=bool)
+    probability = np.array([0.9, 0.8, 0.3, 0.2, 0.95])
+    labels = np.array([1, 1, 0, 1, 1])
+
+    cutoff, held = _cutoff(served, exact, probability, labels, min_recall=0.5)
+    # 0.8 serves the two pairs at 0.9 and 0.8: precision 1.0 at recall 0.5; 0.9 would drop to 0.25
+    assert cutoff == 0.8 and (held.precision, held.recall) == (1.0, 0.5)
+    assert (held.precision_before, held.recall_before) == (0.75, 0.75)
+    assert _cutoff(served, exact, probability, labels, min_recall=0.8)[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (b"\xff\xfe", "not UTF-8 text"),
+        (b'{"format": "budgetgraph.cache.verifier/1", "weights": 5}', "malformed verifier"),
+        (
+            b'{"format": "budgetgraph.cache.verifier/1", "embedder": "e", "threshold": 0.8, "cutoff": "nan",'
+            b' "bias": 0, "weights": [1, 2, 3]}',
+            "`cutoff` must be 0 to 1",
+        ),
+    ],
+)
+def test_a_malformed_verifier_file_is_a_verifier_error(tmp_path: Path, document: bytes, problem: str):
+    path = tmp_path / "v.json"
+    path.write_bytes(document)
+
+    with pytest.raises(VerifierError, match=problem):
+        Verifier.load(path)
+
+
+def test_a_verifier_without_the_guard_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="`verifier` runs after the guard"):
+        CacheSettings(guard=False, verifier="v.json")
+
+    result = CliRunner().invoke(
+        cache_app, ["eval", "--pairs", "x.jsonl", "--no-guard", "--verifier", "v.json"]
+    )
+    assert result.exit_code == 2 and "a verifier runs after the guard" in result.output
+
+
+def test_outside_sample_leaves_out_the_draw_and_every_pair_sharing_a_text_with_it():
+    pairs = [Pair(f"a{i}", f"b{i}", 1) for i in range(20)]
+    pairs += [Pair("x", "b3", 0), Pair("b5", "y", 0), Pair("A0", "z", 1), Pair("p", "q", 0)]
+    drawn = random.Random(0).sample(pairs, 10)
+    texts = {t.lower() for p in drawn for t in (p.stored, p.query)}
+
+    left = outside_sample(pairs, 10, 0)
+
+    assert left == [p for p in pairs if p not in drawn and not {p.stored.lower(), p.query.lower()} & texts]
+    assert all(p not in left for p in drawn) and len(left) < len(pairs) - 10
+    assert outside_sample(pairs, len(pairs), 0) == []
