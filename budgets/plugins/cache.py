@@ -319,7 +319,10 @@ def _factory(context: PluginContext) -> CachePlugin:
         try:
             verifier = load_verifier(settings, env=env)  # a bad file fails when the plugin is registered
         except VerifierError as exc:
-            raise ConfigError(path=context.budgets.source, problems=[f"`cache.verifier`: {exc}"]) from exc
+            document = context.budgets.document
+            loc = ("cache", "verifier")
+            problem = document.problem(loc, str(exc)) if document else f"`cache.verifier`: {exc}"
+            raise ConfigError(path=context.budgets.source, problems=[problem]) from exc
     return CachePlugin(settings, context.models, env=env, verifier=verifier)
 
 

@@ -401,7 +401,8 @@ def test_a_verifier_that_cannot_be_used_fails_when_the_plugin_is_registered(
     budgets = budgets_file(tmp_path, "budgets: {}\ncache:\n  verifier: /nowhere/verifier.json\n")
 
     with pytest.raises(
-        ConfigError, match=r"`cache.verifier`: /nowhere/verifier.json: cannot read the verifier"
+        ConfigError,
+        match=r"budgets.yaml:3: `cache.verifier`: /nowhere/verifier.json: cannot read the verifier",
     ):
         build_chain(["cache"], plugin_context(models, budgets), source="test")
 
