@@ -238,13 +238,15 @@ def fit(
         The verifier, with its held-out figures.
 
     Raises:
-        FitError: Fewer than 20 pairs, or one label only, to fit on; or the
+        FitError: No pairs; fewer than 20, or one label only, to fit on; or the
             threshold and guard alone keep a held-out recall below ``min_recall``.
         Exception: Whatever the embedder raises (e.g. ``openai.APIError``).
     """
     from sklearn.linear_model import LogisticRegression  # scikit-learn comes with sentence-transformers
     from sklearn.preprocessing import StandardScaler
 
+    if not pairs:
+        raise FitError("no pairs to fit on")
     guard = guard or Guard()
     stored = [normalize(p.stored) for p in pairs]
     queries = [normalize(p.query) for p in pairs]
@@ -256,14 +258,14 @@ def fit(
     held_texts = {stored[i] for i in held} | {queries[i] for i in held}
     trained = np.array([i for i in order[cut:] if not {stored[i], queries[i]} & held_texts], dtype=int)
     texts = list(dict.fromkeys(stored + queries))
-    matrix = np.asarray(embedder.embed(texts), dtype=np.float32) if texts else np.zeros((0, 0))
+    matrix = np.asarray(embedder.embed(texts), dtype=np.float32)
     row = {text: i for i, text in enumerate(texts)}
 
     def features_of(ix: np.ndarray) -> np.ndarray:
         return _features(matrix[[row[stored[i]] for i in ix]], matrix[[row[queries[i]] for i in ix]])
 
-    x_trained = features_of(trained) if len(trained) else np.zeros((0, 1))
-    near = x_trained[:, -1] >= threshold - FIT_MARGIN if len(trained) else np.zeros(0, dtype=bool)
+    x_trained = features_of(trained)
+    near = x_trained[:, -1] >= threshold - FIT_MARGIN
     fitted_labels = labels[trained][near]
     if int(near.sum()) < 20:
         raise FitError(
