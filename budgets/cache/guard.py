@@ -41,7 +41,13 @@ evaluation sample; see ``bench/cache_bench.py``):
 
 6. **Verifier** (optional, off by default). A duplicate classifier fitted on
    labelled pairs of the workload (:mod:`budgets.cache.verifier`) refuses a
-   candidate whose duplicate probability is under its cutoff.
+   candidate whose duplicate probability is under its cutoff. It takes the
+   place of check 5, a rule of thumb about the same question (which words of
+   a short request matter) that the classifier answers from data: on QQP
+   pairs outside the evaluation sample, check 5 keeps 0.475 of the duplicates
+   and the verifier behind it has only that to choose from; without check 5
+   the guard keeps 0.771, and the verifier's precision at a held-out recall
+   of 0.45 rises from 0.829 to 0.840.
 
 The constants were fitted on the calibration split named above and checked on
 the fixed QQP sample and the paraphrase file; they are in cosine units.
@@ -133,6 +139,34 @@ class Guard:
         Returns:
             The verdict, with its reason.
         """
+        verifier = self.verifier if self.enabled and vectors is not None else None
+        verdict = self.rules(query, candidate, similarity, threshold, key_terms=verifier is None)
+        if verifier is None or vectors is None or not verdict.accepted:
+            return verdict
+        served, probability = verifier.accepts(*vectors)
+        if not served:
+            cutoff = verifier.cutoff
+            return Verdict(
+                False, verdict.required, f"verifier: duplicate probability {probability:.2f} < {cutoff:.2f}"
+            )
+        return Verdict(True, verdict.required, f"{verdict.reason} (verifier {probability:.2f})")
+
+    def rules(
+        self, query: str, candidate: str, similarity: float, threshold: float, *, key_terms: bool = True
+    ) -> Verdict:
+        """The checks before the verifier; with ``key_terms``, what :meth:`judge` decides without one.
+
+        Args:
+            query: The new request's normalised text.
+            candidate: The stored request's normalised text.
+            similarity: Their cosine similarity, -1 to 1.
+            threshold: The namespace's threshold.
+            key_terms: Apply the key-term check for short requests (check 5);
+                :meth:`judge` leaves it to the verifier when there is one.
+
+        Returns:
+            The verdict, with its reason.
+        """
         if similarity < threshold:
             return Verdict(False, threshold, f"similarity {similarity:.3f} < {threshold:.2f}")
         if not self.enabled:
@@ -152,7 +186,7 @@ class Guard:
             name = _entity(q, lone) if lone & q.entities else _entity(c, lone)
             notes.append(f"+{self.entity_penalty:.2f} `{name}` named in one request only")
         base = threshold
-        if min(len(q.content), len(c.content)) <= self.short_words:
+        if key_terms and min(len(q.content), len(c.content)) <= self.short_words:
             key = self.key_similarity - self.key_slope * unmatched_share
             if key > base:
                 base = key
@@ -161,14 +195,6 @@ class Guard:
         detail = f" ({'; '.join(notes)})" if notes else ""
         if similarity < required:
             return Verdict(False, required, f"similarity {similarity:.3f} < {required:.2f} required{detail}")
-        if self.verifier is not None and vectors is not None:
-            served, probability = self.verifier.accepts(*vectors)
-            if not served:
-                cutoff = self.verifier.cutoff
-                return Verdict(
-                    False, required, f"verifier: duplicate probability {probability:.2f} < {cutoff:.2f}"
-                )
-            detail += f" (verifier {probability:.2f})"
         return Verdict(True, required, f"similarity {similarity:.3f} >= {required:.2f}{detail}")
 
 

@@ -9,10 +9,14 @@ InferSent / SentEval pair classifiers (Conneau et al., 2017), ``u * v`` and
 ``|u - v|`` of the two fixed sentence embeddings, plus their cosine, under a
 logistic regression.
 
+It runs after the guard's checks and takes the place of one of them, the
+key-term check for short requests, a rule of thumb about the same question
+(which words matter) that the classifier answers from data.
+
 :func:`fit` fits that classifier (scikit-learn's ``LogisticRegression``) on
 the pairs near the threshold, then picks the probability cutoff on a held-out
 share of the pairs that shares no text with them: the highest precision that
-keeps a given recall.
+keeps a given recall, among the pairs the guard's other checks pass.
 The result is a small JSON file; ``cache: verifier: FILE`` in ``budgets.yaml``
 turns it on, ``budgetgraph cache calibrate`` writes it. A verifier belongs to
 the embedder it was fitted with, and to the kind of requests it was fitted on:
@@ -47,7 +51,7 @@ class FitError(ValueError):
     """Raised when labelled pairs cannot give a verifier.
 
     That is: too few pairs near the threshold, one label only, or a recall the
-    threshold and guard alone do not reach on the held-out pairs.
+    threshold and the guard's other checks do not reach on the held-out pairs.
     """
 
 
@@ -70,8 +74,8 @@ class Holdout:
     Attributes:
         pairs: Held-out pairs.
         positives: Those labelled 1.
-        precision_before: Precision with the threshold and guard alone.
-        recall_before: Recall with the threshold and guard alone.
+        precision_before: Precision with the threshold and the guard alone (no verifier).
+        recall_before: Recall with the threshold and the guard alone (no verifier).
         precision: Precision with the verifier as well.
         recall: Recall with the verifier as well.
     """
@@ -239,7 +243,8 @@ def fit(
 
     Raises:
         FitError: No pairs; fewer than 20, or one label only, to fit on; or the
-            threshold and guard alone keep a held-out recall below ``min_recall``.
+            threshold and the guard's other checks keep a held-out recall
+            below ``min_recall``.
         Exception: Whatever the embedder raises (e.g. ``openai.APIError``).
     """
     from sklearn.linear_model import LogisticRegression  # scikit-learn comes with sentence-transformers
@@ -278,21 +283,34 @@ def fit(
     weights = (model.coef_[0] / scaler.scale_).astype(np.float64)
     bias = float(model.intercept_[0] - (model.coef_[0] * scaler.mean_ / scaler.scale_).sum())
     x_held = features_of(held)
+    held_labels = labels[held]
     exact = np.array([stored[i] == queries[i] for i in held], dtype=bool)
-    served = exact | np.array(
-        [
-            guard.judge(queries[i], stored[i], float(x_held[j, -1]), threshold).accepted
+
+    def passing(key_terms: bool) -> np.ndarray:
+        verdicts = (
+            guard.rules(queries[i], stored[i], float(x_held[j, -1]), threshold, key_terms=key_terms)
             for j, i in enumerate(held)
-        ],
-        dtype=bool,
-    )
-    probability = _sigmoid(x_held.astype(np.float64) @ weights + bias)
-    cutoff, holdout = _cutoff(served, exact, probability, labels[held], min_recall)
-    if holdout.recall < min_recall:
-        raise FitError(
-            f"the threshold and guard alone keep a held-out recall of {holdout.recall_before:.3f}, "
-            f"below --min-recall {min_recall}; no cutoff can keep it"
         )
+        return exact | np.array([v.accepted for v in verdicts], dtype=bool)
+
+    pool = passing(key_terms=False)
+    probability = _sigmoid(x_held.astype(np.float64) @ weights + bias)
+    cutoff = _cutoff(pool, exact, probability, held_labels, min_recall)
+    if cutoff is None:
+        raise FitError(
+            f"the threshold and the guard's other checks keep a held-out recall of "
+            f"{_scores(pool, held_labels)[1]:.3f}, below --min-recall {min_recall}; no cutoff can keep it"
+        )
+    before = _scores(passing(key_terms=True), held_labels)
+    after = _scores(exact | (pool & (probability >= cutoff)), held_labels)
+    holdout = Holdout(
+        pairs=len(held),
+        positives=int(held_labels.sum()),
+        precision_before=round(before[0], 4),
+        recall_before=round(before[1], 4),
+        precision=round(after[0], 4),
+        recall=round(after[1], 4),
+    )
     return Verifier(
         weights=weights,
         bias=bias,
@@ -310,35 +328,27 @@ def fit(
 
 
 def _cutoff(
-    served: np.ndarray, exact: np.ndarray, probability: np.ndarray, labels: np.ndarray, min_recall: float
-) -> tuple[float, Holdout]:
-    """The cutoff with the best held-out precision at recall >= ``min_recall``.
+    pool: np.ndarray, exact: np.ndarray, probability: np.ndarray, labels: np.ndarray, min_recall: float
+) -> float | None:
+    """The cutoff with the best held-out precision at recall >= ``min_recall``, or ``None`` if none keeps it.
 
-    Candidates are the held-out probabilities (rounded to 0.001); the lowest
-    cutoff wins a tie. 0.0 (serve all the guard serves) when none keeps the recall.
+    ``pool`` marks the pairs the guard's other checks pass (exact matches are
+    served whatever the cutoff). Candidates are their probabilities rounded to
+    0.001, and 0.0 (serve the whole pool); the lowest cutoff wins a tie.
     """
+    best: tuple[float, float] | None = None
+    for candidate in [0.0, *np.unique(np.round(probability[pool & ~exact], 3)).tolist()]:
+        precision, recall = _scores(exact | (pool & (probability >= candidate)), labels)
+        if recall >= min_recall and (best is None or precision > best[1]):
+            best = (float(candidate), precision)
+    return None if best is None else best[0]
+
+
+def _scores(served: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(precision, recall) of serving the pairs marked in ``served``; precision 1.0 when none is."""
+    correct = int((served & (labels == 1)).sum())
     positives = int(labels.sum())
-
-    def scores(cutoff: float) -> tuple[float, float]:
-        hits = exact | (served & (probability >= cutoff))
-        correct = int((hits & (labels == 1)).sum())
-        return (correct / int(hits.sum()) if hits.any() else 1.0), (correct / positives if positives else 0.0)
-
-    before = scores(0.0)
-    best, best_scores = 0.0, before
-    for candidate in np.unique(np.round(probability[served & ~exact], 3)):
-        precision, recall = scores(float(candidate))
-        if recall >= min_recall and precision > best_scores[0]:
-            best, best_scores = float(candidate), (precision, recall)
-    holdout = Holdout(
-        pairs=len(labels),
-        positives=positives,
-        precision_before=round(before[0], 4),
-        recall_before=round(before[1], 4),
-        precision=round(best_scores[0], 4),
-        recall=round(best_scores[1], 4),
-    )
-    return best, holdout
+    return (correct / int(served.sum()) if served.any() else 1.0), (correct / positives if positives else 0.0)
 
 
 def _features(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -222,16 +222,35 @@ def test_the_held_out_pairs_share_no_text_with_the_pairs_fitted_on(planted: Plan
 
 
 def test_the_cutoff_is_the_best_precision_that_keeps_the_recall():
-    served = np.array([True, True, True, True, False])
+    pool = np.array([True, True, True, True, False])
     exact = np.zeros(5, dtype=bool)
     probability = np.array([0.9, 0.8, 0.3, 0.2, 0.95])
     labels = np.array([1, 1, 0, 1, 1])
 
-    cutoff, held = _cutoff(served, exact, probability, labels, min_recall=0.5)
     # 0.8 serves the two pairs at 0.9 and 0.8: precision 1.0 at recall 0.5; 0.9 would drop to 0.25
-    assert cutoff == 0.8 and (held.precision, held.recall) == (1.0, 0.5)
-    assert (held.precision_before, held.recall_before) == (0.75, 0.75)
-    assert _cutoff(served, exact, probability, labels, min_recall=0.8)[0] == 0.0
+    assert _cutoff(pool, exact, probability, labels, min_recall=0.5) == 0.8
+    # the whole pool (cutoff 0.0) keeps 3 of the 4 duplicates, and nothing above it does
+    assert _cutoff(pool, exact, probability, labels, min_recall=0.75) == 0.0
+    assert _cutoff(pool, exact, probability, labels, min_recall=0.8) is None
+
+
+def test_with_a_verifier_the_short_request_key_term_check_is_the_verifier_s(
+    fitted: Verifier, planted: PlantedEmbedder
+):
+    # "fast" is the one content word of five without a counterpart: the key-term check wants 0.90
+    asked, stored = "how do i learn python fast", "how do i learn python"
+    duplicate = (planted.vectors[request("d", 350)], planted.vectors[request("s", 350)])
+    near_miss = (planted.vectors[request("n", 350)], planted.vectors[request("s", 350)])
+    guard = Guard(verifier=fitted)
+
+    without = Guard().judge(asked, stored, 0.88, 0.8)
+    served = guard.judge(asked, stored, 0.88, 0.8, duplicate)
+    refused = guard.judge(asked, stored, 0.88, 0.8, near_miss)
+
+    assert not without.accepted and "key terms need 0.90" in without.reason
+    assert served.accepted and "verifier" in served.reason
+    assert not refused.accepted and refused.reason.startswith("verifier:")
+    assert not guard.judge(asked, stored, 0.88, 0.8).accepted  # no vectors, no verifier: the check stays
 
 
 @pytest.mark.parametrize(
