@@ -28,14 +28,14 @@ guard on and off; for QQP also a threshold sweep, and the pairwise setting
 (0.80 precision at 0.44 recall) is computed. Last, the same with a verifier
 (:mod:`budgets.cache.verifier`) fitted on the QQP pairs outside the sample (no
 pair shares a text with it; ``--verifier-pairs N`` draws N of them), as
-``budgetgraph cache calibrate --exclude-sample 5000 --min-recall 0.43`` fits one.
+``budgetgraph cache calibrate --exclude-sample 5000 --min-recall 0.45`` fits one.
 
 Usage: python bench/cache_bench.py [--sizes 1000 10000 100000] [--redis URL]
        [--data DIR] [--skip-latency] [--skip-quality] [--verifier-pairs N]
 
 Needs Redis (``REDIS_URL``, default ``redis://127.0.0.1:6379/0``); every key it
 writes is under a fresh prefix and deleted at the end. A full run takes about
-15 minutes on two cores when nothing else runs, 10 of them embedding the
+16 minutes on two cores when nothing else runs, 10 of them embedding the
 verifier's pairs (``--verifier-pairs 0`` skips that part).
 """
 
