@@ -156,16 +156,9 @@ class Guard:
     ) -> Verdict:
         """The checks before the verifier; with ``key_terms``, what :meth:`judge` decides without one.
 
-        Args:
-            query: The new request's normalised text.
-            candidate: The stored request's normalised text.
-            similarity: Their cosine similarity, -1 to 1.
-            threshold: The namespace's threshold.
-            key_terms: Apply the key-term check for short requests (check 5);
-                :meth:`judge` leaves it to the verifier when there is one.
-
-        Returns:
-            The verdict, with its reason.
+        The arguments and the verdict are :meth:`judge`'s; ``key_terms`` applies
+        the key-term check for short requests (check 5), which :meth:`judge`
+        leaves to the verifier when there is one.
         """
         if similarity < threshold:
             return Verdict(False, threshold, f"similarity {similarity:.3f} < {threshold:.2f}")
