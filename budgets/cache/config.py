@@ -103,7 +103,8 @@ class CacheSettings(_Strict):
     """``local`` (all-MiniLM-L6-v2, offline) or an OpenAI-compatible endpoint."""
     verifier: str | None = None
     """A verifier file written by ``budgetgraph cache calibrate`` (relative to the working
-    directory): a duplicate classifier run after the guard. Off by default; see
+    directory): a duplicate classifier run after the guard's checks, in place of its key-term
+    check for short requests. Off by default; see
     :mod:`budgets.cache.verifier`."""
     nodes: dict[str, NodeCacheSettings] = {}
     """Per-node overrides, by graph node name (``planner``, ``cto``, ``coo``, ``reconcile``)."""

@@ -40,8 +40,11 @@ from budgets.cache.evaluate import Pair
 from budgets.cache.guard import Guard
 from budgets.cache.text import normalize
 
-FORMAT = "budgetgraph.cache.verifier/1"
-"""The ``format`` field of a verifier file."""
+FORMAT = "budgetgraph.cache.verifier/2"
+"""The ``format`` field of a verifier file.
+
+Version 1 files had their cutoff picked behind the guard's key-term check,
+which a verifier now replaces; they are refused, to be fitted again."""
 
 FIT_MARGIN = 0.08
 """Pairs this far (cosine) below the threshold are fitted on too, so the classifier sees both sides of it."""
@@ -181,6 +184,12 @@ class Verifier:
             raise VerifierError(f"not UTF-8 text: {exc.reason}", path=name) from exc
         except json.JSONDecodeError as exc:
             raise VerifierError(f"not JSON: {exc.msg}", path=name) from exc
+        if isinstance(document, dict) and document.get("format") == "budgetgraph.cache.verifier/1":
+            raise VerifierError(
+                "fitted by an earlier budgetgraph, behind the guard's key-term check that a verifier now "
+                "replaces; fit it again with `budgetgraph cache calibrate`",
+                path=name,
+            )
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise VerifierError(f"not a verifier file (expected format `{FORMAT}`)", path=name)
         try:

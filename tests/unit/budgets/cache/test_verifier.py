@@ -253,13 +253,28 @@ def test_with_a_verifier_the_short_request_key_term_check_is_the_verifier_s(
     assert not guard.judge(asked, stored, 0.88, 0.8).accepted  # no vectors, no verifier: the check stays
 
 
+def test_fit_picks_the_cutoff_without_the_key_term_check_and_reports_the_guard_as_shipped(
+    planted: PlantedEmbedder,
+):
+    # every planted request is one short word; at 0.99 the key-term check refuses every pair
+    strict = Guard(key_similarity=0.99, key_slope=0.0)
+
+    verifier = fit(planted.pairs(300), planted, threshold=0.8, guard=strict, min_recall=0.8)
+    held = verifier.holdout
+
+    assert held is not None
+    assert (held.precision_before, held.recall_before) == (1.0, 0.0)  # the guard alone serves nothing
+    assert held.precision >= 0.95 and held.recall >= 0.8  # the verifier chose among what the check refused
+
+
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
         (b"\xff\xfe", "not UTF-8 text"),
-        (b'{"format": "budgetgraph.cache.verifier/1", "weights": 5}', "malformed verifier"),
+        (b'{"format": "budgetgraph.cache.verifier/2", "weights": 5}', "malformed verifier"),
+        (b'{"format": "budgetgraph.cache.verifier/1"}', "fit it again"),
         (
-            b'{"format": "budgetgraph.cache.verifier/1", "embedder": "e", "threshold": 0.8, "cutoff": "nan",'
+            b'{"format": "budgetgraph.cache.verifier/2", "embedder": "e", "threshold": 0.8, "cutoff": "nan",'
             b' "bias": 0, "weights": [1, 2, 3]}',
             "`cutoff` must be 0 to 1",
         ),
