@@ -1,16 +1,16 @@
 """What each agent does: the planner, the CTO and COO specialists, and reconcile.
 
-Agents build prompts and hand them to a :class:`budgets.NodeSession`; they
+Agents build prompts and hand them to a :class:`budgetgraph.budgets.NodeSession`; they
 never call a chat model themselves. Each has a deterministic no-model answer
-(:mod:`agents.rules`) for the ``local`` tier.
+(:mod:`budgetgraph.agents.rules`) for the ``local`` tier.
 """
 
 from __future__ import annotations
 
-from agents.planner import SPECIALISTS, plan
-from agents.reconcile import reconcile
-from agents.schemas import Analysis, Plan, PlanBrief, PlanStep, Reconciliation
-from agents.specialists import analyze
+from budgetgraph.agents.planner import SPECIALISTS, plan
+from budgetgraph.agents.reconcile import reconcile
+from budgetgraph.agents.schemas import Analysis, Plan, PlanBrief, PlanStep, Reconciliation
+from budgetgraph.agents.specialists import analyze
 
 __all__ = [
     "SPECIALISTS",

@@ -10,7 +10,7 @@ document: a small beam finds the knapsack-like best use of a shared budget
 (two standard steps rather than one premium and one economy when the task
 budget fits only that) without enumerating every combination.
 
-Caps are :class:`budgets.routing.Room` values: a cap bound to one node counts
+Caps are :class:`budgetgraph.budgets.routing.Room` values: a cap bound to one node counts
 that node's steps, a task or window cap counts every step. The local path
 uses no budget at all (the ``limits`` plugin does not count it), so a plan
 of local steps always fits.
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from budgets import Tier
-from budgets.routing import Room
-from budgets.routing.budget import RoomUnit
+from budgetgraph.budgets import Tier
+from budgetgraph.budgets.routing import Room
+from budgetgraph.budgets.routing.budget import RoomUnit
 
 Path = Literal["llm", "local", "tool"]
 

@@ -5,7 +5,7 @@ assumptions) is written by a model through the planner's session, or by the
 local rules. The **steps** come from :func:`plan_steps`, which calls no model:
 
 1. For each specialist, the routing policy that the ``router`` plugin applies
-   to every call (:func:`budgets.routing.route`) gives the tier its call would
+   to every call (:func:`budgetgraph.budgets.routing.route`) gives the tier its call would
    get: the default tier, bounded by the node's ``min_tier`` / ``max_tier``,
    scored for complexity on the very prompt the specialist will send (when
    complexity routing is on), lowered by the budget left, and local without
@@ -15,7 +15,7 @@ local rules. The **steps** come from :func:`plan_steps`, which calls no model:
    compute, as an answer after a ``calculate`` round trip (``tool``) - and the
    ``local`` path. Each is estimated from the ledger's history of the same
    node, tier and model, blended with the priors of ``router.plan``.
-3. A beam search (:mod:`agents.beam`) keeps the best plan within every cap
+3. A beam search (:mod:`budgetgraph.agents.beam`) keeps the best plan within every cap
    that applies: each node's caps, the task's, and the tenant's windows, less
    what is already spent.
 4. A specialist for which no model step fits is *infeasible*; the plan says so
@@ -23,7 +23,7 @@ local rules. The **steps** come from :func:`plan_steps`, which calls no model:
    ``on_exceed`` (``router.plan.on_infeasible``): ``local`` and ``degrade``
    plan the local path, ``approve`` keeps the step so that its call asks for
    approval, and ``stop`` stops the run in the planner, before any specialist
-   spends (:class:`~budgets.BudgetExceededError` naming the node and the cap).
+   spends (:class:`~budgetgraph.budgets.BudgetExceededError` naming the node and the cap).
    With ``on_infeasible: local`` the local path is planned whatever the action.
 
 ``budgetgraph plan`` runs the same code with the local rules' brief, so it
@@ -41,15 +41,32 @@ from decimal import Decimal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents import rules
-from agents.beam import StepOption, beam_search, over
-from agents.prompts import PLANNER_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
-from agents.schemas import Plan, PlanBrief, PlanCap, PlanStep
-from agents.text import bullets, task_block
-from budgets import MODEL_TIERS, BudgetExceededError, Gateway, ModelCall, NodeSession, Tier, Totals, usd
-from budgets.ledger import LedgerRecord
-from budgets.routing import ROUTER_SECTION, Room, RouterSettings, no_endpoint, rooms, route, tightest_usd
-from budgets.routing.settings import Planning
+from budgetgraph.agents import rules
+from budgetgraph.agents.beam import StepOption, beam_search, over
+from budgetgraph.agents.prompts import PLANNER_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
+from budgetgraph.agents.schemas import Plan, PlanBrief, PlanCap, PlanStep
+from budgetgraph.agents.text import bullets, task_block
+from budgetgraph.budgets import (
+    MODEL_TIERS,
+    BudgetExceededError,
+    Gateway,
+    ModelCall,
+    NodeSession,
+    Tier,
+    Totals,
+    usd,
+)
+from budgetgraph.budgets.ledger import LedgerRecord
+from budgetgraph.budgets.routing import (
+    ROUTER_SECTION,
+    Room,
+    RouterSettings,
+    no_endpoint,
+    rooms,
+    route,
+    tightest_usd,
+)
+from budgetgraph.budgets.routing.settings import Planning
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents import rules
-from agents.prompts import RECONCILE_SYSTEM, RECONCILE_TEMPLATE
-from agents.schemas import Analysis, Reconciliation
-from agents.text import task_block
-from budgets import NodeSession
+from budgetgraph.agents import rules
+from budgetgraph.agents.prompts import RECONCILE_SYSTEM, RECONCILE_TEMPLATE
+from budgetgraph.agents.schemas import Analysis, Reconciliation
+from budgetgraph.agents.text import task_block
+from budgetgraph.budgets import NodeSession
 
 
 def reconcile(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agents.schemas import (
+from budgetgraph.agents.schemas import (
     Analysis,
     Conflict,
     CostEstimate,

@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents import rules
-from agents.prompts import COO_SYSTEM, CTO_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
-from agents.schemas import Analysis, Plan, PlanStep
-from agents.text import bullets, task_block
-from agents.tools import calculate
-from budgets import NodeSession
+from budgetgraph.agents import rules
+from budgetgraph.agents.prompts import COO_SYSTEM, CTO_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
+from budgetgraph.agents.schemas import Analysis, Plan, PlanStep
+from budgetgraph.agents.text import bullets, task_block
+from budgetgraph.agents.tools import calculate
+from budgetgraph.budgets import NodeSession
 
 SYSTEM_PROMPTS: dict[str, str] = {"cto": CTO_SYSTEM, "coo": COO_SYSTEM}
 LOCAL_RULES: dict[str, Callable[[str, list[str]], Analysis]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.prompts import TASK_TEMPLATE
+from budgetgraph.agents.prompts import TASK_TEMPLATE
 
 
 def bullets(items: Sequence[str]) -> str:

@@ -33,13 +33,13 @@ import redis  # noqa: E402
 import yaml  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 
-from budgets import Gateway, load_budgets, load_models  # noqa: E402
-from budgets.ledger import Charge, LedgerRecord  # noqa: E402
-from budgets.ledger.redis import RedisLedger  # noqa: E402
-from budgets.plugins.base import PluginContext, register  # noqa: E402
-from budgets.pricing import PriceBook  # noqa: E402
-from budgets.request import CallRequest, CallResult, usd  # noqa: E402
-from graph.builder import NODE_NAMES, build_graph  # noqa: E402
+from budgetgraph.budgets import Gateway, load_budgets, load_models  # noqa: E402
+from budgetgraph.budgets.ledger import Charge, LedgerRecord  # noqa: E402
+from budgetgraph.budgets.ledger.redis import RedisLedger  # noqa: E402
+from budgetgraph.budgets.plugins.base import PluginContext, register  # noqa: E402
+from budgetgraph.budgets.pricing import PriceBook  # noqa: E402
+from budgetgraph.budgets.request import CallRequest, CallResult, usd  # noqa: E402
+from budgetgraph.graph.builder import NODE_NAMES, build_graph  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 TASK = "Should we move billing to microservices this year? We have 6 engineers and a PCI audit in 4 months."
@@ -59,7 +59,7 @@ class NaiveLimits:
     def wrap(self, request: CallRequest, call_next):  # noqa: ANN001
         day = f"tenant:{request.tenant}:day:{datetime.now(UTC):%Y-%m-%d}"
         if request.tier != "local" and self._ledger.totals(day).spent.micro_usd >= self._cap:
-            from budgets import BudgetExceededError
+            from budgetgraph.budgets import BudgetExceededError
 
             raise BudgetExceededError(
                 node=request.node, limit="daily.max_cost_usd", spent=0, cap=usd(self._cap)

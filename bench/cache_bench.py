@@ -26,7 +26,7 @@ what the vectors mean. The scan at 10k and 100k is timed on fewer lookups
 guard on and off; for QQP also a threshold sweep, and the pairwise setting
 (each pair's own cache), which is how the issue's cosine reference
 (0.80 precision at 0.44 recall) is computed. Last, the same with a verifier
-(:mod:`budgets.cache.verifier`) fitted on the QQP pairs outside the sample (no
+(:mod:`budgetgraph.budgets.cache.verifier`) fitted on the QQP pairs outside the sample (no
 pair shares a text with it; ``--verifier-pairs N`` draws N of them), as
 ``budgetgraph cache calibrate --exclude-sample 5000 --min-recall 0.45`` fits one.
 
@@ -58,14 +58,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from budgets.cache import DEFAULT_THRESHOLD, Eviction, Guard, Namespace, NewEntry, SemanticCache  # noqa: E402
-from budgets.cache.base import Matrix, exact_key  # noqa: E402
-from budgets.cache.embedders import LocalEmbedder  # noqa: E402
-from budgets.cache.evaluate import EvalResult, Pair, evaluate, outside_sample, read_pairs  # noqa: E402
-from budgets.cache.stores.redis import RedisStore  # noqa: E402
-from budgets.cache.stores.sqlite import SqliteStore  # noqa: E402
-from budgets.cache.text import features  # noqa: E402
-from budgets.cache.verifier import Verifier, fit  # noqa: E402
+from budgetgraph.budgets.cache import DEFAULT_THRESHOLD, Eviction, Guard, Namespace, NewEntry, SemanticCache  # noqa: E402
+from budgetgraph.budgets.cache.base import Matrix, exact_key  # noqa: E402
+from budgetgraph.budgets.cache.embedders import LocalEmbedder  # noqa: E402
+from budgetgraph.budgets.cache.evaluate import EvalResult, Pair, evaluate, outside_sample, read_pairs  # noqa: E402
+from budgetgraph.budgets.cache.stores.redis import RedisStore  # noqa: E402
+from budgetgraph.budgets.cache.stores.sqlite import SqliteStore  # noqa: E402
+from budgetgraph.budgets.cache.text import features  # noqa: E402
+from budgetgraph.budgets.cache.verifier import Verifier, fit  # noqa: E402
 
 DIM = 384
 NAMESPACE = Namespace(

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
-from budgets.ledger import open_ledger  # noqa: E402
-from budgets.pricing import PriceBook  # noqa: E402
+from budgetgraph.budgets.ledger import open_ledger  # noqa: E402
+from budgetgraph.budgets.pricing import PriceBook  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 TASK = "Should we move billing to microservices this year? We have 6 engineers and a PCI audit in 4 months."

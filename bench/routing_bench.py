@@ -40,11 +40,11 @@ import yaml  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from budgets import Gateway, load_budgets, load_models  # noqa: E402
-from budgets.ledger import open_ledger  # noqa: E402
-from budgets.request import usd  # noqa: E402
-from budgets.routing.data import LabelledRequest, load_labelled  # noqa: E402
-from graph.builder import NODE_NAMES  # noqa: E402
+from budgetgraph.budgets import Gateway, load_budgets, load_models  # noqa: E402
+from budgetgraph.budgets.ledger import open_ledger  # noqa: E402
+from budgetgraph.budgets.request import usd  # noqa: E402
+from budgetgraph.budgets.routing.data import LabelledRequest, load_labelled  # noqa: E402
+from budgetgraph.graph.builder import NODE_NAMES  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 SYSTEM = "You are the assistant of a company's staff. Answer the request. Request {id}."

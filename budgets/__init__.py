@@ -1,14 +1,14 @@
 """The model-call pipeline: budget plugins around every model call.
 
 Agents never call a chat model directly. They hand a
-:class:`~budgets.request.CallRequest` to the :class:`~budgets.gateway.Gateway`,
+:class:`~budgetgraph.budgets.request.CallRequest` to the :class:`~budgetgraph.budgets.gateway.Gateway`,
 which runs the node's plugin chain (``router``, ``limits``, ...) and then the
 tier's chat model or the local no-model step.
 """
 
 from __future__ import annotations
 
-from budgets.config import (
+from budgetgraph.budgets.config import (
     MODEL_TIERS,
     TIERS,
     BudgetsConfig,
@@ -17,9 +17,9 @@ from budgets.config import (
     load_budgets,
     load_models,
 )
-from budgets.errors import BudgetExceededError, BudgetgraphError, ConfigError, ModelOutputError
-from budgets.gateway import DEFAULT_CHAIN, Gateway, NodeSession
-from budgets.request import CallRequest, CallResult, ModelCall, Totals, usd
+from budgetgraph.budgets.errors import BudgetExceededError, BudgetgraphError, ConfigError, ModelOutputError
+from budgetgraph.budgets.gateway import DEFAULT_CHAIN, Gateway, NodeSession
+from budgetgraph.budgets.request import CallRequest, CallResult, ModelCall, Totals, usd
 
 __all__ = [
     "DEFAULT_CHAIN",

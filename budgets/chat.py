@@ -5,7 +5,7 @@ OpenAI-compatible server works. The answer is asked for as OpenAI structured
 output (``response_format`` with a strict JSON schema); tools, when the
 request has any, are offered beside it. Usage comes from the response's
 ``usage_metadata`` (the final chunk's when streaming) and is priced by the
-:class:`~budgets.pricing.PriceBook`.
+:class:`~budgetgraph.budgets.pricing.PriceBook`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from budgets.config import Endpoint, ModelsConfig, Tier
-from budgets.pricing import PriceBook
-from budgets.request import CallRequest, CallResult, ModelCall, unbilled_call
+from budgetgraph.budgets.config import Endpoint, ModelsConfig, Tier
+from budgetgraph.budgets.pricing import PriceBook
+from budgetgraph.budgets.request import CallRequest, CallResult, ModelCall, unbilled_call
 
 logger = logging.getLogger(__name__)
 

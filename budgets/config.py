@@ -1,10 +1,10 @@
 """The two YAML files that configure the pipeline: ``models.yaml`` and ``budgets.yaml``.
 
 Both are validated by pydantic models with ``extra="forbid"``; a bad file
-raises one :class:`~budgets.errors.ConfigError` that lists every problem with
+raises one :class:`~budgetgraph.budgets.errors.ConfigError` that lists every problem with
 its file, line and key path. The defaults ship inside this package and are
-found through :mod:`importlib.resources`; ``BUDGETGRAPH_MODELS`` and
-``BUDGETGRAPH_BUDGETS`` (or an explicit path) point at other files.
+found through :mod:`importlib.resources`; an explicit path (from the
+settings, :mod:`budgetgraph.settings`) points at other files.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from budgets.errors import ConfigError
-from budgets.yamlfile import YamlDocument
+from budgetgraph.budgets.errors import ConfigError
+from budgetgraph.budgets.yamlfile import YamlDocument
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,8 +33,6 @@ MODEL_TIERS: tuple[Tier, ...] = ("economy", "standard", "premium")
 TIERS: tuple[Tier, ...] = ("local", *MODEL_TIERS)
 """Every tier, from no model at all to the strongest."""
 
-MODELS_ENV = "BUDGETGRAPH_MODELS"
-BUDGETS_ENV = "BUDGETGRAPH_BUDGETS"
 
 NonNegativeUsd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
 
@@ -152,14 +150,14 @@ def load_models(path: str | Path | None = None, *, env: Mapping[str, str] | None
     """Load ``models.yaml`` and resolve each tier's endpoint.
 
     Args:
-        path: The file; ``None`` reads ``BUDGETGRAPH_MODELS``, else the packaged default.
+        path: The file; ``None`` for the packaged default.
         env: Variables to resolve base URLs and keys from (default: ``os.environ``).
 
     Raises:
         ConfigError: The file is missing, not YAML, or fails the schema.
     """
     env = os.environ if env is None else env
-    doc = _read(path, env.get(MODELS_ENV), "models.yaml")
+    doc = _read(path, "models.yaml")
     file, problems = doc.validate(ModelsFile, doc.data)
     if file is None:
         raise doc.fail(problems)
@@ -342,7 +340,6 @@ def load_budgets(
     path: str | Path | None = None,
     *,
     node_names: Mapping[str, str],
-    env: Mapping[str, str] | None = None,
 ) -> BudgetsConfig:
     """Load ``budgets.yaml``.
 
@@ -367,22 +364,20 @@ def load_budgets(
     ``nodes`` winning; likewise ``total_task_budget`` and ``task``.
 
     Args:
-        path: The file; ``None`` reads ``BUDGETGRAPH_BUDGETS``, else the packaged default.
+        path: The file; ``None`` for the packaged default.
         node_names: Every name a node may be given in the file, mapped to the
             graph's node name (``{"orchestrator": "planner", "planner": "planner"}``).
             The graph supplies it: this package knows no particular node.
-        env: Variables to read ``BUDGETGRAPH_BUDGETS`` from (default: ``os.environ``).
 
     Raises:
         ConfigError: Not YAML, an unknown key, node or plugin, a wrong type or a
             negative cap; every problem of the file is listed.
     """
-    env = os.environ if env is None else env
-    doc = _read(path, env.get(BUDGETS_ENV), "budgets.yaml")
+    doc = _read(path, "budgets.yaml")
     data = doc.data
     if not isinstance(data, dict):
         raise doc.fail([doc.problem((), "expected a mapping with a `budgets` key")])
-    from budgets.plugins.base import registered  # plugins own the sections named after them
+    from budgetgraph.budgets.plugins.base import registered  # plugins own the sections named after them
 
     plugins = set(registered())
     problems: list[str] = []
@@ -468,9 +463,8 @@ def load_budgets(
     )
 
 
-def _read(path: str | Path | None, from_env: str | None, default_name: str) -> YamlDocument:
-    chosen = path or from_env
-    if chosen:
-        return YamlDocument.read(chosen)
-    text = resources.files("budgets").joinpath(default_name).read_text(encoding="utf-8")
+def _read(path: str | Path | None, default_name: str) -> YamlDocument:
+    if path:
+        return YamlDocument.read(path)
+    text = resources.files("budgetgraph.budgets").joinpath(default_name).read_text(encoding="utf-8")
     return YamlDocument.parse(text, path=f"<packaged {default_name}>")

@@ -1,7 +1,7 @@
 """The gateway: the one door every model call goes through.
 
-``Gateway.call`` runs a :class:`~budgets.request.CallRequest` through the
-node's plugin chain down to :class:`~budgets.chat.ChatModels`. A node talks to
+``Gateway.call`` runs a :class:`~budgetgraph.budgets.request.CallRequest` through the
+node's plugin chain down to :class:`~budgetgraph.budgets.chat.ChatModels`. A node talks to
 it through a :class:`NodeSession`, which keeps the node's spend, runs the
 tools the model asks for, and asks once more when an answer fails its schema.
 
@@ -31,14 +31,15 @@ from langchain_core.messages import (
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from budgets.chat import ChatModels
-from budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgets.errors import ModelOutputError
-from budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
-from budgets.plugins.base import Plugin, PluginContext, build_chain
-from budgets.pricing import PriceBook
-from budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals
-from tracing import BudgetLeft, model_call_span, record_result, tool_span
+from budgetgraph.budgets.chat import ChatModels
+from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
+from budgetgraph.budgets.errors import ModelOutputError
+from budgetgraph.budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
+from budgetgraph.budgets.plugins.base import Plugin, PluginContext, build_chain
+from budgetgraph.budgets.pricing import PriceBook
+from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals
+from budgetgraph.settings import Settings, load_settings
+from budgetgraph.tracing import BudgetLeft, model_call_span, record_result, tool_span
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ class Gateway:
         chains: Plugin names per node, outermost first, over those of ``budgets.yaml``.
         default_chain: The chain of every other node (default: ``budgets.yaml``'s
             ``plugins``, else :data:`DEFAULT_CHAIN`).
+        settings: The process's settings, handed to the plugins (default: read from
+            the ``BUDGETGRAPH_*`` variables now, :func:`~budgetgraph.settings.load_settings`).
 
     Raises:
-        ConfigError: A chain names an unknown plugin.
+        ConfigError: A chain names an unknown plugin, or a setting is invalid.
     """
 
     def __init__(
@@ -79,13 +82,17 @@ class Gateway:
         ledger: Ledger | None = None,
         chains: Mapping[str, Sequence[str]] | None = None,
         default_chain: Sequence[str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        self.settings = settings if settings is not None else load_settings()
         self.models = models
         self.budgets = budgets
         self.ledger = ledger if ledger is not None else open_ledger("memory:")
         self.prices = PriceBook(models.file.prices)
         self.chat = ChatModels(models, self.prices)
-        context = PluginContext(models=models, budgets=budgets, prices=self.prices, ledger=self.ledger)
+        context = PluginContext(
+            models=models, budgets=budgets, prices=self.prices, ledger=self.ledger, settings=self.settings
+        )
         names = default_chain or budgets.chain or DEFAULT_CHAIN
         self._default = build_chain(names, context, source=budgets.source)
         per_node: dict[str, Sequence[str]] = {

@@ -23,8 +23,8 @@ from functools import lru_cache
 
 from genai_prices import Usage, calc_price
 
-from budgets.config import PriceOverride
-from budgets.request import MICRO
+from budgetgraph.budgets.config import PriceOverride
+from budgetgraph.budgets.request import MICRO
 
 logger = logging.getLogger(__name__)
 

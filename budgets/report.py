@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from budgets.config import ModelsConfig
-from budgets.ledger import Ledger, LedgerRecord
-from budgets.pricing import PriceBook
-from budgets.request import usd
+from budgetgraph.budgets.config import ModelsConfig
+from budgetgraph.budgets.ledger import Ledger, LedgerRecord
+from budgetgraph.budgets.pricing import PriceBook
+from budgetgraph.budgets.request import usd
 
 DOMINANT_SHARE = 0.5
 """A node with more than this share of the spend gets a recommendation."""

@@ -21,7 +21,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from budgets.config import Tier
+from budgetgraph.budgets.config import Tier
 
 MICRO = 1_000_000
 """Micro-dollars per dollar."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from budgets.errors import ConfigError
+from budgetgraph.budgets.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 

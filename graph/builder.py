@@ -7,9 +7,10 @@ r"""Builds the decision graph.
                                                 ^             |
                                                 +-- replan ---+   (at most 3 times)
 
-The module ends with ``graph``, compiled without a checkpointer, which
-``langgraph dev`` and the LangGraph server serve as ``decision`` (they bring
-their own persistence).
+Importing this module builds nothing. :func:`build_graph` builds a graph;
+:func:`make_graph` is the factory ``langgraph dev`` and the LangGraph server
+call to serve it as ``decision`` (built on the first request, then cached;
+without a checkpointer, as the server brings its own persistence).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send, interrupt
 
-import agents
-from agents import Analysis, Plan, PlanStep
-from budgets import (
+from budgetgraph import agents
+from budgetgraph.agents import Analysis, Plan, PlanStep
+from budgetgraph.budgets import (
     BudgetsConfig,
     Gateway,
     ModelCall,
@@ -39,12 +41,13 @@ from budgets import (
     load_budgets,
     load_models,
 )
-from budgets.ledger import Ledger, open_ledger
-from graph.context import Context
-from graph.dependencies import constraints_for, fingerprint, plan_view
-from graph.review import ReviewAnswer, parse_answer, summary_message
-from graph.state import InputState, NodeRun, SpecialistInput, State
-from tracing import traced_node
+from budgetgraph.budgets.ledger import Ledger, open_ledger
+from budgetgraph.graph.context import Context
+from budgetgraph.graph.dependencies import constraints_for, fingerprint, plan_view
+from budgetgraph.graph.review import ReviewAnswer, parse_answer, summary_message
+from budgetgraph.graph.state import InputState, NodeRun, SpecialistInput, State
+from budgetgraph.settings import Settings, load_settings
+from budgetgraph.tracing import traced_node
 
 logger = logging.getLogger(__name__)
 
@@ -76,41 +79,53 @@ def build_graph(
     gateway: Gateway | None = None,
     name: str = "decision",
     configure_telemetry: bool = False,
+    settings: Settings | None = None,
 ) -> CompiledStateGraph[State, Context, InputState, State]:
     """Build and compile the decision graph.
 
     Args:
         checkpointer: Any LangGraph checkpointer; ``None`` keeps no checkpoints
             (the LangGraph server supplies its own).
-        models: ``models.yaml``, as a path or loaded; ``None`` reads
-            ``BUDGETGRAPH_MODELS``, else the packaged default.
+        models: ``models.yaml``, as a path or loaded; ``None``: the settings'
+            ``models`` (``BUDGETGRAPH_MODELS``), else the packaged default.
         budgets: ``budgets.yaml``, likewise (``BUDGETGRAPH_BUDGETS``).
         ledger: The spend ledger or its URL (``memory:``, ``sqlite:///PATH``,
-            ``redis://...``); ``None`` reads ``BUDGETGRAPH_LEDGER_URL``, else
-            SQLite under ``.budgetgraph/``.
+            ``redis://...``); ``None``: the settings' ``ledger_url``
+            (``BUDGETGRAPH_LEDGER_URL``), else SQLite under ``.budgetgraph/``.
         gateway: A ready gateway; overrides ``models``, ``budgets`` and ``ledger``.
         name: The compiled graph's name.
         configure_telemetry: Set up OpenTelemetry from the ``OTEL_*`` variables when
             the first node runs (for the served graph; the CLI sets it up itself).
-            Every node execution is a span either way (see :mod:`tracing.runs`).
+            Every node execution is a span either way (see :mod:`budgetgraph.tracing.runs`).
+        settings: The settings (:mod:`budgetgraph.settings`); ``None`` reads the
+            ``BUDGETGRAPH_*`` variables now.
 
     Returns:
         The compiled graph. Invoke it with ``{"task": ..., "constraints": [...]}``
         and ``{"configurable": {"thread_id": ...}}``; pass a
-        :class:`~graph.context.Context` as ``context=`` to set the tenant and the
+        :class:`~budgetgraph.graph.context.Context` as ``context=`` to set the tenant and the
         review threshold.
 
     Raises:
-        ConfigError: A YAML file is invalid.
+        ConfigError: A setting or YAML file is invalid (nothing is opened then).
     """
     if gateway is None:
-        models_config = models if isinstance(models, ModelsConfig) else load_models(models)
+        settings = settings if settings is not None else load_settings()
+        models_config = models if isinstance(models, ModelsConfig) else load_models(models or settings.models)
         budgets_config = (
-            budgets if isinstance(budgets, BudgetsConfig) else load_budgets(budgets, node_names=NODE_NAMES)
+            budgets
+            if isinstance(budgets, BudgetsConfig)
+            else load_budgets(budgets or settings.budgets, node_names=NODE_NAMES)
         )
+        owned = None
         if not isinstance(ledger, Ledger):
-            ledger = open_ledger(ledger)
-        gateway = Gateway(models_config, budgets_config, ledger=ledger)
+            ledger = owned = open_ledger(ledger or settings.ledger_url)
+        try:
+            gateway = Gateway(models_config, budgets_config, ledger=ledger, settings=settings)
+        except BaseException:
+            if owned is not None:
+                owned.close()
+            raise
     nodes = _Nodes(gateway)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
 
@@ -157,15 +172,21 @@ class _Nodes:
                     if context.budgets
                     else self.gateway.budgets
                 )
-                gateway = self._by_files[key] = Gateway(models, budgets, ledger=self.gateway.ledger)
+                gateway = self._by_files[key] = Gateway(
+                    models, budgets, ledger=self.gateway.ledger, settings=self.gateway.settings
+                )
         return gateway
+
+    def _context(self, runtime: Runtime[Context]) -> Context:
+        """The run's context; without one, the defaults with the settings' tenant (``BUDGETGRAPH_TENANT``)."""
+        return runtime.context or Context(tenant=self.gateway.settings.tenant)
 
     def _session(
         self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], tenant: str | None
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
-        tenant = tenant or (runtime.context.tenant if runtime.context else "default")
+        tenant = tenant or self._context(runtime).tenant
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
         return self._gateway(runtime).session(
@@ -184,7 +205,7 @@ class _Nodes:
         note = review.get("note") if review.get("decision") == "replan" else (plan or {}).get("replan_note")
         constraints = state.get("constraints") or []
         inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
-        context = runtime.context or Context()
+        context = self._context(runtime)
         threshold, tenant = context.review_threshold, state.get("tenant") or context.tenant
         if plan is not None and plan.get("inputs") == inputs:
             return {
@@ -240,7 +261,7 @@ class _Nodes:
         }
 
     def review(self, state: State, runtime: Runtime[Context]) -> Command:
-        context = runtime.context or Context()
+        context = self._context(runtime)
         threshold = state.get("review_threshold", context.review_threshold)
         context = dataclasses.replace(context, review_threshold=threshold)
         reconciliation = state.get("reconciliation") or {}
@@ -375,7 +396,31 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("authored_by", "inputs")}
 
 
-graph = build_graph(configure_telemetry=True)
-"""The graph ``langgraph dev`` serves as ``decision`` (see ``langgraph.json``)."""
+_served: CompiledStateGraph[State, Context, InputState, State] | None = None
+_served_lock = threading.Lock()
 
-__all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "graph"]
+
+def make_graph(config: RunnableConfig) -> CompiledStateGraph[State, Context, InputState, State]:
+    """The graph factory the LangGraph server calls (``langgraph.json`` serves it as ``decision``).
+
+    The server calls it for every request that needs the graph, passing the
+    request's config. The graph is built on the first call, from the
+    settings the server's environment holds then (``BUDGETGRAPH_*``, see
+    :mod:`budgetgraph.settings`), and the same compiled graph is returned
+    afterwards. It has no checkpointer: the server brings its own.
+
+    Args:
+        config: The request's config (unused: the graph is the same for every request).
+
+    Raises:
+        ConfigError: A setting or YAML file is invalid (the server reports it on the request).
+    """
+    global _served
+    if _served is None:
+        with _served_lock:
+            if _served is None:
+                _served = build_graph(configure_telemetry=True)
+    return _served
+
+
+__all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "make_graph"]

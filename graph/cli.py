@@ -12,7 +12,6 @@ import sys
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,22 +21,55 @@ from langgraph.types import Command
 from pydantic import ValidationError
 from rich.console import Console
 
-from budgets import BudgetgraphError, ConfigError, load_models
-from budgets.ledger import open_ledger
-from budgets.report import build_report
-from graph.builder import EmptyTaskError, build_graph
-from graph.checkpoint import open_checkpointer
-from graph.cli_cache import cache_app
-from graph.cli_common import EXIT_DONE, EXIT_FAILED, EXIT_PAUSED, err, fail
-from graph.cli_plan import plan_command
-from graph.cli_trace import trace_command
-from graph.console import render_cost_report, render_history, render_report
-from graph.context import Context
-from graph.report import run_report
-from graph.threads import checkpoint_history, copy_checkpoint, edit_summary
-from tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
+from budgetgraph.budgets import BudgetgraphError, ConfigError, load_budgets, load_models
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.budgets.report import build_report
+from budgetgraph.graph.builder import NODE_NAMES, EmptyTaskError, build_graph
+from budgetgraph.graph.checkpoint import NoCheckpointsError, open_checkpointer
+from budgetgraph.graph.cli_cache import cache_app
+from budgetgraph.graph.cli_common import (
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_PAUSED,
+    BudgetsOpt,
+    CacheOpt,
+    CheckpointerOpt,
+    JsonOpt,
+    LedgerOpt,
+    ModelsOpt,
+    TenantOpt,
+    ThresholdOpt,
+    config_message,
+    err,
+    fail,
+    settings_for,
+)
+from budgetgraph.graph.cli_plan import plan_command
+from budgetgraph.graph.cli_trace import trace_command
+from budgetgraph.graph.console import render_cost_report, render_history, render_report
+from budgetgraph.graph.context import Context
+from budgetgraph.graph.report import run_report
+from budgetgraph.graph.threads import checkpoint_history, copy_checkpoint, edit_summary
+from budgetgraph.settings import Settings
+from budgetgraph.tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
 
 _EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"budgetgraph {_distribution_version()}")
+        raise typer.Exit(EXIT_DONE)
+
+
+def _distribution_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("budgetgraph")
+    except PackageNotFoundError:
+        return "0+unknown (not installed)"
+
 
 app = typer.Typer(
     name="budgetgraph",
@@ -48,34 +80,17 @@ app = typer.Typer(
 )
 out = Console()
 
-ModelsOpt = Annotated[
-    Path | None, typer.Option("--models", help="models.yaml to use [env: BUDGETGRAPH_MODELS].")
-]
-BudgetsOpt = Annotated[
-    Path | None, typer.Option("--budgets", help="budgets.yaml to use [env: BUDGETGRAPH_BUDGETS].")
-]
-CheckpointerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--checkpointer",
-        help="sqlite:///PATH, postgresql://... or memory: [default: .budgetgraph/checkpoints.sqlite].",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
-TenantOpt = Annotated[
-    str, typer.Option("--tenant", help="Who pays for a new run; a resumed or edited run keeps its own.")
-]
-ThresholdOpt = Annotated[
-    int, typer.Option("--review-threshold", help="Risk score (1-5) that pauses for review; 6 never does.")
-]
-LedgerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--ledger",
-        help="memory:, sqlite:///PATH or redis://... [env: BUDGETGRAPH_LEDGER_URL; "
-        "default: .budgetgraph/ledger.sqlite].",
-    ),
-]
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run a cost-aware multi-agent review of a business decision."""
 
 
 class _BadInput(Exception):
@@ -89,26 +104,35 @@ def run(
         list[str] | None, typer.Option("--constraint", "-c", help="A constraint; repeatable.")
     ] = None,
     thread: Annotated[str | None, typer.Option("--thread", help="Thread id (default: a new UUID).")] = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = None,
     review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
     ledger: LedgerOpt = None,
+    cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, analyse (CTO and COO in parallel), reconcile and review a decision."""
     thread_id = thread or str(uuid.uuid4())
+    if not task.strip():
+        fail("The task is empty: give the decision to review.", as_json)
 
     def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
-        if not task.strip():
-            raise _BadInput("The task is empty: give the decision to review.")
         if graph.get_state(config).values:
             raise _BadInput(f"Thread `{thread_id}` already has a run; use `budgetgraph resume {thread_id}`.")
         return {"task": task, "constraints": list(constraint or [])}
 
-    context = _context(tenant, review_threshold, as_json)
-    _drive(start, thread_id, context, models, budgets, checkpointer, ledger, as_json)
+    settings = settings_for(
+        as_json,
+        models=models,
+        budgets=budgets,
+        checkpointer=checkpointer,
+        ledger_url=ledger,
+        cache=cache,
+        tenant=tenant,
+    )
+    _drive(start, thread_id, _context(settings, review_threshold, as_json), settings, as_json, new_run=True)
 
 
 @app.command()
@@ -131,12 +155,13 @@ def resume(
             "the cap's unit); default: what the call needs.",
         ),
     ] = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = None,
     review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
     ledger: LedgerOpt = None,
+    cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run that paused for review or for a budget, or that failed."""
@@ -169,42 +194,60 @@ def resume(
             raise _BadInput(f"The run is not paused for review, so {chosen[0]} does not apply.")
         return None  # continue from the last checkpoint: re-runs only what had not finished
 
-    context = _context(tenant, review_threshold, as_json)
-    _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json)
+    settings = settings_for(
+        as_json,
+        models=models,
+        budgets=budgets,
+        checkpointer=checkpointer,
+        ledger_url=ledger,
+        cache=cache,
+        tenant=tenant,
+    )
+    _drive(start, thread, _context(settings, review_threshold, as_json), settings, as_json)
 
 
 def _drive(
     start: Any,
     thread_id: str,
     context: Context,
-    models: Path | None,
-    budgets: Path | None,
-    checkpointer: str | None,
-    ledger_url: str | None,
+    settings: Settings,
     as_json: bool,
     *,
+    new_run: bool = False,
     extend: Any = None,
 ) -> None:
-    """Open the stores, build the graph, run ``start``'s input on the thread, report.
+    """Check the configuration, open the stores, build the graph, run ``start``'s input, report.
 
+    The YAML files are read and checked before any store is opened, so a
+    refused command writes nothing; a command on an existing run
+    (``new_run=False``) does not create a missing SQLite checkpoint file.
     ``start(graph, config)`` checks the request and returns the input (``None``
     continues from the last checkpoint); ``extend(report, state)`` may add to
     the report. The run is traced (a run span over the graph's node spans,
-    see ``tracing``); telemetry is set up from the ``OTEL_*`` variables here and
-    shut down after the report is out, within the export timeout.
+    see ``tracing``); telemetry is set up from the ``OTEL_*`` variables once
+    the request is accepted, and shut down after the report is out, within
+    the export timeout.
     """
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    configure_telemetry()
     try:
         with ExitStack() as stack:
             try:
-                saver = stack.enter_context(open_checkpointer(checkpointer))
-                ledger = open_ledger(ledger_url)
+                models = load_models(settings.models)
+                budgets = load_budgets(settings.budgets, node_names=NODE_NAMES)
+                saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=new_run))
+                ledger = open_ledger(settings.ledger_url)
                 stack.callback(ledger.close)
-                graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger=ledger)
+                graph = build_graph(
+                    checkpointer=saver, models=models, budgets=budgets, ledger=ledger, settings=settings
+                )
                 graph_input = start(graph, config)
-            except (ConfigError, _BadInput) as exc:
+            except ConfigError as exc:
+                fail(config_message(exc), as_json)
+            except NoCheckpointsError as exc:
+                fail(f"No run has thread `{thread_id}`. {exc}", as_json)
+            except _BadInput as exc:
                 fail(str(exc), as_json)
+            configure_telemetry()
             error: BaseException | None = None
             snapshot = graph.get_state(config)
             run: RunSpan | None = None
@@ -242,16 +285,19 @@ def edit(
         list[str] | None,
         typer.Option("--remove-constraint", metavar="ID", help="A constraint id to remove; repeatable."),
     ] = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = None,
     review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
     ledger: LedgerOpt = None,
+    cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a finished run's constraints and re-run only the nodes they affect."""
     before: dict[str, Any] = {}
+    if not add_constraint and not remove_constraint:
+        fail("Give --add-constraint TEXT or --remove-constraint ID.", as_json)
 
     def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         snapshot = graph.get_state(config)
@@ -259,8 +305,6 @@ def edit(
             raise _BadInput(f"No run has thread `{thread}`.")
         if snapshot.next:
             raise _BadInput(f"The run is not finished; `budgetgraph resume {thread}` first.")
-        if not add_constraint and not remove_constraint:
-            raise _BadInput("Give --add-constraint TEXT or --remove-constraint ID.")
         known = {c["id"] for c in snapshot.values.get("constraints", [])}
         unknown = [cid for cid in remove_constraint or [] if cid not in known]
         if unknown:
@@ -276,8 +320,17 @@ def edit(
             edit_summary(before["runs"], values.get("node_runs", []), pending=report.get("next") or [])
         )
 
-    context = _context(tenant, review_threshold, as_json)
-    _drive(start, thread, context, models, budgets, checkpointer, ledger, as_json, extend=extend)
+    settings = settings_for(
+        as_json,
+        models=models,
+        budgets=budgets,
+        checkpointer=checkpointer,
+        ledger_url=ledger,
+        cache=cache,
+        tenant=tenant,
+    )
+    context = _context(settings, review_threshold, as_json)
+    _drive(start, thread, context, settings, as_json, extend=extend)
 
 
 @app.command()
@@ -289,12 +342,23 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """List a run's checkpoints, newest first, with the node that wrote each and the spend so far."""
+    settings = settings_for(as_json, models=models, budgets=budgets, checkpointer=checkpointer)
     with ExitStack() as stack:
         try:
-            saver = stack.enter_context(open_checkpointer(checkpointer))
-            graph = build_graph(checkpointer=saver, models=models, budgets=budgets, ledger="memory:")
+            models_config = load_models(settings.models)
+            budgets_config = load_budgets(settings.budgets, node_names=NODE_NAMES)
+            saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=False))
+            graph = build_graph(
+                checkpointer=saver,
+                models=models_config,
+                budgets=budgets_config,
+                ledger="memory:",
+                settings=settings,
+            )
         except ConfigError as exc:
-            fail(str(exc), as_json)
+            fail(config_message(exc), as_json)
+        except NoCheckpointsError as exc:
+            fail(f"No run has thread `{thread}`. {exc}", as_json)
         rows = checkpoint_history(graph, thread)
     if not rows:
         fail(f"No run has thread `{thread}`.", as_json)
@@ -311,12 +375,13 @@ def fork(
     new_thread: Annotated[
         str | None, typer.Option("--thread", help="The new thread's id (default: a new UUID).")
     ] = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = None,
     review_threshold: ThresholdOpt = 4,
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
     ledger: LedgerOpt = None,
+    cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run from one of its earlier checkpoints, in a new thread."""
@@ -331,8 +396,16 @@ def fork(
             raise _BadInput(str(exc)) from exc
         return None
 
-    context = _context(tenant, review_threshold, as_json)
-    _drive(start, target, context, models, budgets, checkpointer, ledger, as_json)
+    settings = settings_for(
+        as_json,
+        models=models,
+        budgets=budgets,
+        checkpointer=checkpointer,
+        ledger_url=ledger,
+        cache=cache,
+        tenant=tenant,
+    )
+    _drive(start, target, _context(settings, review_threshold, as_json), settings, as_json)
 
 
 @app.command()
@@ -346,11 +419,12 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Show spend per node, model, tier, day and tenant, with savings and recommendations."""
+    settings = settings_for(as_json, models=models, ledger_url=ledger)
     try:
-        models_config = load_models(models)
-        book = open_ledger(ledger)
+        models_config = load_models(settings.models)
+        book = open_ledger(settings.ledger_url)
     except ConfigError as exc:
-        fail(str(exc), as_json)
+        fail(config_message(exc), as_json)
     try:
         moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
         summary = build_report(book, models_config, since=moment, tenant=tenant)
@@ -362,13 +436,12 @@ def report(
         render_cost_report(out, summary)
 
 
-def _context(tenant: str, review_threshold: int, as_json: bool) -> Context:
+def _context(settings: Settings, review_threshold: int, as_json: bool) -> Context:
     try:
-        return Context(tenant=tenant, review_threshold=review_threshold)
+        return Context(tenant=settings.tenant, review_threshold=review_threshold)
     except ValidationError as exc:
         problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
         fail(f"Invalid run settings: {problems}", as_json)
-        raise  # unreachable: _fail_input exits
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:

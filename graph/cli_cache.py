@@ -19,16 +19,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import budgets.plugins.cache  # noqa: F401  (registers the plugin, so budgets.yaml may have `cache:`)
-from budgets import ConfigError, load_budgets, usd
-from budgets.cache import CacheSettings, Counts, Guard, NamespaceStats
-from budgets.cache.base import EntryStore
-from budgets.cache.config import build_embedder, load_verifier, open_configured_store, store_url
-from budgets.cache.embedders import LocalEmbedder
-from budgets.cache.evaluate import EvalResult, PairsError, evaluate, outside_sample, read_pairs
-from budgets.cache.verifier import FitError, Verifier, VerifierError, fit
-from graph.builder import NODE_NAMES
-from graph.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, err, fail
+import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the plugin, so budgets.yaml may have `cache:`)
+from budgetgraph.budgets import ConfigError, load_budgets, usd
+from budgetgraph.budgets.cache import CacheSettings, Counts, Guard, NamespaceStats
+from budgetgraph.budgets.cache.base import EntryStore
+from budgetgraph.budgets.cache.config import build_embedder, load_verifier, open_configured_store
+from budgetgraph.budgets.cache.embedders import LocalEmbedder
+from budgetgraph.budgets.cache.evaluate import EvalResult, PairsError, evaluate, outside_sample, read_pairs
+from budgetgraph.budgets.cache.verifier import FitError, Verifier, VerifierError, fit
+from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.graph.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    BudgetsOpt,
+    CacheStoreOpt,
+    JsonOpt,
+    config_message,
+    err,
+    fail,
+    settings_for,
+)
 
 cache_app = typer.Typer(
     name="cache",
@@ -39,18 +49,6 @@ cache_app = typer.Typer(
 )
 out = Console()
 
-BudgetsOpt = Annotated[
-    Path | None,
-    typer.Option("--budgets", help="budgets.yaml whose `cache:` section to use [env: BUDGETGRAPH_BUDGETS]."),
-]
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="disk, memory: or redis://... [env: BUDGETGRAPH_CACHE_URL; default: the `cache:` section].",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 PairsOpt = Annotated[
     Path,
     typer.Option(
@@ -60,7 +58,7 @@ PairsOpt = Annotated[
 ]
 ThresholdOpt = Annotated[
     float | None,
-    typer.Option("--threshold", min=0.0, max=1.0, help="Cosine threshold [default: the `cache:` section's]."),
+    typer.Option("--threshold", min=0.0, max=1.0, help="Cosine threshold (default: the `cache:` section's)."),
 ]
 
 
@@ -87,7 +85,7 @@ def eval_pairs(
         typer.Option(
             "--verifier",
             help="Run this verifier (from `cache calibrate`) after the guard "
-            "[default: the `cache:` section's].",
+            "(default: the `cache:` section's).",
         ),
     ] = None,
     budgets: BudgetsOpt = None,
@@ -97,7 +95,7 @@ def eval_pairs(
     if verifier_path is not None and no_guard:
         fail("--no-guard and --verifier: a verifier runs after the guard; drop one", as_json, EXIT_BAD_INPUT)
     try:
-        settings = _settings(budgets)
+        settings = _settings(budgets, as_json)
         if verifier_path is not None:
             settings = settings.model_copy(update={"verifier": str(verifier_path)})
         embedder = build_embedder(settings, os.environ)
@@ -147,7 +145,7 @@ def calibrate(
 ) -> None:
     """Fit a verifier (a duplicate classifier run after the guard) on labelled pairs; write it as JSON."""
     try:
-        settings = _settings(budgets)
+        settings = _settings(budgets, as_json)
         rows = read_pairs(pairs)
     except (ConfigError, PairsError) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
@@ -190,7 +188,7 @@ def calibrate(
 
 
 @cache_app.command()
-def stats(budgets: BudgetsOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def stats(budgets: BudgetsOpt = None, store: CacheStoreOpt = None, as_json: JsonOpt = False) -> None:
     """Show each namespace's entries, hits, misses, guard refusals and USD saved."""
     settings, url = _store_settings(budgets, store, as_json)
     try:
@@ -226,12 +224,12 @@ def clear(
         typer.Option(
             "--namespace",
             help="A namespace key, or a label prefix such as `acme` or `acme/cto`; repeatable "
-            "[default: all].",
+            "(default: all).",
         ),
     ] = None,
     reset_stats: Annotated[bool, typer.Option("--reset-stats", help="Also zero the counters.")] = False,
     budgets: BudgetsOpt = None,
-    store: StoreOpt = None,
+    store: CacheStoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove cached answers: every namespace, or those named."""
@@ -261,20 +259,19 @@ def _open(settings: CacheSettings) -> EntryStore:
     return open_configured_store(settings)
 
 
-def _settings(budgets: Path | None) -> CacheSettings:
-    return load_budgets(budgets, node_names=NODE_NAMES).section("cache", CacheSettings)
+def _settings(budgets: Path | None, as_json: bool = False, store: str | None = None) -> CacheSettings:
+    """The ``cache:`` section of the settings' budgets.yaml, with --store / ``BUDGETGRAPH_CACHE_URL``."""
+    settings = settings_for(as_json, budgets=budgets, cache_url=store)
+    section = load_budgets(settings.budgets, node_names=NODE_NAMES).section("cache", CacheSettings)
+    return section.with_overrides(store=settings.cache_url)
 
 
 def _store_settings(budgets: Path | None, store: str | None, as_json: bool) -> tuple[CacheSettings, str]:
     """The cache settings with the store chosen by --store, then BUDGETGRAPH_CACHE_URL, then the file."""
     try:
-        settings = _settings(budgets)
-        if store is not None:
-            settings = CacheSettings.model_validate({**settings.model_dump(), "store": store})
-        else:
-            settings = settings.model_copy(update={"store": store_url(settings, os.environ)})
-    except (ConfigError, ValueError) as exc:
-        fail(str(exc), as_json, EXIT_BAD_INPUT)
+        settings = _settings(budgets, as_json, store)
+    except ConfigError as exc:
+        fail(config_message(exc), as_json, EXIT_BAD_INPUT)
     return settings, settings.store
 
 

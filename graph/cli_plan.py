@@ -1,6 +1,6 @@
 """``budgetgraph plan``: the plan and its estimated cost, without calling any model.
 
-The plan is made by the planner's own code (:func:`agents.planner.estimate`,
+The plan is made by the planner's own code (:func:`budgetgraph.agents.planner.estimate`,
 the same search the graph's planner node runs), with the local rules' brief
 instead of a model's, against the budgets and the ledger a ``run`` would use.
 ``--thread`` plans against the spend of an existing run (its node and task
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,12 +22,21 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agents.planner import estimate
-from budgets import ConfigError, Gateway, load_budgets, load_models
-from budgets.ledger import open_ledger
-from graph.builder import NODE_NAMES
-from graph.cli_common import fail
-from graph.console import plan_table
+from budgetgraph.agents.planner import estimate
+from budgetgraph.budgets import ConfigError, Gateway, load_budgets, load_models
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.graph.cli_common import (
+    BudgetsOpt,
+    JsonOpt,
+    LedgerOpt,
+    ModelsOpt,
+    TenantOpt,
+    config_message,
+    fail,
+    settings_for,
+)
+from budgetgraph.graph.console import plan_table
 
 
 def plan_command(
@@ -39,42 +47,30 @@ def plan_command(
     thread: Annotated[
         str | None, typer.Option("--thread", help="Plan against the spend of this run so far.")
     ] = None,
-    tenant: Annotated[str, typer.Option("--tenant", help="Whose windows apply.")] = "default",
-    models: Annotated[
-        Path | None, typer.Option("--models", help="models.yaml to use [env: BUDGETGRAPH_MODELS].")
-    ] = None,
-    budgets: Annotated[
-        Path | None, typer.Option("--budgets", help="budgets.yaml to use [env: BUDGETGRAPH_BUDGETS].")
-    ] = None,
-    ledger: Annotated[
-        str | None,
-        typer.Option(
-            "--ledger",
-            help="memory:, sqlite:///PATH or redis://... [env: BUDGETGRAPH_LEDGER_URL; "
-            "default: .budgetgraph/ledger.sqlite].",
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
-    ] = False,
+    tenant: TenantOpt = None,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the plan for a decision and its estimated cost, calling no model."""
     if not task.strip():
         fail("The task is empty: give the decision to plan for.", as_json)
+    settings = settings_for(as_json, models=models, budgets=budgets, ledger_url=ledger, tenant=tenant)
     try:
+        models_config = load_models(settings.models)
+        budgets_config = load_budgets(settings.budgets, node_names=NODE_NAMES)
         gateway = Gateway(
-            load_models(models),
-            load_budgets(budgets, node_names=NODE_NAMES),
-            ledger=open_ledger(ledger),
+            models_config, budgets_config, ledger=open_ledger(settings.ledger_url), settings=settings
         )
     except ConfigError as exc:
-        fail(str(exc), as_json)
+        fail(config_message(exc), as_json)
     try:
         made = estimate(
-            gateway, task=task, constraints=list(constraint or []), thread_id=thread, tenant=tenant
+            gateway, task=task, constraints=list(constraint or []), thread_id=thread, tenant=settings.tenant
         )
     except ConfigError as exc:
-        fail(str(exc), as_json)
+        fail(config_message(exc), as_json)
     finally:
         gateway.ledger.close()
     document = made.model_dump(mode="json")

@@ -1,16 +1,15 @@
 """``budgetgraph trace THREAD``: a run's spans from the local span store, as a waterfall.
 
 Registered on the CLI as ``app.command(name="trace")(trace_command)``. Reads
-``.budgetgraph/traces.sqlite`` (or ``BUDGETGRAPH_TRACE_STORE``, or
-``--store``), which every run writes unless ``OTEL_SDK_DISABLED=true``; no
-collector or Jaeger is needed.
+``.budgetgraph/traces.sqlite`` (or ``--store`` / ``BUDGETGRAPH_TRACE_STORE``),
+which every run writes unless ``OTEL_SDK_DISABLED=true``; no collector or
+Jaeger is needed. A missing store is reported, never created.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from graph.cli_common import fail
-from tracing.setup import STORE_ENV, default_store_path
-from tracing.store import SpanStore
-from tracing.view import SpanRow, TraceView, build_view, usd
+from budgetgraph.graph.cli_common import JsonOpt, fail, settings_for
+from budgetgraph.settings import env_name
+from budgetgraph.tracing.store import SpanStore
+from budgetgraph.tracing.view import SpanRow, TraceView, build_view, usd
 
 BAR_WIDTH = 20
 """Characters of the waterfall column."""
@@ -31,22 +30,22 @@ _STYLES = {"run": "bold", "node": "cyan", "chat": "green", "tool": "magenta", "o
 
 def trace_command(
     thread: Annotated[str, typer.Argument(help="The run's thread.")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the spans (with parent ids) and totals as JSON.")
-    ] = False,
+    as_json: JsonOpt = False,
     store: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--store",
-            help=f"The span store [env: {STORE_ENV}; default: .budgetgraph/traces.sqlite].",
+            envvar=env_name("trace_store"),
+            help="The span store's file (default: .budgetgraph/traces.sqlite).",
         ),
     ] = None,
 ) -> None:
     """Show a run's spans as a waterfall: duration, tokens and USD per span, and totals."""
-    path = store or default_store_path()
+    path = settings_for(as_json, trace_store=store).trace_store_path()
     if path is None:
-        fail(f"The span store is off ({STORE_ENV}=none): give --store PATH.", as_json)
-        return
+        fail(f"The span store is off ({env_name('trace_store')}=off): give --store PATH.", as_json)
+    if not path.is_file():
+        fail(f"No spans for thread `{thread}`: {path} does not exist.", as_json)
     spans = SpanStore(path).spans(thread)
     if not spans:
         where = str(path) if path.exists() else f"{path} (it does not exist)"

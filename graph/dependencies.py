@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graph.state import Constraint
+from budgetgraph.graph.state import Constraint
 
 CONSTRAINT_AREAS: dict[str, tuple[str, ...]] = {
     "planner": ("general",),

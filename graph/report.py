@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from langgraph.types import StateSnapshot
 
-from budgets import ModelCall, Totals, usd
+from budgetgraph.budgets import ModelCall, Totals, usd
 
 Status = Literal["done", "paused", "failed"]
 

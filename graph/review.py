@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage
 
-from graph.state import State
+from budgetgraph.graph.state import State
 
 Action = Literal["approve", "reject", "replan"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject", "replan")

@@ -11,8 +11,8 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from agents.areas import Area, classify
-from budgets import ModelCall
+from budgetgraph.agents.areas import Area, classify
+from budgetgraph.budgets import ModelCall
 
 AREAS = ("technical", "operations", "general")
 
@@ -22,7 +22,7 @@ class Constraint(TypedDict):
 
     The id is derived from the text (``c-`` and 8 hex digits of its SHA-256),
     so the same constraint keeps its id across runs and edits. The area
-    (``technical``, ``operations`` or ``general``, see :mod:`agents.areas`)
+    (``technical``, ``operations`` or ``general``, see :mod:`budgetgraph.agents.areas`)
     decides which agents read it.
     """
 
@@ -38,7 +38,7 @@ class NodeRun(TypedDict):
         node: The node.
         reused: True when the node found its inputs unchanged and kept its earlier result.
         cost_micro_usd: What this execution spent (micro-USD).
-        inputs: Fingerprint of the inputs it read (see :mod:`graph.dependencies`).
+        inputs: Fingerprint of the inputs it read (see :mod:`budgetgraph.graph.dependencies`).
     """
 
     node: str
@@ -112,10 +112,10 @@ class State(TypedDict, total=False):
         task: The decision under review.
         constraints: Its constraints, each with a stable id and an area.
         messages: The conversation (the run's answer is the last AI message).
-        plan: The planner's :class:`~agents.schemas.Plan` as a dict.
+        plan: The planner's :class:`~budgetgraph.agents.schemas.Plan` as a dict.
         analyses: ``{"cto": ..., "coo": ...}``, each an
-            :class:`~agents.schemas.Analysis` dict with ``authored_by``.
-        reconciliation: The :class:`~agents.schemas.Reconciliation` dict.
+            :class:`~budgetgraph.agents.schemas.Analysis` dict with ``authored_by``.
+        reconciliation: The :class:`~budgetgraph.agents.schemas.Reconciliation` dict.
         review: The review's outcome: ``decision`` (``auto-approved``,
             ``approved``, ``rejected`` or ``replan``), ``by``, ``note``.
         replans: Re-plans done so far (at most ``Context.max_replans``).
@@ -126,7 +126,7 @@ class State(TypedDict, total=False):
         tenant: Who pays for the run: the tenant of the invocation that first ran
             the planner. A resume or an edit keeps it whatever its context says,
             so a run's spend never moves to another tenant's budgets.
-        spend: One :class:`~budgets.ModelCall` per model call or local step.
+        spend: One :class:`~budgetgraph.budgets.ModelCall` per model call or local step.
         node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
 

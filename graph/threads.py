@@ -8,9 +8,9 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from budgets import usd
-from graph.dependencies import NODES
-from graph.state import NodeRun
+from budgetgraph.budgets import usd
+from budgetgraph.graph.dependencies import NODES
+from budgetgraph.graph.state import NodeRun
 
 
 def checkpoint_history(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from langgraph_sdk.client import SyncLangGraphClient
 
-from budgets.ledger import LedgerRecord, open_ledger
+from budgetgraph.budgets.ledger import LedgerRecord, open_ledger
 from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -2,11 +2,11 @@
 
 One trace per run: a run span, a span per node execution, and below them a
 span per model call and per tool call, with the OpenTelemetry GenAI semantic
-conventions' attributes and the cost of each call (see :mod:`tracing.runs`
-and :mod:`tracing.spans`). Node and run spans carry the sums of their
+conventions' attributes and the cost of each call (see :mod:`budgetgraph.tracing.runs`
+and :mod:`budgetgraph.tracing.spans`). Node and run spans carry the sums of their
 children. Spans are exported over OTLP as the standard ``OTEL_*`` variables
-say (:mod:`tracing.setup`) and kept in a local SQLite span store for
-``budgetgraph trace`` (:mod:`tracing.store`, :mod:`tracing.view`).
+say (:mod:`budgetgraph.tracing.setup`) and kept in a local SQLite span store for
+``budgetgraph trace`` (:mod:`budgetgraph.tracing.store`, :mod:`budgetgraph.tracing.view`).
 
 Before :func:`configure_telemetry` the OpenTelemetry API is a no-op (unless the
 host program installed an SDK provider), so tracing costs nothing until it is
@@ -15,8 +15,8 @@ set up. Telemetry never raises into a run.
 
 from __future__ import annotations
 
-from tracing.runs import RunSpan, node_span, run_span, traced_node
-from tracing.setup import (
+from budgetgraph.tracing.runs import RunSpan, node_span, run_span, traced_node
+from budgetgraph.tracing.setup import (
     Telemetry,
     TelemetrySettings,
     configure_telemetry,
@@ -25,7 +25,14 @@ from tracing.setup import (
     get_tracer,
     shutdown_telemetry,
 )
-from tracing.spans import BudgetLeft, CallSpan, ToolSpan, model_call_span, record_result, tool_span
+from budgetgraph.tracing.spans import (
+    BudgetLeft,
+    CallSpan,
+    ToolSpan,
+    model_call_span,
+    record_result,
+    tool_span,
+)
 
 __all__ = [
     "BudgetLeft",

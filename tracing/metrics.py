@@ -26,7 +26,7 @@ from typing import Any
 
 from opentelemetry.metrics import Meter
 
-from tracing import attributes as attr
+from budgetgraph.tracing import attributes as attr
 
 logger = logging.getLogger(__name__)
 

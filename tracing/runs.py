@@ -69,10 +69,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 
-from tracing import attributes as attr
-from tracing.setup import PINNED_TRACE_ID, configure_telemetry, current, get_tracer
-from tracing.spans import mark_failed
-from tracing.usage import USAGE_KEY, Usage
+from budgetgraph.tracing import attributes as attr
+from budgetgraph.tracing.setup import PINNED_TRACE_ID, configure_telemetry, current, get_tracer
+from budgetgraph.tracing.spans import mark_failed
+from budgetgraph.tracing.usage import USAGE_KEY, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def traced_node(node: str, fn: F, *, configure: bool = False) -> F:
     Args:
         node: The node's name (``gen_ai.agent.name``).
         fn: The node function.
-        configure: Call :func:`~tracing.setup.configure_telemetry` (idempotent)
+        configure: Call :func:`~budgetgraph.tracing.setup.configure_telemetry` (idempotent)
             before each execution: for a graph served by ``langgraph dev``,
             where no CLI sets telemetry up.
 

@@ -4,7 +4,7 @@
 and metrics go to:
 
 - the local span store (SQLite, ``.budgetgraph/traces.sqlite``), always on
-  unless ``OTEL_SDK_DISABLED=true`` or ``BUDGETGRAPH_TRACE_STORE=none``;
+  unless ``OTEL_SDK_DISABLED=true`` or ``BUDGETGRAPH_TRACE_STORE=off``;
 - OTLP export of spans, through the SDK's own exporters behind a
   ``BatchSpanProcessor`` (spans leave from a background thread, never from
   the run's);
@@ -33,7 +33,8 @@ read the rest themselves: headers, certificates, compression):
   wait at shutdown.
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``: record prompts,
   completions and tool arguments and results.
-- ``BUDGETGRAPH_TRACE_STORE``: the local span store's path, or ``none``.
+- ``BUDGETGRAPH_TRACE_STORE``: the local span store's path, or ``off``; read
+  with the other settings by :mod:`budgetgraph.settings`.
 
 A host program that already installed an SDK ``TracerProvider`` (or
 ``MeterProvider``) as the global one keeps it: budgetgraph's spans go to it,
@@ -68,7 +69,7 @@ from urllib.parse import urlparse
 
 from opentelemetry import metrics, trace
 
-from tracing import attributes as attr
+from budgetgraph.tracing import attributes as attr
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
@@ -76,8 +77,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from tracing.metrics import Instruments
-    from tracing.store import SpanStore
+    from budgetgraph.tracing.metrics import Instruments
+    from budgetgraph.tracing.store import SpanStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +88,6 @@ ExporterName = Literal["otlp", "console", "none"]
 DEFAULT_SERVICE_NAME = "budgetgraph"
 DEFAULT_EXPORT_TIMEOUT_S = 10.0
 """The OTLP exporters' default timeout (s), per export."""
-STORE_ENV = "BUDGETGRAPH_TRACE_STORE"
-"""Variable naming the local span store's path (``none`` turns the store off)."""
-STORE_RELATIVE_PATH = Path(".budgetgraph") / "traces.sqlite"
-"""The local span store under the working directory."""
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """Opt-in to recording prompts, completions and tool arguments (the GenAI instrumentations' variable)."""
 _CAPTURE_ON = {"true", "span_only", "span_and_event"}
@@ -104,19 +101,22 @@ def capture_content_from_env(env: Mapping[str, str] | None = None) -> bool:
     return env.get(CAPTURE_ENV, "").strip().lower() in _CAPTURE_ON
 
 
-def default_store_path(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
-    """The local span store's path: ``BUDGETGRAPH_TRACE_STORE``, else ``.budgetgraph/traces.sqlite``.
+def default_store_path(cwd: Path | None = None) -> Path | None:
+    """The local span store's path from the settings (``BUDGETGRAPH_TRACE_STORE``), read now.
 
     Returns:
-        The path, or ``None`` when ``BUDGETGRAPH_TRACE_STORE`` is ``none``, ``off`` or ``false``.
+        The path (default ``.budgetgraph/traces.sqlite`` under ``cwd``), or ``None`` when
+        the store is off. An invalid setting is logged and turns the store off:
+        telemetry never breaks a run (the CLI checks the settings before it gets here).
     """
-    env = os.environ if env is None else env
-    value = env.get(STORE_ENV, "").strip()
-    if value.lower() in ("none", "off", "false"):
+    from budgetgraph.budgets.errors import ConfigError
+    from budgetgraph.settings import load_settings
+
+    try:
+        return load_settings().trace_store_path(cwd)
+    except ConfigError as exc:
+        logger.warning("The local span store is off: %s", exc)
         return None
-    if value:
-        return Path(value.removeprefix("sqlite:///"))
-    return (cwd or Path.cwd()) / STORE_RELATIVE_PATH
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,21 @@ class TelemetrySettings:
     store_path: Path | None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> TelemetrySettings:
-        """Read the settings from ``env`` (default: ``os.environ``)."""
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        store_path: Path | None | Literal["default"] = "default",
+    ) -> TelemetrySettings:
+        """Read the ``OTEL_*`` settings from ``env`` (default: ``os.environ``).
+
+        Args:
+            env: The variables.
+            cwd: Folder of the default span store.
+            store_path: The local span store (``None``: off); ``"default"`` asks
+                budgetgraph's settings (:func:`default_store_path`).
+        """
         env = os.environ if env is None else env
         return cls(
             disabled=env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true",
@@ -167,7 +180,7 @@ class TelemetrySettings:
             traces=_signal(env, "TRACES", "v1/traces", default_on_general_endpoint=True),
             metrics=_signal(env, "METRICS", "v1/metrics", default_on_general_endpoint=False),
             capture_content=capture_content_from_env(env),
-            store_path=default_store_path(env, cwd),
+            store_path=default_store_path(cwd) if store_path == "default" else store_path,
         )
 
 
@@ -484,7 +497,7 @@ PINNED_TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "budgetgraph_pinned_trace_id", default=None
 )
 """A trace id the next root span started in this context takes instead of a random one
-(set by :func:`tracing.runs.node_span` around a served graph's node spans)."""
+(set by :func:`budgetgraph.tracing.runs.node_span` around a served graph's node spans)."""
 
 _lock = threading.RLock()
 _current: Telemetry | None = None
@@ -582,8 +595,8 @@ def _build(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from tracing.metrics import Instruments
-    from tracing.store import SpanStore, SpanStoreProcessor
+    from budgetgraph.tracing.metrics import Instruments
+    from budgetgraph.tracing.store import SpanStore, SpanStoreProcessor
 
     version = _version()
     store = SpanStore(settings.store_path) if settings.store_path is not None else None

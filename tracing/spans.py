@@ -4,7 +4,7 @@ A model call's span (``chat {gen_ai.request.model}``, kind ``CLIENT``) is
 opened by the gateway around one request through the plugin chain; a tool
 call's (``execute_tool {gen_ai.tool.name}``, kind ``INTERNAL``) around one tool
 run. Both are children of the node span current in the calling thread (see
-:mod:`tracing.runs`).
+:mod:`budgetgraph.tracing.runs`).
 
 Attributes of a model call's span:
 
@@ -41,9 +41,9 @@ from urllib.parse import urlparse
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from tracing import attributes as attr
-from tracing.setup import capture_content_from_env, current, get_tracer
-from tracing.usage import current_usage, usage_attributes
+from budgetgraph.tracing import attributes as attr
+from budgetgraph.tracing.setup import capture_content_from_env, current, get_tracer
+from budgetgraph.tracing.usage import current_usage, usage_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def server_attributes(url: str) -> dict[str, Any]:
 
 def _parent_attributes() -> dict[str, Any]:
     """The node and thread of the node span current in this thread, for a tool span."""
-    from tracing.runs import current_node
+    from budgetgraph.tracing.runs import current_node
 
     node = current_node()
     if node is None:

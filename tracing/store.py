@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from tracing import attributes as attr
+from budgetgraph.tracing import attributes as attr
 
 logger = logging.getLogger(__name__)
 

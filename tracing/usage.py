@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from tracing import attributes as attr
+from budgetgraph.tracing import attributes as attr
 
 USAGE_KEY = otel_context.create_key("budgetgraph.usage")
 """Context key of the :class:`Usage` that model calls below a node add to."""

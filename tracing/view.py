@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from tracing import attributes as attr
-from tracing.store import StoredSpan
+from budgetgraph.tracing import attributes as attr
+from budgetgraph.tracing.store import StoredSpan
 
 SpanKindName = Literal["run", "node", "chat", "tool", "other"]
 

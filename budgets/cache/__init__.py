@@ -1,17 +1,17 @@
 """The semantic cache: exact hash first, then FAISS nearest neighbours, then a guard.
 
-Layers (see :mod:`budgets.cache.base`): embedders (:mod:`~budgets.cache.embedders`),
-the vector index (:mod:`~budgets.cache.index`, imported when an index is first
+Layers (see :mod:`budgetgraph.budgets.cache.base`): embedders (:mod:`~budgetgraph.budgets.cache.embedders`),
+the vector index (:mod:`~budgetgraph.budgets.cache.index`, imported when an index is first
 built, so a process whose cache is off never loads FAISS), entry stores with TTL and LRU
-eviction (:mod:`~budgets.cache.stores`: memory, SQLite on disk, Redis), and the
-similarity policy with its guard (:mod:`~budgets.cache.guard`).
+eviction (:mod:`~budgetgraph.budgets.cache.stores`: memory, SQLite on disk, Redis), and the
+similarity policy with its guard (:mod:`~budgetgraph.budgets.cache.guard`).
 :class:`SemanticCache` joins them; the ``cache`` budget plugin
-(:mod:`budgets.plugins.cache`) puts it in front of the model.
+(:mod:`budgetgraph.budgets.plugins.cache`) puts it in front of the model.
 """
 
 from __future__ import annotations
 
-from budgets.cache.base import (
+from budgetgraph.budgets.cache.base import (
     Counts,
     Embedder,
     Entry,
@@ -22,13 +22,12 @@ from budgets.cache.base import (
     NewEntry,
     Sync,
 )
-from budgets.cache.cache import Lookup, SemanticCache
-from budgets.cache.config import CACHE_URL_ENV, CacheSettings, build_cache
-from budgets.cache.embedders import EndpointEmbedder, LocalEmbedder
-from budgets.cache.guard import DEFAULT_THRESHOLD, Guard, Verdict
+from budgetgraph.budgets.cache.cache import Lookup, SemanticCache
+from budgetgraph.budgets.cache.config import CacheSettings, build_cache
+from budgetgraph.budgets.cache.embedders import EndpointEmbedder, LocalEmbedder
+from budgetgraph.budgets.cache.guard import DEFAULT_THRESHOLD, Guard, Verdict
 
 __all__ = [
-    "CACHE_URL_ENV",
     "DEFAULT_THRESHOLD",
     "CacheSettings",
     "Counts",

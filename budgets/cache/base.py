@@ -4,17 +4,17 @@ The cache is layered like GPTCache, with typed interfaces instead of string
 factories:
 
 * an :class:`Embedder` turns request text into normalised vectors
-  (:mod:`budgets.cache.embedders`);
+  (:mod:`budgetgraph.budgets.cache.embedders`);
 * a vector index finds the nearest stored requests
-  (:class:`~budgets.cache.index.FaissIndex`);
+  (:class:`~budgetgraph.budgets.cache.index.FaissIndex`);
 * an :class:`EntryStore` keeps the entries, applies the :class:`Eviction`
   policy (TTL, then a size bound with LRU eviction), keeps the stats, and
   logs every change so each process can keep its index in step
-  (:mod:`budgets.cache.stores`: memory, SQLite on disk, Redis);
+  (:mod:`budgetgraph.budgets.cache.stores`: memory, SQLite on disk, Redis);
 * the similarity policy decides whether a candidate may be served
-  (:class:`~budgets.cache.guard.Guard`).
+  (:class:`~budgetgraph.budgets.cache.guard.Guard`).
 
-:class:`~budgets.cache.cache.SemanticCache` puts them together.
+:class:`~budgetgraph.budgets.cache.cache.SemanticCache` puts them together.
 """
 
 from __future__ import annotations

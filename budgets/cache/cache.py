@@ -1,6 +1,6 @@
 """The semantic cache: exact key first, then the nearest stored requests, then the guard.
 
-:class:`SemanticCache` puts the layers of :mod:`budgets.cache.base` together.
+:class:`SemanticCache` puts the layers of :mod:`budgetgraph.budgets.cache.base` together.
 A lookup in one namespace:
 
 1. **Exact.** The store is asked for the namespace's entry with the request's
@@ -9,7 +9,7 @@ A lookup in one namespace:
    vector), the namespace's FAISS index, brought in step with the store's
    change log, gives the two nearest stored requests, and those above the
    threshold are fetched from the store.
-3. **Guard.** :class:`~budgets.cache.guard.Guard` refuses an ambiguous lookup
+3. **Guard.** :class:`~budgetgraph.budgets.cache.guard.Guard` refuses an ambiguous lookup
    (two candidates almost equally near) and a nearest candidate whose request
    differs in what changes the answer; otherwise the nearest is served.
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from budgets.cache.base import (
+from budgetgraph.budgets.cache.base import (
     Counts,
     Embedder,
     Entry,
@@ -43,10 +43,10 @@ from budgets.cache.base import (
     Sync,
     Vector,
 )
-from budgets.cache.guard import Guard
+from budgetgraph.budgets.cache.guard import Guard
 
 if TYPE_CHECKING:
-    from budgets.cache.index import FaissIndex
+    from budgetgraph.budgets.cache.index import FaissIndex
 
 RESCORE_MARGIN = 0.005
 """Index scores this far under the threshold are fetched and scored exactly (cosine)."""
@@ -387,7 +387,7 @@ class SemanticCache:
             space.index.remove(sync.removed)
         if sync.added:
             if space.index is None:
-                from budgets.cache.index import FaissIndex  # FAISS loads with the first index
+                from budgetgraph.budgets.cache.index import FaissIndex  # FAISS loads with the first index
 
                 space.index = FaissIndex(len(sync.added[0][1]))
             ids = [i for i, _ in sync.added]
@@ -405,7 +405,7 @@ class SemanticCache:
         if self.index_dir is None or not self._path(key).exists():
             return
         try:
-            from budgets.cache.index import FaissIndex
+            from budgetgraph.budgets.cache.index import FaissIndex
 
             index, meta = FaissIndex.load(self._path(key))
             if meta.get("embedder") != self.embedder.name:

@@ -13,9 +13,11 @@ Example::
         reconcile: {threshold: 0.9}
         planner: {semantic: false} # exact matches only
 
-``BUDGETGRAPH_CACHE_URL``, when set, overrides ``store``; ``BUDGETGRAPH_CACHE=off``
-turns the cache off (every call goes to the model, nothing is opened), e.g. for a
-test suite whose runs must each reach the model.
+The settings (:mod:`budgetgraph.settings`) may override two of these:
+``BUDGETGRAPH_CACHE_URL`` (``--store``) the ``store``, and ``BUDGETGRAPH_CACHE=off``
+``enabled`` (every call goes to the model, nothing is opened), e.g. for a test
+suite whose runs must each reach the model; :meth:`CacheSettings.with_overrides`
+applies them.
 """
 
 from __future__ import annotations
@@ -27,22 +29,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from budgets.cache.base import Embedder, EntryStore, Eviction
-from budgets.cache.cache import SemanticCache
-from budgets.cache.embedders import EndpointEmbedder, LocalEmbedder, endpoint_from_env
-from budgets.cache.guard import DEFAULT_THRESHOLD, Guard
-from budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
-from budgets.cache.stores.redis import DEFAULT_PREFIX
-from budgets.cache.verifier import Verifier
-
-CACHE_URL_ENV = "BUDGETGRAPH_CACHE_URL"
-"""Variable that overrides the ``store`` setting (e.g. ``redis://127.0.0.1:6379/0``)."""
-
-CACHE_ENV = "BUDGETGRAPH_CACHE"
-"""Variable that turns the cache off for the whole process (``off``), whatever the YAML says."""
-
-CACHE_OFF = ("off", "0", "false", "no")
-CACHE_ON = ("on", "1", "true", "yes")
+from budgetgraph.budgets.cache.base import Embedder, EntryStore, Eviction
+from budgetgraph.budgets.cache.cache import SemanticCache
+from budgetgraph.budgets.cache.embedders import EndpointEmbedder, LocalEmbedder, endpoint_from_env
+from budgetgraph.budgets.cache.guard import DEFAULT_THRESHOLD, Guard
+from budgetgraph.budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
+from budgetgraph.budgets.cache.stores.redis import DEFAULT_PREFIX
+from budgetgraph.budgets.cache.verifier import Verifier
 
 DEFAULT_PATH = ".budgetgraph/cache"
 """Folder of the ``disk`` store, relative to the working directory."""
@@ -105,7 +98,7 @@ class CacheSettings(_Strict):
     """A verifier file written by ``budgetgraph cache calibrate`` (relative to the working
     directory): a duplicate classifier run after the guard's checks, in place of its key-term
     check for short requests. Off by default; see
-    :mod:`budgets.cache.verifier`."""
+    :mod:`budgetgraph.budgets.cache.verifier`."""
     nodes: dict[str, NodeCacheSettings] = {}
     """Per-node overrides, by graph node name (``planner``, ``cto``, ``coo``, ``reconcile``)."""
 
@@ -121,6 +114,20 @@ class CacheSettings(_Strict):
         if self.verifier is not None and not self.guard:
             raise ValueError("`verifier` runs after the guard: set `guard: true` or drop `verifier`")
         return self
+
+    def with_overrides(self, *, enabled: bool | None = None, store: str | None = None) -> CacheSettings:
+        """These settings with the process-wide overrides applied (``None`` keeps the file's value).
+
+        Args:
+            enabled: ``BUDGETGRAPH_CACHE`` / ``--cache``: the cache on or off.
+            store: ``BUDGETGRAPH_CACHE_URL`` / ``--store``: the store to open.
+        """
+        update: dict[str, object] = {}
+        if enabled is not None:
+            update["enabled"] = enabled
+        if store is not None:
+            update["store"] = store
+        return self.model_copy(update=update) if update else self
 
     def enabled_for(self, node: str) -> bool:
         """Whether ``node``'s calls are cached."""
@@ -181,19 +188,6 @@ def load_verifier(
     return Verifier.load(path, embedder=embedder or build_embedder(settings, env).name)
 
 
-def store_url(settings: CacheSettings, env: Mapping[str, str] | None = None) -> str:
-    """The store to open: ``BUDGETGRAPH_CACHE_URL`` when set, else ``settings.store``.
-
-    Raises:
-        ValueError: The variable names no known store.
-    """
-    env = os.environ if env is None else env
-    url = env.get(CACHE_URL_ENV) or settings.store
-    if url in (DISK, MEMORY) or url.startswith(REDIS_SCHEMES):
-        return url
-    raise ValueError(f"{CACHE_URL_ENV}=`{url}`: use `disk`, `memory:` or a redis:// URL")
-
-
 def build_cache(
     settings: CacheSettings,
     *,
@@ -206,8 +200,7 @@ def build_cache(
 
     Args:
         settings: The validated ``cache:`` section.
-        env: Variables for ``BUDGETGRAPH_CACHE_URL`` and the endpoint embedder
-            (default: ``os.environ``).
+        env: Variables for the endpoint embedder (default: ``os.environ``).
         cwd: Folder ``path`` is relative to (default: the working directory).
         embedder: Use this embedder instead of the configured one.
         verifier: Use this verifier instead of loading the configured one.
@@ -218,16 +211,15 @@ def build_cache(
         sqlite3.Error: The disk store cannot be opened.
     """
     env = os.environ if env is None else env
-    url = store_url(settings, env)
     embedder = embedder or build_embedder(settings, env)
     if verifier is None:
         verifier = load_verifier(settings, embedder=embedder.name, cwd=cwd)
-    store = open_configured_store(settings.model_copy(update={"store": url}), cwd=cwd)
+    store = open_configured_store(settings, cwd=cwd)
     return SemanticCache(
         store,
         embedder,
         guard=Guard(enabled=settings.guard, verifier=verifier),
-        index_dir=store_folder(settings, cwd) / "index" if url == DISK else None,
+        index_dir=store_folder(settings, cwd) / "index" if settings.store == DISK else None,
     )
 
 
@@ -251,8 +243,6 @@ def open_configured_store(settings: CacheSettings, *, cwd: Path | None = None) -
 
 
 __all__ = [
-    "CACHE_ENV",
-    "CACHE_URL_ENV",
     "DEFAULT_PATH",
     "CacheSettings",
     "EndpointEmbedder",
@@ -263,5 +253,4 @@ __all__ = [
     "load_verifier",
     "open_configured_store",
     "store_folder",
-    "store_url",
 ]

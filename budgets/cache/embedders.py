@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from budgets.cache.base import Matrix
+from budgetgraph.budgets.cache.base import Matrix
 
 if TYPE_CHECKING:
     from openai import OpenAI

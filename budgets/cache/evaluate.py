@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from budgets.cache.base import Embedder, Eviction, Namespace, NewEntry, exact_key
-from budgets.cache.cache import SemanticCache
-from budgets.cache.guard import Guard
-from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.text import normalize
+from budgetgraph.budgets.cache.base import Embedder, Eviction, Namespace, NewEntry, exact_key
+from budgetgraph.budgets.cache.cache import SemanticCache
+from budgetgraph.budgets.cache.guard import Guard
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.budgets.cache.text import normalize
 
 EVAL_NAMESPACE = Namespace(
     tenant="eval",

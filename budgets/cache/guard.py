@@ -40,7 +40,7 @@ evaluation sample; see ``bench/cache_bench.py``):
    paraphrases keep the plain threshold.
 
 6. **Verifier** (optional, off by default). A duplicate classifier fitted on
-   labelled pairs of the workload (:mod:`budgets.cache.verifier`) refuses a
+   labelled pairs of the workload (:mod:`budgetgraph.budgets.cache.verifier`) refuses a
    candidate whose duplicate probability is under its cutoff. It takes the
    place of check 5, a rule of thumb about the same question (which words of
    a short request matter) that the classifier answers from data: on QQP
@@ -60,11 +60,18 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from budgets.cache.text import TextFeatures, features, opposite_terms, role_swap, unit_clash, unmatched
+from budgetgraph.budgets.cache.text import (
+    TextFeatures,
+    features,
+    opposite_terms,
+    role_swap,
+    unit_clash,
+    unmatched,
+)
 
 if TYPE_CHECKING:
-    from budgets.cache.base import Vector
-    from budgets.cache.verifier import Verifier
+    from budgetgraph.budgets.cache.base import Vector
+    from budgetgraph.budgets.cache.verifier import Verifier
 
 DEFAULT_THRESHOLD = 0.78
 """Cosine similarity a semantic hit needs by default (all-MiniLM-L6-v2, with the guard).

@@ -10,7 +10,7 @@ trained by k-means on a sample of the vectors it holds, and ``nprobe`` cells
 half the bytes made it 1.5x faster at 100k vectors (0.42 -> 0.28 ms on the
 2-core benchmark machine) with the same neighbours found; scores are then
 within about 1e-3 of the cosine, and
-:class:`~budgets.cache.cache.SemanticCache` scores its candidates again on
+:class:`~budgetgraph.budgets.cache.cache.SemanticCache` scores its candidates again on
 their stored float32 vectors. IVF was chosen over HNSW because the cache
 evicts all the time and IVF removes ids in place (HNSW cannot), and because
 it retrains in seconds where an HNSW graph of 100k vectors takes minutes to
@@ -34,7 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from budgets.cache.base import Matrix, Vector
+from budgetgraph.budgets.cache.base import Matrix, Vector
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class FaissIndex:
         cell_size: Vectors per IVF cell aimed at when training (``nlist = n / cell_size``).
         probe_vectors: Vectors an IVF search aims to scan (``nprobe = probe_vectors / cell_size``).
 
-    Not thread-safe on its own; :class:`~budgets.cache.cache.SemanticCache` locks around it.
+    Not thread-safe on its own; :class:`~budgetgraph.budgets.cache.cache.SemanticCache` locks around it.
     """
 
     def __init__(

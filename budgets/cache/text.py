@@ -5,7 +5,7 @@ expression over Unicode word characters), a light English suffix stemmer, and
 extractors for numbers and amounts (with their units), negation, named
 entities, content words and the order of the words. The word lists are small
 on purpose; each one was kept because it changed the measured precision of
-the cache on the evaluation data (see :mod:`budgets.cache.guard`).
+the cache on the evaluation data (see :mod:`budgetgraph.budgets.cache.guard`).
 """
 
 from __future__ import annotations

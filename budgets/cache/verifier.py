@@ -1,6 +1,6 @@
 """A duplicate classifier fitted on labelled pairs: the guard's optional last check.
 
-The guard's rules (:mod:`budgets.cache.guard`) hold in any domain, but cosine
+The guard's rules (:mod:`budgetgraph.budgets.cache.guard`) hold in any domain, but cosine
 similarity alone cannot tell a paraphrase from a near miss on the same topic
 ("how do I learn Python?" / "how do I learn Python fast?"). Where labelled
 pairs of the workload exist, a classifier fitted on them can: the
@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from budgets.cache.base import Embedder, Vector
-from budgets.cache.evaluate import Pair
-from budgets.cache.guard import Guard
-from budgets.cache.text import normalize
+from budgetgraph.budgets.cache.base import Embedder, Vector
+from budgetgraph.budgets.cache.evaluate import Pair
+from budgetgraph.budgets.cache.guard import Guard
+from budgetgraph.budgets.cache.text import normalize
 
 FORMAT = "budgetgraph.cache.verifier/2"
 """The ``format`` field of a verifier file.

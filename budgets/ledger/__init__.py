@@ -15,8 +15,7 @@ overshot when many runs in many processes spend at once.
 
 from __future__ import annotations
 
-from budgets.ledger.base import (
-    LEDGER_ENV,
+from budgetgraph.budgets.ledger.base import (
     Cap,
     Charge,
     Ledger,
@@ -28,7 +27,6 @@ from budgets.ledger.base import (
 )
 
 __all__ = [
-    "LEDGER_ENV",
     "Cap",
     "Charge",
     "Ledger",

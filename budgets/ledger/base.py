@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,9 +11,8 @@ from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
-from budgets.errors import ConfigError
+from budgetgraph.budgets.errors import ConfigError
 
-LEDGER_ENV = "BUDGETGRAPH_LEDGER_URL"
 """Variable naming the ledger's URL when no ``--ledger`` is given."""
 
 Unit = Literal["tokens", "micro_usd"]
@@ -197,31 +195,29 @@ def default_ledger_path(cwd: Path | None = None) -> Path:
     return (cwd or Path.cwd()) / ".budgetgraph" / "ledger.sqlite"
 
 
-def open_ledger(url: str | None = None, *, env: Mapping[str, str] | None = None) -> Ledger:
+def open_ledger(url: str | None = None) -> Ledger:
     """Open the ledger named by ``url``.
 
     Args:
         url: ``memory:``, ``sqlite:///PATH`` (``sqlite:////abs/path`` for an
-            absolute path) or ``redis://HOST:PORT/DB``; ``None`` reads
-            ``BUDGETGRAPH_LEDGER_URL``, else SQLite under ``.budgetgraph/``.
-        env: Variables (default: ``os.environ``).
+            absolute path) or ``redis://HOST:PORT/DB``; ``None`` for SQLite under ``.budgetgraph/``
+            (the settings' ``ledger_url`` names it, see :mod:`budgetgraph.settings`).
 
     Raises:
         ConfigError: The URL's scheme is not one of these.
     """
-    env = os.environ if env is None else env
-    url = url or env.get(LEDGER_ENV) or None
+    url = url or None
     if url is None or url.startswith("sqlite:///"):
-        from budgets.ledger.sqlite import SqliteLedger
+        from budgetgraph.budgets.ledger.sqlite import SqliteLedger
 
         path = default_ledger_path() if url is None else Path(url.removeprefix("sqlite:///"))
         return SqliteLedger(path)
     if url == "memory:":
-        from budgets.ledger.sqlite import SqliteLedger
+        from budgetgraph.budgets.ledger.sqlite import SqliteLedger
 
         return SqliteLedger(":memory:")
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from budgets.ledger.redis import RedisLedger
+        from budgetgraph.budgets.ledger.redis import RedisLedger
 
         return RedisLedger.from_url(url)
     raise ConfigError(path=None, problems=[f"ledger `{url}`: use memory:, sqlite:///PATH or redis://..."])

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from budgets.ledger.base import (
+from budgetgraph.budgets.ledger.base import (
     RESERVATION_TTL_S,
     Cap,
     Charge,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from budgets.ledger.base import (
+from budgetgraph.budgets.ledger.base import (
     RESERVATION_TTL_S,
     Cap,
     Charge,
@@ -28,7 +28,7 @@ from budgets.ledger.base import (
     Reservation,
     ScopeTotals,
 )
-from budgets.sqlite_tx import immediate
+from budgetgraph.budgets.sqlite_tx import immediate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scopes (
@@ -63,14 +63,29 @@ class SqliteLedger(Ledger):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
-        with self._lock:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection, opened (and the file and schema created) on first use.
+
+        Opening a ledger writes nothing, so a command refused before its first
+        model call leaves no file behind.
+        """
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    if self.path != ":memory:":
+                        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    conn = sqlite3.connect(
+                        self.path, timeout=60, isolation_level=None, check_same_thread=False
+                    )
+                    if self.path != ":memory:":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                    self._db = conn
+        return self._db
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._conn, self._lock)
@@ -198,7 +213,9 @@ class SqliteLedger(Ledger):
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     @staticmethod
     def _drop(db: sqlite3.Connection, reservation_id: str) -> bool:

@@ -14,7 +14,7 @@ fails at start-up with its name in the message, not at its first call.
 
 from __future__ import annotations
 
-from budgets.plugins.base import (
+from budgetgraph.budgets.plugins.base import (
     ENTRY_POINT_GROUP,
     CallNext,
     Plugin,

@@ -9,13 +9,14 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from budgets.errors import ConfigError
-from budgets.request import CallRequest, CallResult
+from budgetgraph.budgets.errors import ConfigError
+from budgetgraph.budgets.request import CallRequest, CallResult
 
 if TYPE_CHECKING:
-    from budgets.config import BudgetsConfig, ModelsConfig
-    from budgets.ledger import Ledger
-    from budgets.pricing import PriceBook
+    from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig
+    from budgetgraph.budgets.ledger import Ledger
+    from budgetgraph.budgets.pricing import PriceBook
+    from budgetgraph.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,14 @@ class PluginContext:
         budgets: The loaded ``budgets.yaml``.
         prices: The price book.
         ledger: Where spend is reserved, settled and recorded.
+        settings: The process's settings (:mod:`budgetgraph.settings`), e.g. the cache's on/off.
     """
 
     models: ModelsConfig
     budgets: BudgetsConfig
     prices: PriceBook
     ledger: Ledger
+    settings: Settings
 
 
 PluginFactory = Callable[[PluginContext], Plugin]
@@ -115,9 +118,9 @@ def build_chain(names: Sequence[str], context: PluginContext, *, source: str) ->
 
 
 BUILTIN_MODULES: tuple[str, ...] = (
-    "budgets.plugins.router",
-    "budgets.plugins.limits",
-    "budgets.plugins.cache",
+    "budgetgraph.budgets.plugins.router",
+    "budgetgraph.budgets.plugins.limits",
+    "budgetgraph.budgets.plugins.cache",
 )
 """Modules whose import registers the built-in plugins."""
 

@@ -38,24 +38,20 @@ from langchain_core.messages.tool import tool_call
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from budgets.cache.base import Entry, Namespace, exact_key, short_hash
-from budgets.cache.cache import Lookup, SemanticCache
-from budgets.cache.config import (
-    CACHE_ENV,
-    CACHE_OFF,
-    CACHE_ON,
-    CACHE_URL_ENV,
+from budgetgraph.budgets.cache.base import Entry, Namespace, exact_key, short_hash
+from budgetgraph.budgets.cache.cache import Lookup, SemanticCache
+from budgetgraph.budgets.cache.config import (
     CacheSettings,
     EndpointEmbedderSettings,
     build_cache,
     load_verifier,
 )
-from budgets.cache.text import normalize
-from budgets.cache.verifier import Verifier, VerifierError
-from budgets.config import ModelsConfig
-from budgets.errors import ConfigError
-from budgets.plugins.base import CallNext, PluginContext, register
-from budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
+from budgetgraph.budgets.cache.text import normalize
+from budgetgraph.budgets.cache.verifier import Verifier, VerifierError
+from budgetgraph.budgets.config import ModelsConfig
+from budgetgraph.budgets.errors import ConfigError
+from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
+from budgetgraph.budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +121,8 @@ class CachePlugin:
     Args:
         settings: The ``cache:`` section.
         models: The resolved ``models.yaml`` (the model of each tier).
-        env: The variables the cache reads (``BUDGETGRAPH_CACHE_URL``, the
-            endpoint embedder's URL and key), captured when the plugin is built.
+        env: The variables the endpoint embedder reads (its URL and key),
+            captured when the plugin is built.
         cache: A ready cache (tests); otherwise one is opened on first use, so
             building a gateway touches no file and no server.
         verifier: The verifier ``settings.verifier`` names, already loaded.
@@ -302,15 +298,10 @@ def _cacheable(request: CallRequest, result: CallResult) -> bool:
 
 
 def _factory(context: PluginContext) -> CachePlugin:
-    settings = context.budgets.section("cache", CacheSettings)
-    switch = os.environ.get(CACHE_ENV, "").strip().lower()
-    if switch in CACHE_OFF:
-        settings = settings.model_copy(update={"enabled": False})
-    elif switch and switch not in CACHE_ON:
-        raise ConfigError(
-            path=None, problems=[f"{CACHE_ENV}=`{switch}`: use `off` to turn the cache off, or `on`"]
-        )
-    names = [CACHE_URL_ENV]
+    settings = context.budgets.section("cache", CacheSettings).with_overrides(
+        enabled=context.settings.cache, store=context.settings.cache_url
+    )
+    names: list[str] = []
     if isinstance(settings.embedder, EndpointEmbedderSettings):
         names += [settings.embedder.base_url_env, settings.embedder.api_key_env]
     env = {name: os.environ[name] for name in names if name in os.environ}

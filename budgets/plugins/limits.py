@@ -2,7 +2,7 @@
 
 Caps apply per node and per task (a run's thread), and per tenant per hour,
 day and month. Before a call the plugin estimates it - an upper bound of its
-input tokens (:meth:`~budgets.request.CallRequest.estimate_input_tokens`) plus
+input tokens (:meth:`~budgetgraph.budgets.request.CallRequest.estimate_input_tokens`) plus
 the completion cap, priced at the tier's model - and reserves that amount
 atomically against every cap at once. When a cap would not hold, its
 ``on_exceed`` action runs. A call that only other calls' unsettled reservations keep out waits for them
@@ -10,7 +10,7 @@ atomically against every cap at once. When a cap would not hold, its
 ``approve`` first narrow the call to a smaller completion cap if a short
 answer (at least 64 tokens) still fits:
 
-- ``stop``: raise :class:`~budgets.errors.BudgetExceededError`;
+- ``stop``: raise :class:`~budgetgraph.budgets.errors.BudgetExceededError`;
 - ``degrade``: one tier down (``premium`` -> ``standard`` -> ``economy`` -> ``local``);
 - ``local``: the ``local`` tier, free;
 - ``approve``: interrupt the graph for a human; resuming with
@@ -37,12 +37,20 @@ from decimal import Decimal
 
 import openai
 
-from budgets.config import MODEL_TIERS, Actions, BudgetsConfig, ModelsConfig, NodeBudget, OnExceed, Tier
-from budgets.errors import BudgetExceededError
-from budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation
-from budgets.plugins.base import CallNext, PluginContext, register
-from budgets.pricing import PriceBook
-from budgets.request import MICRO, CallRequest, CallResult, usd
+from budgetgraph.budgets.config import (
+    MODEL_TIERS,
+    Actions,
+    BudgetsConfig,
+    ModelsConfig,
+    NodeBudget,
+    OnExceed,
+    Tier,
+)
+from budgetgraph.budgets.errors import BudgetExceededError
+from budgetgraph.budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation
+from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
+from budgetgraph.budgets.pricing import PriceBook
+from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, usd
 
 logger = logging.getLogger(__name__)
 

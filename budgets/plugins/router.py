@@ -1,7 +1,7 @@
 """The ``router`` plugin: sends each request to the tier that should serve it.
 
-The tier comes from :func:`budgets.routing.policy.route`, configured by the
-``router:`` section of ``budgets.yaml`` (:class:`~budgets.routing.settings.RouterSettings`):
+The tier comes from :func:`budgetgraph.budgets.routing.policy.route`, configured by the
+``router:`` section of ``budgets.yaml`` (:class:`~budgetgraph.budgets.routing.settings.RouterSettings`):
 the tier asked for, bounded by the node's ``max_tier``; the complexity score of
 the request's non-system messages, when complexity routing is on (bounded by
 the node's ``min_tier`` and the tier asked for); one tier down below 50% of
@@ -12,7 +12,7 @@ asks for ``local`` keeps it.
 When a model fails with a failure named in ``router.fallback.errors`` (HTTP 429,
 HTTP 5xx, a timeout, a broken connection), the model rests for
 ``cooldown_s`` (or its ``Retry-After``, if longer; see
-:mod:`budgets.routing.cooldown`) and the request moves to another tier:
+:mod:`budgetgraph.budgets.routing.cooldown`) and the request moves to another tier:
 cheaper ones first, nearest first, then dearer ones up to the node's
 ``max_tier`` - never above the tier the budget rule allowed. A model at rest
 is passed over the same way before it is called. When no tier is left the
@@ -36,14 +36,14 @@ from datetime import UTC, datetime
 
 import openai
 
-from budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgets.ledger import Ledger
-from budgets.plugins.base import CallNext, PluginContext, register
-from budgets.request import CallRequest, CallResult
-from budgets.routing.budget import rooms, tightest_usd
-from budgets.routing.cooldown import COOLDOWNS, Cooldowns
-from budgets.routing.policy import fallback_order, no_endpoint, route
-from budgets.routing.settings import ROUTER_SECTION, FallbackTrigger, RouterSettings
+from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
+from budgetgraph.budgets.ledger import Ledger
+from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
+from budgetgraph.budgets.request import CallRequest, CallResult
+from budgetgraph.budgets.routing.budget import rooms, tightest_usd
+from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
+from budgetgraph.budgets.routing.policy import fallback_order, no_endpoint, route
+from budgetgraph.budgets.routing.settings import ROUTER_SECTION, FallbackTrigger, RouterSettings
 
 logger = logging.getLogger(__name__)
 

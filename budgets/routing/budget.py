@@ -17,10 +17,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from budgets.config import Actions, BudgetsConfig, OnExceed
-from budgets.ledger import Ledger
-from budgets.plugins.limits import Scopes
-from budgets.request import MICRO, Totals, usd
+from budgetgraph.budgets.config import Actions, BudgetsConfig, OnExceed
+from budgetgraph.budgets.ledger import Ledger
+from budgetgraph.budgets.plugins.limits import Scopes
+from budgetgraph.budgets.request import MICRO, Totals, usd
 
 RoomUnit = Literal["tokens", "micro_usd", "latency_ms", "tool_calls"]
 

@@ -1,7 +1,7 @@
 """Fit the complexity score's weights and thresholds on the labelled set.
 
-Run ``python -m budgets.routing.calibrate`` to refit and print the constants of
-:mod:`budgets.routing.complexity` with the accuracy figures; paste the
+Run ``python -m budgetgraph.budgets.routing.calibrate`` to refit and print the constants of
+:mod:`budgetgraph.budgets.routing.complexity` with the accuracy figures; paste the
 constants there when the features or the labelled set change (a unit test
 checks that the shipped constants are what this gives).
 
@@ -32,8 +32,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from budgets.routing.complexity import FEATURES, expected_grade, features
-from budgets.routing.data import LabelledRequest, load_labelled
+from budgetgraph.budgets.routing.complexity import FEATURES, expected_grade, features
+from budgetgraph.budgets.routing.data import LabelledRequest, load_labelled
 
 TARGET_RECALL = 0.95
 """Share of complex requests that must reach standard or premium, out-of-fold."""

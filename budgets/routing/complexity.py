@@ -18,7 +18,7 @@ and add what the labelled set (``labelled_requests.jsonl``) showed they miss:
 The weights are a proportional-odds (ordinal logistic) model over the three
 grades of the labelled set - simple (economy), complex (standard) and complex
 needing the strongest model (premium) - fitted by
-:mod:`budgets.routing.calibrate` (``python -m budgets.routing.calibrate``
+:mod:`budgetgraph.budgets.routing.calibrate` (``python -m budgetgraph.budgets.routing.calibrate``
 prints them). The score is the model's expected grade on a 0-1 scale (0
 surely simple, 0.5 a standard-tier request, 1 a premium one); the default
 thresholds :data:`STANDARD_AT` and :data:`PREMIUM_AT` come from the same
@@ -36,7 +36,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from budgets.config import Tier
+from budgetgraph.budgets.config import Tier
 
 # --------------------------------------------------------------------------- features
 
@@ -202,7 +202,7 @@ WEIGHTS: Mapping[str, float] = {
     "scope": 1.1267,
     "regulated": 1.2660,
 }
-"""Weight of each feature (log-odds per unit), fitted by :mod:`budgets.routing.calibrate`."""
+"""Weight of each feature (log-odds per unit), fitted by :mod:`budgetgraph.budgets.routing.calibrate`."""
 
 CUTS: tuple[float, float] = (3.7145, 9.7758)
 """Cut points of the ordinal model, economy|standard and standard|premium (log-odds)."""

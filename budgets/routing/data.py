@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from budgets.config import Tier
+from budgetgraph.budgets.config import Tier
 
 DATA_FILE = "labelled_requests.jsonl"
 """The labelled set's file name, inside ``budgets.routing``."""
@@ -73,7 +73,7 @@ def load_labelled(path: str | Path | None = None) -> list[LabelledRequest]:
             message names the line.
     """
     if path is None:
-        text = resources.files("budgets.routing").joinpath(DATA_FILE).read_text(encoding="utf-8")
+        text = resources.files("budgetgraph.budgets.routing").joinpath(DATA_FILE).read_text(encoding="utf-8")
         source = f"<packaged {DATA_FILE}>"
     else:
         text = Path(path).read_text(encoding="utf-8")

@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from budgets.config import MODEL_TIERS, TIERS, ModelsConfig, Tier
-from budgets.routing.budget import Room
-from budgets.routing.complexity import Complexity, score
-from budgets.routing.settings import RouterSettings
+from budgetgraph.budgets.config import MODEL_TIERS, TIERS, ModelsConfig, Tier
+from budgetgraph.budgets.routing.budget import Room
+from budgetgraph.budgets.routing.complexity import Complexity, score
+from budgetgraph.budgets.routing.settings import RouterSettings
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def route(
         text: The request's non-system messages, joined (scored when complexity
             routing is on); ``None`` skips complexity routing.
         settings: The ``router:`` section.
-        budget: The tightest USD cap's room (see :func:`budgets.routing.budget.tightest_usd`),
+        budget: The tightest USD cap's room (see :func:`budgetgraph.budgets.routing.budget.tightest_usd`),
             or ``None`` when no USD cap applies.
         unreachable: Returns why a model tier cannot be called (no endpoint), or ``None``.
 

@@ -1,6 +1,6 @@
 """The ``router:`` section of ``budgets.yaml``.
 
-Validated by :meth:`budgets.config.BudgetsConfig.section` (the section is
+Validated by :meth:`budgetgraph.budgets.config.BudgetsConfig.section` (the section is
 owned by the plugin named ``router``), with ``extra="forbid"``: a bad key or
 value fails with its file, line and key path. Every key is optional::
 
@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from budgets.config import TIERS, Tier
-from budgets.routing.complexity import PREMIUM_AT, STANDARD_AT
+from budgetgraph.budgets.config import TIERS, Tier
+from budgetgraph.budgets.routing.complexity import PREMIUM_AT, STANDARD_AT
 
 ModelTier = Literal["economy", "standard", "premium"]
 FallbackTrigger = Literal["rate_limit", "server_error", "timeout", "connection"]

@@ -9,10 +9,10 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-import budgets.plugins.limits as limits_module
-from budgets import BudgetExceededError
-from budgets.ledger import open_ledger
-from graph import Context, build_graph
+import budgetgraph.budgets.plugins.limits as limits_module
+from budgetgraph.budgets import BudgetExceededError
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.graph import Context, build_graph
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = "Should we move billing to microservices? We have 6 engineers and a PCI audit in 4 months."

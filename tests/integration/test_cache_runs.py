@@ -10,13 +10,13 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
-import budgets.plugins.cache  # noqa: F401  (registers the plugin until it is a built-in)
-from budgets import Gateway, load_budgets, load_models
-from graph import build_graph
-from graph.builder import NODE_NAMES
-from graph.cli import app
-from graph.cli_cache import cache_app
-from graph.report import run_report
+import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the plugin until it is a built-in)
+from budgetgraph.budgets import Gateway, load_budgets, load_models
+from budgetgraph.graph import build_graph
+from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.graph.cli import app
+from budgetgraph.graph.cli_cache import cache_app
+from budgetgraph.graph.report import run_report
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from graph.cli import app
+from budgetgraph.graph.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = (

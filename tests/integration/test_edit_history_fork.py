@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from graph.cli import app
+from budgetgraph.graph.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = "Should we move billing to microservices this year? We have 6 engineers."

@@ -9,7 +9,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graph import Context, build_graph
+from budgetgraph.graph import Context, build_graph
 from tests.conftest import write_models
 from tests.fakes.openai_server import FakeOpenAIServer
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from budgets.ledger import open_ledger
-from graph.cli import app
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.graph.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
 
 runner = CliRunner()

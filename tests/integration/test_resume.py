@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from budgets.ledger import open_ledger
-from graph import build_graph
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.graph import build_graph
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = "Should we move billing to microservices? We have 6 engineers and a PCI audit in 4 months."
@@ -64,7 +64,7 @@ def test_a_node_that_failed_mid_way_replays_its_completed_calls(
 def test_a_call_cut_off_after_the_server_answered_is_fetched_back_not_sent_again(
     tmp_path: Path, openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ):
-    from budgets.chat import ChatModels
+    from budgetgraph.budgets.chat import ChatModels
     from tests.conftest import write_models
 
     models = write_models(tmp_path / "store.yaml", openai_server.base_url, store_completions=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from budgets.ledger import Charge, LedgerRecord, open_ledger
-from graph.cli import app
+from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
+from budgetgraph.graph.cli import app
 from tests.conftest import write_models
 from tests.fakes.openai_server import FakeOpenAIServer
 

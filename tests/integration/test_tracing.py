@@ -25,14 +25,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from typer.testing import CliRunner
 
-from budgets.ledger import open_ledger
-from graph import build_graph
-from graph.cli import app
+from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.graph import build_graph
+from budgetgraph.graph.cli import app
+from budgetgraph.tracing import TelemetrySettings, configure_telemetry, current, run_span, shutdown_telemetry
+from budgetgraph.tracing.runs import thread_trace_id
+from budgetgraph.tracing.store import SpanStore
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tracing import TelemetrySettings, configure_telemetry, current, run_span, shutdown_telemetry
-from tracing.runs import thread_trace_id
-from tracing.store import SpanStore
 
 TASK = (
     "Should we move our billing service from a monolith to microservices this year? "
@@ -339,7 +339,7 @@ def test_sdk_disabled_records_and_exports_nothing(
 def in_memory(tmp_path: Path) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     configure_telemetry(
-        TelemetrySettings.from_env({"BUDGETGRAPH_TRACE_STORE": str(tmp_path / "t.sqlite")}),
+        TelemetrySettings.from_env({}, store_path=tmp_path / "t.sqlite"),
         span_processors=[SimpleSpanProcessor(exporter)],
     )
     yield exporter

@@ -1,9 +1,9 @@
-"""Entry stores: one module per backend, each implementing :class:`~budgets.cache.base.EntryStore`.
+"""Entry stores: one module per backend, each an :class:`~budgetgraph.budgets.cache.base.EntryStore`.
 
-* :class:`~budgets.cache.stores.memory.MemoryStore`: this process only (tests, ``cache eval``).
-* :class:`~budgets.cache.stores.sqlite.SqliteStore`: the embedded default, on disk under
+* :class:`~budgetgraph.budgets.cache.stores.memory.MemoryStore`: this process only (tests, ``cache eval``).
+* :class:`~budgetgraph.budgets.cache.stores.sqlite.SqliteStore`: the embedded default, on disk under
   ``.budgetgraph/cache/``.
-* :class:`~budgets.cache.stores.redis.RedisStore`: shared by many processes and machines.
+* :class:`~budgetgraph.budgets.cache.stores.redis.RedisStore`: shared by many processes and machines.
 
 :func:`open_store` picks one from the ``store`` setting.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from budgets.cache.base import EntryStore, Eviction
+from budgetgraph.budgets.cache.base import EntryStore, Eviction
 
 DISK = "disk"
 """The ``store`` value of the embedded SQLite store."""
@@ -37,15 +37,15 @@ def open_store(store: str, *, path: str | Path, eviction: Eviction, prefix: str)
         ValueError: ``store`` is none of these.
     """
     if store == DISK:
-        from budgets.cache.stores.sqlite import SqliteStore
+        from budgetgraph.budgets.cache.stores.sqlite import SqliteStore
 
         return SqliteStore(path, eviction)
     if store == MEMORY:
-        from budgets.cache.stores.memory import MemoryStore
+        from budgetgraph.budgets.cache.stores.memory import MemoryStore
 
         return MemoryStore(eviction)
     if store.startswith(REDIS_SCHEMES):
-        from budgets.cache.stores.redis import RedisStore
+        from budgetgraph.budgets.cache.stores.redis import RedisStore
 
         return RedisStore(store, eviction, prefix=prefix)
     raise ValueError(f"cache store `{store}`: use `disk`, `memory:` or a redis:// URL")

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 
-from budgets.cache.base import (
+from budgetgraph.budgets.cache.base import (
     Counts,
     Entry,
     Eviction,

@@ -46,7 +46,7 @@ import hiredis
 import redis
 from redis.commands.core import Script
 
-from budgets.cache.base import (
+from budgetgraph.budgets.cache.base import (
     Counts,
     Entry,
     Eviction,

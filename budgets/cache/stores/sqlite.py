@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from budgets.cache.base import (
+from budgetgraph.budgets.cache.base import (
     Counts,
     Entry,
     Eviction,
@@ -32,7 +32,7 @@ from budgets.cache.base import (
     NewEntry,
     Sync,
 )
-from budgets.sqlite_tx import immediate
+from budgetgraph.budgets.sqlite_tx import immediate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (

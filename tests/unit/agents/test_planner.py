@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.beam import StepOption, beam_search
-from agents.planner import estimate, plan_steps
-from agents.rules import brief
-from budgets import BudgetExceededError, Gateway, load_budgets, load_models
-from budgets.ledger import Charge, LedgerRecord, open_ledger
-from budgets.routing import Room
-from graph.builder import NODE_NAMES
+from budgetgraph.agents.beam import StepOption, beam_search
+from budgetgraph.agents.planner import estimate, plan_steps
+from budgetgraph.agents.rules import brief
+from budgetgraph.budgets import BudgetExceededError, Gateway, load_budgets, load_models
+from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
+from budgetgraph.budgets.routing import Room
+from budgetgraph.graph.builder import NODE_NAMES
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK = "Should we move our billing service to microservices? We have 6 engineers and a PCI audit in 4 months."

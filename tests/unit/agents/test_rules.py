@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents import rules
-from agents.tools import calculate, evaluate
+from budgetgraph.agents import rules
+from budgetgraph.agents.tools import calculate, evaluate
 
 PCI = (
     "Should we move our billing service from a monolith to microservices this year? "

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from budgets import ConfigError, load_budgets, load_models
-from graph.builder import NODE_NAMES
+from budgetgraph.budgets import ConfigError, load_budgets, load_models
+from budgetgraph.graph.builder import NODE_NAMES
 
 DESIGN_DOCUMENT = """\
 budgets:
@@ -170,8 +170,8 @@ def test_bad_extended_entries_are_named(tmp_path: Path, text: str, key: str):
 
 
 def test_a_plugin_sections_node_overrides_resolve_node_names_and_name_unknown_ones(tmp_path: Path):
-    import budgets.plugins.cache  # noqa: F401  (registers the `cache` section)
-    from budgets.cache import CacheSettings
+    import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the `cache` section)
+    from budgetgraph.budgets.cache import CacheSettings
 
     good = load(tmp_path, "budgets: {}\ncache:\n  nodes:\n    cto_agent: {enabled: false}\n")
     settings = good.section("cache", CacheSettings)

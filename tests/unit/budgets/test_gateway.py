@@ -8,9 +8,16 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from agents.tools import calculate
-from budgets import BudgetExceededError, ConfigError, Gateway, ModelOutputError, load_budgets, load_models
-from graph.builder import NODE_NAMES
+from budgetgraph.agents.tools import calculate
+from budgetgraph.budgets import (
+    BudgetExceededError,
+    ConfigError,
+    Gateway,
+    ModelOutputError,
+    load_budgets,
+    load_models,
+)
+from budgetgraph.graph.builder import NODE_NAMES
 from tests.fakes.openai_server import FakeOpenAIServer
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from budgets.ledger import Cap, Charge, Ledger, LedgerRecord, Refusal, Reservation, open_ledger
-from budgets.ledger import base as ledger_base
-from budgets.ledger.redis import RedisLedger
+from budgetgraph.budgets.ledger import Cap, Charge, Ledger, LedgerRecord, Refusal, Reservation, open_ledger
+from budgetgraph.budgets.ledger import base as ledger_base
+from budgetgraph.budgets.ledger.redis import RedisLedger
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -99,8 +99,8 @@ def test_every_cap_must_hold(ledger: Ledger):
 
 def test_expired_reservations_are_reclaimed(ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(ledger_base, "RESERVATION_TTL_S", -1.0)
-    import budgets.ledger.redis as redis_mod
-    import budgets.ledger.sqlite as sqlite_mod
+    import budgetgraph.budgets.ledger.redis as redis_mod
+    import budgetgraph.budgets.ledger.sqlite as sqlite_mod
 
     monkeypatch.setattr(sqlite_mod, "RESERVATION_TTL_S", -1.0)
     monkeypatch.setattr(redis_mod, "RESERVATION_TTL_S", -1.0)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-import budgets.plugins.base as base
-from agents.schemas import PlanBrief
-from budgets import ConfigError, Gateway, load_budgets, load_models
-from graph.builder import NODE_NAMES
+import budgetgraph.budgets.plugins.base as base
+from budgetgraph.agents.schemas import PlanBrief
+from budgetgraph.budgets import ConfigError, Gateway, load_budgets, load_models
+from budgetgraph.graph.builder import NODE_NAMES
 
 PLUGIN_MODULE = """
-from budgets.request import CallResult
+from budgetgraph.budgets.request import CallResult
 
 class Tagger:
     name = "tagger"

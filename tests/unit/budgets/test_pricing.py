@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from budgets.config import PriceOverride
-from budgets.pricing import PriceBook
+from budgetgraph.budgets.config import PriceOverride
+from budgetgraph.budgets.pricing import PriceBook
 
 
 def test_listed_models_are_priced_from_genai_prices():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graph.state import constraint_id, merge_constraints, merge_dicts
+from budgetgraph.graph.state import constraint_id, merge_constraints, merge_dicts
 
 
 def test_constraints_get_stable_ids_from_their_text():

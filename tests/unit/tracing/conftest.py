@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tracing import Telemetry, TelemetrySettings, configure_telemetry, shutdown_telemetry
+from budgetgraph.tracing import Telemetry, TelemetrySettings, configure_telemetry, shutdown_telemetry
 
 
 @dataclass

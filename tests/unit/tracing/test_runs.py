@@ -11,9 +11,9 @@ import pytest
 from langgraph.errors import GraphInterrupt
 from opentelemetry.trace import StatusCode
 
+from budgetgraph.tracing import model_call_span, node_span, record_result, run_span, traced_node
+from budgetgraph.tracing.runs import thread_trace_id
 from tests.unit.tracing.conftest import Captured
-from tracing import model_call_span, node_span, record_result, run_span, traced_node
-from tracing.runs import thread_trace_id
 
 
 def row(node: str, cost: int, tokens: tuple[int, int] = (100, 10)) -> dict[str, Any]:

@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 from opentelemetry.trace import NoOpTracer
 
+from budgetgraph.tracing import (
+    TelemetrySettings,
+    configure_telemetry,
+    current,
+    get_tracer,
+    shutdown_telemetry,
+)
 from tests.fakes.otlp_receiver import OTLPReceiver
-from tracing import TelemetrySettings, configure_telemetry, current, get_tracer, shutdown_telemetry
 
 
 def closed_port() -> int:
@@ -81,7 +87,6 @@ def test_exporter_variables_choose_and_disable():
     )
     assert settings(OTEL_METRICS_EXPORTER="otlp").metrics.exporter == "otlp"
     assert settings(OTEL_SDK_DISABLED="true").disabled
-    assert settings(BUDGETGRAPH_TRACE_STORE="none").store_path is None
     assert settings(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="True").capture_content
 
 
@@ -204,8 +209,8 @@ os.environ["BUDGETGRAPH_TRACE_STORE"] = {str(tmp_path / "t.sqlite")!r}
 host, exporter = TracerProvider(), InMemorySpanExporter()
 host.add_span_processor(SimpleSpanProcessor(exporter))
 trace.set_tracer_provider(host)
-from tracing import configure_telemetry, get_tracer, shutdown_telemetry
-from tracing.store import SpanStore
+from budgetgraph.tracing import configure_telemetry, get_tracer, shutdown_telemetry
+from budgetgraph.tracing.store import SpanStore
 configure_telemetry()
 with get_tracer().start_as_current_span("mine", attributes={{"gen_ai.conversation.id": "t1"}}):
     pass

@@ -10,14 +10,14 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langgraph.errors import GraphInterrupt
 from opentelemetry.trace import StatusCode
 
-from agents.schemas import PlanBrief
-from agents.tools import calculate
-from budgets import Gateway, load_budgets, load_models
-from graph.builder import NODE_NAMES
+from budgetgraph.agents.schemas import PlanBrief
+from budgetgraph.agents.tools import calculate
+from budgetgraph.budgets import Gateway, load_budgets, load_models
+from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.tracing import model_call_span, record_result, tool_span
+from budgetgraph.tracing.spans import input_messages, output_messages
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.unit.tracing.conftest import Captured, capture
-from tracing import model_call_span, record_result, tool_span
-from tracing.spans import input_messages, output_messages
 
 PROMPT = [SystemMessage("You are the planner"), HumanMessage("Decide whether to move billing")]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from tracing.store import SpanStore, SpanStoreProcessor
+from budgetgraph.tracing.store import SpanStore, SpanStoreProcessor
 
 
 def provider_with(store: SpanStore) -> TracerProvider:

@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from graph.cli_trace import trace_command
-from tracing.store import StoredSpan
-from tracing.view import build_view
+from budgetgraph.graph.cli_trace import trace_command
+from budgetgraph.tracing.store import StoredSpan
+from budgetgraph.tracing.view import build_view
 
 app = typer.Typer()
 app.command()(trace_command)
@@ -96,7 +96,7 @@ def test_totals_sum_the_model_calls_exactly():
 def test_the_trace_command_prints_a_waterfall_and_json(tmp_path: Path, monkeypatch):
     from opentelemetry.sdk.trace import TracerProvider
 
-    from tracing.store import SpanStore, SpanStoreProcessor
+    from budgetgraph.tracing.store import SpanStore, SpanStoreProcessor
 
     store = SpanStore(tmp_path / "traces.sqlite")
     provider = TracerProvider()

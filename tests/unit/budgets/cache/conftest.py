@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import redis
 
-from budgets.cache import Eviction
-from budgets.cache.base import EntryStore, Matrix
-from budgets.cache.embedders import LocalEmbedder
-from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.stores.redis import RedisStore
-from budgets.cache.stores.sqlite import SqliteStore
+from budgetgraph.budgets.cache import Eviction
+from budgetgraph.budgets.cache.base import EntryStore, Matrix
+from budgetgraph.budgets.cache.embedders import LocalEmbedder
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.budgets.cache.stores.redis import RedisStore
+from budgetgraph.budgets.cache.stores.sqlite import SqliteStore
 from tests.conftest import service_url
 from tests.fakes.openai_server import embed_text
 

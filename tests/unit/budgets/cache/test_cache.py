@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from budgets.cache import Eviction, Guard, Namespace, SemanticCache
-from budgets.cache.base import exact_key
-from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.stores.redis import RedisStore
-from budgets.cache.stores.sqlite import SqliteStore
+from budgetgraph.budgets.cache import Eviction, Guard, Namespace, SemanticCache
+from budgetgraph.budgets.cache.base import exact_key
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.budgets.cache.stores.redis import RedisStore
+from budgetgraph.budgets.cache.stores.sqlite import SqliteStore
 from tests.unit.budgets.cache.conftest import FakeClock, HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[4]
@@ -204,9 +204,9 @@ def test_a_stale_or_broken_index_snapshot_is_caught_up_from_the_store(tmp_path: 
 
 CHILD = """
 import json, sys
-from budgets.cache import Guard, SemanticCache
-from budgets.cache.base import exact_key
-from budgets.cache.stores.redis import RedisStore
+from budgetgraph.budgets.cache import Guard, SemanticCache
+from budgetgraph.budgets.cache.base import exact_key
+from budgetgraph.budgets.cache.stores.redis import RedisStore
 from tests.unit.budgets.cache.conftest import HashingEmbedder
 from tests.unit.budgets.cache.test_cache import STORED, SIMILAR, namespace
 

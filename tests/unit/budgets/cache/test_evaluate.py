@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from budgets.cache.evaluate import Pair, evaluate
+from budgetgraph.budgets.cache.evaluate import Pair, evaluate
 from tests.unit.budgets.cache.conftest import HashingEmbedder
 
 PAIRS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from budgets.cache import Guard
-from budgets.cache.text import features, normalize, number_value
+from budgetgraph.budgets.cache import Guard
+from budgetgraph.budgets.cache.text import features, normalize, number_value
 
 GUARD = Guard()
 

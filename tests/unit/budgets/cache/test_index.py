@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgets.cache.index import FaissIndex
+from budgetgraph.budgets.cache.index import FaissIndex
 
 
 def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

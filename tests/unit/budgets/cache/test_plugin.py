@@ -12,17 +12,18 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel
 
-import budgets.plugins.cache  # noqa: F401  (registers the plugin)
-from agents.tools import calculate
-from budgets import CallRequest, CallResult, ConfigError, ModelCall, load_budgets, load_models
-from budgets.cache import CacheSettings, Guard, SemanticCache
-from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.stores.redis import RedisStore
-from budgets.cache.stores.sqlite import SqliteStore
-from budgets.config import ModelsConfig
-from budgets.plugins.base import build_chain
-from budgets.plugins.cache import CachePlugin, Prompt, namespace_of
-from graph.builder import NODE_NAMES
+import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the plugin)
+from budgetgraph.agents.tools import calculate
+from budgetgraph.budgets import CallRequest, CallResult, ConfigError, ModelCall, load_budgets, load_models
+from budgetgraph.budgets.cache import CacheSettings, Guard, SemanticCache
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.budgets.cache.stores.redis import RedisStore
+from budgetgraph.budgets.cache.stores.sqlite import SqliteStore
+from budgetgraph.budgets.config import ModelsConfig
+from budgetgraph.budgets.plugins.base import build_chain
+from budgetgraph.budgets.plugins.cache import CachePlugin, Prompt, namespace_of
+from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.settings import load_settings
 from tests.conftest import write_models
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.unit.budgets.cache.conftest import HashingEmbedder
@@ -274,7 +275,7 @@ def test_a_broken_store_never_fails_the_call(models: ModelsConfig, caplog: pytes
 
     plugin, model = plugin_for(models, cache=SemanticCache(Broken(), HashingEmbedder())), Model()
 
-    with caplog.at_level(logging.WARNING, logger="budgets.plugins.cache"):
+    with caplog.at_level(logging.WARNING, logger="budgetgraph.budgets.plugins.cache"):
         result = plugin.wrap(request(), model)
 
     assert result.output is not None and len(model.requests) == 1
@@ -304,14 +305,9 @@ def test_the_cache_section_is_validated_and_every_problem_named_with_its_line(tm
 def test_the_plugin_opens_its_store_lazily_where_the_settings_say(
     tmp_path: Path, models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
 ):
-    from budgets.ledger import open_ledger
-    from budgets.plugins.base import PluginContext
-    from budgets.pricing import PriceBook
 
     budgets = budgets_file(tmp_path, "budgets: {}\ncache:\n  path: my-cache\n  ttl_s: 60\n")
-    context = PluginContext(
-        models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:")
-    )
+    context = plugin_context(models, budgets)
 
     (disk,) = build_chain(["cache"], context, source="test")
     assert not (tmp_path / "my-cache").exists()  # nothing opened yet
@@ -320,8 +316,8 @@ def test_the_plugin_opens_its_store_lazily_where_the_settings_say(
     disk.close()
 
     monkeypatch.setenv("BUDGETGRAPH_CACHE_URL", "redis://127.0.0.1:6399/0")
-    (shared,) = build_chain(["cache"], context, source="test")
-    monkeypatch.delenv("BUDGETGRAPH_CACHE_URL")  # read when the plugin was built, not later
+    (shared,) = build_chain(["cache"], plugin_context(models, budgets), source="test")
+    monkeypatch.delenv("BUDGETGRAPH_CACHE_URL")  # read with the settings, not later
     assert isinstance(shared.cache.store, RedisStore)
 
 
@@ -348,9 +344,9 @@ def test_an_openai_compatible_endpoint_can_embed(
 def test_the_environment_can_switch_the_cache_off(
     tmp_path: Path, models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
 ):
-    context = plugin_context(models, budgets_file(tmp_path, "budgets: {}\n"))
+    budgets = budgets_file(tmp_path, "budgets: {}\n")
     monkeypatch.setenv("BUDGETGRAPH_CACHE", "off")
-    (plugin,) = build_chain(["cache"], context, source="test")
+    (plugin,) = build_chain(["cache"], plugin_context(models, budgets), source="test")
     model = Model()
 
     plugin.wrap(request(), model)
@@ -358,13 +354,13 @@ def test_the_environment_can_switch_the_cache_off(
 
     assert len(model.requests) == 2 and not (tmp_path / ".budgetgraph").exists()
     monkeypatch.setenv("BUDGETGRAPH_CACHE", "sometimes")
-    with pytest.raises(ConfigError, match="BUDGETGRAPH_CACHE=`sometimes`: use `off`"):
-        build_chain(["cache"], context, source="test")
+    with pytest.raises(ConfigError, match="`BUDGETGRAPH_CACHE` / `--cache/--no-cache`: use on or off"):
+        plugin_context(models, budgets)
 
 
 def test_importing_the_graph_and_the_cache_plugin_loads_neither_faiss_nor_torch():
     code = (
-        "import sys, graph.builder, graph.cli, budgets.plugins.cache; "
+        "import sys, budgetgraph.graph.builder, budgetgraph.graph.cli, budgetgraph.budgets.plugins.cache; "
         "print([m for m in ('faiss', 'torch', 'sentence_transformers') if m in sys.modules])"
     )
     result = subprocess.run(
@@ -409,8 +405,14 @@ def test_a_verifier_that_cannot_be_used_fails_when_the_plugin_is_registered(
 
 def plugin_context(models: ModelsConfig, budgets):
     """What a gateway gives its plugins: the models and budgets, no prices, an in-memory ledger."""
-    from budgets.ledger import open_ledger
-    from budgets.plugins.base import PluginContext
-    from budgets.pricing import PriceBook
+    from budgetgraph.budgets.ledger import open_ledger
+    from budgetgraph.budgets.plugins.base import PluginContext
+    from budgetgraph.budgets.pricing import PriceBook
 
-    return PluginContext(models=models, budgets=budgets, prices=PriceBook({}), ledger=open_ledger("memory:"))
+    return PluginContext(
+        models=models,
+        budgets=budgets,
+        prices=PriceBook({}),
+        ledger=open_ledger("memory:"),
+        settings=load_settings(),
+    )

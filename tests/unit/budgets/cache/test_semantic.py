@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from budgets.cache import DEFAULT_THRESHOLD, Guard, SemanticCache
-from budgets.cache.base import exact_key
-from budgets.cache.embedders import LocalEmbedder
-from budgets.cache.evaluate import Pair, evaluate
-from budgets.cache.stores.memory import MemoryStore
-from graph.cli_cache import cache_app
+from budgetgraph.budgets.cache import DEFAULT_THRESHOLD, Guard, SemanticCache
+from budgetgraph.budgets.cache.base import exact_key
+from budgetgraph.budgets.cache.embedders import LocalEmbedder
+from budgetgraph.budgets.cache.evaluate import Pair, evaluate
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.graph.cli_cache import cache_app
 from tests.unit.budgets.cache.test_cache import namespace
 
 DATA = Path(__file__).resolve().parents[5] / "shared" / "data" / "semantic-cache"
@@ -110,7 +110,7 @@ def test_cache_eval_reads_gzipped_labelled_pairs_and_the_guard_cuts_false_hits(
         handle.writelines(json.dumps(row) + "\n" for row in sample)
     pairs = [Pair(stored=r["text_a"], query=r["text_b"], label=r["label"]) for r in sample]
     embedder = Remembering(local_embedder)
-    monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: embedder)
+    monkeypatch.setattr("budgetgraph.graph.cli_cache.build_embedder", lambda settings, env: embedder)
 
     cli = CliRunner().invoke(cache_app, ["eval", "--pairs", str(path), "--threshold", "0.8", "--json"])
     guarded = evaluate(pairs, embedder, threshold=0.8)

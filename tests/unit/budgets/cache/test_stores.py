@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from budgets.cache import Counts, Eviction, Namespace, NewEntry
-from budgets.cache.stores.sqlite import SqliteStore
+from budgetgraph.budgets.cache import Counts, Eviction, Namespace, NewEntry
+from budgetgraph.budgets.cache.stores.sqlite import SqliteStore
 from tests.unit.budgets.cache.conftest import FakeClock, StoreFactory
 
 
@@ -215,7 +215,7 @@ def test_the_redis_store_loads_its_scripts_again_when_the_server_lost_them(
 ):
     import redis
 
-    from budgets.cache.stores.redis import RedisStore
+    from budgetgraph.budgets.cache.stores.redis import RedisStore
 
     store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
     entry = store.add(new("k1"))
@@ -235,7 +235,7 @@ def test_a_redis_lookup_survives_the_server_closing_the_store_s_lookup_connectio
 ):
     import redis
 
-    from budgets.cache.stores.redis import RedisStore
+    from budgetgraph.budgets.cache.stores.redis import RedisStore
 
     store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
     entry = store.add(new("k1"))
@@ -259,7 +259,7 @@ def test_redis_lookups_from_many_threads_each_get_their_own_entry(
 ):
     from concurrent.futures import ThreadPoolExecutor
 
-    from budgets.cache.stores.redis import RedisStore
+    from budgetgraph.budgets.cache.stores.redis import RedisStore
 
     store = RedisStore(redis_url, prefix=redis_prefix, clock=clock)
     ids = {f"k{i}": e.id for i, e in enumerate(store.add_many([new(f"k{i}", seed=i) for i in range(8)]))}

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from budgets.cache import Guard, SemanticCache
-from budgets.cache.base import Matrix, exact_key
-from budgets.cache.config import CacheSettings, build_cache, load_verifier
-from budgets.cache.evaluate import Pair, evaluate, outside_sample
-from budgets.cache.stores.memory import MemoryStore
-from budgets.cache.verifier import FitError, Verifier, VerifierError, _cutoff, fit
-from graph.cli_cache import cache_app
+from budgetgraph.budgets.cache import Guard, SemanticCache
+from budgetgraph.budgets.cache.base import Matrix, exact_key
+from budgetgraph.budgets.cache.config import CacheSettings, build_cache, load_verifier
+from budgetgraph.budgets.cache.evaluate import Pair, evaluate, outside_sample
+from budgetgraph.budgets.cache.stores.memory import MemoryStore
+from budgetgraph.budgets.cache.verifier import FitError, Verifier, VerifierError, _cutoff, fit
+from budgetgraph.graph.cli_cache import cache_app
 from tests.unit.budgets.cache.test_cache import namespace
 
 
@@ -156,7 +156,7 @@ def test_cache_calibrate_writes_a_verifier_that_cache_eval_uses(
     path = tmp_path / "pairs.jsonl"
     rows = [{"text_a": p.stored, "text_b": p.query, "label": p.label} for p in planted.pairs(400)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: planted)
+    monkeypatch.setattr("budgetgraph.graph.cli_cache.build_embedder", lambda settings, env: planted)
     out = tmp_path / "v.json"
 
     calibrated = CliRunner().invoke(
@@ -192,7 +192,7 @@ def test_cache_calibrate_needs_both_labels_and_says_so_with_exit_code_2(
     duplicates = [p for p in planted.pairs(100) if p.label == 1]
     lines = "".join(json.dumps({"origin": p.stored, "similar": p.query}) + "\n" for p in duplicates)
     path.write_text(lines, encoding="utf-8")
-    monkeypatch.setattr("graph.cli_cache.build_embedder", lambda settings, env: planted)
+    monkeypatch.setattr("budgetgraph.graph.cli_cache.build_embedder", lambda settings, env: planted)
 
     result = CliRunner().invoke(
         cache_app, ["calibrate", "--pairs", str(path), "--out", str(tmp_path / "v.json")]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from budgets import CallRequest, Totals, load_budgets
-from budgets.ledger import Charge, LedgerRecord, open_ledger
-from budgets.plugins.limits import Scopes
-from budgets.routing import rooms, tightest_usd
-from graph.builder import NODE_NAMES
+from budgetgraph.budgets import CallRequest, Totals, load_budgets
+from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
+from budgetgraph.budgets.plugins.limits import Scopes
+from budgetgraph.budgets.routing import rooms, tightest_usd
+from budgetgraph.graph.builder import NODE_NAMES
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 RECORD = LedgerRecord(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from budgets.routing import complexity
-from budgets.routing.calibrate import calibrate, figures
-from budgets.routing.data import load_labelled
+from budgetgraph.budgets.routing import complexity
+from budgetgraph.budgets.routing.calibrate import calibrate, figures
+from budgetgraph.budgets.routing.data import load_labelled
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from budgets.routing import Room, RouterSettings, fallback_order, route
+from budgetgraph.budgets.routing import Room, RouterSettings, fallback_order, route
 
 DESIGN = (
     "Compare moving our order service to a second region with active-active Postgres against a warm "

@@ -10,11 +10,11 @@ import yaml
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
-import budgets.plugins.router as router_module
-from budgets import ConfigError, Gateway, load_budgets, load_models
-from budgets.ledger import Charge, LedgerRecord, open_ledger
-from budgets.routing import Cooldowns
-from graph.builder import NODE_NAMES
+import budgetgraph.budgets.plugins.router as router_module
+from budgetgraph.budgets import ConfigError, Gateway, load_budgets, load_models
+from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
+from budgetgraph.budgets.routing import Cooldowns
+from budgetgraph.graph.builder import NODE_NAMES
 from tests.fakes.openai_server import FakeOpenAIServer
 
 LOOKUP = "What does DNS stand for?"
