@@ -1,18 +1,30 @@
-"""Open a checkpointer from a URL: SQLite by default, PostgreSQL for shared use."""
+"""Open a checkpointer from a URL: SQLite by default, PostgreSQL for shared use.
+
+Every checkpointer opened here reads with :func:`~budgetgraph.graph.serde.strict_serde`:
+a checkpoint holding a type outside the graph's allow-list is refused with
+:class:`~budgetgraph.graph.serde.RefusedCheckpointError`, which names the
+thread and checkpoint, instead of being rebuilt.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, get_checkpoint_id
 from langgraph.checkpoint.memory import InMemorySaver
 
 from budgetgraph.budgets import ConfigError
+from budgetgraph.graph.serde import RefusedCheckpointError, strict_serde
 from budgetgraph.settings import STATE_DIR, mask_url
 
 DEFAULT_SQLITE = "checkpoints.sqlite"
+
+SaverT = TypeVar("SaverT", bound=BaseCheckpointSaver[Any])
 
 
 def default_checkpoint_path(cwd: Path | None = None) -> Path:
@@ -36,6 +48,12 @@ class NoCheckpointsError(LookupError):
 def open_checkpointer(url: str | None = None, *, create: bool = True) -> Iterator[BaseCheckpointSaver]:
     """Open the checkpointer named by ``url`` for the duration of the block.
 
+    The checkpointer serializes with :func:`~budgetgraph.graph.serde.strict_serde`,
+    and its reads (``get_tuple``, ``list``) raise
+    :class:`~budgetgraph.graph.serde.RefusedCheckpointError` naming the thread
+    (and the checkpoint where it is known) for a checkpoint holding a type that
+    is not allowed.
+
     Args:
         url: ``None`` for SQLite under ``.budgetgraph/``; ``sqlite:///PATH``;
             ``postgresql://...`` (LangGraph's ``PostgresSaver``, tables created
@@ -54,16 +72,16 @@ def open_checkpointer(url: str | None = None, *, create: bool = True) -> Iterato
         if not create and not path.exists():
             raise NoCheckpointsError(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with SqliteSaver.from_conn_string(str(path)) as saver:
+        with _strict(SqliteSaver).from_conn_string(str(path)) as saver:
             yield saver
     elif url.startswith(("postgresql://", "postgres://")):
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        with PostgresSaver.from_conn_string(url) as saver:
+        with _strict(PostgresSaver, _NamedRows).from_conn_string(url) as saver:
             saver.setup()
             yield saver
     elif url == "memory:":
-        yield InMemorySaver()
+        yield _strict(InMemorySaver)()
     else:
         raise ConfigError(
             path=None,
@@ -74,3 +92,52 @@ def open_checkpointer(url: str | None = None, *, create: bool = True) -> Iterato
 def _sqlite_path(url: str) -> Path:
     """``sqlite:///rel/path`` is relative, ``sqlite:////abs/path`` absolute (SQLAlchemy's form)."""
     return Path(url.removeprefix("sqlite:///"))
+
+
+class _StrictReads:
+    """Mixin for a LangGraph saver: strict serde by default, refusals named by thread and checkpoint.
+
+    It only wraps the saver's public reads; what is refused is decided by the
+    serializer (see :mod:`budgetgraph.graph.serde`).
+    """
+
+    def __init__(self, *args: Any, serde: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, serde=serde if serde is not None else strict_serde(), **kwargs)  # type: ignore[call-arg]
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The saver's ``get_tuple``; a refusal names the config's thread and checkpoint."""
+        try:
+            return super().get_tuple(config)  # type: ignore[misc]
+        except RefusedCheckpointError as exc:
+            raise exc.located(thread_id=_thread_id(config), checkpoint_id=get_checkpoint_id(config)) from None
+
+    def list(self, config: RunnableConfig | None, **kwargs: Any) -> Iterator[CheckpointTuple]:
+        """The saver's ``list``; a refusal names the config's thread."""
+        try:
+            yield from super().list(config, **kwargs)  # type: ignore[misc]
+        except RefusedCheckpointError as exc:
+            raise exc.located(thread_id=_thread_id(config)) from None
+
+
+class _NamedRows:
+    """Mixin for ``PostgresSaver``: a refusal names the row's thread and checkpoint, in reads of any shape.
+
+    ``PostgresSaver`` loads every row it reads through ``_load_checkpoint_tuple``.
+    """
+
+    def _load_checkpoint_tuple(self, value: Any) -> CheckpointTuple:
+        try:
+            return super()._load_checkpoint_tuple(value)  # type: ignore[misc]
+        except RefusedCheckpointError as exc:
+            raise exc.located(thread_id=value["thread_id"], checkpoint_id=value["checkpoint_id"]) from None
+
+
+@functools.cache
+def _strict(saver: type[SaverT], *mixins: type) -> type[SaverT]:
+    """Return ``saver``'s class with ``mixins`` and :class:`_StrictReads` mixed in (made once per class)."""
+    return type(f"Strict{saver.__name__}", (*mixins, _StrictReads, saver), {"__module__": __name__})
+
+
+def _thread_id(config: RunnableConfig | None) -> str | None:
+    thread_id = (config or {}).get("configurable", {}).get("thread_id")
+    return None if thread_id is None else str(thread_id)
