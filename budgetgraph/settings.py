@@ -17,6 +17,8 @@ variable                       option                 meaning
 ``BUDGETGRAPH_CACHE_URL``      ``cache --store``      ``disk``, ``memory:`` or ``redis://...``
 ``BUDGETGRAPH_TRACE_STORE``    ``trace --store``      the local span store's path, or off
 ``BUDGETGRAPH_TENANT``         ``--tenant``           who pays for a new run (CLI and Python)
+``BUDGETGRAPH_SERVING``        (none)                 the served graph's profiles and API keys file
+``BUDGETGRAPH_ALLOWED_KEY_ENV`` (none)                more variables a tier's ``api_key_env`` may name
 =============================  =====================  ==============================================
 
 On and off are spelled one way everywhere: ``on``, ``true``, ``yes``, ``1``
@@ -33,7 +35,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "BUDGETGRAPH_"
 STATE_DIR = ".budgetgraph"
@@ -137,7 +139,23 @@ class Settings(BaseSettings):
     trace_store: Path | Literal["off"] | None = None
     """The local span store's file, or ``off``; ``None``: ``.budgetgraph/traces.sqlite``."""
     tenant: str = Field(default="default", min_length=1, max_length=200)
-    """Who pays for a new run started from the CLI or Python."""
+    """Who pays for a new run started from the CLI or Python (a served run's tenant is its caller's)."""
+    serving: Path | None = None
+    """The served graph's serving file: its profiles and its clients' API keys
+    (:mod:`budgetgraph.graph.serving`); ``None``: one profile, ``default``, and no auth."""
+    allowed_key_env: Annotated[tuple[str, ...], NoDecode] = ()
+    """Variables a tier's ``api_key_env`` may name besides those ending in ``_API_KEY``
+    (comma-separated in ``BUDGETGRAPH_ALLOWED_KEY_ENV``)."""
+
+    @field_validator("allowed_key_env", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for name in value or ():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", str(name)):
+                raise ValueError(f"`{str(name)[:40]}` is not a variable name")
+        return tuple(value or ())
 
     @field_validator("ledger_url")
     @classmethod

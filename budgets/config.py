@@ -10,17 +10,18 @@ settings, :mod:`budgetgraph.settings`) points at other files.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo
 
 from budgetgraph.budgets.errors import ConfigError
-from budgetgraph.budgets.yamlfile import YamlDocument
+from budgetgraph.budgets.yamlfile import Number, YamlDocument, mention
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,6 +36,36 @@ TIERS: tuple[Tier, ...] = ("local", *MODEL_TIERS)
 
 
 NonNegativeUsd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
+"""An amount in USD; YAML's booleans are refused (pydantic's ``Decimal`` takes no ``bool``)."""
+
+API_KEY_SUFFIX = "_API_KEY"
+"""A variable whose name ends so may be named by a file as holding an API key."""
+
+ALLOWED_KEY_ENV = "allowed_key_env"
+"""Key of the validation context that lists further variables allowed to hold an API key."""
+
+
+_KEY_VARIABLE = re.compile(rf"[A-Za-z_][A-Za-z0-9_]*{API_KEY_SUFFIX}")
+
+
+def _key_variable(name: str, info: ValidationInfo) -> str:
+    allowed = (info.context or {}).get(ALLOWED_KEY_ENV, ())
+    if _KEY_VARIABLE.fullmatch(name) or name in allowed:
+        return name
+    raise ValueError(
+        f"only a variable whose name ends in `{API_KEY_SUFFIX}`, or one the operator allows,"
+        " may hold an API key; this one is not read"
+    )
+
+
+ApiKeyEnv = Annotated[str, AfterValidator(_key_variable)]
+"""The name of the environment variable holding an API key.
+
+A file may only name a variable ending in ``_API_KEY`` (``OPENAI_API_KEY``) or
+one of the names the operator allows (the validation context's
+``allowed_key_env``), so a hostile file cannot have the pipeline send another
+secret, say ``DATABASE_PASSWORD``, to a server of its choosing.
+"""
 
 
 class _Strict(BaseModel):
@@ -53,21 +84,21 @@ class TierModel(_Strict):
     """OpenAI-compatible base URL; ``None`` reads the variable ``base_url_env``."""
     base_url_env: str = "OPENAI_BASE_URL"
     """Variable holding the base URL when ``base_url`` is not set."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Variable holding the API key."""
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY"
+    """Variable holding the API key: a name ending in ``_API_KEY`` or one the operator allows."""
     provider: str | None = None
     """genai-prices provider id used for pricing (e.g. ``openai``); ``None`` matches by model."""
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: Number | None = Field(default=None, ge=0, le=2)
     """Sampling temperature; ``None`` leaves the server's default."""
-    max_output_tokens: int = Field(default=2048, gt=0)
+    max_output_tokens: StrictInt = Field(default=2048, gt=0)
     """Cap on completion tokens per call (tokens)."""
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: Number = Field(default=60.0, gt=0)
     """Per-request timeout (seconds)."""
-    max_retries: int = Field(default=2, ge=0)
+    max_retries: StrictInt = Field(default=2, ge=0)
     """Retries of the OpenAI client on 429, 5xx and connection errors."""
-    streaming: bool = False
+    streaming: StrictBool = False
     """Stream completions (usage is still counted from the final chunk)."""
-    store_completions: bool = False
+    store_completions: StrictBool = False
     """Ask the server to store each completion (OpenAI's ``store: true``) tagged with its
     call id, so that a call cut off by a crash is fetched back on resume instead of being
     sent again. Needs a server that stores chat completions (OpenAI does; most
@@ -146,19 +177,28 @@ class ModelsConfig:
         return any(e.configured for e in self.endpoints.values())
 
 
-def load_models(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> ModelsConfig:
+def load_models(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    allowed_key_env: Sequence[str] = (),
+) -> ModelsConfig:
     """Load ``models.yaml`` and resolve each tier's endpoint.
 
     Args:
         path: The file; ``None`` for the packaged default.
         env: Variables to resolve base URLs and keys from (default: ``os.environ``).
+        allowed_key_env: Variables a tier's ``api_key_env`` may name besides
+            those ending in ``_API_KEY`` (exact names, from the operator's settings).
 
     Raises:
-        ConfigError: The file is missing, not YAML, or fails the schema.
+        ConfigError: The file is missing, not YAML, or fails the schema, e.g.
+            a tier's ``api_key_env`` names a variable that is not allowed (no
+            variable is read then).
     """
     env = os.environ if env is None else env
     doc = _read(path, "models.yaml")
-    file, problems = doc.validate(ModelsFile, doc.data)
+    file, problems = doc.validate(ModelsFile, doc.data, context={ALLOWED_KEY_ENV: _names(allowed_key_env)})
     if file is None:
         raise doc.fail(problems)
     endpoints = {}
@@ -180,7 +220,7 @@ DEFAULT_ALERTS: tuple[float, ...] = (0.7, 0.9, 1.0)
 """Fractions of a cap at which a warning is recorded."""
 
 Alerts = Annotated[
-    tuple[Annotated[float, Field(gt=0, le=1)], ...], Field(description="Warn at these fractions.")
+    tuple[Annotated[Number, Field(gt=0, le=1)], ...], Field(description="Warn at these fractions.")
 ]
 
 
@@ -196,13 +236,13 @@ class Actions(_Strict):
 class NodeBudget(Actions):
     """Caps on one node's calls over a whole task (every re-plan loop included)."""
 
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     """Input plus output tokens (tokens)."""
     max_cost_usd: NonNegativeUsd | None = None
     """Spend (USD)."""
-    max_latency_ms: int | None = Field(default=None, gt=0)
+    max_latency_ms: StrictInt | None = Field(default=None, gt=0)
     """Wall time spent waiting on calls (ms)."""
-    max_tool_calls: int | None = Field(default=None, ge=0)
+    max_tool_calls: StrictInt | None = Field(default=None, ge=0)
     """Tool calls the node's model may make."""
     plugins: tuple[str, ...] | None = None
     """The node's plugin chain, outermost first; ``None`` takes the default chain."""
@@ -211,7 +251,7 @@ class NodeBudget(Actions):
 class TaskBudget(Actions):
     """Caps on the whole task, all nodes together."""
 
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     """Input plus output tokens (tokens)."""
     max_cost_usd: NonNegativeUsd | None = None
     """Spend (USD)."""
@@ -224,7 +264,7 @@ class Pacing(_Strict):
     start of the hour divided by the hours left in the day (UTC).
     """
 
-    factor: float = Field(default=1.5, gt=0)
+    factor: Number = Field(default=1.5, gt=0)
     """Multiple of the even hourly share an hour may spend."""
     on_exceed: OnExceed = "degrade"
     """What happens to a call that would run past the pace."""
@@ -233,7 +273,7 @@ class Pacing(_Strict):
 class WindowBudget(Actions):
     """Caps on one tenant's spend in a calendar window (UTC)."""
 
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     """Input plus output tokens (tokens)."""
     max_cost_usd: NonNegativeUsd | None = None
     """Spend (USD)."""
@@ -269,6 +309,8 @@ class BudgetsConfig:
         document: The parsed file, for validating sections with line numbers.
         node_names: Every name a node may be given in the file, mapped to the
             graph's node name; a section's ``nodes:`` keys are resolved with it.
+        allowed_key_env: Variables a section may name as holding an API key
+            besides those ending in ``_API_KEY`` (see :data:`ApiKeyEnv`).
     """
 
     source: str
@@ -280,6 +322,7 @@ class BudgetsConfig:
     sections: Mapping[str, Any] = field(default_factory=dict)
     document: YamlDocument | None = None
     node_names: Mapping[str, str] = field(default_factory=dict)
+    allowed_key_env: tuple[str, ...] = ()
 
     def windows_for(self, tenant: str) -> Windows:
         """The windows of ``tenant``: its own entries, else the defaults."""
@@ -295,33 +338,37 @@ class BudgetsConfig:
     def section(self, name: str, model: type[M]) -> M:
         """Validate the top-level section ``name``, owned by the plugin of that name.
 
-        A missing section validates as ``{}`` (the model's defaults). When the
-        section has per-node overrides (a mapping field named ``nodes``), their
-        keys are resolved like the ``budgets`` section's (``cto_agent`` ->
-        ``cto``), and an unknown node is a problem.
+        A missing or empty (``null``) section validates as ``{}`` (the model's
+        defaults). When the section has per-node overrides (a mapping field
+        named ``nodes``), their keys are resolved like the ``budgets``
+        section's (``cto_agent`` -> ``cto``), and an unknown node is a problem.
+        Validators see :attr:`allowed_key_env` in the validation context.
 
         Raises:
             ConfigError: The section fails ``model`` or names an unknown node;
                 every problem is listed with its line.
         """
-        data = self.sections.get(name) or {}
+        data = self.sections.get(name)
+        data = {} if data is None else data
+        context = {ALLOWED_KEY_ENV: self.allowed_key_env}
         if self.document is None:
-            parsed: M | None = model.model_validate(data)
+            parsed: M | None = model.model_validate(data, context=context)
             problems: list[str] = []
         else:
-            parsed, problems = self.document.validate(model, data, (name,))
+            parsed, problems = self.document.validate(model, data, (name,), context=context)
         nodes = getattr(parsed, "nodes", None)
         if parsed is not None and isinstance(nodes, dict) and self.node_names:
             resolved = {}
             for key, value in nodes.items():
                 node = self.node_names.get(key)
+                loc = (name, "nodes", key)
                 if node is None:
                     known = ", ".join(sorted(self.node_names))
-                    message = f"unknown node `{key}`; known: {known}"
-                    loc = (name, "nodes", key)
+                    message = f"unknown node{mention(key)}; known: {known}"
                     problems.append(self.document.problem(loc, message) if self.document else message)
                 elif node in resolved:
-                    problems.append(f"`{name}.nodes`: node `{node}` is given twice")
+                    message = f"node `{node}` is given twice"
+                    problems.append(self.document.problem(loc, message) if self.document else message)
                 else:
                     resolved[node] = value
             parsed = parsed.model_copy(update={"nodes": resolved})
@@ -340,6 +387,7 @@ def load_budgets(
     path: str | Path | None = None,
     *,
     node_names: Mapping[str, str],
+    allowed_key_env: Sequence[str] = (),
 ) -> BudgetsConfig:
     """Load ``budgets.yaml``.
 
@@ -368,10 +416,15 @@ def load_budgets(
         node_names: Every name a node may be given in the file, mapped to the
             graph's node name (``{"orchestrator": "planner", "planner": "planner"}``).
             The graph supplies it: this package knows no particular node.
+        allowed_key_env: Variables a plugin's section may name as holding an
+            API key besides those ending in ``_API_KEY`` (the cache's
+            endpoint embedder), checked when the section is read
+            (:meth:`BudgetsConfig.section`).
 
     Raises:
-        ConfigError: Not YAML, an unknown key, node or plugin, a wrong type or a
-            negative cap; every problem of the file is listed.
+        ConfigError: Not YAML, an unknown key, node or plugin, a section of the
+            wrong type (``task: 5``), a wrong type or a negative cap; every
+            problem of the file is listed.
     """
     doc = _read(path, "budgets.yaml")
     data = doc.data
@@ -388,13 +441,19 @@ def load_budgets(
         elif key not in CORE_KEYS:
             problems.append(doc.problem((key,), "unknown key"))
 
+    def mapping(where: tuple[Any, ...], value: Any, what: str) -> dict[Any, Any]:
+        """``value`` when it is a mapping, ``{}`` when it is absent (``null``), else a problem."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            problems.append(doc.problem(where, f"expected {what}"))
+            return {}
+        return value
+
     raw_nodes: dict[str, dict[str, Any]] = {}
     raw_task: dict[str, Any] = {}
     for section in ("budgets", "nodes"):
-        entries = data.get(section) or {}
-        if not isinstance(entries, dict):
-            problems.append(doc.problem((section,), "expected a mapping of node names to budgets"))
-            continue
+        entries = mapping((section,), data.get(section), "a mapping of node names to budgets")
         seen: set[str] = set()
         for name, value in entries.items():
             loc = (section, name)
@@ -402,12 +461,14 @@ def load_budgets(
                 problems.append(doc.problem(loc, "expected a mapping of limits"))
                 continue
             if name == TASK_KEY and section == "budgets":
+                _, found = doc.validate(TaskBudget, value, loc)
+                problems += found
                 raw_task.update(value)
                 continue
             node = node_names.get(name)
             if node is None:
                 known = ", ".join(sorted(set(node_names) | ({TASK_KEY} if section == "budgets" else set())))
-                problems.append(doc.problem(loc, f"unknown node `{name}`; known: {known}"))
+                problems.append(doc.problem(loc, f"unknown node{mention(name)}; known: {known}"))
                 continue
             if node in seen:
                 problems.append(doc.problem(loc, f"node `{node}` is given twice"))
@@ -416,18 +477,20 @@ def load_budgets(
             _, found = doc.validate(NodeBudget, value, loc)  # report with this entry's lines
             problems += found
             raw_nodes.setdefault(node, {}).update(value)
-    if isinstance(data.get("task"), dict):
-        _, found = doc.validate(TaskBudget, data["task"], ("task",))
+    task = mapping(("task",), data.get("task"), "a mapping of limits")
+    if task:
+        _, found = doc.validate(TaskBudget, task, ("task",))
         problems += found
-        raw_task.update(data["task"])
-    elif TASK_KEY in (data.get("budgets") or {}):
-        _, found = doc.validate(TaskBudget, raw_task, ("budgets", TASK_KEY))
-        problems += found
-    windows, found = doc.validate(Windows, data.get("windows") or {}, ("windows",))
+        raw_task.update(task)
+    windows_data = mapping(("windows",), data.get("windows"), "a mapping of windows (hourly, daily, monthly)")
+    windows, found = doc.validate(Windows, windows_data, ("windows",))
     problems += found
     tenants: dict[str, Windows] = {}
-    for tenant, value in (data.get("tenants") or {}).items():
-        parsed, found = doc.validate(Windows, value or {}, ("tenants", tenant))
+    tenants_data = mapping(("tenants",), data.get("tenants"), "a mapping of tenant names to windows")
+    for tenant, value in tenants_data.items():
+        loc = ("tenants", tenant)
+        own = mapping(loc, value, "a mapping of windows (hourly, daily, monthly)")
+        parsed, found = doc.validate(Windows, own, loc)
         problems += found
         if parsed is not None:
             tenants[str(tenant)] = parsed
@@ -443,11 +506,8 @@ def load_budgets(
             continue
         for index, name in enumerate(names):
             if name not in plugins:
-                problems.append(
-                    doc.problem(
-                        (*where, index), f"unknown plugin `{name}`; known: {', '.join(sorted(plugins))}"
-                    )
-                )
+                message = f"unknown plugin{mention(name)}; known: {', '.join(sorted(plugins))}"
+                problems.append(doc.problem((*where, index), message))
     if problems:
         raise doc.fail(list(dict.fromkeys(problems)))
     return BudgetsConfig(
@@ -460,7 +520,13 @@ def load_budgets(
         sections=sections,
         document=doc,
         node_names=dict(node_names),
+        allowed_key_env=_names(allowed_key_env),
     )
+
+
+def _names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple; one name given as a string is one name, not its letters."""
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def _read(path: str | Path | None, default_name: str) -> YamlDocument:

@@ -45,6 +45,14 @@ from budgetgraph.budgets.ledger import Ledger, open_ledger
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.dependencies import constraints_for, fingerprint, plan_view
 from budgetgraph.graph.review import ReviewAnswer, parse_answer, summary_message
+from budgetgraph.graph.serving import (
+    DEFAULT_PROFILE,
+    DEFAULT_TENANT,
+    Profile,
+    Serving,
+    caller_of,
+    load_serving,
+)
 from budgetgraph.graph.state import InputState, NodeRun, SpecialistInput, State
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import traced_node
@@ -70,6 +78,30 @@ class EmptyTaskError(ValueError):
     """Raised when a run has no task: neither ``task`` nor a human message."""
 
 
+def load_config(
+    settings: Settings,
+    *,
+    models: str | Path | None = None,
+    budgets: str | Path | None = None,
+) -> tuple[ModelsConfig, BudgetsConfig]:
+    """Load and check ``models.yaml`` and ``budgets.yaml`` as the settings say.
+
+    Args:
+        settings: The settings: the files when none is given, and the variables a
+            tier's ``api_key_env`` may name (``BUDGETGRAPH_ALLOWED_KEY_ENV``).
+        models: ``models.yaml`` (default: the settings', else the packaged one).
+        budgets: ``budgets.yaml`` (default: the settings', else the packaged one).
+
+    Raises:
+        ConfigError: A file is missing or invalid; nothing is opened.
+    """
+    keys = settings.allowed_key_env
+    return (
+        load_models(models or settings.models, allowed_key_env=keys),
+        load_budgets(budgets or settings.budgets, node_names=NODE_NAMES, allowed_key_env=keys),
+    )
+
+
 def build_graph(
     *,
     checkpointer: BaseCheckpointSaver | None = None,
@@ -80,6 +112,7 @@ def build_graph(
     name: str = "decision",
     configure_telemetry: bool = False,
     settings: Settings | None = None,
+    serving: Serving | None = None,
 ) -> CompiledStateGraph[State, Context, InputState, State]:
     """Build and compile the decision graph.
 
@@ -99,23 +132,27 @@ def build_graph(
             Every node execution is a span either way (see :mod:`budgetgraph.tracing.runs`).
         settings: The settings (:mod:`budgetgraph.settings`); ``None`` reads the
             ``BUDGETGRAPH_*`` variables now.
+        serving: The profiles a run's context may name (``profile``), whose default
+            profile is the graph's own files; ``None``: one profile, ``default``.
 
     Returns:
         The compiled graph. Invoke it with ``{"task": ..., "constraints": [...]}``
         and ``{"configurable": {"thread_id": ...}}``; pass a
-        :class:`~budgetgraph.graph.context.Context` as ``context=`` to set the tenant and the
-        review threshold.
+        :class:`~budgetgraph.graph.context.Context` as ``context=`` to set the tenant, the
+        review threshold and the profile.
 
     Raises:
         ConfigError: A setting or YAML file is invalid (nothing is opened then).
     """
     if gateway is None:
         settings = settings if settings is not None else load_settings()
-        models_config = models if isinstance(models, ModelsConfig) else load_models(models or settings.models)
+        models_config = (
+            models
+            if isinstance(models, ModelsConfig)
+            else load_models(models or settings.models, allowed_key_env=settings.allowed_key_env)
+        )
         budgets_config = (
-            budgets
-            if isinstance(budgets, BudgetsConfig)
-            else load_budgets(budgets or settings.budgets, node_names=NODE_NAMES)
+            budgets if isinstance(budgets, BudgetsConfig) else load_config(settings, budgets=budgets)[1]
         )
         owned = None
         if not isinstance(ledger, Ledger):
@@ -126,7 +163,9 @@ def build_graph(
             if owned is not None:
                 owned.close()
             raise
-    nodes = _Nodes(gateway)
+    if serving is None:
+        serving = Serving({DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, None, None)}, DEFAULT_PROFILE)
+    nodes = _Nodes(gateway, serving)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
 
     def traced(node: str, fn: Any) -> Any:
@@ -146,47 +185,61 @@ def build_graph(
 
 
 class _Nodes:
-    """The graph's nodes, bound to one gateway."""
+    """The graph's nodes, bound to the default profile's gateway and the declared profiles."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, serving: Serving) -> None:
         self.gateway = gateway
-        self._by_files: dict[tuple[object, ...], Gateway] = {}
+        self.serving = serving
+        self._by_profile: dict[str, Gateway] = {}
         self._lock = threading.Lock()
 
     def _gateway(self, runtime: Runtime[Context]) -> Gateway:
-        """The gateway of this run: the graph's own, or one for the context's YAML files.
+        """The gateway of this run's profile: the graph's own for the default profile.
 
-        Gateways for files are built once per (path, modification time) and share
-        the graph's ledger, so every assistant's spend lands in one place.
+        A profile's gateway is built on its first run and shares the graph's
+        ledger, so every profile's spend lands in one place.
+
+        Raises:
+            ProfileError: The context names a profile that is not declared, or
+                that the served caller may not use.
         """
         context = runtime.context
-        if context is None or (context.models is None and context.budgets is None):
+        profile = self.serving.profile(context.profile if context else None, caller_of(runtime))
+        if profile.name == self.serving.default_profile:
             return self.gateway
-        key = tuple((path, _mtime(path)) for path in (context.models, context.budgets))
         with self._lock:
-            gateway = self._by_files.get(key)
+            gateway = self._by_profile.get(profile.name)
             if gateway is None:
-                models = load_models(context.models) if context.models else self.gateway.models
-                budgets = (
-                    load_budgets(context.budgets, node_names=NODE_NAMES)
-                    if context.budgets
-                    else self.gateway.budgets
-                )
-                gateway = self._by_files[key] = Gateway(
-                    models, budgets, ledger=self.gateway.ledger, settings=self.gateway.settings
+                settings = self.gateway.settings
+                models, budgets = load_config(settings, models=profile.models, budgets=profile.budgets)
+                gateway = self._by_profile[profile.name] = Gateway(
+                    models, budgets, ledger=self.gateway.ledger, settings=settings
                 )
         return gateway
 
     def _context(self, runtime: Runtime[Context]) -> Context:
-        """The run's context; without one, the defaults with the settings' tenant (``BUDGETGRAPH_TENANT``)."""
-        return runtime.context or Context(tenant=self.gateway.settings.tenant)
+        """The run's context, or the defaults."""
+        return runtime.context or Context()
+
+    def _tenant(self, runtime: Runtime[Context], recorded: str | None) -> str:
+        """Who pays for this run.
+
+        Served: the authenticated caller, always (a context's or state's tenant is
+        ignored; threads are owned, so a resume comes from the same tenant). From
+        Python or the CLI: the tenant the run started with, else the context's,
+        else the settings' (``BUDGETGRAPH_TENANT``).
+        """
+        caller = caller_of(runtime)
+        if caller is not None:
+            return caller.tenant
+        return recorded or self._context(runtime).tenant or self.gateway.settings.tenant
 
     def _session(
         self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], tenant: str | None
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
-        tenant = tenant or self._context(runtime).tenant
+        tenant = self._tenant(runtime, tenant)
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
         return self._gateway(runtime).session(
@@ -198,6 +251,7 @@ class _Nodes:
         )
 
     def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        self._gateway(runtime)  # every run checks its profile first, even one that reuses the plan
         task = _task_of(state)
         review = state.get("review") or {}
         plan = state.get("plan")
@@ -206,7 +260,7 @@ class _Nodes:
         constraints = state.get("constraints") or []
         inputs = fingerprint("planner", task=task, constraints=constraints, extra=note)
         context = self._context(runtime)
-        threshold, tenant = context.review_threshold, state.get("tenant") or context.tenant
+        threshold, tenant = context.review_threshold, self._tenant(runtime, state.get("tenant"))
         if plan is not None and plan.get("inputs") == inputs:
             return {
                 "review_threshold": threshold,
@@ -385,13 +439,6 @@ def _author(session: NodeSession) -> str:
     return f"{last['model']} ({last['tier']} tier)"
 
 
-def _mtime(path: str | None) -> float | None:
-    try:
-        return Path(path).stat().st_mtime if path else None
-    except OSError:
-        return None  # load_* names the missing file
-
-
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("authored_by", "inputs")}
 
@@ -419,8 +466,23 @@ def make_graph(config: RunnableConfig) -> CompiledStateGraph[State, Context, Inp
     if _served is None:
         with _served_lock:
             if _served is None:
-                _served = build_graph(configure_telemetry=True)
+                settings = load_settings()
+                serving = load_serving(settings)
+                if not serving.auth_enabled:
+                    logger.warning(
+                        "budgetgraph: no clients are declared (BUDGETGRAPH_SERVING), so there is no "
+                        "auth: every caller runs as tenant `%s`",
+                        DEFAULT_TENANT,
+                    )
+                default = serving.profiles[serving.default_profile]
+                _served = build_graph(
+                    models=default.models,
+                    budgets=default.budgets,
+                    settings=settings,
+                    serving=serving,
+                    configure_telemetry=True,
+                )
     return _served
 
 
-__all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "make_graph"]
+__all__ = ["NODE_NAMES", "EmptyTaskError", "build_graph", "load_config", "make_graph"]

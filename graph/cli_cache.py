@@ -262,7 +262,8 @@ def _open(settings: CacheSettings) -> EntryStore:
 def _settings(budgets: Path | None, as_json: bool = False, store: str | None = None) -> CacheSettings:
     """The ``cache:`` section of the settings' budgets.yaml, with --store / ``BUDGETGRAPH_CACHE_URL``."""
     settings = settings_for(as_json, budgets=budgets, cache_url=store)
-    section = load_budgets(settings.budgets, node_names=NODE_NAMES).section("cache", CacheSettings)
+    budgets = load_budgets(settings.budgets, node_names=NODE_NAMES, allowed_key_env=settings.allowed_key_env)
+    section = budgets.section("cache", CacheSettings)
     return section.with_overrides(store=settings.cache_url)
 
 

@@ -23,9 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from budgetgraph.agents.planner import estimate
-from budgetgraph.budgets import ConfigError, Gateway, load_budgets, load_models
+from budgetgraph.budgets import ConfigError, Gateway
 from budgetgraph.budgets.ledger import open_ledger
-from budgetgraph.graph.builder import NODE_NAMES
+from budgetgraph.graph.builder import load_config
 from budgetgraph.graph.cli_common import (
     BudgetsOpt,
     JsonOpt,
@@ -58,8 +58,7 @@ def plan_command(
         fail("The task is empty: give the decision to plan for.", as_json)
     settings = settings_for(as_json, models=models, budgets=budgets, ledger_url=ledger, tenant=tenant)
     try:
-        models_config = load_models(settings.models)
-        budgets_config = load_budgets(settings.budgets, node_names=NODE_NAMES)
+        models_config, budgets_config = load_config(settings)
         gateway = Gateway(
             models_config, budgets_config, ledger=open_ledger(settings.ledger_url), settings=settings
         )

@@ -74,7 +74,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_env(openai_base_url: str, ledger: Path) -> dict[str, str]:
+def server_env(openai_base_url: str, ledger: Path, serving: Path | None = None) -> dict[str, str]:
     """The parent's environment without model, budgetgraph, tracing or LangSmith settings.
 
     The spend ledger goes to ``ledger``: by default the served graph would keep it in
@@ -89,6 +89,7 @@ def server_env(openai_base_url: str, ledger: Path) -> dict[str, str]:
         BUDGETGRAPH_LEDGER_URL=f"sqlite:///{ledger}",
         BUDGETGRAPH_TRACE_STORE=str(ledger.with_name("traces.sqlite")),
         BUDGETGRAPH_CACHE="off",
+        **({"BUDGETGRAPH_SERVING": str(serving)} if serving is not None else {}),
         LANGGRAPH_CLI_NO_ANALYTICS="1",
         LANGGRAPH_NO_VERSION_CHECK="true",
         LANGSMITH_TRACING="false",
@@ -132,11 +133,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def langgraph_dev(workdir: Path) -> Iterator[ServedGraph]:
+def langgraph_dev(workdir: Path, serving: Path | None = None) -> Iterator[ServedGraph]:
     """Run `langgraph dev` (no browser, no reload, no analytics) until the block ends.
 
     Args:
         workdir: An empty directory for the server's state, ledger and log.
+        serving: The serving file (profiles and API keys, ``BUDGETGRAPH_SERVING``);
+            ``None``: no auth, one profile.
 
     Yields:
         The running server.
@@ -163,7 +166,7 @@ def langgraph_dev(workdir: Path) -> Iterator[ServedGraph]:
             process = subprocess.Popen(
                 command,
                 cwd=workdir,
-                env=server_env(openai.base_url, ledger=ledger),
+                env=server_env(openai.base_url, ledger=ledger, serving=serving),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from budgetgraph.budgets.cache.base import Embedder, EntryStore, Eviction
 from budgetgraph.budgets.cache.cache import SemanticCache
@@ -36,6 +36,8 @@ from budgetgraph.budgets.cache.guard import DEFAULT_THRESHOLD, Guard
 from budgetgraph.budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
 from budgetgraph.budgets.cache.stores.redis import DEFAULT_PREFIX
 from budgetgraph.budgets.cache.verifier import Verifier
+from budgetgraph.budgets.config import ApiKeyEnv
+from budgetgraph.budgets.yamlfile import Number
 
 DEFAULT_PATH = ".budgetgraph/cache"
 """Folder of the ``disk`` store, relative to the working directory."""
@@ -54,37 +56,37 @@ class EndpointEmbedderSettings(_Strict):
     """Base URL of the server; ``None`` reads the variable ``base_url_env``."""
     base_url_env: str = "OPENAI_BASE_URL"
     """Variable holding the base URL when ``base_url`` is not set."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Variable holding the API key."""
-    max_input_tokens: int = Field(default=8191, gt=0)
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY"
+    """Variable holding the API key: a name ending in ``_API_KEY`` or one the operator allows."""
+    max_input_tokens: StrictInt = Field(default=8191, gt=0)
     """The model's input window (tokens); longer requests get exact matches only."""
 
 
 class NodeCacheSettings(_Strict):
     """Overrides for one node's calls; unset fields keep the section's value."""
 
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     """Cache this node's calls at all."""
-    threshold: float | None = Field(default=None, gt=0, le=1)
+    threshold: Number | None = Field(default=None, gt=0, le=1)
     """Cosine similarity a semantic hit needs."""
-    semantic: bool | None = None
+    semantic: StrictBool | None = None
     """False serves exact matches only."""
 
 
 class CacheSettings(_Strict):
     """Schema of the ``cache:`` section."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     """Cache answers at all (the ``cache`` plugin must also be in the chain)."""
-    threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
+    threshold: Number = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
     """Cosine similarity a semantic hit needs before the guard's own checks."""
-    semantic: bool = True
+    semantic: StrictBool = True
     """False serves exact matches only (no embedder is ever loaded)."""
-    guard: bool = True
+    guard: StrictBool = True
     """Refuse candidates whose request differs in numbers, negation, entities or key terms."""
-    ttl_s: float | None = Field(default=7 * 24 * 3600, gt=0)
+    ttl_s: Number | None = Field(default=7 * 24 * 3600, gt=0)
     """Seconds an answer is served after it is stored; ``null`` for no limit."""
-    max_entries: int = Field(default=10_000, gt=0)
+    max_entries: StrictInt = Field(default=10_000, gt=0)
     """Entries the whole store keeps; the least recently used are evicted past it."""
     store: str = DISK
     """``disk`` (SQLite and index snapshots under ``path``), ``memory:``, or a ``redis://`` URL."""

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from budgetgraph.budgets.config import TIERS, Tier
 from budgetgraph.budgets.routing.complexity import PREMIUM_AT, STANDARD_AT
+from budgetgraph.budgets.yamlfile import Number
 
 ModelTier = Literal["economy", "standard", "premium"]
 FallbackTrigger = Literal["rate_limit", "server_error", "timeout", "connection"]
@@ -43,11 +44,11 @@ class _Strict(BaseModel):
 class ComplexityRouting(_Strict):
     """Routing by the complexity score of the request's non-system messages."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     """Route by complexity. Off by default: every call then keeps the tier it asks for, as before."""
-    standard_at: float = Field(default=STANDARD_AT, ge=0, le=1)
+    standard_at: Number = Field(default=STANDARD_AT, ge=0, le=1)
     """Score (0-1) from which a request gets the standard tier; below it, economy."""
-    premium_at: float = Field(default=PREMIUM_AT, ge=0, le=1)
+    premium_at: Number = Field(default=PREMIUM_AT, ge=0, le=1)
     """Score (0-1) from which a request gets the premium tier."""
 
     @model_validator(mode="after")
@@ -60,9 +61,9 @@ class ComplexityRouting(_Strict):
 class BudgetRouting(_Strict):
     """Routing by the share of the tightest USD cap that is left."""
 
-    degrade_below: float = Field(default=0.5, ge=0, le=1)
+    degrade_below: Number = Field(default=0.5, ge=0, le=1)
     """With less than this share of the budget left (0-1), a request goes one tier down."""
-    local_below: float = Field(default=0.2, ge=0, le=1)
+    local_below: Number = Field(default=0.2, ge=0, le=1)
     """With less than this share left (0-1), a request goes to the local tier."""
 
     @model_validator(mode="after")
@@ -80,9 +81,9 @@ class Fallback(_Strict):
     errors: tuple[FallbackTrigger, ...] = ("rate_limit", "timeout")
     """Failures that send the request to another tier. ``server_error`` (HTTP 5xx) is not in the
     default: a failing server then fails the run, which ``resume`` continues."""
-    cooldown_s: float = Field(default=30.0, ge=0)
+    cooldown_s: Number = Field(default=30.0, ge=0)
     """How long a model that failed is passed over (s); a longer ``Retry-After`` wins."""
-    max_cooldown_s: float = Field(default=600.0, ge=0)
+    max_cooldown_s: Number = Field(default=600.0, ge=0)
     """The longest ``Retry-After`` honoured (s)."""
 
 
@@ -104,13 +105,13 @@ class NodeRouting(_Strict):
 class TierPrior(_Strict):
     """What one step at a tier is expected to take, until the ledger has history of it."""
 
-    input_tokens: int = Field(ge=0)
+    input_tokens: StrictInt = Field(ge=0)
     """Input tokens of the step's first round trip (tokens)."""
-    output_tokens: int = Field(ge=0)
+    output_tokens: StrictInt = Field(ge=0)
     """Output tokens of its answer (tokens)."""
-    latency_ms: int = Field(ge=0)
+    latency_ms: StrictInt = Field(ge=0)
     """Wall time of one round trip (ms)."""
-    quality: float = Field(ge=0, le=1)
+    quality: Number = Field(ge=0, le=1)
     """Expected quality of the answer, 0-1 (a judgement, not a measurement)."""
 
 
@@ -136,7 +137,7 @@ class TierPriors(_Strict):
 class Planning(_Strict):
     """How plans are searched and estimated."""
 
-    beam_width: int = Field(default=4, ge=1)
+    beam_width: StrictInt = Field(default=4, ge=1)
     """Partial plans kept at each step of the beam search."""
     on_infeasible: Literal["on_exceed", "local"] = "on_exceed"
     """When no model step fits a node's budgets: ``on_exceed`` follows the blocking cap's
@@ -145,19 +146,19 @@ class Planning(_Strict):
     approval); ``local`` always plans the local path."""
     tiers: TierPriors = TierPriors()
     """Priors per tier."""
-    local_quality: float = Field(default=0.3, ge=0, le=1)
+    local_quality: Number = Field(default=0.3, ge=0, le=1)
     """Expected quality of the local rules' answer (0-1)."""
-    local_latency_ms: int = Field(default=5, ge=0)
+    local_latency_ms: StrictInt = Field(default=5, ge=0)
     """Wall time of the local rules (ms)."""
-    tool_round_trip_tokens: int = Field(default=60, ge=0)
+    tool_round_trip_tokens: StrictInt = Field(default=60, ge=0)
     """Tokens a tool call and its result add to the next round trip's input (tokens)."""
-    tool_round_trip_ms: int = Field(default=1000, ge=0)
+    tool_round_trip_ms: StrictInt = Field(default=1000, ge=0)
     """Wall time of the round trip that asks for the tool (ms)."""
-    tool_quality_gain: float = Field(default=0.05, ge=0, le=1)
+    tool_quality_gain: Number = Field(default=0.05, ge=0, le=1)
     """Quality gained when a task with figures is computed with the tool rather than guessed."""
-    history_window: int = Field(default=50, ge=0)
+    history_window: StrictInt = Field(default=50, ge=0)
     """Latest ledger records of the same node, tier and model that estimates use (0: priors only)."""
-    prior_weight: float = Field(default=2.0, ge=0)
+    prior_weight: Number = Field(default=2.0, ge=0)
     """How many records' worth the prior counts when blended with history."""
 
 

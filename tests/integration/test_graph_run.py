@@ -10,6 +10,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from budgetgraph.graph import Context, build_graph
+from budgetgraph.graph.serving import Profile, ProfileError, Serving
 from tests.conftest import write_models
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -212,18 +213,26 @@ def test_without_an_endpoint_every_agent_takes_the_local_path(monkeypatch: pytes
     assert result["reconciliation"]["summary"].startswith("No model wrote this")
 
 
-def test_a_run_can_bring_its_own_budgets_and_models_through_the_context(
-    graph, tmp_path: Path, openai_server: FakeOpenAIServer
+def test_a_run_picks_a_declared_profile_with_its_own_budgets_and_models(
+    models_file: Path, tmp_path: Path, openai_server: FakeOpenAIServer
 ):
     budgets = tmp_path / "frugal.yaml"
     budgets.write_text("nodes:\n  cto: {max_tokens: 100, on_exceed: local}\n")
     models = write_models(tmp_path / "cheap.yaml", openai_server.base_url)
     models.write_text(models.read_text().replace("default_tier: standard", "default_tier: economy"))
-
-    frugal = graph.invoke(
-        {"task": TASK}, config("f"), context=Context(budgets=str(budgets), models=str(models))
+    serving = Serving(
+        {
+            "default": Profile("default", models_file, None),
+            "frugal": Profile("frugal", models, budgets),
+        },
+        "default",
     )
+    graph = build_graph(checkpointer=InMemorySaver(), models=models_file, serving=serving)
+
+    frugal = graph.invoke({"task": TASK}, config("f"), context=Context(profile="frugal"))
     plain = graph.invoke({"task": TASK}, config("p"))
+    with pytest.raises(ProfileError, match="No profile `gold`; declared: `default`, `frugal`"):
+        graph.invoke({"task": TASK}, config("g"), context=Context(profile="gold"))
 
     assert {r["node"]: r["tier"] for r in frugal["spend"]}["cto"] == "local"
     assert {r["node"]: r["tier"] for r in plain["spend"]}["cto"] == "standard"

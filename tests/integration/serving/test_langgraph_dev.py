@@ -8,11 +8,9 @@ with the repository's real ``langgraph.json`` and its model tiers pointed at a
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.schema import Command
 
@@ -81,7 +79,9 @@ def test_server_publishes_the_input_output_and_context_schemas(
         schemas["output_schema"]["properties"]
     )
     context = schemas["context_schema"]["properties"]
-    assert {"tenant", "review_threshold", "max_replans", "models", "budgets"} <= set(context)
+    assert {"review_threshold", "max_replans", "profile"} <= set(context)
+    for key in ("models", "budgets"):  # kept only to refuse a client that still sends a path
+        assert context[key].get("deprecated") is True
     assert (context["review_threshold"]["minimum"], context["review_threshold"]["maximum"]) == (1, 6)
 
 
@@ -221,17 +221,14 @@ def test_sdk_reads_the_history_of_a_paused_and_resumed_run_newest_first(
     assert "review" not in history[1]["values"]
 
 
-def test_an_assistant_whose_budget_caps_the_cto_runs_it_locally_at_no_cost(
+def test_an_assistant_on_a_profile_whose_budget_caps_the_cto_runs_it_locally_at_no_cost(
     client: SyncLangGraphClient,
     assistant_id: str,
     make_assistant: Callable[..., str],
     served: ServedGraph,
     openai_server: FakeOpenAIServer,
-    tmp_path: Path,
 ):
-    budgets = tmp_path / "budgets.yaml"
-    budgets.write_text(yaml.safe_dump({"nodes": {"cto": {"max_tokens": 100, "on_exceed": "local"}}}))
-    capped = make_assistant(budgets=str(budgets))
+    capped = make_assistant(profile="tight")
 
     default_run = run_to_the_end(client, assistant_id)
     openai_server.reset()
@@ -256,16 +253,13 @@ def test_an_assistant_whose_budget_caps_the_cto_runs_it_locally_at_no_cost(
         )
 
 
-def test_an_assistant_whose_models_default_to_economy_spends_a_fraction_of_the_default(
+def test_an_assistant_on_the_economy_profile_spends_a_fraction_of_the_default(
     client: SyncLangGraphClient,
     assistant_id: str,
     make_assistant: Callable[..., str],
     served: ServedGraph,
-    tmp_path: Path,
 ):
-    models = tmp_path / "models.yaml"
-    models.write_text(yaml.safe_dump({"default_tier": "economy"}))  # tiers read OPENAI_BASE_URL
-    economy = make_assistant(models=str(models), tenant="frugal")
+    economy = make_assistant(profile="economy", tenant="frugal")  # the tenant is the caller's
 
     default_run = run_to_the_end(client, assistant_id)
     economy_run = run_to_the_end(client, economy)
@@ -275,7 +269,5 @@ def test_an_assistant_whose_models_default_to_economy_spends_a_fraction_of_the_d
     assert {row["model"] for row in economy_run["spend"]} == {"gpt-4.1-nano"}
     assert total_cost(economy_run["spend"]) * 2 < total_cost(default_run["spend"])
     recorded = served.ledger_records(economy_run["thread_id"])
-    assert {(r["node"], r["tier"], r["tenant"]) for r in recorded} == {
-        (n, "economy", "frugal") for n in AGENTS
-    }
+    assert {(r["node"], r["tier"], r["tenant"]) for r in recorded} == {(n, "economy", "acme") for n in AGENTS}
     assert sum(r["cost_micro_usd"] for r in recorded) == total_cost(economy_run["spend"])

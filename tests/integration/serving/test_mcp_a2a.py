@@ -23,9 +23,11 @@ import httpx
 import pytest
 from langgraph_sdk.client import SyncLangGraphClient
 from mcp import Client
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 from mcp.types import CallToolResult, TextContent, Tool
 
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.integration.serving.conftest import ACME_KEY
 from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(TEST_TIMEOUT_S)]
@@ -52,17 +54,25 @@ def make_assistant(client: SyncLangGraphClient, request: pytest.FixtureRequest) 
 # --------------------------------------------------------------------------- MCP
 
 
-def mcp_tools(served: ServedGraph) -> list[Tool]:
+def mcp_client(served: ServedGraph, key: str | None = ACME_KEY) -> Client:
+    """An MCP client of the server that sends ``key`` as its ``x-api-key``."""
+    http = create_mcp_http_client(headers={"x-api-key": key} if key else None)
+    return Client(streamable_http_client(f"{served.url}/mcp", http_client=http))
+
+
+def mcp_tools(served: ServedGraph, key: str | None = ACME_KEY) -> list[Tool]:
     async def list_tools() -> list[Tool]:
-        async with Client(f"{served.url}/mcp") as mcp:
+        async with mcp_client(served, key) as mcp:
             return (await mcp.list_tools()).tools
 
     return asyncio.run(list_tools())
 
 
-def mcp_call(served: ServedGraph, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+def mcp_call(
+    served: ServedGraph, tool: str, arguments: dict[str, Any], key: str | None = ACME_KEY
+) -> CallToolResult:
     async def call() -> CallToolResult:
-        async with Client(f"{served.url}/mcp") as mcp:
+        async with mcp_client(served, key) as mcp:
             return await mcp.call_tool(tool, arguments)
 
     return asyncio.run(call())
@@ -125,13 +135,10 @@ def test_mcp_callers_get_a_high_risk_answer_only_from_an_assistant_that_never_pa
 # --------------------------------------------------------------------------- A2A
 
 
-def a2a_send(
-    served: ServedGraph, assistant_id: str, text: str, *, task: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Send one user message with JSON-RPC ``message/send``; return the task it answers with.
-
-    ``task`` continues an earlier task (its ``id`` and ``contextId``).
-    """
+def a2a_post(
+    served: ServedGraph, assistant_id: str, text: str, *, task: dict[str, Any] | None = None, key: str
+) -> httpx.Response:
+    """POST one user message with JSON-RPC ``message/send`` as the client of ``key``."""
     message: dict[str, Any] = {
         "role": "user",
         "messageId": uuid.uuid4().hex,
@@ -147,9 +154,25 @@ def a2a_send(
             "method": "message/send",
             "params": {"message": message},
         },
-        headers={"Accept": "application/json"},
+        headers={"Accept": "application/json", "x-api-key": key},
         timeout=60.0,
     )
+    return response
+
+
+def a2a_send(
+    served: ServedGraph,
+    assistant_id: str,
+    text: str,
+    *,
+    task: dict[str, Any] | None = None,
+    key: str = ACME_KEY,
+) -> dict[str, Any]:
+    """Send one user message with JSON-RPC ``message/send``; return the task it answers with.
+
+    ``task`` continues an earlier task (its ``id`` and ``contextId``).
+    """
+    response = a2a_post(served, assistant_id, text, task=task, key=key)
     response.raise_for_status()
     body = response.json()
     assert "error" not in body, body
@@ -166,11 +189,14 @@ def reply_text(task: dict[str, Any]) -> str:
 def test_a2a_agent_card_describes_the_assistant_and_points_at_its_endpoint(
     served: ServedGraph, assistant_id: str
 ):
+    headers = {"x-api-key": ACME_KEY}
     card = httpx.get(
-        f"{served.url}/.well-known/agent-card.json", params={"assistant_id": assistant_id}
+        f"{served.url}/.well-known/agent-card.json", params={"assistant_id": assistant_id}, headers=headers
     ).json()
-    same_card = httpx.get(f"{served.url}/a2a/{assistant_id}/.well-known/agent-card.json").json()
-    no_card = httpx.get(f"{served.url}/.well-known/agent-card.json").json()
+    same_card = httpx.get(
+        f"{served.url}/a2a/{assistant_id}/.well-known/agent-card.json", headers=headers
+    ).json()
+    no_card = httpx.get(f"{served.url}/.well-known/agent-card.json", headers=headers).json()
 
     assert card["name"] == GRAPH_ID
     assert "risk score" in card["description"]  # from langgraph.json

@@ -119,10 +119,10 @@ def test_models_resolve_endpoints_from_the_environment(tmp_path: Path):
 def test_models_yaml_can_name_its_own_url_and_key_variables(tmp_path: Path):
     path = tmp_path / "models.yaml"
     path.write_text(
-        "tiers:\n  premium: {model: big, base_url: 'http://127.0.0.1:1/v1', api_key_env: BIG_KEY}\n"
+        "tiers:\n  premium: {model: big, base_url: 'http://127.0.0.1:1/v1', api_key_env: BIG_API_KEY}\n"
         "prices:\n  big: {input_per_mtok: 1, output_per_mtok: 2}\n"
     )
-    models = load_models(path, env={"BIG_KEY": "k"})
+    models = load_models(path, env={"BIG_API_KEY": "k"})
     assert models.endpoints["premium"].api_key == "k"
     assert not models.endpoints["economy"].configured
     assert models.file.prices["big"].output_per_mtok == Decimal(2)
@@ -184,3 +184,187 @@ def test_a_plugin_sections_node_overrides_resolve_node_names_and_name_unknown_on
     assert problem.startswith(
         f"{tmp_path / 'budgets.yaml'}:5: `cache.nodes.reconcil`: unknown node `reconcil`"
     )
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+SHADOW = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n"
+
+
+class RecordingEnv(dict):
+    """Environment variables that remember which were read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: list[str] = []
+
+    def get(self, key, default=None):
+        self.read.append(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.append(key)
+        return super().__getitem__(key)
+
+
+def models_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("budgets:\n  cto_agent: {max_tokens: yes}\n", "budgets.cto_agent.max_tokens"),
+        ("budgets:\n  cto_agent: {max_tool_calls: true}\n", "budgets.cto_agent.max_tool_calls"),
+        ("budgets:\n  cto_agent: {max_cost_usd: yes}\n", "budgets.cto_agent.max_cost_usd"),
+        ("nodes:\n  cto: {alerts: [yes]}\n", "nodes.cto.alerts.0"),
+        ("windows:\n  daily: {pacing: {factor: on}}\n", "windows.daily.pacing.factor"),
+        ("budgets:\n  cto_agent: {max_tokens: 5.0}\n", "budgets.cto_agent.max_tokens"),
+        ("budgets:\n  cto_agent: {max_tokens: '5'}\n", "budgets.cto_agent.max_tokens"),
+    ],
+)
+def test_yaml_booleans_floats_and_text_are_not_integers(tmp_path: Path, text: str, key: str):
+    (problem,) = problems_of(tmp_path, text)
+    assert f"`{key}`" in problem
+
+
+def test_a_boolean_tier_setting_is_not_a_number_either(tmp_path: Path):
+    path = models_file(tmp_path, "tiers:\n  economy: {model: m, max_output_tokens: yes, temperature: no}\n")
+    with pytest.raises(ConfigError) as info:
+        load_models(path, env={})
+    assert [p.split("`")[1] for p in info.value.problems] == [
+        "tiers.economy.temperature",
+        "tiers.economy.max_output_tokens",
+    ]
+
+
+def test_integers_are_still_numbers_where_a_fraction_is_expected(tmp_path: Path):
+    budgets = load(tmp_path, "nodes:\n  cto: {alerts: [1]}\nwindows:\n  daily: {pacing: {factor: 2}}\n")
+    assert budgets.node("cto").alerts == (1.0,)
+    assert budgets.windows_for("anyone").daily.pacing.factor == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("task: 5\n", "1: `task`: expected a mapping of limits"),
+        ("tenants: [a, b]\n", "1: `tenants`: expected a mapping of tenant names to windows"),
+        ("tenants: {acme: 5}\n", "1: `tenants.acme`: expected a mapping of windows (hourly, daily, monthly)"),
+        ("windows: 3\n", "1: `windows`: expected a mapping of windows (hourly, daily, monthly)"),
+        ("budgets: [x]\n", "1: `budgets`: expected a mapping of node names to budgets"),
+        ("budgets: 0\n", "1: `budgets`: expected a mapping of node names to budgets"),
+        ("nodes: []\n", "1: `nodes`: expected a mapping of node names to budgets"),
+        ("plugins: 5\n", "1: `plugins`: expected a list of plugin names"),
+    ],
+)
+def test_every_section_of_the_wrong_type_is_one_clear_problem(tmp_path: Path, text: str, problem: str):
+    assert problems_of(tmp_path, text) == [f"{tmp_path / 'budgets.yaml'}:{problem}"]
+
+
+def test_a_plugin_section_of_the_wrong_type_is_a_problem_not_the_defaults(tmp_path: Path):
+    from budgetgraph.budgets.routing.settings import RouterSettings
+
+    budgets = load(tmp_path, "router: []\n")
+    with pytest.raises(ConfigError) as info:
+        budgets.section("router", RouterSettings)
+    assert info.value.problems == [f"{tmp_path / 'budgets.yaml'}:1: `router`: expected a mapping"]
+
+
+def test_the_total_task_budget_is_checked_even_beside_a_task_section(tmp_path: Path):
+    (problem,) = problems_of(
+        tmp_path, "budgets:\n  total_task_budget: {max_latency_ms: 5}\ntask: {max_tokens: 10}\n"
+    )
+    where = f"{tmp_path / 'budgets.yaml'}:2"
+    assert problem == f"{where}: `budgets.total_task_budget.max_latency_ms`: unknown key"
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path: Path):
+    (problem,) = problems_of(
+        tmp_path, "budgets:\n  cto_agent: {max_tokens: 10}\n  coo_agent: {}\n  cto_agent: {max_tokens: 99}\n"
+    )
+    assert problem == f"{tmp_path / 'budgets.yaml'}:4: `budgets`: `cto_agent` given at line 2 and at line 4"
+
+
+@pytest.mark.parametrize("loader", ["budgets", "models"])
+def test_a_shadow_file_given_as_configuration_never_appears_in_the_error(tmp_path: Path, loader: str):
+    path = tmp_path / "shadow"
+    path.write_text(SHADOW)
+
+    with pytest.raises(ConfigError) as info:
+        if loader == "budgets":
+            load_budgets(path, node_names=NODE_NAMES)
+        else:
+            load_models(path, env={})
+
+    message = str(info.value).replace(str(path), "<path>")  # the temporary folder is named after root
+    assert info.value.problems == [f"{path}:{n}: an unknown key at line {n}" for n in (1, 2, 3)]
+    for word in ("root", "daemon", "nobody", "19000", "99999", ":*:"):
+        assert word not in message
+
+
+def test_values_from_the_file_are_never_echoed(tmp_path: Path):
+    problems = problems_of(
+        tmp_path,
+        "budgets:\n  cto: {max_tokens: 'hunter2', on_exceed: 'hunter2'}\n"
+        "plugins: ['hunter2 hunter2', limits]\n"
+        "'hunter2 hunter2': 1\n",
+    )
+    assert len(problems) == 4
+    assert not any("hunter2" in p for p in problems)
+
+
+def test_an_unknown_node_with_a_strange_name_is_described_by_its_line(tmp_path: Path):
+    (problem,) = problems_of(tmp_path, "budgets:\n  'cto; rm -rf /': {max_tokens: 5}\n")
+    where = f"{tmp_path / 'budgets.yaml'}:2"
+    assert problem.startswith(f"{where}: the key at line 2 under `budgets`: unknown node; known: ")
+    assert "rm -rf" not in problem
+
+
+def test_an_api_key_variable_not_ending_in_api_key_is_refused_and_never_read(tmp_path: Path):
+    path = models_file(tmp_path, "tiers:\n  premium:\n    model: big\n    api_key_env: DATABASE_PASSWORD\n")
+    env = RecordingEnv({"DATABASE_PASSWORD": "hunter2"})
+
+    with pytest.raises(ConfigError) as info:
+        load_models(path, env=env)
+
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4: `tiers.premium.api_key_env`:")
+    assert "hunter2" not in problem and "DATABASE_PASSWORD" not in problem
+    assert env.read == []
+
+
+def test_an_api_key_variable_ending_in_api_key_is_accepted(tmp_path: Path):
+    path = models_file(tmp_path, "tiers:\n  premium: {model: big, api_key_env: MY_API_KEY}\n")
+    models = load_models(path, env={"MY_API_KEY": "k"})
+    assert models.endpoints["premium"].api_key == "k"
+
+
+def test_the_operator_may_allow_other_key_variables_by_exact_name(tmp_path: Path):
+    path = models_file(tmp_path, "tiers:\n  premium: {model: big, api_key_env: VLLM_TOKEN}\n")
+
+    models = load_models(path, env={"VLLM_TOKEN": "k"}, allowed_key_env=["VLLM_TOKEN"])
+
+    assert models.endpoints["premium"].api_key == "k"
+    with pytest.raises(ConfigError, match="api_key_env"):
+        load_models(path, env={"VLLM_TOKEN": "k"}, allowed_key_env=["VLLM_TOKEN_2"])
+
+
+def test_the_cache_embedders_api_key_variable_follows_the_same_rule(tmp_path: Path):
+    import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the `cache` section)
+    from budgetgraph.budgets.cache import CacheSettings
+
+    path = tmp_path / "budgets.yaml"
+    path.write_text("budgets: {}\ncache:\n  embedder: {model: m, api_key_env: DATABASE_PASSWORD}\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_budgets(path, node_names=NODE_NAMES).section("cache", CacheSettings)
+    allowed = load_budgets(path, node_names=NODE_NAMES, allowed_key_env=["DATABASE_PASSWORD"])
+
+    assert any(
+        p.startswith(f"{path}:3: `cache.embedder.EndpointEmbedderSettings.api_key_env`:")
+        for p in info.value.problems
+    )
+    assert allowed.section("cache", CacheSettings).embedder.api_key_env == "DATABASE_PASSWORD"
