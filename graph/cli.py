@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import uuid
 from contextlib import ExitStack
@@ -21,10 +22,11 @@ from langgraph.types import Command
 from pydantic import ValidationError
 from rich.console import Console
 
-from budgetgraph.budgets import BudgetgraphError, ConfigError, load_budgets, load_models
+from budgetgraph.budgets import BudgetgraphError, ConfigError, load_models
 from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.budgets.plugins.limits import MAX_RAISE
 from budgetgraph.budgets.report import build_report
-from budgetgraph.graph.builder import NODE_NAMES, EmptyTaskError, build_graph
+from budgetgraph.graph.builder import EmptyTaskError, build_graph, load_config
 from budgetgraph.graph.checkpoint import NoCheckpointsError, open_checkpointer
 from budgetgraph.graph.cli_cache import cache_app
 from budgetgraph.graph.cli_common import (
@@ -49,6 +51,7 @@ from budgetgraph.graph.cli_trace import trace_command
 from budgetgraph.graph.console import render_cost_report, render_history, render_report
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.report import run_report
+from budgetgraph.graph.serde import RefusedCheckpointError
 from budgetgraph.graph.threads import checkpoint_history, copy_checkpoint, edit_summary
 from budgetgraph.settings import Settings
 from budgetgraph.tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
@@ -172,6 +175,15 @@ def resume(
     ]
     if len(chosen) > 1:
         fail(f"Give one of --approve, --reject or --replan, not {' and '.join(chosen)}.", as_json)
+    if raise_cap is not None:
+        if not approve:
+            fail("--raise-cap goes with --approve.", as_json)
+        if not math.isfinite(raise_cap) or not 0 < raise_cap <= float(MAX_RAISE["micro_usd"]):
+            fail(
+                f"--raise-cap must be a positive finite number (USD or tokens), at most "
+                f"{MAX_RAISE['micro_usd']} USD; got {raise_cap}.",
+                as_json,
+            )
 
     def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         snapshot = graph.get_state(config)
@@ -232,8 +244,7 @@ def _drive(
     try:
         with ExitStack() as stack:
             try:
-                models = load_models(settings.models)
-                budgets = load_budgets(settings.budgets, node_names=NODE_NAMES)
+                models, budgets = load_config(settings)
                 saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=new_run))
                 ledger = open_ledger(settings.ledger_url)
                 stack.callback(ledger.close)
@@ -247,6 +258,8 @@ def _drive(
                 fail(f"No run has thread `{thread_id}`. {exc}", as_json)
             except _BadInput as exc:
                 fail(str(exc), as_json)
+            except RefusedCheckpointError as exc:
+                fail(str(exc), as_json, EXIT_FAILED)
             configure_telemetry()
             error: BaseException | None = None
             snapshot = graph.get_state(config)
@@ -345,8 +358,7 @@ def history(
     settings = settings_for(as_json, models=models, budgets=budgets, checkpointer=checkpointer)
     with ExitStack() as stack:
         try:
-            models_config = load_models(settings.models)
-            budgets_config = load_budgets(settings.budgets, node_names=NODE_NAMES)
+            models_config, budgets_config = load_config(settings)
             saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=False))
             graph = build_graph(
                 checkpointer=saver,
@@ -359,7 +371,10 @@ def history(
             fail(config_message(exc), as_json)
         except NoCheckpointsError as exc:
             fail(f"No run has thread `{thread}`. {exc}", as_json)
-        rows = checkpoint_history(graph, thread)
+        try:
+            rows = checkpoint_history(graph, thread)
+        except RefusedCheckpointError as exc:
+            fail(str(exc), as_json, EXIT_FAILED)
     if not rows:
         fail(f"No run has thread `{thread}`.", as_json)
     if as_json:
@@ -421,7 +436,7 @@ def report(
     """Show spend per node, model, tier, day and tenant, with savings and recommendations."""
     settings = settings_for(as_json, models=models, ledger_url=ledger)
     try:
-        models_config = load_models(settings.models)
+        models_config = load_models(settings.models, allowed_key_env=settings.allowed_key_env)
         book = open_ledger(settings.ledger_url)
     except ConfigError as exc:
         fail(config_message(exc), as_json)
@@ -459,6 +474,8 @@ app.add_typer(cache_app, name="cache")
 def main() -> None:
     """Entry point of the ``budgetgraph`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # LangGraph's own warning about a blocked type advises allowing it; our refusal says what happened.
+    logging.getLogger("langgraph.checkpoint.serde.jsonplus").setLevel(logging.ERROR)
     try:
         app()
     except BudgetgraphError as exc:  # anything not reported as a run

@@ -157,12 +157,20 @@ def _decisions(spend: dict[str, Any]) -> list[str]:
 def _status(report: dict[str, Any]) -> Text:
     thread = report["thread_id"]
     if report["status"] == "paused":
-        question = (report.get("interrupt") or {}).get("question", "")
-        problem = (report.get("interrupt") or {}).get("problem")
-        text = f"Paused for review: {question}\n"
+        interrupt = report.get("interrupt") or {}
+        question, problem = interrupt.get("question", ""), interrupt.get("problem")
+        budget = interrupt.get("kind") == "budget"
+        text = f"Paused for {'a budget approval' if budget else 'review'}: {question}\n"
         if problem:
             text += f"{problem}\n"
-        text += f'Resume with: budgetgraph resume {thread} --approve | --reject | --replan "what to change"'
+        unit = interrupt.get("unit", "USD")
+        answers = {
+            "approve": f"--approve [--raise-cap {unit}]" if budget else "--approve",
+            "reject": "--reject",
+            "replan": '--replan "what to change"',
+        }
+        offered = [answers[a] for a in interrupt.get("actions") or ("approve", "reject") if a in answers]
+        text += f"Resume with: budgetgraph resume {thread} {' | '.join(offered)}"
         return Text(text, style="bold yellow")
     if report["status"] == "failed":
         err = report.get("error") or {}

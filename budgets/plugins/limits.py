@@ -335,20 +335,24 @@ class LimitsPlugin:
             "needed": _plain(cap.unit, needed),
             "question": f"Node `{request.node}` needs more budget: {reason}. Approve raising the cap?",
             "actions": ["approve", "reject"],
+            "problem": None,
         }
-        try:
-            answer = interrupt(payload)
-        except RuntimeError:  # not inside a graph run: nobody to ask
-            return None
-        if isinstance(answer, str):
-            answer = {"action": answer}
-        if not isinstance(answer, dict) or answer.get("action") != "approve":
-            return None
-        raise_by = answer.get("raise_by")
-        if raise_by is None:
-            return needed
-        extra = int(Decimal(str(raise_by)) * MICRO) if cap.unit == "micro_usd" else int(raise_by)
-        return max(extra, needed)
+        while True:  # an answer the run cannot take is asked again, never stored as the answer
+            try:
+                answer = interrupt(payload)
+            except RuntimeError:  # not inside a graph run: nobody to ask
+                return None
+            if isinstance(answer, str):
+                answer = {"action": answer}
+            if not isinstance(answer, dict) or answer.get("action") != "approve":
+                return None
+            raise_by = answer.get("raise_by")
+            if raise_by is None:
+                return needed
+            extra, problem = parse_raise(raise_by, cap.unit)
+            if extra is not None:
+                return max(extra, needed)
+            payload = {**payload, "problem": problem}
 
     # -- after the call ------------------------------------------------------------------
 
@@ -390,6 +394,30 @@ class LimitsPlugin:
             left = max(0, node.max_tool_calls - request.node_spent.tool_calls)
             max_tool_calls = left if max_tool_calls is None else min(max_tool_calls, left)
         return request.evolve(timeout_s=timeout_s, max_tool_calls=max_tool_calls)
+
+
+MAX_RAISE: dict[str, Decimal] = {"micro_usd": Decimal(1_000_000), "tokens": Decimal(1_000_000_000)}
+"""The most one approval may raise a cap by, in the cap's unit as answered (USD, tokens)."""
+
+
+def parse_raise(raw: object, unit: str) -> tuple[int | None, str | None]:
+    """An approval's ``raise_by`` (USD or tokens, the cap's unit) in the ledger's unit.
+
+    Returns:
+        ``(extra, None)`` with ``extra`` in micro-USD or tokens, or ``(None, problem)``
+        when ``raw`` is not a positive finite number up to :data:`MAX_RAISE`.
+    """
+    limit = MAX_RAISE[unit]
+    shown = "USD" if unit == "micro_usd" else "tokens"
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = Decimal(str(raw).strip())
+    except (ValueError, ArithmeticError):
+        return None, f"`raise_by` must be a number of {shown}"
+    if not value.is_finite() or value <= 0 or value > limit:
+        return None, f"`raise_by` must be a positive finite number of {shown}, at most {limit}"
+    return (int(value * MICRO) if unit == "micro_usd" else int(value)), None
 
 
 def _lower(tier: Tier) -> Tier:

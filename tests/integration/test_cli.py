@@ -211,3 +211,43 @@ def test_a_budget_approval_pauses_and_resume_raises_the_cap(
     assert code == 0 and report["status"] == "done"
     actions = [d["action"] for d in report["decisions"] if d["node"] == "reconcile"]
     assert "approve" in actions
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1", "0", "1e30"])
+def test_a_bad_raised_cap_is_refused_and_the_paused_run_still_takes_an_answer(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path, bad: str
+):
+    budgets = tmp_path / "approve.yaml"
+    budgets.write_text("nodes:\n  reconcile: {max_cost_usd: 0.0001, on_exceed: approve}\n")
+    args = ("--models", str(models_file), "--budgets", str(budgets))
+    assert cli_json("run", TASK, "--thread", "w", *args)[0] == 3
+
+    code, refused = cli_json("resume", "w", "--approve", "--raise-cap", bad, *args)
+    assert code == 2 and "--raise-cap" in refused["error"]["message"]
+    assert cli("resume", "w", "--reject", "--raise-cap", "1", *args)[0] == 2  # only with --approve
+
+    code, report = cli_json("resume", "w", "--approve", "--raise-cap", "0.05", *args)
+    assert code == 0 and report["status"] == "done"
+
+
+def test_a_budget_pause_is_asked_again_when_a_served_caller_answers_with_a_bad_raise(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path
+):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from budgetgraph import build_graph
+
+    budgets = tmp_path / "approve.yaml"
+    budgets.write_text("nodes:\n  reconcile: {max_cost_usd: 0.0001, on_exceed: approve}\n")
+    graph = build_graph(checkpointer=InMemorySaver(), models=models_file, budgets=budgets, ledger="memory:")
+    config = {"configurable": {"thread_id": "nan"}}
+    graph.invoke({"task": TASK}, config)
+
+    for bad in ("nan", float("inf"), "1e30", -3, "lots", True):
+        state = graph.invoke(Command(resume={"action": "approve", "raise_by": bad}), config)
+        (pending,) = state["__interrupt__"]
+        assert pending.value["kind"] == "budget" and "raise_by" in pending.value["problem"]
+
+    state = graph.invoke(Command(resume={"action": "approve", "raise_by": 0.05}), config)
+    assert "__interrupt__" not in state and state["reconciliation"] is not None
