@@ -13,13 +13,12 @@ from typing_extensions import TypedDict
 
 from budgetgraph.budgets.errors import ConfigError
 
-"""Variable naming the ledger's URL when no ``--ledger`` is given."""
-
 Unit = Literal["tokens", "micro_usd"]
 
 RESERVATION_TTL_S = 900.0
 """A reservation not settled or released within this time (s) is reclaimed:
-its process is taken to have died mid-call."""
+its process is taken to have died mid-call. Measured by the ledger's clock:
+the host's for SQLite, the Redis server's for Redis."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +135,14 @@ class Ledger(ABC):
         """Atomically check ``charge`` against ``caps`` and reserve it on ``scopes``.
 
         Each cap holds when ``spent + reserved + charge <= cap + granted`` on its
-        scope. Expired reservations are reclaimed first.
+        scope. Expired reservations are reclaimed first, by the ledger's clock
+        (see :data:`RESERVATION_TTL_S`). A ledger with a clock of its own (Redis)
+        names the calendar windows (``tenant:T:day:YYYY-MM-DD`` and the like) by
+        it, replacing the windows it is given.
 
         Returns:
-            The reservation, or the refusal naming the first cap that would not hold.
+            The reservation, whose ``scopes`` are the scopes reserved on, or the
+            refusal naming the first cap that would not hold, as given.
         """
 
     @abstractmethod
@@ -220,4 +223,8 @@ def open_ledger(url: str | None = None) -> Ledger:
         from budgetgraph.budgets.ledger.redis import RedisLedger
 
         return RedisLedger.from_url(url)
-    raise ConfigError(path=None, problems=[f"ledger `{url}`: use memory:, sqlite:///PATH or redis://..."])
+    from budgetgraph.settings import mask_url
+
+    raise ConfigError(
+        path=None, problems=[f"ledger `{mask_url(url)}`: use memory:, sqlite:///PATH or redis://..."]
+    )

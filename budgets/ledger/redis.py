@@ -9,11 +9,22 @@ Keys, under a prefix (default ``budgetgraph:ledger:``): ``scope:<scope>``
 (hash id -> JSON) with ``reservation-expiry`` (sorted set), ``records`` (list
 of JSON) and ``alerts`` (hash). Reclaiming expired reservations touches scope
 keys named inside the script, which plain Redis allows (Redis Cluster does not).
+
+Time is the Redis server's: the scripts read ``TIME``, so every client sees a
+reservation expire, and a calendar window turn, at the same moment however its
+own clock is set. A reservation on calendar window scopes
+(``tenant:T:hour:YYYY-MM-DDTHH``, ``tenant:T:day:YYYY-MM-DD``,
+``tenant:T:month:YYYY-MM``, as :class:`~budgetgraph.budgets.plugins.limits.Scopes`
+names them from the client's clock) that are not the current ones by the
+server's clock is answered with the current names, and made on those. So a
+client whose clock is off can neither reclaim another's live reservation nor
+take a window cap's spend into another hour, day or month.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,12 +44,59 @@ from budgetgraph.budgets.ledger.base import (
     ScopeTotals,
 )
 
+logger = logging.getLogger(__name__)
+
 JOURNAL_TTL_S = 30 * 24 * 3600
 """How long a completed call is kept for replay (s): 30 days."""
 
+_RESERVE_ATTEMPTS = 3
+"""Tries at a reservation whose calendar windows the server renames: the second
+names them by the server's clock, a third covers a window turning in between."""
+
+SKEW_WARNING_S = 2.0
+"""A host clock this far (s) from the Redis server's is logged as a warning when
+the server renames a window; nearer, the rename is a window turning mid-call."""
+
+# Defines window(scope, t): the scope a calendar window scope names at Unix time t
+# (s, UTC), named as budgetgraph.budgets.plugins.limits.Scopes names it; other scopes
+# as given. civil(days) is H. Hinnant's civil_from_days
+# (https://howardhinnant.github.io/date_algorithms.html), proleptic Gregorian.
+_WINDOWS = """
+local function civil(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+local function window(scope, t)
+  local secs = math.floor(t)
+  local y, m, d = civil(math.floor(secs / 86400))
+  local head = string.match(scope, '^(tenant:.+:hour:)%d%d%d%d%-%d%d%-%d%dT%d%d$')
+  if head then
+    return head .. string.format('%04d-%02d-%02dT%02d', y, m, d, math.floor(secs % 86400 / 3600))
+  end
+  head = string.match(scope, '^(tenant:.+:day:)%d%d%d%d%-%d%d%-%d%d$')
+  if head then return head .. string.format('%04d-%02d-%02d', y, m, d) end
+  head = string.match(scope, '^(tenant:.+:month:)%d%d%d%d%-%d%d$')
+  if head then return head .. string.format('%04d-%02d', y, m) end
+  return scope
+end
+"""
+
 # KEYS[1] reservations hash, KEYS[2] expiry zset, KEYS[3..] scope hashes.
-# ARGV: now, ttl, id, tokens, micro_usd, scopes JSON, prefix, ncaps, then per cap:
-# index into the scope keys (1-based), unit, cap.
+# ARGV: ttl (s), id, tokens, micro_usd, prefix, ncaps, then per cap: index into the
+# scope keys (1-based), unit, cap. Answers {1}: reserved; {0, cap index, spent,
+# reserved, granted, amount}: refused; {2, server time (s), scope...}: a calendar
+# window scope is not the current one, here is every scope by the server's clock.
+# Runs with _WINDOWS in front of it (see RedisLedger.__init__).
 _RESERVE = """
 local function reclaim(prefix, now)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -55,14 +113,23 @@ local function reclaim(prefix, now)
     redis.call('ZREM', KEYS[2], rid)
   end
 end
-local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tokens, micro = tonumber(ARGV[4]), tonumber(ARGV[5])
-reclaim(ARGV[7], now)
-local ncaps = tonumber(ARGV[8])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local ttl, prefix = tonumber(ARGV[1]), ARGV[5]
+local tokens, micro = tonumber(ARGV[3]), tonumber(ARGV[4])
+local scopes, renamed = {}, false
+for k = 3, #KEYS do
+  local scope = string.sub(KEYS[k], #prefix + 7)
+  scopes[k - 2] = window(scope, now)
+  if scopes[k - 2] ~= scope then renamed = true end
+end
+if renamed then return {2, clock[1], unpack(scopes)} end
+reclaim(prefix, now)
+local ncaps = tonumber(ARGV[6])
 for i = 0, ncaps - 1 do
-  local key = KEYS[2 + tonumber(ARGV[9 + 3 * i])]
-  local unit = ARGV[10 + 3 * i]
-  local cap = tonumber(ARGV[11 + 3 * i])
+  local key = KEYS[2 + tonumber(ARGV[7 + 3 * i])]
+  local unit = ARGV[8 + 3 * i]
+  local cap = tonumber(ARGV[9 + 3 * i])
   local spent = tonumber(redis.call('HGET', key, unit) or '0')
   local reserved = tonumber(redis.call('HGET', key, 'r_' .. unit) or '0')
   local granted = tonumber(redis.call('HGET', key, 'g_' .. unit) or '0')
@@ -76,9 +143,9 @@ for k = 3, #KEYS do
   redis.call('HINCRBY', KEYS[k], 'r_tokens', tokens)
   redis.call('HINCRBY', KEYS[k], 'r_micro_usd', micro)
 end
-local entry = {scopes = cjson.decode(ARGV[6]), tokens = tokens, micro_usd = micro}
-redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(entry))
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+local entry = {scopes = scopes, tokens = tokens, micro_usd = micro}
+redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(entry))
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
 return {1}
 """
 
@@ -112,18 +179,29 @@ class RedisLedger(Ledger):
     Args:
         client: A ``redis.Redis`` client (``decode_responses`` is not needed).
         prefix: Key prefix, so several ledgers can share one database.
+        reservation_ttl_s: How long a reservation lives (s, by the Redis server's
+            clock) before it is reclaimed; ``None``: :data:`RESERVATION_TTL_S`.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "budgetgraph:ledger:") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "budgetgraph:ledger:",
+        reservation_ttl_s: float | None = None,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
-        self._reserve = client.register_script(_RESERVE)
+        self._reservation_ttl_s = reservation_ttl_s
+        self._reserve = client.register_script(_WINDOWS + _RESERVE)
         self._settle = client.register_script(_SETTLE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "budgetgraph:ledger:") -> RedisLedger:
-        """Connect to ``url`` (``redis://HOST:PORT/DB``)."""
-        return cls(redis.Redis.from_url(url), prefix=prefix)
+    def from_url(
+        cls, url: str, *, prefix: str = "budgetgraph:ledger:", reservation_ttl_s: float | None = None
+    ) -> RedisLedger:
+        """Connect to ``url`` (``redis://HOST:PORT/DB``); the options are the constructor's."""
+        return cls(redis.Redis.from_url(url), prefix=prefix, reservation_ttl_s=reservation_ttl_s)
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -132,27 +210,41 @@ class RedisLedger(Ledger):
         return self._key("scope:" + scope)
 
     def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
-        """See :meth:`Ledger.reserve`."""
-        names = tuple(dict.fromkeys([*scopes, *(c.scope for c in caps)]))
+        """See :meth:`Ledger.reserve`.
+
+        By the Redis server's clock, not this host's: expired reservations are
+        reclaimed, this one expires after the reservation TTL, and a calendar
+        window scope in ``scopes`` or the caps' scopes that is not the current
+        one is replaced by the current one (a second round trip). The
+        reservation's ``scopes`` are the names reserved on; a refusal's cap is
+        the cap as given, its figures those of the scope checked.
+
+        Raises:
+            RuntimeError: The server renamed the windows on every attempt; not
+                expected, since a window turns at most once in a few milliseconds.
+        """
+        current = {name: name for name in [*scopes, *(c.scope for c in caps)]}  # as given -> as reserved
         rid = uuid.uuid4().hex
-        args: list[Any] = [
-            time.time(),
-            RESERVATION_TTL_S,
-            rid,
-            charge.tokens,
-            charge.micro_usd,
-            json.dumps(list(names)),
-            self._prefix,
-            len(caps),
-        ]
-        for cap in caps:
-            args += [names.index(cap.scope) + 1, cap.unit, cap.cap]
-        keys = [self._key("reservations"), self._key("reservation-expiry"), *map(self._scope, names)]
-        answer = self._reserve(keys=keys, args=args)
-        if int(answer[0]) == 1:
-            return Reservation(id=rid, scopes=names, charge=charge)
-        index, spent, reserved, granted, amount = (int(x) for x in answer[1:])
-        return Refusal(caps[index], spent, reserved, granted, amount)
+        ttl = RESERVATION_TTL_S if self._reservation_ttl_s is None else self._reservation_ttl_s
+        for _ in range(_RESERVE_ATTEMPTS):
+            names = tuple(dict.fromkeys(current.values()))
+            args: list[Any] = [ttl, rid, charge.tokens, charge.micro_usd, self._prefix, len(caps)]
+            for cap in caps:
+                args += [names.index(current[cap.scope]) + 1, cap.unit, cap.cap]
+            keys = [self._key("reservations"), self._key("reservation-expiry"), *map(self._scope, names)]
+            answer = self._reserve(keys=keys, args=args)
+            if int(answer[0]) == 2:  # a calendar window is another by the server's clock
+                server = dict(zip(names, map(_text, answer[2:]), strict=True))
+                _log_renamed(server, server_time=int(answer[1]))
+                current = {given: server[name] for given, name in current.items()}
+                continue
+            if int(answer[0]) == 1:
+                return Reservation(id=rid, scopes=names, charge=charge)
+            index, spent, reserved, granted, amount = (int(x) for x in answer[1:])
+            return Refusal(caps[index], spent, reserved, granted, amount)
+        raise RuntimeError(
+            f"Redis renamed the calendar windows of {list(current)} on each of {_RESERVE_ATTEMPTS} attempts"
+        )
 
     def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
         """See :meth:`Ledger.settle`."""
@@ -163,7 +255,7 @@ class RedisLedger(Ledger):
         self._finish(reservation.id, reservation.scopes, Charge(), None, settle=False)
 
     def record(self, scopes: Sequence[str], actual: Charge, record: LedgerRecord) -> None:
-        """See :meth:`Ledger.record`."""
+        """See :meth:`Ledger.record`; ``scopes`` are kept as named, a past window's included."""
         self._finish("", tuple(dict.fromkeys(scopes)), actual, record, settle=True)
 
     def _finish(
@@ -238,3 +330,16 @@ class RedisLedger(Ledger):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _log_renamed(server: dict[str, str], *, server_time: int) -> None:
+    """Log the windows the server renamed: a warning when this host's clock is off."""
+    moved = {given: named for given, named in server.items() if given != named}
+    skew = time.time() - server_time
+    level = logging.WARNING if abs(skew) > SKEW_WARNING_S else logging.DEBUG
+    logger.log(
+        level,
+        "Calendar windows named by the Redis server's clock, not this host's (%+.0f s off): %s",
+        skew,
+        ", ".join(f"`{given}` -> `{named}`" for given, named in moved.items()),
+    )

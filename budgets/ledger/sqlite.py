@@ -3,6 +3,15 @@
 Each reservation runs in one ``BEGIN IMMEDIATE`` transaction, which takes
 SQLite's write lock, so reservations from many threads and processes on one
 file are serialised: the check and the update cannot interleave.
+
+Clocks: one file is one machine's (SQLite's locking does not hold across a
+network filesystem), so every process that opens it reads the same host clock.
+Reservations expire by that clock (``time.time()``) and the ``limits`` plugin
+names the calendar windows by it, so no process can be ahead of another. A step
+of the host's clock still moves every expiry at once: set forward past
+:data:`~budgetgraph.budgets.ledger.base.RESERVATION_TTL_S`, it reclaims live
+reservations. Processes on several machines need the Redis ledger, which keeps
+time by the Redis server's clock.
 """
 
 from __future__ import annotations
