@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     """The cache store: ``disk``, ``memory:`` or ``redis://...``; ``None``: ``cache.store`` of the file."""
     trace_store: Path | Literal["off"] | None = None
     """The local span store's file, or ``off``; ``None``: ``.budgetgraph/traces.sqlite``."""
-    tenant: str = Field(default="default", min_length=1, max_length=200)
+    tenant: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     """Who pays for a new run started from the CLI or Python (a served run's tenant is its caller's)."""
     serving: Path | None = None
     """The served graph's serving file: its profiles and its clients' API keys

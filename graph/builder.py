@@ -53,7 +53,7 @@ from budgetgraph.graph.serving import (
     caller_of,
     load_serving,
 )
-from budgetgraph.graph.state import InputState, NodeRun, SpecialistInput, State
+from budgetgraph.graph.state import InputState, NodeRun, RunSettings, SpecialistInput, State
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import traced_node
 
@@ -193,8 +193,11 @@ class _Nodes:
         self._by_profile: dict[str, Gateway] = {}
         self._lock = threading.Lock()
 
-    def _gateway(self, runtime: Runtime[Context]) -> Gateway:
+    def _gateway(self, runtime: Runtime[Context], recorded: RunSettings | None = None) -> Gateway:
         """The gateway of this run's profile: the graph's own for the default profile.
+
+        The profile is the context's, else the one the run started with (so an
+        MCP or A2A resume without a context keeps it), else the default.
 
         A profile's gateway is built on its first run and shares the graph's
         ledger, so every profile's spend lands in one place.
@@ -203,8 +206,7 @@ class _Nodes:
             ProfileError: The context names a profile that is not declared, or
                 that the served caller may not use.
         """
-        context = runtime.context
-        profile = self.serving.profile(context.profile if context else None, caller_of(runtime))
+        profile = self.serving.profile(self._profile_name(runtime, recorded), caller_of(runtime))
         if profile.name == self.serving.default_profile:
             return self.gateway
         with self._lock:
@@ -221,6 +223,38 @@ class _Nodes:
         """The run's context, or the defaults."""
         return runtime.context or Context()
 
+    def _profile_name(self, runtime: Runtime[Context], recorded: RunSettings | None) -> str | None:
+        context = runtime.context
+        if context is not None and context.profile is not None:
+            return context.profile
+        return (recorded or {}).get("profile")
+
+    def _settings_update(
+        self, node: str, runtime: Runtime[Context], recorded: RunSettings | None
+    ) -> dict[str, Any]:
+        """``{"run_settings": ...}`` when this node runs on other files than the run recorded.
+
+        The first node records the run's files (or, served, only its profile: a
+        client never sees the server's paths); a later node that runs on others
+        (a resume given other files) records each change as an override.
+        """
+        gateway = self._gateway(runtime, recorded)
+        served = caller_of(runtime) is not None
+        profile = self.serving.profile(self._profile_name(runtime, recorded), caller_of(runtime)).name
+        now: RunSettings = {
+            "models": None if served else _source(gateway.models.source),
+            "budgets": None if served else _source(gateway.budgets.source),
+            "profile": profile,
+        }
+        if not recorded:
+            return {"run_settings": now}
+        changes = [
+            {"node": node, "setting": key, "before": recorded.get(key), "after": value}
+            for key, value in now.items()
+            if recorded.get(key) != value
+        ]
+        return {"run_settings": {**now, "overrides": changes}} if changes else {}
+
     def _tenant(self, runtime: Runtime[Context], recorded: str | None) -> str:
         """Who pays for this run.
 
@@ -235,14 +269,19 @@ class _Nodes:
         return recorded or self._context(runtime).tenant or self.gateway.settings.tenant
 
     def _session(
-        self, node: str, spend: Sequence[ModelCall], runtime: Runtime[Context], tenant: str | None
+        self,
+        node: str,
+        spend: Sequence[ModelCall],
+        runtime: Runtime[Context],
+        tenant: str | None,
+        recorded: RunSettings | None,
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
         tenant = self._tenant(runtime, tenant)
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
-        return self._gateway(runtime).session(
+        return self._gateway(runtime, recorded).session(
             node,
             history=spend,
             thread_id=info.thread_id if info else None,
@@ -251,7 +290,8 @@ class _Nodes:
         )
 
     def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        self._gateway(runtime)  # every run checks its profile first, even one that reuses the plan
+        recorded = state.get("run_settings")
+        settings_update = self._settings_update("planner", runtime, recorded)  # checks the profile first
         task = _task_of(state)
         review = state.get("review") or {}
         plan = state.get("plan")
@@ -266,11 +306,15 @@ class _Nodes:
                 "review_threshold": threshold,
                 "tenant": tenant,
                 "node_runs": [_run("planner", inputs, reused=True)],
+                **settings_update,
             }
-        session = self._session("planner", state.get("spend", []), runtime, tenant)
+        session = self._session("planner", state.get("spend", []), runtime, tenant, recorded)
         general = [c["text"] for c in constraints_for("planner", constraints)]
-        made = agents.plan(session, self._gateway(runtime), task=task, constraints=general, note=note)
+        made = agents.plan(
+            session, self._gateway(runtime, recorded), task=task, constraints=general, note=note
+        )
         return {
+            **settings_update,
             "task": task,
             "plan": {**made.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs},
             "reconciliation": None,
@@ -282,7 +326,8 @@ class _Nodes:
 
     def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
         step = PlanStep.model_validate(state["step"])
-        session = self._session(step.node, state["spend"], runtime, state.get("tenant"))
+        recorded = state.get("run_settings")
+        session = self._session(step.node, state["spend"], runtime, state.get("tenant"), recorded)
         analysis = agents.analyze(
             session,
             step,
@@ -293,6 +338,7 @@ class _Nodes:
         inputs = _specialist_inputs(step.node, state)
         record = {**analysis.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs}
         return {
+            **self._settings_update(step.node, runtime, recorded),
             "analyses": {step.node: record},
             "spend": session.calls,
             "node_runs": [_run(step.node, inputs, calls=session.calls)],
@@ -300,7 +346,8 @@ class _Nodes:
 
     def reconcile(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         analyses = state.get("analyses") or {}
-        session = self._session("reconcile", state.get("spend", []), runtime, state.get("tenant"))
+        recorded = state.get("run_settings")
+        session = self._session("reconcile", state.get("spend", []), runtime, state.get("tenant"), recorded)
         result = agents.reconcile(
             session,
             task=state["task"],
@@ -309,6 +356,7 @@ class _Nodes:
             coo=Analysis.model_validate(_plain(analyses["coo"])),
         )
         return {
+            **self._settings_update("reconcile", runtime, recorded),
             "reconciliation": {**result.model_dump(mode="json"), "authored_by": _author(session)},
             "spend": session.calls,
             "node_runs": [_run("reconcile", "", calls=session.calls)],
@@ -379,6 +427,7 @@ def _dispatch(state: State) -> list[Send]:
         "plan": plan,
         "spend": state.get("spend", []),
         "tenant": state.get("tenant"),
+        "run_settings": state.get("run_settings") or {},
     }
     analyses = state.get("analyses") or {}
     sends = []
@@ -437,6 +486,11 @@ def _author(session: NodeSession) -> str:
     if last["tier"] == "local":
         return LOCAL_AUTHOR
     return f"{last['model']} ({last['tier']} tier)"
+
+
+def _source(source: str) -> str | None:
+    """A loaded file's path as the run records it: absolute, or ``None`` for a packaged file."""
+    return None if source.startswith("<") else str(Path(source).resolve())
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,10 @@ thread and checkpoint, instead of being rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, get_checkpoint_id
 from langgraph.checkpoint.memory import InMemorySaver
 
-from budgetgraph.budgets import ConfigError
+from budgetgraph.budgets import BudgetgraphError, ConfigError
 from budgetgraph.graph.serde import RefusedCheckpointError, strict_serde
 from budgetgraph.settings import STATE_DIR, mask_url
 
@@ -44,6 +45,25 @@ class NoCheckpointsError(LookupError):
         super().__init__(f"No checkpoints at `{path}`: no run has been started there.")
 
 
+class CheckpointStoreError(BudgetgraphError, OSError):
+    """Raised when the disk refuses the SQLite checkpoint file: read-only, full, or no such folder.
+
+    A file the failed open created is removed again.
+
+    Attributes:
+        path: The file or folder at fault.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"Cannot write the checkpoints at `{path}`: {reason}.")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return mask_url(text[0]) if text else type(exc).__name__
+
+
 @contextmanager
 def open_checkpointer(url: str | None = None, *, create: bool = True) -> Iterator[BaseCheckpointSaver]:
     """Open the checkpointer named by ``url`` for the duration of the block.
@@ -62,23 +82,48 @@ def open_checkpointer(url: str | None = None, *, create: bool = True) -> Iterato
             runs already made), a missing file raises instead of being created.
 
     Raises:
-        ConfigError: The URL's scheme is not one of these.
+        ConfigError: The URL's scheme is not one of these, the SQLite path is a
+            folder, or PostgreSQL cannot be reached or has no such database
+            (the message masks the password).
         NoCheckpointsError: ``create`` is False and the SQLite file does not exist.
+        CheckpointStoreError: The disk refuses the SQLite file (read-only, full, not a folder).
     """
     if url is None or url.startswith("sqlite:///"):
+        import sqlite3
+
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         path = default_checkpoint_path() if url is None else _sqlite_path(url)
+        if path.is_dir():
+            raise ConfigError(path=None, problems=[f"checkpointer `{url}`: `{path}` is a folder, not a file"])
         if not create and not path.exists():
             raise NoCheckpointsError(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _strict(SqliteSaver).from_conn_string(str(path)) as saver:
+        existed = path.exists()
+        with ExitStack() as stack:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                saver = stack.enter_context(_strict(SqliteSaver).from_conn_string(str(path)))
+                saver.setup()
+            except (OSError, sqlite3.Error) as exc:
+                stack.close()
+                if not existed:  # nothing half-written is left behind
+                    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+                        with contextlib.suppress(OSError):
+                            path.with_name(name).unlink(missing_ok=True)
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+                raise CheckpointStoreError(path, reason) from None
             yield saver
     elif url.startswith(("postgresql://", "postgres://")):
+        import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        with _strict(PostgresSaver, _NamedRows).from_conn_string(url) as saver:
-            saver.setup()
+        with ExitStack() as stack:
+            try:
+                saver = stack.enter_context(_strict(PostgresSaver, _NamedRows).from_conn_string(url))
+                saver.setup()
+            except psycopg.Error as exc:
+                problem = f"checkpointer `{mask_url(url)}`: cannot use the database: {_first_line(exc)}"
+                raise ConfigError(path=None, problems=[problem]) from None
             yield saver
     elif url == "memory:":
         yield _strict(InMemorySaver)()

@@ -13,10 +13,12 @@ import sys
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import ValidationError
@@ -27,7 +29,7 @@ from budgetgraph.budgets.ledger import open_ledger
 from budgetgraph.budgets.plugins.limits import MAX_RAISE
 from budgetgraph.budgets.report import build_report
 from budgetgraph.graph.builder import EmptyTaskError, build_graph, load_config
-from budgetgraph.graph.checkpoint import NoCheckpointsError, open_checkpointer
+from budgetgraph.graph.checkpoint import CheckpointStoreError, NoCheckpointsError, open_checkpointer
 from budgetgraph.graph.cli_cache import cache_app
 from budgetgraph.graph.cli_common import (
     EXIT_DONE,
@@ -42,8 +44,8 @@ from budgetgraph.graph.cli_common import (
     TenantOpt,
     ThresholdOpt,
     config_message,
-    err,
     fail,
+    print_error,
     settings_for,
 )
 from budgetgraph.graph.cli_plan import plan_command
@@ -226,6 +228,7 @@ def _drive(
     as_json: bool,
     *,
     new_run: bool = False,
+    settings_from: str | None = None,
     extend: Any = None,
 ) -> None:
     """Check the configuration, open the stores, build the graph, run ``start``'s input, report.
@@ -233,6 +236,10 @@ def _drive(
     The YAML files are read and checked before any store is opened, so a
     refused command writes nothing; a command on an existing run
     (``new_run=False``) does not create a missing SQLite checkpoint file.
+    A run goes on with the ``models.yaml`` and ``budgets.yaml`` it started with
+    (its thread's, or ``settings_from``'s for a fork), unless the command gives
+    others (option or variable); the nodes that then run record the override in
+    the run's ``run_settings``.
     ``start(graph, config)`` checks the request and returns the input (``None``
     continues from the last checkpoint); ``extend(report, state)`` may add to
     the report. The run is traced (a run span over the graph's node spans,
@@ -244,8 +251,13 @@ def _drive(
     try:
         with ExitStack() as stack:
             try:
-                models, budgets = load_config(settings)
-                saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=new_run))
+                if new_run:  # every file is checked before a store is opened or created
+                    models, budgets = load_config(settings)
+                    saver = stack.enter_context(open_checkpointer(settings.checkpointer))
+                else:  # an existing run's file is opened, never created, to read its settings
+                    saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=False))
+                    settings = _kept_settings(settings, saver, settings_from or thread_id)
+                    models, budgets = load_config(settings)
                 ledger = open_ledger(settings.ledger_url)
                 stack.callback(ledger.close)
                 graph = build_graph(
@@ -258,7 +270,7 @@ def _drive(
                 fail(f"No run has thread `{thread_id}`. {exc}", as_json)
             except _BadInput as exc:
                 fail(str(exc), as_json)
-            except RefusedCheckpointError as exc:
+            except (RefusedCheckpointError, CheckpointStoreError) as exc:
                 fail(str(exc), as_json, EXIT_FAILED)
             configure_telemetry()
             error: BaseException | None = None
@@ -371,6 +383,8 @@ def history(
             fail(config_message(exc), as_json)
         except NoCheckpointsError as exc:
             fail(f"No run has thread `{thread}`. {exc}", as_json)
+        except CheckpointStoreError as exc:
+            fail(str(exc), as_json, EXIT_FAILED)
         try:
             rows = checkpoint_history(graph, thread)
         except RefusedCheckpointError as exc:
@@ -420,7 +434,8 @@ def fork(
         cache=cache,
         tenant=tenant,
     )
-    _drive(start, target, _context(settings, review_threshold, as_json), settings, as_json)
+    context = _context(settings, review_threshold, as_json)
+    _drive(start, target, context, settings, as_json, settings_from=thread)
 
 
 @app.command()
@@ -451,6 +466,18 @@ def report(
         render_cost_report(out, summary)
 
 
+def _kept_settings(settings: Settings, saver: BaseCheckpointSaver, thread_id: str) -> Settings:
+    """``settings`` with the files the run of ``thread_id`` started with, where none is given."""
+    found = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    recorded = (found.checkpoint["channel_values"].get("run_settings") or {}) if found else {}
+    kept = {
+        key: Path(recorded[key])
+        for key in ("models", "budgets")
+        if getattr(settings, key) is None and recorded.get(key)
+    }
+    return settings.model_copy(update=kept) if kept else settings
+
+
 def _context(settings: Settings, review_threshold: int, as_json: bool) -> Context:
     try:
         return Context(tenant=settings.tenant, review_threshold=review_threshold)
@@ -479,5 +506,5 @@ def main() -> None:
     try:
         app()
     except BudgetgraphError as exc:  # anything not reported as a run
-        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        print_error(exc)
         sys.exit(EXIT_FAILED)

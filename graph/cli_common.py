@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from budgetgraph.budgets.errors import ConfigError
 from budgetgraph.settings import Settings, env_name, load_settings
@@ -93,8 +94,16 @@ def fail(message: str, as_json: bool, code: int = EXIT_BAD_INPUT) -> NoReturn:
     if as_json:
         kind = "BadInput" if code == EXIT_BAD_INPUT else "Failed"
         sys.stdout.write(json.dumps({"status": "error", "error": {"type": kind, "message": message}}) + "\n")
-    err.print(f"[bold red]Error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: object) -> None:
+    """Print ``Error: message`` on stderr as one line: no markup read from it, control characters escaped."""
+    from budgetgraph.graph.console import printable
+
+    line = Text.assemble(("Error:", "bold red"), " ", printable(str(message)))
+    err.print(line, highlight=False, soft_wrap=True)
 
 
 def settings_for(as_json: bool, **given: Any) -> Settings:
@@ -133,5 +142,6 @@ __all__ = [
     "config_message",
     "err",
     "fail",
+    "print_error",
     "settings_for",
 ]

@@ -36,7 +36,7 @@ from budgetgraph.graph.cli_common import (
     fail,
     settings_for,
 )
-from budgetgraph.graph.console import plan_table
+from budgetgraph.graph.console import plan_table, printable
 
 
 def plan_command(
@@ -81,6 +81,7 @@ def plan_command(
 
 def render_plan(plan: dict[str, Any]) -> Panel:
     """The plan as a panel: steps with their estimates and reasons, the total, feasibility and caps."""
+    plan = printable(plan)
     why: list[str] = []
     for s in plan["steps"]:
         line = f"{s['node']}: {s['estimate_source']}"

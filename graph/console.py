@@ -1,17 +1,42 @@
-"""Rich rendering of a run report for the terminal."""
+"""Rich rendering of a run report for the terminal.
+
+Every string shown comes from a run (a task, a constraint, a model's answer,
+a thread id) and may hold terminal escape sequences: :func:`printable`
+escapes control characters before anything reaches the console.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Column, Table
 from rich.text import Text
 
+T = TypeVar("T")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: T) -> T:
+    r"""``value`` with every control character (but newline and tab) in strings shown as ``\xNN``.
+
+    Works through dicts, lists and tuples, so a whole report is made safe at once.
+    """
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return type(value)(printable(v) for v in value)  # type: ignore[return-value]
+    return value
+
 
 def render_report(console: Console, report: dict[str, Any]) -> None:
     """Print the plan, the analyses, the reconciliation, the review and the spend table."""
+    report = printable(report)
     if report.get("plan"):
         console.print(_plan(report["plan"]))
     for name, analysis in (report.get("analyses") or {}).items():
@@ -20,7 +45,7 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
         console.print(_reconciliation(report["reconciliation"]))
     console.print(_spend(report["spend"]))
     for line in _decisions(report["spend"]):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     if "rerun" in report:
         console.print(
             Text(
@@ -184,6 +209,7 @@ def _status(report: dict[str, Any]) -> Text:
 
 def render_cost_report(console: Console, report: dict[str, Any]) -> None:
     """Print ``budgetgraph report``: totals, groups, runs, cache, premium comparison, advice."""
+    report = printable(report)
     total = report["total"]
     scope = f" since {report['since']}" if report.get("since") else ""
     scope += f" for tenant {report['tenant']}" if report.get("tenant") else ""
@@ -232,6 +258,7 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
 
 def render_history(console: Console, thread: str, rows: list[dict[str, Any]]) -> None:
     """Print a thread's checkpoints, newest first."""
+    thread, rows = printable(thread), printable(rows)
     table = Table(
         Column("checkpoint", no_wrap=True, min_width=36),  # copied whole into `fork --checkpoint`
         "step",

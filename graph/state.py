@@ -85,6 +85,37 @@ def merge_dicts(current: dict[str, Any] | None, update: dict[str, Any] | None) -
     return {**(current or {}), **(update or {})}
 
 
+class RunSettings(TypedDict, total=False):
+    """The configuration a run started with, kept so that ``resume``, ``edit`` and ``fork`` use it.
+
+    Attributes:
+        models: The ``models.yaml`` (absolute path), or ``None`` for the packaged one.
+        budgets: The ``budgets.yaml`` likewise.
+        profile: The serving profile of a served run, by name.
+        overrides: Each later change, as ``{"node", "setting", "before", "after"}``:
+            a resume given other files (or another profile) records it here.
+    """
+
+    models: str | None
+    budgets: str | None
+    profile: str | None
+    overrides: list[dict[str, Any]]
+
+
+def merge_run_settings(current: RunSettings | None, update: RunSettings | None) -> RunSettings:
+    """Reducer of ``run_settings``: the newest files, and every override, once each.
+
+    Parallel nodes (cto and coo) may both report the same override.
+    """
+    merged: RunSettings = {**(current or {}), **(update or {})}  # type: ignore[typeddict-item]
+    overrides = list((current or {}).get("overrides") or [])
+    for entry in (update or {}).get("overrides") or []:
+        if entry not in overrides:
+            overrides.append(entry)
+    merged["overrides"] = overrides
+    return merged
+
+
 class ConstraintInput(TypedDict):
     """A constraint as a caller gives it: its text, and its area if the caller knows it."""
 
@@ -126,6 +157,8 @@ class State(TypedDict, total=False):
         tenant: Who pays for the run: the tenant of the invocation that first ran
             the planner. A resume or an edit keeps it whatever its context says,
             so a run's spend never moves to another tenant's budgets.
+        run_settings: The files (or serving profile) the run started with, and
+            every override since (:class:`RunSettings`).
         spend: One :class:`~budgetgraph.budgets.ModelCall` per model call or local step.
         node_runs: One :class:`NodeRun` per node execution, reused ones included.
     """
@@ -140,6 +173,7 @@ class State(TypedDict, total=False):
     replans: int
     review_threshold: int
     tenant: str
+    run_settings: Annotated[RunSettings, merge_run_settings]
     spend: Annotated[list[ModelCall], operator.add]
     node_runs: Annotated[list[NodeRun], operator.add]
 
@@ -154,3 +188,4 @@ class SpecialistInput(TypedDict):
     spend: list[ModelCall]
     tenant: NotRequired[str | None]
     replans: NotRequired[int]
+    run_settings: NotRequired[RunSettings]

@@ -251,3 +251,48 @@ def test_a_budget_pause_is_asked_again_when_a_served_caller_answers_with_a_bad_r
 
     state = graph.invoke(Command(resume={"action": "approve", "raise_by": 0.05}), config)
     assert "__interrupt__" not in state and state["reconciliation"] is not None
+
+
+def test_a_resumed_run_keeps_the_budgets_it_started_with_and_the_approval_takes_effect(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path
+):
+    budgets = tmp_path / "approve.yaml"
+    budgets.write_text("nodes:\n  reconcile: {max_cost_usd: 0.0001, on_exceed: approve}\n")
+    code, paused = cli_json(
+        "run", TASK, "--thread", "k", "--models", str(models_file), "--budgets", str(budgets)
+    )
+    assert code == 3 and paused["interrupt"]["kind"] == "budget"
+
+    code, report = cli_json("resume", "k", "--approve", "--raise-cap", "0.05")  # no --models, no --budgets
+
+    assert code == 0 and report["status"] == "done"
+    reconcile = [row for row in report["spend"]["nodes"] if row["node"] == "reconcile"]
+    assert reconcile and reconcile[-1]["tier"] == "standard"  # the file's models, not the local tier
+    assert any(d["action"] == "approve" for row in reconcile for d in row["decisions"])
+    assert len(openai_server.chat_requests("reconcile")) == 1
+
+
+def test_a_resume_given_other_budgets_records_the_override(
+    openai_server: FakeOpenAIServer, models_file: Path, tmp_path: Path
+):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text("nodes:\n  reconcile: {max_cost_usd: 0.0001, on_exceed: approve}\n")
+    second.write_text("budgets: {}\n")
+    args = ("--models", str(models_file))
+    assert cli_json("run", TASK, "--thread", "o", *args, "--budgets", str(first))[0] == 3
+
+    code, report = cli_json("resume", "o", "--approve", *args, "--budgets", str(second))
+
+    assert code == 0
+    with SqliteSaver.from_conn_string(".budgetgraph/checkpoints.sqlite") as saver:
+        found = saver.get_tuple({"configurable": {"thread_id": "o", "checkpoint_ns": ""}})
+    recorded = found.checkpoint["channel_values"]["run_settings"]
+    assert recorded["budgets"] == str(second.resolve())
+    assert {
+        "node": "reconcile",
+        "setting": "budgets",
+        "before": str(first.resolve()),
+        "after": str(second.resolve()),
+    } in recorded["overrides"]

@@ -138,6 +138,13 @@ def test_a_broken_budgets_variable_gets_the_options_one_line_error_and_writes_no
         ("plan", ""),
         ("trace", "no-such-thread"),
         ("cache", "stats", "--store", "s3://x"),
+        ("run", "x", "--checkpointer", "sqlite:////tmp"),
+        ("run", "x", "--checkpointer", "postgresql://postgres:SECRET@127.0.0.1:1/test"),
+        ("run", "x", "--checkpointer", "postgresql://postgres@127.0.0.1:5432/budgetgraph_no_such_db"),
+        ("run", "x", "--ledger", "redis://:SECRET@127.0.0.1:notaport/0"),
+        ("run", "x", "--tenant", "a\x1b[2Jb"),
+        ("resume", "t", "--approve", "--raise-cap", "nan"),
+        ("plan", "x", "--budgets", "/dev/zero"),
     ],
 )
 def test_a_refused_command_exits_2_and_writes_nothing(tmp_path: Path, args: tuple[str, ...]):
@@ -149,9 +156,21 @@ def test_a_refused_command_exits_2_and_writes_nothing(tmp_path: Path, args: tupl
 
 
 def test_the_distribution_installs_one_top_level_name(tmp_path: Path):
+    import shutil
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
+    for name in ("budgetgraph/__init__.py", "budgetgraph/settings.py", "budgetgraph/py.typed"):
+        shutil.copy2(REPO_ROOT / name, source / name)  # new files may not be tracked yet
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), "."],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(source)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
@@ -213,3 +232,44 @@ def test_another_distributions_top_level_agents_package_lives_beside_it(tmp_path
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["openai-agents stand-in", "budgetgraph.agents True"]
+
+
+HOSTILE_BUDGETS = {
+    "non_utf8.yaml": b"budgets:\n  cto: {max_tokens: \xff\xfe}\n",
+    "utf16.yaml": "budgets: {}\n".encode("utf-16"),
+    "binary.yaml": bytes(range(256)),
+    "tenants_list.yaml": b"tenants: [a, b]\n",
+    "nested.yaml": b"[" * 5000,
+    "duplicate.yaml": b"budgets:\n  cto_agent: {max_cost_usd: 0.01}\n  cto_agent: {max_cost_usd: 500}\n",
+    "bool_cap.yaml": b"budgets:\n  cto: {max_tokens: yes}\n",
+    "task_int.yaml": b"task: 5\n",
+    "laughs.yaml": b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BUDGETS))
+def test_a_hostile_budgets_file_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, name: str):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / name).write_bytes(HOSTILE_BUDGETS[name])
+    work = tmp_path / "work"
+    work.mkdir()
+
+    done = run_cli("run", "Should we hire?", "--budgets", str(config / name), cwd=work)
+
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith(f"Error: {config / name}") and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert list(work.iterdir()) == []
+
+
+def test_a_disk_that_refuses_the_checkpoint_file_is_exit_1_with_one_line(tmp_path: Path):
+    (tmp_path / "a-file").write_text("")
+
+    done = run_cli("run", "Should we hire?", "--checkpointer", "sqlite:///a-file/runs.sqlite", cwd=tmp_path)
+
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("Error: Cannot write the checkpoints at `a-file/runs.sqlite`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
