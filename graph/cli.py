@@ -22,7 +22,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import ValidationError
-from rich.console import Console
 
 from budgetgraph.budgets import BudgetgraphError, ConfigError, load_models
 from budgetgraph.budgets.ledger import open_ledger
@@ -47,6 +46,7 @@ from budgetgraph.graph.cli_common import (
     fail,
     print_error,
     settings_for,
+    stdout_console,
 )
 from budgetgraph.graph.cli_plan import plan_command
 from budgetgraph.graph.cli_trace import trace_command
@@ -83,7 +83,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
 
 
 @app.callback()
@@ -394,7 +393,7 @@ def history(
     if as_json:
         sys.stdout.write(json.dumps({"thread_id": thread, "checkpoints": rows}, indent=2) + "\n")
     else:
-        render_history(out, thread, rows)
+        render_history(stdout_console(), thread, rows)
 
 
 @app.command()
@@ -463,7 +462,7 @@ def report(
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
-        render_cost_report(out, summary)
+        render_cost_report(stdout_console(), summary)
 
 
 def _kept_settings(settings: Settings, saver: BaseCheckpointSaver, thread_id: str) -> Settings:
@@ -490,7 +489,7 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        render_report(out, report)
+        render_report(stdout_console(), report)
 
 
 app.command(name="plan")(plan_command)

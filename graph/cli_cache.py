@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the plugin, so budgets.yaml may have `cache:`)
@@ -38,6 +37,7 @@ from budgetgraph.graph.cli_common import (
     err,
     fail,
     settings_for,
+    stdout_console,
 )
 
 cache_app = typer.Typer(
@@ -47,7 +47,6 @@ cache_app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
 
 PairsOpt = Annotated[
     Path,
@@ -113,7 +112,7 @@ def eval_pairs(
     if as_json:
         sys.stdout.write(json.dumps(result.summary()) + "\n")
     else:
-        out.print(_eval_table(result, pairs, verifier))
+        stdout_console().print(_eval_table(result, pairs, verifier))
 
 
 @cache_app.command()
@@ -184,7 +183,7 @@ def calibrate(
         document = {"path": str(out_path), "cutoff": fitted.cutoff, "source": fitted.source, "holdout": held}
         sys.stdout.write(json.dumps(document) + "\n")
     else:
-        out.print(_calibrate_table(fitted, out_path))
+        stdout_console().print(_calibrate_table(fitted, out_path))
 
 
 @cache_app.command()
@@ -214,7 +213,7 @@ def stats(budgets: BudgetsOpt = None, store: CacheStoreOpt = None, as_json: Json
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
-    out.print(_stats_table(rows, total, entries, url))
+    stdout_console().print(_stats_table(rows, total, entries, url))
 
 
 @cache_app.command()
@@ -252,7 +251,7 @@ def clear(
         sys.stdout.write(json.dumps({"removed": removed, "namespaces": chosen}) + "\n")
     else:
         scope = "every namespace" if chosen is None else f"{len(chosen)} namespace(s)"
-        out.print(f"Removed {removed} entr{'y' if removed == 1 else 'ies'} from {scope}.")
+        stdout_console().print(f"Removed {removed} entr{'y' if removed == 1 else 'ies'} from {scope}.")
 
 
 def _open(settings: CacheSettings) -> EntryStore:

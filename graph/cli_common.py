@@ -27,6 +27,24 @@ EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
 
 err = Console(stderr=True)
 
+PIPED_WIDTH = 200
+"""Columns of output that goes to a pipe or a file (a terminal's own width is used otherwise)."""
+
+
+def stdout_console() -> Console:
+    """The console commands print to: a terminal's width, or, piped, ``COLUMNS`` else :data:`PIPED_WIDTH`.
+
+    Rich falls back to 80 columns when stdout is not a terminal, which cuts
+    figures in wide tables (``0.0000…``) in CI logs; piped output is wider.
+    """
+    import os
+    import sys
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPED_WIDTH)
+
+
 ModelsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -144,4 +162,5 @@ __all__ = [
     "fail",
     "print_error",
     "settings_for",
+    "stdout_console",
 ]

@@ -17,7 +17,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -35,6 +35,7 @@ from budgetgraph.graph.cli_common import (
     config_message,
     fail,
     settings_for,
+    stdout_console,
 )
 from budgetgraph.graph.console import plan_table, printable
 
@@ -76,7 +77,7 @@ def plan_command(
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        Console().print(render_plan(document))
+        stdout_console().print(render_plan(document))
 
 
 def render_plan(plan: dict[str, Any]) -> Panel:

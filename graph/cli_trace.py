@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from budgetgraph.graph.cli_common import JsonOpt, fail, settings_for
+from budgetgraph.graph.cli_common import JsonOpt, fail, settings_for, stdout_console
 from budgetgraph.settings import env_name
 from budgetgraph.tracing.store import SpanStore
 from budgetgraph.tracing.view import SpanRow, TraceView, build_view, usd
@@ -59,7 +59,7 @@ def trace_command(
     if as_json:
         sys.stdout.write(json.dumps(view.to_json(), indent=2) + "\n")
     else:
-        render_trace(Console(), view)
+        render_trace(stdout_console(), view)
 
 
 def render_trace(console: Console, view: TraceView) -> None:

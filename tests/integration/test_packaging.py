@@ -273,3 +273,11 @@ def test_a_disk_that_refuses_the_checkpoint_file_is_exit_1_with_one_line(tmp_pat
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("Error: Cannot write the checkpoints at `a-file/runs.sqlite`")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_piped_output_never_cuts_a_figure(tmp_path: Path):
+    done = run_cli("run", "Should we hire two engineers this quarter?", "--thread", "p", cwd=tmp_path, COLUMNS="")
+
+    assert done.returncode in (0, 3), done.stderr
+    assert "…" not in done.stdout
+    assert "local-rules" in done.stdout and "0.000000" in done.stdout
