@@ -59,7 +59,7 @@ class OrdinalModel:
 
     def linear(self, x: Mapping[str, float]) -> float:
         """The linear predictor ``w.x``."""
-        return sum(self.weights[name] * x[name] for name in FEATURES)
+        return sum(weight * x[name] for name, weight in self.weights.items())
 
     def score(self, x: Mapping[str, float]) -> float:
         """The complexity score: the expected grade on a 0-1 scale."""
@@ -79,7 +79,11 @@ def _sigmoid(z: float) -> float:
 
 
 def fit(
-    rows: Sequence[tuple[Mapping[str, float], int]], *, l2: float = L2, iterations: int = 50
+    rows: Sequence[tuple[Mapping[str, float], int]],
+    *,
+    l2: float = L2,
+    iterations: int = 50,
+    names: Sequence[str] = FEATURES,
 ) -> OrdinalModel:
     """Fit the ordinal model by penalised Newton's method.
 
@@ -87,6 +91,7 @@ def fit(
         rows: (features, grade) pairs, grade 0, 1 or 2; every grade must occur.
         l2: Penalty on the squared weights.
         iterations: Newton steps at most (it usually converges in under 15).
+        names: The features to fit, in order (default: the request scorer's).
 
     Returns:
         The fitted model.
@@ -96,8 +101,8 @@ def fit(
     """
     if {g for _, g in rows} != {0, 1, 2}:
         raise ValueError("every grade (0, 1, 2) needs at least one example")
-    d = len(FEATURES)
-    xs = [[x[name] for name in FEATURES] for x, _ in rows]
+    d = len(names)
+    xs = [[x[name] for name in names] for x, _ in rows]
     ys = [g for _, g in rows]
     u = [0.0] * d + [-1.0, 1.0]
 
@@ -129,7 +134,7 @@ def fit(
         u, current = candidate, value
         if improvement < 1e-9:
             break
-    return OrdinalModel(weights=dict(zip(FEATURES, u[:d], strict=True)), cuts=(u[d], u[d + 1]))
+    return OrdinalModel(weights=dict(zip(names, u[:d], strict=True)), cuts=(u[d], u[d + 1]))
 
 
 def _probability(u: Sequence[float], x: Sequence[float], y: int, d: int) -> float:

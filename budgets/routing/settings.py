@@ -162,9 +162,68 @@ class Planning(_Strict):
     """How many records' worth the prior counts when blended with history."""
 
 
+class DecisionTiers(_Strict):
+    """The tier one node runs at for each band of the decision's score (0-1).
+
+    Below ``local_below``: local; below ``standard_at``: economy; below
+    ``premium_at``: standard; from ``premium_at``: premium. The node's
+    ``min_tier`` / ``max_tier`` and every cap bound the result.
+    """
+
+    standard_at: Number = Field(default=0.35, ge=0, le=1)
+    """Score from which the node runs on the standard tier (economy below)."""
+    premium_at: Number | None = Field(default=None, ge=0, le=1)
+    """Score from which the node runs on the premium tier; ``None``: never."""
+    local_below: Number | None = Field(default=None, ge=0, le=1)
+    """Score below which the node runs locally (no model); ``None``: never."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionTiers:
+        if self.local_below is not None and self.local_below > self.standard_at:
+            raise ValueError("`local_below` is above `standard_at`")
+        if self.premium_at is not None and self.premium_at < self.standard_at:
+            raise ValueError("`premium_at` is below `standard_at`")
+        return self
+
+    def tier(self, score: float) -> ModelTier | Literal["local"]:
+        """The tier of a decision scoring ``score``."""
+        if self.local_below is not None and score < self.local_below:
+            return "local"
+        if score < self.standard_at:
+            return "economy"
+        if self.premium_at is None or score < self.premium_at:
+            return "standard"
+        return "premium"
+
+
+class DecisionRouting(_Strict):
+    """Routing by the decision (``router.decision``): the planner plans every node's tier.
+
+    The planner scores the decision itself - its task, constraints and re-plan
+    note (:mod:`~budgetgraph.budgets.routing.decision`) - and plans a tier per
+    node from that score, up or down from ``default_tier``; each node then
+    runs at its planned tier unless a cap, a cooldown or a fallback changes it.
+    When on, the per-request complexity routing does not apply to the graph's
+    planned calls.
+    """
+
+    enabled: StrictBool = False
+    """Plan each node's tier from the decision's score. Off: every node asks for ``default_tier``."""
+    default: DecisionTiers = DecisionTiers()
+    """The bands of a node with no entry in ``nodes``."""
+    nodes: dict[str, DecisionTiers] = {}
+    """The bands per node (the graph's node names)."""
+
+    def of(self, node: str) -> DecisionTiers:
+        """The bands of ``node``."""
+        return self.nodes.get(node, self.default)
+
+
 class RouterSettings(_Strict):
     """The ``router:`` section of ``budgets.yaml``."""
 
+    decision: DecisionRouting = DecisionRouting()
+    """Routing by the decision: the planner's tier per node."""
     complexity: ComplexityRouting = ComplexityRouting()
     """Routing by the request's complexity."""
     budget: BudgetRouting = BudgetRouting()
@@ -188,6 +247,8 @@ __all__ = [
     "ROUTER_SECTION",
     "BudgetRouting",
     "ComplexityRouting",
+    "DecisionRouting",
+    "DecisionTiers",
     "Fallback",
     "FallbackTrigger",
     "ModelTier",
