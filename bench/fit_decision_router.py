@@ -110,15 +110,9 @@ def main() -> None:
 
     if args.holdout:
         holdout = load("holdout.jsonl")
-        frozen = [decision.score_decision(r["task"], r.get("constraints") or []).score for r in holdout]
-        from budgetgraph.budgets.routing.settings import DecisionRouting
-
-        defaults = DecisionRouting()
-        result = agreement(holdout, frozen, defaults.standard_at, defaults.premium_at)
-        print(
-            f"holdout: {len(holdout)} decisions, frozen scorer:", {k: round(v, 3) for k, v in result.items()}
-        )
-
+        scored = [decision.score_decision(r["task"], r.get("constraints") or []).score for r in holdout]
+        result = agreement(holdout, scored, bands)
+        print(f"holdout ({len(holdout)}), frozen scorer:", {k: round(v, 3) for k, v in result.items()})
 
 if __name__ == "__main__":
     main()

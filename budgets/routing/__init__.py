@@ -15,7 +15,8 @@ from __future__ import annotations
 from budgetgraph.budgets.routing.budget import Room, rooms, tightest_usd
 from budgetgraph.budgets.routing.complexity import Complexity, score
 from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
-from budgetgraph.budgets.routing.policy import Route, fallback_order, lower, no_endpoint, route
+from budgetgraph.budgets.routing.decision import DecisionScore, score_decision
+from budgetgraph.budgets.routing.policy import Route, fallback_order, lower, no_endpoint, plan_tier, route
 from budgetgraph.budgets.routing.settings import ROUTER_SECTION, RouterSettings
 
 __all__ = [
@@ -23,14 +24,17 @@ __all__ = [
     "ROUTER_SECTION",
     "Complexity",
     "Cooldowns",
+    "DecisionScore",
     "Room",
     "Route",
     "RouterSettings",
     "fallback_order",
     "lower",
     "no_endpoint",
+    "plan_tier",
     "rooms",
     "route",
     "score",
+    "score_decision",
     "tightest_usd",
 ]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from budgetgraph.budgets.config import MODEL_TIERS, TIERS, ModelsConfig, Tier
 from budgetgraph.budgets.routing.budget import Room
 from budgetgraph.budgets.routing.complexity import Complexity, score
+from budgetgraph.budgets.routing.decision import DecisionScore
 from budgetgraph.budgets.routing.settings import RouterSettings
 
 
@@ -143,6 +144,40 @@ def route(
     return Route(tier, upper if tier != "local" else "local", tuple(decisions), complexity)
 
 
+def plan_tier(node: str, decision: DecisionScore, settings: RouterSettings) -> tuple[Tier, str]:
+    """The tier the plan gives ``node`` for a decision, and why (``router.decision``).
+
+    The node's band of the decision's score (:class:`~budgetgraph.budgets.routing.settings.DecisionTiers`),
+    raised to its ``min_tier`` and lowered to its ``max_tier``. Caps, cooldowns
+    and fallbacks are applied later, on the call, by :func:`route` and the plugins.
+
+    Returns:
+        The tier, and the reason to record when it differs from ``default_tier``.
+    """
+    bands = settings.decision.of(node)
+    tier: Tier = bands.tier(decision.score)
+    why = f"decision score {decision.score:.2f}"
+    drivers = decision.drivers()
+    if drivers:
+        why += f" ({', '.join(drivers)})"
+    if tier == "local":
+        why += f" < local_below {bands.local_below}"
+    elif tier == "economy":
+        why += f" < standard_at {bands.standard_at}"
+    elif tier == "standard":
+        why += f" >= standard_at {bands.standard_at}"
+    else:
+        why += f" >= premium_at {bands.premium_at}"
+    limits = settings.node(node)
+    if limits.min_tier is not None and TIERS.index(tier) < TIERS.index(limits.min_tier):
+        tier = limits.min_tier
+        why += f", raised to `{node}`'s min_tier {tier}"
+    if limits.max_tier is not None and TIERS.index(tier) > TIERS.index(limits.max_tier):
+        tier = limits.max_tier
+        why += f", lowered to `{node}`'s max_tier {tier}"
+    return tier, f"{why}: {tier}"
+
+
 def no_endpoint(models: ModelsConfig, tier: Tier) -> str | None:
     """Why ``tier``'s model cannot be called (neither a base URL nor an API key is set), or ``None``."""
     endpoint = models.endpoints[tier]
@@ -168,4 +203,4 @@ def fallback_order(tier: Tier, upper: Tier) -> list[Tier]:
     return below + above
 
 
-__all__ = ["Route", "cap_tier", "fallback_order", "lower", "no_endpoint", "route"]
+__all__ = ["Route", "cap_tier", "fallback_order", "lower", "no_endpoint", "plan_tier", "route"]
