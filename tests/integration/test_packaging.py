@@ -276,7 +276,9 @@ def test_a_disk_that_refuses_the_checkpoint_file_is_exit_1_with_one_line(tmp_pat
 
 
 def test_piped_output_never_cuts_a_figure(tmp_path: Path):
-    done = run_cli("run", "Should we hire two engineers this quarter?", "--thread", "p", cwd=tmp_path, COLUMNS="")
+    done = run_cli(
+        "run", "Should we hire two engineers this quarter?", "--thread", "p", cwd=tmp_path, COLUMNS=""
+    )
 
     assert done.returncode in (0, 3), done.stderr
     assert "…" not in done.stdout
