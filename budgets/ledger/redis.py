@@ -35,6 +35,7 @@ import redis
 
 from budgetgraph.budgets.ledger.base import (
     RESERVATION_TTL_S,
+    Attempt,
     Cap,
     Charge,
     Ledger,
@@ -322,6 +323,44 @@ class RedisLedger(Ledger):
     def journal_put(self, key: str, entry: dict[str, Any]) -> None:
         """See :meth:`Ledger.journal_put`; entries expire after :data:`JOURNAL_TTL_S`."""
         self._redis.set(self._key("journal:" + key), json.dumps(entry), ex=JOURNAL_TTL_S)
+
+    # -- attempts (``attempts``: hash key -> JSON; ``unsettled``: list of JSON) ----------
+
+    def begin_attempt(self, attempt: Attempt) -> None:
+        """See :meth:`Ledger.begin_attempt`."""
+        self._redis.hset(self._key("attempts"), attempt.key, json.dumps(attempt.to_json()))
+
+    def end_attempt(self, key: str) -> bool:
+        """See :meth:`Ledger.end_attempt`."""
+        return bool(self._redis.hdel(self._key("attempts"), key))
+
+    def open_attempts(self, prefix: str = "") -> list[Attempt]:
+        """See :meth:`Ledger.open_attempts` (ordered by the reservation's record time)."""
+        found = [
+            Attempt.from_json(json.loads(raw))
+            for field, raw in self._redis.hgetall(self._key("attempts")).items()
+            if _text(field).startswith(prefix)
+        ]
+        return sorted(found, key=lambda a: (a.record["ts"], a.key))
+
+    def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
+        """See :meth:`Ledger.keep_unsettled`; one MULTI transaction."""
+        pipe = self._redis.pipeline(transaction=True)
+        for scope in dict.fromkeys(scopes):
+            pipe.hincrby(self._scope(scope), "tokens", charge.tokens)
+            pipe.hincrby(self._scope(scope), "micro_usd", charge.micro_usd)
+        pipe.rpush(self._key("unsettled"), json.dumps(record))
+        pipe.execute()
+
+    def unsettled(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
+        """See :meth:`Ledger.unsettled`."""
+        cutoff = since.astimezone(UTC).isoformat() if since is not None else None
+        out: list[LedgerRecord] = []
+        for raw in self._redis.lrange(self._key("unsettled"), 0, -1):
+            record: LedgerRecord = json.loads(raw)
+            if (cutoff is None or record["ts"] >= cutoff) and (tenant is None or record["tenant"] == tenant):
+                out.append(record)
+        return out
 
     def close(self) -> None:
         """Close the connection pool."""

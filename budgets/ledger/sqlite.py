@@ -29,6 +29,7 @@ from typing import Any
 
 from budgetgraph.budgets.ledger.base import (
     RESERVATION_TTL_S,
+    Attempt,
     Cap,
     Charge,
     Ledger,
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
 CREATE TABLE IF NOT EXISTS journal (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, ts TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unsettled (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alerts (
     scope TEXT NOT NULL, "limit" TEXT NOT NULL, threshold REAL NOT NULL, ts TEXT NOT NULL,
     PRIMARY KEY (scope, "limit", threshold)
@@ -218,6 +223,55 @@ class SqliteLedger(Ledger):
         """See :meth:`Ledger.journal_put`."""
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO journal VALUES (?, ?)", (key, json.dumps(entry)))
+
+    def begin_attempt(self, attempt: Attempt) -> None:
+        """See :meth:`Ledger.begin_attempt`."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO attempts VALUES (?, ?, ?)",
+                (attempt.key, _now(), json.dumps(attempt.to_json())),
+            )
+
+    def end_attempt(self, key: str) -> bool:
+        """See :meth:`Ledger.end_attempt`."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM attempts WHERE key = ?", (key,)).rowcount == 1
+
+    def open_attempts(self, prefix: str = "") -> list[Attempt]:
+        """See :meth:`Ledger.open_attempts`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT data FROM attempts WHERE substr(key, 1, ?) = ? ORDER BY ts, key",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [Attempt.from_json(json.loads(row[0])) for row in rows]
+
+    def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
+        """See :meth:`Ledger.keep_unsettled`."""
+        with self._tx() as db:
+            for scope in dict.fromkeys(scopes):
+                _ensure(db, scope)
+                db.execute(
+                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
+                    (charge.tokens, charge.micro_usd, scope),
+                )
+            db.execute(
+                "INSERT INTO unsettled (ts, tenant, data) VALUES (?, ?, ?)",
+                (record["ts"], record["tenant"], json.dumps(record)),
+            )
+
+    def unsettled(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
+        """See :meth:`Ledger.unsettled`."""
+        query, args = "SELECT data FROM unsettled WHERE 1=1", []
+        if since is not None:
+            query += " AND ts >= ?"
+            args.append(since.astimezone(UTC).isoformat())
+        if tenant is not None:
+            query += " AND tenant = ?"
+            args.append(tenant)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
+        return [json.loads(row[0]) for row in rows]
 
     def close(self) -> None:
         """Close the connection."""

@@ -17,11 +17,25 @@ answer (at least 64 tokens) still fits:
   ``{"action": "approve"}`` grants the room the call needs (or
   ``raise_by``, in the cap's unit: USD or tokens), ``reject`` stops.
 
-After the call the reservation is settled at the usage the server reported
-(released if the call failed), and every alert threshold the spend crossed is
-recorded once. Each action is a decision on the call's spend row and a span
-event. The latency cap becomes the request's timeout; the tool-call cap the
-number of tools offered.
+Each request sent under a reservation is an *attempt*, noted in the ledger
+before it goes out (:meth:`~budgetgraph.budgets.ledger.Ledger.begin_attempt`).
+After the call the reservation is settled at the usage the call counted (see
+:mod:`budgetgraph.budgets.chat`: reported, estimated, or the reservation when
+the usage was refused; never below zero), and every alert threshold the spend
+crossed is recorded once. A request that failed is released when it cannot
+have been billed (an error status, a connection never made) and otherwise
+closed as *unsettled*: charged at its reservation, the upper bound, and kept
+among the ledger's unsettled records (:meth:`~budgetgraph.budgets.ledger.Ledger.unsettle`).
+A failure that is not the server's (the process going down with the request
+in flight) leaves the attempt open, as a killed process does; resuming the
+run closes it. Each action is a decision on the call's spend row and a span
+event.
+
+The latency cap counts from when the gateway began the call
+(:attr:`~budgetgraph.budgets.request.CallRequest.started`), so retries and
+fallbacks spend it too (:func:`latency_left_ms`): what is left becomes the
+request's timeout, and nothing is sent once it is spent. The tool-call cap
+becomes the number of tools offered.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from decimal import Decimal
 
 import openai
 
+from budgetgraph.budgets.chat import may_have_been_billed
 from budgetgraph.budgets.config import (
     MODEL_TIERS,
     Actions,
@@ -47,10 +62,11 @@ from budgetgraph.budgets.config import (
     Tier,
 )
 from budgetgraph.budgets.errors import BudgetExceededError
-from budgetgraph.budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation
+from budgetgraph.budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation, scope_part
+from budgetgraph.budgets.ledger.base import Attempt
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, usd
+from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, ledger_record, usd
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +102,16 @@ class Scopes:
 
     @classmethod
     def named(cls, node: str, *, thread_id: str | None, tenant: str, now: datetime) -> Scopes:
-        """The scopes of a call of ``node`` in thread ``thread_id`` for ``tenant`` at ``now``."""
-        run = f"run:{thread_id or 'unthreaded'}"
-        who = f"tenant:{tenant}"
+        """The scopes of a call of ``node`` in thread ``thread_id`` for ``tenant`` at ``now``.
+
+        Each name is escaped (:func:`~budgetgraph.budgets.ledger.scope_part`), so no
+        thread id, tenant or node name can forge another's scope.
+        """
+        run = f"run:{scope_part(thread_id or 'unthreaded')}"
+        who = f"tenant:{scope_part(tenant)}"
         return cls(
             task=run,
-            node=f"{run}:node:{node}",
+            node=f"{run}:node:{scope_part(node)}",
             hour=f"{who}:hour:{now:%Y-%m-%dT%H}",
             day=f"{who}:day:{now:%Y-%m-%d}",
             month=f"{who}:month:{now:%Y-%m}",
@@ -154,28 +174,41 @@ class LimitsPlugin:
             request, reservation, limits = self._reserve(request, scopes, node_budget)
             if reservation is not None:
                 break
-        request = self._narrow_latency_and_tools(request, node_budget)
+        try:
+            request = self._narrow_latency_and_tools(request, node_budget)
+            attempt = self._begin(request, reservation)
+        except BaseException:
+            self._ledger.release(reservation)
+            raise
+        request = request.evolve(attempt_id=attempt.key)
         try:
             result = call_next(request)
-        except openai.APITimeoutError as exc:
-            self._ledger.release(reservation)
-            if node_budget.max_latency_ms is None or request.timeout_s is None:
+        except openai.APIError as exc:
+            self._failed(attempt, exc)
+            left = latency_left_ms(node_budget, request)
+            if not isinstance(exc, openai.APITimeoutError) or request.timeout_s is None or left is None:
                 raise
+            assert node_budget.max_latency_ms is not None
             raise BudgetExceededError(
                 node=request.node,
                 limit="max_latency_ms",
-                spent=request.node_spent.latency_ms,
+                spent=round(node_budget.max_latency_ms - left),
                 cap=node_budget.max_latency_ms,
                 requested=round(request.timeout_s * 1000),
             ) from exc
         except BaseException:
-            self._ledger.release(reservation)
+            logger.warning(
+                "Node `%s`: the call stopped in flight; attempt `%s` stays open until the run resumes",
+                request.node,
+                attempt.key,
+            )
             raise
         actual = Charge(
-            tokens=sum(c["input_tokens"] + c["output_tokens"] for c in result.calls),
-            micro_usd=sum(c["cost_micro_usd"] for c in result.calls),
+            tokens=max(0, sum(c["input_tokens"] + c["output_tokens"] for c in result.calls)),
+            micro_usd=max(0, sum(c["cost_micro_usd"] for c in result.calls)),
         )
         self._ledger.settle(reservation, actual, None)
+        self._ledger.end_attempt(attempt.key)
         self._alert(result, limits)
         asked = len(result.tool_calls)
         if asked and node_budget.max_tool_calls is not None and asked > (request.max_tool_calls or 0):
@@ -187,6 +220,46 @@ class LimitsPlugin:
                 requested=asked,
             )
         return result
+
+    # -- attempts ----------------------------------------------------------------------
+
+    def _begin(self, request: CallRequest, reservation: Reservation) -> Attempt:
+        """Note the attempt about to be sent, with the record it leaves if it never settles."""
+        settings = self._models.endpoints[request.tier].settings
+        est_in = request.estimate_input_tokens()
+        row = ModelCall(
+            node=request.node,
+            tier=request.tier,
+            model=settings.model,
+            input_tokens=est_in,
+            output_tokens=max(0, reservation.charge.tokens - est_in),
+            cache_read_tokens=0,
+            reasoning_tokens=0,
+            cost_micro_usd=reservation.charge.micro_usd,
+            priced=self._prices.rates(settings.model, settings.provider) is not None,
+            latency_ms=0,
+            cache_hit=False,
+            tool_calls=0,
+            decisions=list(request.decisions),
+            usage="unsettled",
+        )
+        record = ledger_record(
+            row, tenant=request.tenant, thread_id=request.thread_id or "", ts=self._now().isoformat()
+        )
+        key = f"{request.call_id or f'unthreaded:{request.node}'}#{reservation.id}"
+        attempt = Attempt(key=key, reservation=reservation, record=record)
+        self._ledger.begin_attempt(attempt)
+        return attempt
+
+    def _failed(self, attempt: Attempt, exc: openai.APIError) -> None:
+        """Close a failed attempt: released if it cannot have been billed, else unsettled."""
+        if not may_have_been_billed(exc):
+            self._ledger.release(attempt.reservation)
+            self._ledger.end_attempt(attempt.key)
+            return
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        logger.info("Attempt `%s` may have been billed (%s); charged at its reservation", attempt.key, reason)
+        self._ledger.unsettle(attempt.key, f"sent, then failed ({reason})")
 
     # -- reservation -------------------------------------------------------------------
 
@@ -214,6 +287,9 @@ class LimitsPlugin:
             return int((room - est_in * in_rate) / out_rate) if out_rate > 0 else 1 << 40
 
         deadline = time.monotonic() + CONTENTION_WAIT_S
+        left_ms = latency_left_ms(node_budget, request)
+        if left_ms is not None:  # waiting for room spends the latency cap too
+            deadline = min(deadline, time.monotonic() + left_ms / 1000)
         while True:
             charge = Charge(
                 tokens=est_in + max_out, micro_usd=math.ceil(est_in * in_rate + max_out * out_rate)
@@ -378,13 +454,14 @@ class LimitsPlugin:
 
     def _narrow_latency_and_tools(self, request: CallRequest, node: NodeBudget) -> CallRequest:
         timeout_s = request.timeout_s
-        if node.max_latency_ms is not None:
-            left_ms = node.max_latency_ms - request.node_spent.latency_ms
+        left_ms = latency_left_ms(node, request)
+        if left_ms is not None:
+            assert node.max_latency_ms is not None
             if left_ms <= 0:
                 raise BudgetExceededError(
                     node=request.node,
                     limit="max_latency_ms",
-                    spent=request.node_spent.latency_ms,
+                    spent=round(node.max_latency_ms - left_ms),
                     cap=node.max_latency_ms,
                 )
             if left_ms / 1000 < self._models.endpoints[request.tier].settings.timeout_s:
@@ -394,6 +471,27 @@ class LimitsPlugin:
             left = max(0, node.max_tool_calls - request.node_spent.tool_calls)
             max_tool_calls = left if max_tool_calls is None else min(max_tool_calls, left)
         return request.evolve(timeout_s=timeout_s, max_tool_calls=max_tool_calls)
+
+
+def latency_left_ms(node: NodeBudget, request: CallRequest, now: float | None = None) -> float | None:
+    """What the node's ``max_latency_ms`` leaves for ``request`` (ms), or ``None`` without a cap.
+
+    The cap, less the latency of the node's calls so far (the run's spend table)
+    and the time since the gateway began this call (its retries, fallbacks and
+    waits included, from :attr:`~budgetgraph.budgets.request.CallRequest.started`).
+    May be negative.
+
+    Args:
+        node: The node's budget.
+        request: The call.
+        now: ``time.monotonic()`` (default: now).
+    """
+    if node.max_latency_ms is None:
+        return None
+    elapsed_ms = 0.0
+    if request.started is not None:
+        elapsed_ms = ((time.monotonic() if now is None else now) - request.started) * 1000
+    return node.max_latency_ms - request.node_spent.latency_ms - elapsed_ms
 
 
 MAX_RAISE: dict[str, Decimal] = {"micro_usd": Decimal(1_000_000), "tokens": Decimal(1_000_000_000)}

@@ -30,6 +30,16 @@ Note that ``ChatOpenAI`` silently downgrades ``method="json_schema"`` to
 (including the default ``gpt-3.5-turbo``), so use e.g. ``gpt-4o-mini`` in tests
 that want the ``response_format`` path.
 
+Fault injection (:meth:`FakeOpenAIServer.inject_faults`): at a rate per kind,
+drawn from a seeded RNG, a chat request is answered with one of
+:data:`FAULT_KINDS` - HTTP 429 with ``Retry-After``, HTTP 503, a hang longer
+than the client's timeout, a connection closed mid-response, malformed JSON,
+valid JSON that fails the requested schema, no ``usage``, negative or absurd
+``usage``, or a body that is not JSON - streamed or not, as the client asked.
+:attr:`FakeOpenAIServer.billed` counts the tokens the server would have billed
+for every answer it produced, including those the client could not read, so a
+test can compare what a ledger recorded with what was billed.
+
 Token accounting is deterministic (see :func:`estimate_prompt_tokens`):
 ``prompt_tokens`` is the number of characters of all message contents plus the
 JSON of the ``tools`` list, divided by four (at least 1); ``completion_tokens``
@@ -45,6 +55,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import re
 import socket
 import struct
@@ -61,6 +72,8 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
+    "FAULT_KINDS",
+    "Billed",
     "FakeOpenAIServer",
     "RecordedRequest",
     "agent_from_system_prompt",
@@ -74,6 +87,34 @@ DEFAULT_EMBEDDING_DIM = 384
 
 SYSTEM_FINGERPRINT = "fp_fake_openai"
 """The ``system_fingerprint`` reported in every chat completion."""
+
+FAULT_KINDS: tuple[str, ...] = (
+    "rate_limit",
+    "server_error",
+    "hang",
+    "drop",
+    "malformed_json",
+    "schema_violation",
+    "missing_usage",
+    "negative_usage",
+    "absurd_usage",
+    "non_json",
+)
+"""What :meth:`FakeOpenAIServer.inject_faults` can do to a chat request:
+
+- ``rate_limit``: HTTP 429 with ``Retry-After`` (nothing billed);
+- ``server_error``: HTTP 503 (nothing billed);
+- ``hang``: sleep ``hang_s`` (longer than the client's timeout), then answer (billed);
+- ``drop``: close the connection half-way through the answer (billed);
+- ``malformed_json``: a 200 whose JSON is cut short, or a stream with a broken event (billed);
+- ``schema_violation``: a well-formed completion whose answer fails the requested schema (billed);
+- ``missing_usage``: a completion (or stream) without ``usage`` (billed at the true usage);
+- ``negative_usage``: ``usage`` with token counts 10,000 below zero (billed at the true usage);
+- ``absurd_usage``: ``usage`` a million times the true counts (billed at the true usage);
+- ``non_json``: a 200 whose body is an HTML page (billed: the model ran, the answer was lost).
+"""
+
+_BILLED_FAULTS = frozenset(FAULT_KINDS) - {"rate_limit", "server_error"}
 
 _AGENT_RE = re.compile(r"^\s*You are the\s+([A-Za-z0-9_\-]+)")
 _WORD_RE = re.compile(r"\w+")
@@ -124,6 +165,9 @@ class RecordedRequest:
         usage: The usage object sent to the client; ``None`` on errors, for
             streams without ``stream_options.include_usage``, and never for
             non-chat/embedding paths (which are not recorded).
+        fault: The injected fault (one of :data:`FAULT_KINDS`), or ``None``.
+        billed: The usage the server billed for the answer (``None`` when it billed
+            nothing: an error status), whatever it reported.
     """
 
     path: str
@@ -135,6 +179,8 @@ class RecordedRequest:
     finished: float
     status: int
     usage: dict[str, Any] | None
+    fault: str | None = None
+    billed: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float:
@@ -637,9 +683,12 @@ def _tool_functions(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _completion(
-    answer: _Answer, *, completion_id: str, created: int, model: str, usage: dict[str, Any]
+    answer: _Answer, *, completion_id: str, created: int, model: str, usage: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The ``chat.completion`` object for ``answer``: the response, or what a streamed call stores."""
+    """The ``chat.completion`` object for ``answer``: the response, or what a streamed call stores.
+
+    ``usage=None`` leaves the ``usage`` key out, as a server that does not report it does.
+    """
     message: dict[str, Any] = {
         "role": "assistant",
         "content": answer.content,
@@ -658,8 +707,92 @@ def _completion(
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}
         ],
-        "usage": usage,
+        **({"usage": usage} if usage is not None else {}),
     }
+
+
+_HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+"""The body of a ``non_json`` fault: what a proxy in front of a model server may send with a 200."""
+
+
+def _violating(answer: _Answer) -> _Answer:
+    """``answer`` made into valid JSON that fails any requested schema (a ``schema_violation``).
+
+    A text or JSON answer becomes ``{"unexpected": ...}``; tool-call arguments become
+    ``{"unexpected": true}``, which a strict schema with required fields refuses.
+    """
+    if answer.tool_calls:
+        calls = [
+            {**call, "function": {**call["function"], "arguments": json.dumps({"unexpected": True})}}
+            for call in answer.tool_calls
+        ]
+        return _Answer(content=answer.content, tool_calls=calls, finish_reason=answer.finish_reason)
+    return _Answer(
+        content=json.dumps({"unexpected": "this answer does not follow the requested schema"}),
+        tool_calls=[],
+        finish_reason=answer.finish_reason,
+    )
+
+
+@dataclass(frozen=True)
+class Billed:
+    """What the server billed: every answer it produced, read by the client or not.
+
+    Attributes:
+        responses: Answers produced (errors with a 4xx/5xx status are not billed).
+        input_tokens: Prompt tokens billed.
+        output_tokens: Completion tokens billed.
+    """
+
+    responses: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens billed."""
+        return self.input_tokens + self.output_tokens
+
+
+class _FaultPlan:
+    """The faults :meth:`FakeOpenAIServer.inject_faults` asked for, drawn per request.
+
+    Each kind has its own rate; for each request the kinds are tried in the
+    order of :data:`FAULT_KINDS`, each with its own draw from one seeded RNG,
+    and the first that hits is injected.
+    """
+
+    def __init__(
+        self,
+        rates: Mapping[str, float],
+        *,
+        seed: int,
+        hang_s: float,
+        retry_after_s: float,
+        match: str | None,
+        models: Sequence[str] | None,
+        limit: int | None,
+    ) -> None:
+        self.rates = dict(rates)
+        self.rng = random.Random(seed)
+        self.hang_s = hang_s
+        self.retry_after_s = retry_after_s
+        self.match = match
+        self.models = None if models is None else frozenset(models)
+        self.left = limit
+
+    def draw(self, ctx: _Context, model: str) -> str | None:
+        if self.match is not None and not ctx.matches(self.match):
+            return None
+        if (self.models is not None and model not in self.models) or self.left == 0:
+            return None
+        for kind in FAULT_KINDS:
+            rate = self.rates.get(kind, 0.0)
+            if rate > 0 and self.rng.random() < rate:
+                if self.left is not None:
+                    self.left -= 1
+                return kind
+        return None
 
 
 def _split(text: str, parts: int) -> list[str]:
@@ -692,6 +825,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm holds
+        # the body until the client's delayed ACK (about 40 ms a request on Linux).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
 
@@ -731,6 +867,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_and_drop(self, data: bytes, content_type: str) -> None:
+        """Announce all of ``data``, send half of it, then close the connection."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.drop()
+
+    def drop(self) -> None:
+        """Close the connection now, mid-response."""
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def send_error_json(self, status: int, message: str) -> None:
         error_type, code = _ERROR_TYPES.get(
@@ -866,6 +1028,10 @@ class FakeOpenAIServer:
         self._scripts: list[_Counted] = []
         self._cached_tokens = 0
         self._reasoning_tokens = 0
+        self._faults: _FaultPlan | None = None
+        self.faults_injected: dict[str, int] = {}
+        self._billed = Billed()
+        self._in_flight = 0
 
     # -- lifecycle ------------------------------------------------------------ #
 
@@ -1047,6 +1213,93 @@ class FakeOpenAIServer:
             self.stored.clear()
             self._cached_tokens = 0
             self._reasoning_tokens = 0
+            self._faults = None
+            self.faults_injected = {}
+            self._billed = Billed()
+
+    # -- faults --------------------------------------------------------------- #
+
+    def inject_faults(
+        self,
+        rates: float | Mapping[str, float],
+        *,
+        kinds: Sequence[str] = FAULT_KINDS,
+        seed: int = 0,
+        hang_s: float = 2.0,
+        retry_after_s: float = 0.05,
+        match: str | None = None,
+        models: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """Answer chat requests with faults at a rate per kind (see :data:`FAULT_KINDS`).
+
+        Faults apply to streamed and plain requests alike; scripted failures
+        (:meth:`fail`) take precedence. Replaces any earlier plan; the counts in
+        :attr:`faults_injected` and :attr:`billed` go on.
+
+        Args:
+            rates: One rate (0-1) for every kind in ``kinds``, or a rate per kind.
+            kinds: The kinds a single ``rates`` applies to.
+            seed: Seed of the RNG that draws the faults.
+            hang_s: How long a ``hang`` sleeps before answering (s): make it longer
+                than the client's timeout.
+            retry_after_s: The ``Retry-After`` of a ``rate_limit`` (s).
+            match: Only requests matching this (schema, agent or system-prompt
+                substring) get faults; ``None`` for all.
+            models: Only requests for these models get faults; ``None`` for all.
+            limit: Inject at most this many faults, then none; ``None`` for no limit.
+
+        Raises:
+            ValueError: An unknown kind, or a rate outside 0-1.
+        """
+        per_kind = dict.fromkeys(kinds, rates) if isinstance(rates, int | float) else dict(rates)
+        for kind, rate in per_kind.items():
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+            if not 0 <= rate <= 1:
+                raise ValueError(f"rate of {kind!r} must be within 0-1, not {rate!r}")
+        plan = _FaultPlan(
+            per_kind,
+            seed=seed,
+            hang_s=hang_s,
+            retry_after_s=retry_after_s,
+            match=match,
+            models=models,
+            limit=limit,
+        )
+        with self._lock:
+            self._faults = plan
+
+    def stop_faults(self) -> None:
+        """Stop injecting faults (counts are kept)."""
+        with self._lock:
+            self._faults = None
+
+    @property
+    def billed(self) -> Billed:
+        """The tokens billed so far: every chat answer produced, whether the client read it or not."""
+        with self._lock:
+            return self._billed
+
+    @property
+    def in_flight(self) -> int:
+        """Chat requests being answered right now."""
+        with self._lock:
+            return self._in_flight
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no chat request is being answered (a hung one finishes and bills late).
+
+        Returns:
+            True when idle, False when ``timeout`` (s) passed first.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._in_flight == 0:
+                    return True
+            time.sleep(0.01)
+        return False
 
     # -- models ------------------------------------------------------------- #
 
@@ -1074,6 +1327,9 @@ class FakeOpenAIServer:
         started: float,
         status: int,
         usage: dict[str, Any] | None,
+        *,
+        fault: str | None = None,
+        billed: dict[str, Any] | None = None,
     ) -> None:
         record = RecordedRequest(
             path=path,
@@ -1085,6 +1341,8 @@ class FakeOpenAIServer:
             finished=time.monotonic(),
             status=status,
             usage=copy.deepcopy(usage),
+            fault=fault,
+            billed=copy.deepcopy(billed),
         )
         with self._lock:
             self.requests.append(record)
@@ -1104,6 +1362,15 @@ class FakeOpenAIServer:
         }
 
     def _handle_chat(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._chat(handler, path, body, started)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _chat(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
         messages = body.get("messages")
         stream = bool(body.get("stream"))
         if not isinstance(messages, list) or not messages:
@@ -1133,6 +1400,11 @@ class FakeOpenAIServer:
                 failure = None
             elif failure is not None:
                 failure.remaining -= 1
+            fault = None
+            if failure is None and self._faults is not None:
+                fault = self._faults.draw(ctx, str(body["model"]))
+            if fault is not None:
+                self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
             script = None
             if failure is None and offers_tools and not after_tool:
                 for candidate in self._scripts:
@@ -1159,8 +1431,28 @@ class FakeOpenAIServer:
                 f"Simulated error {failure.status} from FakeOpenAIServer (match={failure.match!r}).",
             )
             return
+        if fault in ("rate_limit", "server_error"):
+            assert self._faults is not None
+            status = 429 if fault == "rate_limit" else 503
+            self._record(path, body, ctx.agent, ctx.schema, stream, started, status, None, fault=fault)
+            headers = {"retry-after": f"{self._faults.retry_after_s:g}"} if status == 429 else {}
+            handler.send_json(
+                status,
+                {
+                    "error": {
+                        "message": f"Injected fault `{fault}` from FakeOpenAIServer.",
+                        "type": "rate_limit_error" if status == 429 else "server_error",
+                        "param": None,
+                        "code": "rate_limit_exceeded" if status == 429 else None,
+                    }
+                },
+                headers,
+            )
+            return
 
         answer = self._answer(body, ctx, script, overrides, json_schema, forced, after_tool)
+        if fault == "schema_violation":
+            answer = _violating(answer)
         generated = answer.content or "".join(tc["function"]["arguments"] for tc in answer.tool_calls)
         completion_tokens = max(1, len(generated) // 4)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -1169,18 +1461,60 @@ class FakeOpenAIServer:
             answer = _Answer(content=answer.content[: limit * 4], tool_calls=[], finish_reason="length")
             completion_tokens = limit
         usage = self._usage(estimate_prompt_tokens(body), completion_tokens)
+        if fault == "hang":
+            assert self._faults is not None
+            time.sleep(self._faults.hang_s)  # the client gives up; the server still finishes and bills
+        reported: dict[str, Any] | None = usage
+        if fault == "missing_usage":
+            reported = None
+        elif fault == "negative_usage":
+            reported = {**usage, "prompt_tokens": -usage["prompt_tokens"] - 10_000}
+            reported["completion_tokens"] = -usage["completion_tokens"] - 10_000
+            reported["total_tokens"] = reported["prompt_tokens"] + reported["completion_tokens"]
+        elif fault == "absurd_usage":
+            reported = {**usage, "prompt_tokens": usage["prompt_tokens"] * 1_000_000}
+            reported["completion_tokens"] = usage["completion_tokens"] * 1_000_000
+            reported["total_tokens"] = reported["prompt_tokens"] + reported["completion_tokens"]
         model = self.model or body["model"]
         completion_id = self._next_id("chatcmpl")
         created = int(time.time())
+        self._bill(usage)
+
+        def record(sent_usage: dict[str, Any] | None) -> None:
+            self._record(
+                path, body, ctx.agent, ctx.schema, stream, started, 200, sent_usage, fault=fault, billed=usage
+            )
 
         if not stream:
             response = _completion(
-                answer, completion_id=completion_id, created=created, model=model, usage=usage
+                answer, completion_id=completion_id, created=created, model=model, usage=reported
             )
             # Record before writing so the record is visible once the client returns.
-            self._record(path, body, ctx.agent, ctx.schema, False, started, 200, usage)
-            self._store(body, response)
-            handler.send_json(200, response)
+            record(reported)
+            stored = _completion(
+                answer, completion_id=completion_id, created=created, model=model, usage=usage
+            )
+            self._store(body, stored)
+            try:
+                if fault == "malformed_json":
+                    text = json.dumps(response)
+                    handler.send_raw(200, text[: len(text) // 2].encode(), "application/json")
+                elif fault == "non_json":
+                    handler.send_raw(200, _HTML_PAGE, "text/html; charset=utf-8")
+                elif fault == "drop":
+                    handler.send_and_drop(json.dumps(response).encode(), "application/json")
+                else:
+                    handler.send_json(200, response)
+            except (BrokenPipeError, ConnectionResetError):  # a hung answer's client is gone
+                handler.close_connection = True
+            return
+
+        if fault == "non_json":
+            record(None)
+            try:
+                handler.send_raw(200, _HTML_PAGE, "text/html; charset=utf-8")
+            except (BrokenPipeError, ConnectionResetError):
+                handler.close_connection = True
             return
 
         stream_options = body.get("stream_options")
@@ -1203,6 +1537,7 @@ class FakeOpenAIServer:
                 payload["usage"] = None
             return payload
 
+        sent_usage = reported if include_usage else None
         recorded = False
         try:
             handler.start_sse()
@@ -1215,7 +1550,16 @@ class FakeOpenAIServer:
                     }
                 )
             )
-            for piece in _split(answer.content or "", 4):
+            pieces = _split(answer.content or "", 4)
+            for index, piece in enumerate(pieces):
+                if fault == "drop" and index == len(pieces) // 2:
+                    record(sent_usage)
+                    recorded = True
+                    handler.drop()
+                    return
+                if fault == "malformed_json" and index == len(pieces) // 2:
+                    handler.send_sse(json.dumps(chunk({"content": piece}))[:40])
+                    continue
                 handler.send_sse(chunk({"content": piece}))
             for i, call in enumerate(answer.tool_calls):
                 handler.send_sse(
@@ -1233,33 +1577,42 @@ class FakeOpenAIServer:
                     )
                 )
                 for piece in _split(call["function"]["arguments"], 3):
-                    handler.send_sse(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+                    if fault == "drop":
+                        record(sent_usage)
+                        recorded = True
+                        handler.drop()
+                        return
+                    delta = {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                    if fault == "malformed_json":
+                        handler.send_sse(json.dumps(chunk(delta))[:40])
+                        continue
+                    handler.send_sse(chunk(delta))
             # Record before the final events so the record is visible once the
             # client has consumed the stream.
-            self._record(
-                path,
-                body,
-                ctx.agent,
-                ctx.schema,
-                True,
-                started,
-                200,
-                usage if include_usage else None,
-            )
+            record(sent_usage)
             recorded = True
             self._store(
                 body,
                 _completion(answer, completion_id=completion_id, created=created, model=model, usage=usage),
             )
             handler.send_sse(chunk({}, answer.finish_reason))
-            if include_usage:
-                handler.send_sse({**base, "choices": [], "usage": usage})
+            if include_usage and reported is not None:
+                handler.send_sse({**base, "choices": [], "usage": reported})
             handler.send_sse("[DONE]")
             handler.end_sse()
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
             if not recorded:
-                self._record(path, body, ctx.agent, ctx.schema, True, started, 200, None)
+                record(None)
+
+    def _bill(self, usage: Mapping[str, Any]) -> None:
+        """Count an answer the server produced (see :attr:`billed`)."""
+        with self._lock:
+            self._billed = Billed(
+                responses=self._billed.responses + 1,
+                input_tokens=self._billed.input_tokens + int(usage["prompt_tokens"]),
+                output_tokens=self._billed.output_tokens + int(usage["completion_tokens"]),
+            )
 
     def _store(self, body: Mapping[str, Any], completion: dict[str, Any]) -> None:
         """Keep a completion asked for with ``store: true``, with its ``metadata``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -430,3 +431,212 @@ def test_generate_from_schema_misc_keywords() -> None:
     assert generate_from_schema(
         {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
     ) == {"a": "This is the a."}
+
+
+# --------------------------------------------------------------------------- #
+# Fault injection
+# --------------------------------------------------------------------------- #
+
+
+def raw_chat(
+    server: FakeOpenAIServer, *, stream: bool = False, timeout: float = 5.0
+) -> tuple[int, str, bytes]:
+    """POST one chat request with the standard library; return status, content type and raw body."""
+    import http.client
+
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": CTO_PROMPT}, {"role": "user", "content": "Decide now."}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "Verdict", "schema": TypeAdapter(Verdict).json_schema(), "strict": True},
+        },
+    }
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        connection.request(
+            "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        try:
+            data = response.read()
+        except http.client.IncompleteRead as exc:
+            data = exc.partial
+        return response.status, response.getheader("Content-Type") or "", data
+    finally:
+        connection.close()
+
+
+class Verdict(BaseModel):
+    verdict: Literal["approve", "reject"]
+    reason: str
+
+
+def sse_events(data: bytes) -> list[str]:
+    return [line[len("data: ") :] for line in data.decode().splitlines() if line.startswith("data: ")]
+
+
+def test_a_rate_limit_fault_is_a_429_with_retry_after_and_bills_nothing(server: FakeOpenAIServer) -> None:
+    server.inject_faults({"rate_limit": 1.0}, retry_after_s=2.5)
+    llm = make_llm(server)
+
+    with pytest.raises(openai.RateLimitError) as info:
+        llm.invoke("x")
+
+    assert info.value.response.headers["retry-after"] == "2.5"
+    assert server.billed.responses == 0 and server.faults_injected == {"rate_limit": 1}
+    assert server.requests[-1].fault == "rate_limit" and server.requests[-1].billed is None
+
+
+def test_a_server_error_fault_is_a_503(server: FakeOpenAIServer) -> None:
+    server.inject_faults({"server_error": 1.0})
+
+    with pytest.raises(openai.InternalServerError) as info:
+        make_llm(server).invoke("x")
+
+    assert info.value.status_code == 503 and server.billed.tokens == 0
+
+
+def test_a_hang_outlasts_the_client_timeout_and_is_billed_when_it_finishes(server: FakeOpenAIServer) -> None:
+    server.inject_faults({"hang": 1.0}, hang_s=0.5)
+
+    with pytest.raises(openai.APITimeoutError):
+        make_llm(server, timeout=0.1).invoke("x")
+    assert server.billed.responses == 0  # still thinking
+    assert server.wait_idle(5)
+
+    assert server.billed.responses == 1 and server.billed.tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_dropped_connection_cuts_the_answer_off_and_is_billed(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
+    server.inject_faults({"drop": 1.0})
+
+    status, _, data = raw_chat(server, stream=stream)
+
+    assert status == 200 and b"[DONE]" not in data
+    if not stream:
+        with pytest.raises(ValueError):
+            json.loads(data)
+    assert server.billed.responses == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_json_is_a_200_that_does_not_parse(server: FakeOpenAIServer, stream: bool) -> None:
+    server.inject_faults({"malformed_json": 1.0})
+
+    status, _, data = raw_chat(server, stream=stream)
+
+    assert status == 200
+    texts = sse_events(data)[:-1] if stream else [data.decode()]
+    broken = 0
+    for text in texts:
+        try:
+            json.loads(text)
+        except ValueError:
+            broken += 1
+    assert broken >= 1 and server.billed.responses == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_schema_violation_is_a_well_formed_completion_that_fails_the_schema(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
+    server.inject_faults({"schema_violation": 1.0})
+
+    message = make_llm(server, streaming=stream, stream_usage=True).invoke(
+        [SystemMessage(CTO_PROMPT), HumanMessage("x")]
+    )
+
+    with pytest.raises(ValueError):
+        Verdict.model_validate_json(message.text)
+    assert message.usage_metadata["output_tokens"] > 0 and server.billed.responses == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_missing_usage_leaves_usage_out_but_bills_the_true_usage(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
+    server.inject_faults({"missing_usage": 1.0})
+
+    message = make_llm(server, streaming=stream, stream_usage=True).invoke("x")
+
+    assert not message.usage_metadata
+    (recorded,) = server.chat_requests()
+    assert recorded.usage is None and recorded.billed["prompt_tokens"] == server.billed.input_tokens > 0
+
+
+@pytest.mark.parametrize(("kind", "sign"), [("negative_usage", -1), ("absurd_usage", 1)])
+def test_negative_and_absurd_usage_are_reported_but_the_true_usage_is_billed(
+    server: FakeOpenAIServer, kind: str, sign: int
+) -> None:
+    server.inject_faults({kind: 1.0})
+
+    message = make_llm(server).invoke("x")
+
+    reported = message.usage_metadata["input_tokens"]
+    assert (reported < 0) if sign < 0 else (reported >= 1_000_000 * server.billed.input_tokens)
+    assert server.billed.input_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_non_json_body_is_an_html_page_with_a_200(server: FakeOpenAIServer, stream: bool) -> None:
+    server.inject_faults({"non_json": 1.0})
+
+    status, content_type, data = raw_chat(server, stream=stream)
+
+    assert status == 200 and content_type.startswith("text/html") and data.startswith(b"<html>")
+    assert server.billed.responses == 1
+
+
+def test_faults_are_drawn_per_kind_from_a_seeded_rng(server: FakeOpenAIServer) -> None:
+    llm = make_llm(server)
+
+    def draw(seed: int) -> list[str | None]:
+        server.reset()
+        server.inject_faults({"rate_limit": 0.3, "server_error": 0.3}, seed=seed)
+        for _ in range(30):
+            with contextlib.suppress(openai.APIError):
+                llm.invoke("x")
+        return [r.fault for r in server.requests]
+
+    first, again, other = draw(7), draw(7), draw(8)
+
+    assert first == again and first != other
+    assert {"rate_limit", "server_error", None} == set(first)
+
+
+def test_faults_can_be_limited_to_a_count_a_match_and_models(server: FakeOpenAIServer) -> None:
+    server.inject_faults({"server_error": 1.0}, match="cto", models=["gpt-4o-mini"], limit=1)
+    llm = make_llm(server)
+
+    with pytest.raises(openai.InternalServerError):
+        llm.invoke([SystemMessage(CTO_PROMPT), HumanMessage("x")])
+    llm.invoke([SystemMessage(CTO_PROMPT), HumanMessage("x")])  # the limit is spent
+    server.inject_faults({"server_error": 1.0}, match="cto", models=["gpt-4o-mini"])
+    llm.invoke([SystemMessage("You are the COO."), HumanMessage("x")])  # no match
+    ChatOpenAI(model="gpt-4.1", base_url=server.base_url, api_key="t", max_retries=0).invoke(
+        [SystemMessage(CTO_PROMPT), HumanMessage("x")]
+    )  # another model
+    server.stop_faults()
+    llm.invoke([SystemMessage(CTO_PROMPT), HumanMessage("x")])
+
+    assert server.faults_injected == {"server_error": 1}
+
+
+def test_billed_counts_every_answer_produced_and_only_those(server: FakeOpenAIServer) -> None:
+    llm = make_llm(server)
+    llm.invoke("one")
+    server.inject_faults({"server_error": 1.0}, limit=1)
+    with pytest.raises(openai.InternalServerError):
+        llm.invoke("two")
+    server.inject_faults({"non_json": 1.0}, limit=1)
+    raw_chat(server)
+
+    billed = [r.billed for r in server.requests if r.billed is not None]
+    assert server.billed.responses == 2 == len(billed)
+    assert server.billed.tokens == sum(b["prompt_tokens"] + b["completion_tokens"] for b in billed)
