@@ -62,8 +62,10 @@ from budgetgraph.budgets.routing import (
     Room,
     RouterSettings,
     no_endpoint,
+    plan_tier,
     rooms,
     route,
+    score_decision,
     tightest_usd,
 )
 from budgetgraph.budgets.routing.settings import Planning
@@ -111,10 +113,13 @@ def plan(
     if note:
         content += REPLAN_NOTE_TEMPLATE.format(note=note)
     texts = list(constraints) + ([note] if note else [])
+    tier, reason = planned_tier(gateway, "planner", task=task, constraints=constraints, note=note)
     brief = session.ask(
         [SystemMessage(PLANNER_SYSTEM), HumanMessage(content)],
         PlanBrief,
         local=lambda: rules.brief(task, texts),
+        tier=tier,
+        reason=reason,
     )
     made, stop = plan_steps(
         gateway,
@@ -130,6 +135,27 @@ def plan(
         logger.info("Plan is infeasible and a cap says stop: %s", made.reason)
         raise stop
     return made
+
+
+def planned_tier(
+    gateway: Gateway,
+    node: str,
+    *,
+    task: str,
+    constraints: Sequence[str],
+    note: str | None = None,
+) -> tuple[Tier, str | None]:
+    """The tier the plan gives ``node`` for this decision, and the reason when it is not ``default_tier``.
+
+    With ``router.decision`` on, the decision's score picks the node's band
+    (:func:`~budgetgraph.budgets.routing.plan_tier`); off, every node asks for
+    ``default_tier``. Caps, cooldowns and fallbacks apply later, on the call.
+    """
+    settings = gateway.budgets.section(ROUTER_SECTION, RouterSettings)
+    if not settings.decision.enabled:
+        return gateway.default_tier, None
+    tier, reason = plan_tier(node, score_decision(task, constraints, note), settings)
+    return tier, (reason if tier != gateway.default_tier else None)
 
 
 def estimate(
@@ -212,11 +238,15 @@ def plan_steps(
     now = now or datetime.now(UTC)
     settings = gateway.budgets.section(ROUTER_SECTION, RouterSettings)
     records = _history(gateway, now, settings.plan)
-    questions = {"cto": brief.cto_questions, "coo": brief.coo_questions}
+    questions: dict[str, list[str]] = {"cto": brief.cto_questions, "coo": brief.coo_questions}
     figures = bool(_FIGURES.search(" ".join([task, *constraints])))
     caps: dict[tuple[str, str], Room] = {}
     nodes: list[_NodeOptions] = []
-    for node in SPECIALISTS:
+    by_decision = settings.decision.enabled
+    planner_ran = any(c["node"] == "planner" for c in history)
+    # A planner that has run spent already (in ``history``, so in every cap's room);
+    # before it runs (``budgetgraph plan``), its step is planned with the others.
+    for node in (*(() if planner_ran else ("planner",)), *SPECIALISTS, "reconcile"):
         node_rooms = rooms(
             gateway.budgets,
             gateway.ledger,
@@ -232,20 +262,23 @@ def plan_steps(
         prompt = SPECIALIST_TEMPLATE.format(
             task_block=task_block(task, constraints),
             objective=brief.objective,
-            questions=bullets(questions[node]),
+            questions=bullets(questions.get(node, [])),
             assumptions=bullets(brief.assumptions),
         )
         if note:
             prompt += REPLAN_NOTE_TEMPLATE.format(note=note)
+        wanted, why = planned_tier(gateway, node, task=task, constraints=constraints, note=note)
         decided = route(
-            gateway.default_tier,
+            wanted,
             node=node,
-            text=prompt,
+            text=None if by_decision or node not in SPECIALISTS else prompt,
             settings=settings,
             budget=tightest_usd(node_rooms),
             unreachable=lambda tier: no_endpoint(gateway.models, tier),
         )
-        nodes.append(_options(gateway, settings.plan, records, node, decided.tier, figures=figures))
+        tools = figures and node in SPECIALISTS
+        nodes.append(_options(gateway, settings.plan, records, node, decided.tier, figures=tools))
+        nodes[-1].reasons.extend([why] if why else [])
         nodes[-1].reasons.extend(reason for _, reason in decided.decisions)
 
     all_caps = list(caps.values())
@@ -260,7 +293,9 @@ def plan_steps(
         if problem is not None:
             problems.append(f"`{entry.node}`: {problem}")
         stop = stop or error
-        steps.append(_step(pick, questions[entry.node], entry.reasons, within=within))
+        steps.append(_step(pick, questions.get(entry.node, []), entry.reasons, within=within))
+    if planner_ran:
+        steps.insert(0, _planner_step(gateway, settings.plan, records, task, constraints, note, history))
     return (
         Plan(
             objective=brief.objective,
@@ -434,6 +469,37 @@ def _estimate(
         quality=quality,
         source=f"history of {n} call(s) blended with the prior" if n else "prior",
     )
+
+
+def _planner_step(
+    gateway: Gateway,
+    planning: Planning,
+    records: Sequence[LedgerRecord],
+    task: str,
+    constraints: Sequence[str],
+    note: str | None,
+    history: Sequence[ModelCall],
+) -> PlanStep:
+    """The planner's own step: the tier it ran at (its call in ``history``), else the one planned."""
+    tier, why = planned_tier(gateway, "planner", task=task, constraints=constraints, note=note)
+    ran = [c for c in history if c["node"] == "planner"]
+    if ran:
+        tier = ran[-1]["tier"]
+    if tier == "local" or no_endpoint(gateway.models, tier) is not None:
+        option = StepOption(
+            node="planner",
+            path="local",
+            tier="local",
+            tokens=0,
+            micro_usd=0,
+            latency_ms=planning.local_latency_ms,
+            tool_calls=0,
+            quality=planning.local_quality,
+            source="local rules",
+        )
+    else:
+        option = _estimate(gateway, planning, records, "planner", tier, "llm")
+    return _step(option, [], [why] if why else [], within=True)
 
 
 def _step(option: StepOption, questions: list[str], reasons: list[str], *, within: bool) -> PlanStep:

@@ -8,7 +8,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from budgetgraph.agents import rules
 from budgetgraph.agents.prompts import RECONCILE_SYSTEM, RECONCILE_TEMPLATE
-from budgetgraph.agents.schemas import Analysis, Reconciliation
+from budgetgraph.agents.schemas import Analysis, PlanStep, Reconciliation
 from budgetgraph.agents.text import task_block
 from budgetgraph.budgets import NodeSession
 
@@ -20,8 +20,17 @@ def reconcile(
     constraints: Sequence[str],
     cto: Analysis,
     coo: Analysis,
+    step: PlanStep | None = None,
 ) -> Reconciliation:
     """Compare the CTO's and COO's analyses.
+
+    Args:
+        session: The reconcile node's session with the gateway.
+        task: The decision.
+        constraints: Constraint texts.
+        cto: The CTO's analysis.
+        coo: The COO's analysis.
+        step: The plan's reconcile step: its tier is the contract (``None``: ``default_tier``).
 
     Returns:
         Agreements, conflicts, trade-offs, a risk score from 1 to 5 and a
@@ -36,4 +45,6 @@ def reconcile(
         [SystemMessage(RECONCILE_SYSTEM), HumanMessage(prompt)],
         Reconciliation,
         local=lambda: rules.reconciliation(cto, coo),
+        tier=step.tier if step is not None else None,
+        reason=(step.reason or None) if step is not None else None,
     )

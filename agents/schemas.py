@@ -94,14 +94,14 @@ model answers after calling a tool (``calculate``) for the task's figures."""
 
 
 class PlanStep(BaseModel):
-    """One specialist step of the plan, with its estimate.
+    """One node's step of the plan (the planner's own, each specialist's, reconcile's), with its estimate.
 
     Estimates come from the ledger's history of the same node, tier and model
     where there is some, blended with the priors of ``router.plan`` in
     ``budgets.yaml``; ``estimate_source`` says which.
     """
 
-    node: Literal["cto", "coo"]
+    node: Literal["planner", "cto", "coo", "reconcile"]
     path: Path
     tier: Literal["economy", "standard", "premium", "local"]
     questions: list[str]

@@ -52,6 +52,7 @@ def analyze(
         [SystemMessage(SYSTEM_PROMPTS[step.node]), HumanMessage(prompt)],
         Analysis,
         tier=step.tier,
+        reason=step.reason or None,
         tools=[calculate],
         local=lambda: LOCAL_RULES[step.node](task, list(constraints)),
     )

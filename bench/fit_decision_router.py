@@ -114,5 +114,6 @@ def main() -> None:
         result = agreement(holdout, scored, bands)
         print(f"holdout ({len(holdout)}), frozen scorer:", {k: round(v, 3) for k, v in result.items()})
 
+
 if __name__ == "__main__":
     main()

@@ -407,8 +407,9 @@ class NodeSession:
         repaired = False
         while True:
             request = self._request(conversation, schema, local, tier, tools)
-            if reason is not None:  # the plan chose this tier: its reason rides on every call's row
-                request = request.decide("plan", "route", reason)
+            if reason is not None and request.tier != self._gateway.default_tier:
+                # The plan chose another tier than the default: its reason rides on the call's row.
+                request = request.decide("plan", "local" if request.tier == "local" else "route", reason)
             result = self._gateway.call(request, journal_key=self._journal_key(request))
             self.calls.extend(result.calls)
             if result.output is not None:

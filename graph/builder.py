@@ -354,6 +354,7 @@ class _Nodes:
             constraints=_texts(state),
             cto=Analysis.model_validate(_plain(analyses["cto"])),
             coo=Analysis.model_validate(_plain(analyses["coo"])),
+            step=_planned_step(state, "reconcile"),
         )
         return {
             **self._settings_update("reconcile", runtime, recorded),
@@ -432,11 +433,21 @@ def _dispatch(state: State) -> list[Send]:
     analyses = state.get("analyses") or {}
     sends = []
     for step in plan.get("steps", []):
+        if step["node"] not in agents.SPECIALISTS:  # the planner's own and reconcile's run in place
+            continue
         payload: SpecialistInput = {**base, "step": step}  # type: ignore[typeddict-item]
         done = analyses.get(step["node"])
         if done is None or done.get("inputs") != _specialist_inputs(step["node"], payload):
             sends.append(Send(step["node"], payload))
     return sends
+
+
+def _planned_step(state: State, node: str) -> PlanStep | None:
+    """The plan's step for ``node`` (its tier is the contract), or ``None`` in an older plan."""
+    for step in (state.get("plan") or {}).get("steps", []):
+        if step.get("node") == node:
+            return PlanStep.model_validate(step)
+    return None
 
 
 def _specialist_inputs(node: str, state: SpecialistInput) -> str:

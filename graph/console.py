@@ -77,7 +77,9 @@ def plan_table(plan: dict[str, Any]) -> Table:
 
 def _plan(plan: dict[str, Any]) -> Panel:
     questions = [
-        f"{s['node'].upper()}:\n" + "\n".join(f"  - {q}" for q in s["questions"]) for s in plan["steps"]
+        f"{s['node'].upper()}:\n" + "\n".join(f"  - {q}" for q in s["questions"])
+        for s in plan["steps"]
+        if s["questions"]
     ]
     parts: list[Any] = [Text(plan["objective"], style="bold")]
     if plan.get("replan_note"):

@@ -138,7 +138,9 @@ class RouterPlugin:
                 )
             )
         text = None
-        if self.settings.complexity.enabled:
+        # With decision routing the plan chose the tier from the decision itself; a
+        # prompt's complexity does not re-route it (the graph's prompts all read as complex).
+        if self.settings.complexity.enabled and not self.settings.decision.enabled:
             text = "\n".join(m.text for m in request.messages if m.type != "system")
         decided = route(
             request.tier,

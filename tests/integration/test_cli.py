@@ -86,8 +86,14 @@ def test_with_a_model_server_the_spend_table_shows_its_tokens_and_price(
     rows = report["spend"]["nodes"]
     assert sum(r["input_tokens"] for r in rows) == sum(r.usage["prompt_tokens"] for r in served)
     assert sum(r["output_tokens"] for r in rows) == sum(r.usage["completion_tokens"] for r in served)
+    # genai-prices per million tokens: gpt-4.1-mini $0.40 / $1.60, gpt-4.1 (premium reconcile) $2 / $8
+    rates = {"gpt-4.1-mini": (0.40e-6, 1.60e-6), "gpt-4.1": (2e-6, 8e-6)}
     assert report["spend"]["total"]["cost_usd"] == pytest.approx(
-        sum(r.usage["prompt_tokens"] * 0.40e-6 + r.usage["completion_tokens"] * 1.60e-6 for r in served),
+        sum(
+            r.usage["prompt_tokens"] * rates[r.body["model"]][0]
+            + r.usage["completion_tokens"] * rates[r.body["model"]][1]
+            for r in served
+        ),
         abs=5e-6,
     )
     assert report["constraints"][0]["id"].startswith("c-")

@@ -47,7 +47,10 @@ def test_full_run_calls_every_agent_once_and_records_the_servers_usage(
             usage["prompt_tokens"],
             usage["completion_tokens"],
         )
-        assert row["tier"] == "standard" and row["model"] == "gpt-4.1-mini"
+        # the packaged router.decision plans this PCI migration's reconcile on premium
+        expected_tier = "premium" if row["node"] == "reconcile" else "standard"
+        assert row["tier"] == expected_tier
+        assert row["model"] == {"standard": "gpt-4.1-mini", "premium": "gpt-4.1"}[expected_tier]
     # gpt-4.1-mini is $0.40 / $1.60 per million tokens in genai-prices
     row = result["spend"][0]
     expected = row["input_tokens"] * 0.40 + row["output_tokens"] * 1.60

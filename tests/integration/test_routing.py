@@ -50,7 +50,7 @@ def test_plan_prints_the_documented_json_and_calls_no_model(tmp_path, openai_ser
         assert (
             step["path"] in ("llm", "tool") and step["tier"] == "standard" and step["estimated_cost_usd"] > 0
         )
-    assert [s["node"] for s in plan["steps"]] == ["cto", "coo"]
+    assert [s["node"] for s in plan["steps"]] == ["planner", "cto", "coo", "reconcile"]
     assert plan["estimated_total_usd"] == pytest.approx(sum(s["estimated_cost_usd"] for s in plan["steps"]))
 
 
@@ -81,7 +81,7 @@ def test_with_a_nearly_spent_task_budget_plan_and_run_both_choose_the_local_path
 
     code, plan = cli_json("plan", TASK, "--thread", "t", *args)
     assert code == 0
-    assert [(s["path"], s["tier"]) for s in plan["steps"]] == [("local", "local"), ("local", "local")]
+    assert [(s["path"], s["tier"]) for s in plan["steps"]] == [("local", "local")] * 4
     assert "15% left (< 20%)" in plan["steps"][0]["reason"]
 
     code, report = cli_json("run", TASK, "--thread", "t", *args)
@@ -126,7 +126,7 @@ def test_run_json_shows_each_calls_tier_and_why_and_the_plan_agrees_with_the_run
         ">= standard_at 0.27: premium -> standard"
     )
     steps = {s["node"]: s for s in report["plan"]["steps"]}
-    assert {node: step["tier"] for node, step in steps.items()} == {"cto": "standard", "coo": "standard"}
+    assert (steps["cto"]["tier"], steps["coo"]["tier"]) == ("standard", "standard")
     assert steps["cto"]["reason"].endswith(": premium -> standard")
 
 
@@ -145,3 +145,66 @@ def test_a_rate_limited_specialist_falls_back_a_tier_and_the_run_goes_on(
     # the model rests for every call of the process: reconcile, which runs after, passes it over
     assert fallbacks["reconcile"].startswith("gpt-4.1-mini rests after HTTP 429")
     assert next(r for r in report["spend"]["nodes"] if r["node"] == "reconcile")["tier"] == "economy"
+
+
+SIMPLE = "What is our office address?"
+COMPLEX = (
+    "Should we move our $180k-a-year analytics platform to self-hosted ClickHouse "
+    "run by our 3-person data team?"
+)
+
+
+def routed_files(tmp_path: Path, server: FakeOpenAIServer) -> list[str]:
+    """The packaged budgets.yaml (its router.decision bands), with the tiers on the fake server."""
+    return ["--models", str(write_models(tmp_path / "models.yaml", server.base_url))]
+
+
+def test_a_simple_question_plans_and_runs_its_specialists_below_standard(
+    tmp_path, openai_server: FakeOpenAIServer
+):
+    args = routed_files(tmp_path, openai_server)
+
+    code, plan = cli_json("plan", SIMPLE, *args)
+    run_code, report = cli_json("run", SIMPLE, "--review-threshold", "6", *args)
+
+    assert code == 0 and run_code == 0
+    planned = {s["node"]: s["tier"] for s in plan["steps"]}
+    ran = {row["node"]: row["tier"] for row in report["spend"]["nodes"]}
+    for tiers in (planned, ran):
+        assert tiers["cto"] in ("economy", "local") and tiers["coo"] in ("economy", "local")
+    assert ran == {s["node"]: s["tier"] for s in report["plan"]["steps"]}  # the plan is the contract
+
+
+def test_a_complex_high_stakes_decision_plans_and_runs_reconcile_on_premium(
+    tmp_path, openai_server: FakeOpenAIServer
+):
+    args = routed_files(tmp_path, openai_server)
+
+    code, plan = cli_json("plan", COMPLEX, *args)
+    run_code, report = cli_json("run", COMPLEX, "--review-threshold", "6", *args)
+    _, simple = cli_json("plan", SIMPLE, *args)
+
+    assert code == 0 and run_code == 0
+    assert {s["node"]: s["tier"] for s in plan["steps"]}["reconcile"] == "premium"
+    reconcile = [row for row in report["spend"]["nodes"] if row["node"] == "reconcile"]
+    assert reconcile and reconcile[-1]["tier"] == "premium" and reconcile[-1]["model"] == "gpt-4.1"
+    order = ["local", "economy", "standard", "premium"]
+    highest = max(order.index(s["tier"]) for s in plan["steps"])
+    assert highest > max(order.index(s["tier"]) for s in simple["steps"])
+
+
+def test_each_tier_off_the_default_carries_its_reason_on_the_spend_row(
+    tmp_path, openai_server: FakeOpenAIServer
+):
+    args = routed_files(tmp_path, openai_server)
+
+    for task in (SIMPLE, COMPLEX):
+        code, report = cli_json("run", task, "--review-threshold", "6", *args)
+
+        assert code == 0
+        planned = {s["node"]: s["tier"] for s in report["plan"]["steps"]}
+        for row in report["spend"]["nodes"]:
+            assert row["tier"] == planned[row["node"]]
+            if row["tier"] != "standard":  # models.yaml's default_tier
+                (why,) = [d for d in row["decisions"] if d["plugin"] == "plan"]
+                assert why["reason"].startswith("decision score ") and why["reason"].endswith(row["tier"])

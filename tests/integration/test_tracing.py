@@ -148,11 +148,14 @@ def test_a_run_exports_one_trace_whose_node_costs_add_up_to_the_run_the_ledger_a
     # GenAI semantic-convention attributes.
     for c in chats:
         a = c.attributes
-        assert c.name == "chat gpt-4.1-mini" and c.kind == "SPAN_KIND_CLIENT"
+        # the packaged router.decision plans this PCI migration's reconcile on premium
+        tier = "premium" if a["gen_ai.agent.name"] == "reconcile" else "standard"
+        model = {"standard": "gpt-4.1-mini", "premium": "gpt-4.1"}[tier]
+        assert c.name == f"chat {model}" and c.kind == "SPAN_KIND_CLIENT"
         assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.conversation.id"] == "t1"
-        assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == "gpt-4.1-mini"
+        assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == model
         assert a["gen_ai.usage.cost.currency"] == "USD" and a["llm.cost.total"] == cost(c) / 1e6
-        assert a["budgetgraph.tier"] == "standard" and a["budgetgraph.cache_hit"] is False
+        assert a["budgetgraph.tier"] == tier and a["budgetgraph.cache_hit"] is False
         assert a["budgetgraph.budget.node.remaining_tokens"] > 0  # budgets.yaml's default caps
         assert (
             a["server.address"] == "127.0.0.1" and f"127.0.0.1:{a['server.port']}" in openai_server.base_url
@@ -252,7 +255,7 @@ def test_a_failed_run_marks_its_spans_and_the_resume_completes_the_sums(
     assert {s.name for s in failed} == {
         "invoke_workflow decision",
         "invoke_agent reconcile",
-        "chat gpt-4.1-mini",
+        "chat gpt-4.1",  # reconcile's planned premium tier
     }
     assert {s.attributes["error.type"] for s in failed if op(s) == "chat"} == {"500"}
     chats = [s for s in spans if op(s) == "chat" and s.status != "STATUS_CODE_ERROR"]
@@ -320,7 +323,10 @@ def test_metrics_are_exported_when_asked(
     costs = collector.points("budgetgraph.client.cost")
     assert sum(p.value for p in costs) == total["cost_micro_usd"]
     assert {p.attributes["gen_ai.agent.name"] for p in costs} == {"planner", "cto", "coo", "reconcile"}
-    assert {p.attributes["budgetgraph.tier"] for p in costs} == {"standard"}
+    assert {p.attributes["budgetgraph.tier"] for p in costs} == {
+        "standard",
+        "premium",
+    }  # reconcile planned premium
 
 
 def test_sdk_disabled_records_and_exports_nothing(

@@ -32,13 +32,15 @@ GLOBEX_KEY = "globex-test-key-9c2e"
 def write_serving(folder: Path) -> Path:
     """Write the serving file and its profiles' files into ``folder``; return the serving file."""
     (folder / "economy-models.yaml").write_text(yaml.safe_dump({"default_tier": "economy"}))
+    # every node on models.yaml's default tier: no routing by the decision
+    (folder / "economy-budgets.yaml").write_text(yaml.safe_dump({"router": {"decision": {"enabled": False}}}))
     (folder / "tight-budgets.yaml").write_text(
         yaml.safe_dump({"nodes": {"cto": {"max_tokens": 100, "on_exceed": "local"}}})
     )
     serving = {
         "profiles": {
             "standard": {},
-            "economy": {"models": "economy-models.yaml"},
+            "economy": {"models": "economy-models.yaml", "budgets": "economy-budgets.yaml"},
             "tight": {"budgets": "tight-budgets.yaml"},
         },
         "default_profile": "standard",

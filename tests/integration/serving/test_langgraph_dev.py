@@ -26,6 +26,8 @@ TASK = (
 CONSTRAINTS = ["Keep card data in one region"]
 AGENTS = ["coo", "cto", "planner", "reconcile"]
 NodeTier = tuple[str, str]
+DEFAULT_PLAN = {("planner", "standard"), ("cto", "standard"), ("coo", "standard"), ("reconcile", "premium")}
+"""What the packaged router.decision plans for TASK (a PCI-bound billing migration)."""
 
 
 @pytest.fixture
@@ -234,7 +236,7 @@ def test_an_assistant_on_a_profile_whose_budget_caps_the_cto_runs_it_locally_at_
     openai_server.reset()
     capped_run = run_to_the_end(client, capped)
 
-    assert tiers(default_run["spend"]) == {(node, "standard") for node in AGENTS}
+    assert tiers(default_run["spend"]) == DEFAULT_PLAN
     assert tiers(capped_run["spend"]) == {
         ("planner", "standard"),
         ("cto", "local"),
@@ -264,7 +266,7 @@ def test_an_assistant_on_the_economy_profile_spends_a_fraction_of_the_default(
     default_run = run_to_the_end(client, assistant_id)
     economy_run = run_to_the_end(client, economy)
 
-    assert tiers(default_run["spend"]) == {(node, "standard") for node in AGENTS}
+    assert tiers(default_run["spend"]) == DEFAULT_PLAN
     assert tiers(economy_run["spend"]) == {(node, "economy") for node in AGENTS}
     assert {row["model"] for row in economy_run["spend"]} == {"gpt-4.1-nano"}
     assert total_cost(economy_run["spend"]) * 2 < total_cost(default_run["spend"])

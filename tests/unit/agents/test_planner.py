@@ -47,8 +47,13 @@ def record(node: str, tier: str, model: str, input_tokens: int, output_tokens: i
     )  # fmt: skip
 
 
+def specialists(plan) -> list:
+    """The plan's cto and coo steps (a plan also holds the planner's own and reconcile's)."""
+    return [s for s in plan.steps if s.node in ("cto", "coo")]
+
+
 def steps_of(plan) -> list[tuple[str, str, str]]:
-    return [(s.node, s.path, s.tier) for s in plan.steps]
+    return [(s.node, s.path, s.tier) for s in specialists(plan)]
 
 
 def test_a_plan_is_estimated_from_the_priors_without_calling_any_model(
@@ -58,13 +63,14 @@ def test_a_plan_is_estimated_from_the_priors_without_calling_any_model(
 
     assert openai_server.requests == []
     assert steps_of(made) == [("cto", "tool", "standard"), ("coo", "tool", "standard")]
-    cto = made.steps[0]
+    cto = specialists(made)[0]
     # tool path: the 900-token prompt twice plus 60 tokens of tool round trip, and 600 output tokens,
     # at gpt-4.1-mini's $0.40 / $1.60 per million tokens
     assert (cto.estimated_tokens, cto.estimated_tool_calls, cto.estimate_source) == (2460, 1, "prior")
     assert cto.estimated_cost_usd == pytest.approx((1860 * 0.40 + 600 * 1.60) / 1e6)
     assert cto.expected_quality == pytest.approx(0.85)
-    assert made.estimated_total_usd == pytest.approx(2 * cto.estimated_cost_usd)
+    assert made.estimated_total_usd == pytest.approx(sum(step.estimated_cost_usd for step in made.steps))
+    assert [step.node for step in made.steps] == ["planner", "cto", "coo", "reconcile"]
     assert made.feasible and made.reason is None
 
 
@@ -77,7 +83,7 @@ def test_estimates_blend_the_ledgers_history_of_the_same_node_tier_and_model(tmp
 
     made = estimate(gateway(tmp_path, models_file, ledger=ledger), task=WORDY, constraints=[])
 
-    cto, coo = made.steps
+    cto, coo = specialists(made)
     # (8 x 400 + 2 x 900) / 10 input and (8 x 200 + 2 x 600) / 10 output tokens: the prior counts as 2 calls
     assert (cto.path, cto.estimated_tokens) == ("llm", 500 + 280)
     assert cto.estimate_source == "history of 8 call(s) blended with the prior"
@@ -89,16 +95,17 @@ def test_the_beam_shares_a_task_budget_better_than_a_greedy_choice(tmp_path, ope
     # premium + premium = $0.0148, premium + standard = $0.00872, premium + economy = $0.00771,
     # standard + standard = $0.00264: the cap fits the last two, and two standard steps are worth more
     budgets = "task: {max_cost_usd: 0.0078}\n"
+    only_specialists = "nodes: {planner: {max_tier: local}, reconcile: {max_tier: local}}"  # they cost 0
 
     def searched(width: int):
-        text = budgets + f"router: {{plan: {{beam_width: {width}}}}}\n"
+        text = budgets + f"router: {{plan: {{beam_width: {width}}}, {only_specialists}}}\n"
         return estimate(gateway(tmp_path, models, text), task=WORDY, constraints=[])
 
     greedy, beam = searched(1), searched(4)
 
     assert steps_of(greedy) == [("cto", "llm", "premium"), ("coo", "llm", "economy")]
     assert steps_of(beam) == [("cto", "llm", "standard"), ("coo", "llm", "standard")]
-    assert "premium (llm) would pass `total_task_budget.max_cost_usd`" in beam.steps[0].reason
+    assert "premium (llm) would pass `total_task_budget.max_cost_usd`" in specialists(beam)[0].reason
 
 
 @pytest.mark.parametrize("unit", ["max_tokens", "max_cost_usd"])
@@ -169,7 +176,7 @@ def test_an_approve_cap_keeps_the_step_so_that_its_call_asks_for_approval(tmp_pa
         constraints=[],
     )
 
-    cto = made.steps[0]
+    cto = specialists(made)[0]
     assert (cto.path, cto.tier, cto.within_budget) == ("llm", "standard", False)
     assert "the call will ask for approval" in cto.reason and not made.feasible
 
@@ -196,7 +203,7 @@ def test_a_nearly_spent_task_budget_plans_the_local_path(tmp_path, models_file):
     )
 
     assert steps_of(made) == [("cto", "local", "local"), ("coo", "local", "local")]
-    assert made.steps[0].reason == (
+    assert specialists(made)[0].reason == (
         "`total_task_budget.max_cost_usd` on run:t: 15% left (< 20%): standard -> local"
     )
     assert made.estimated_total_usd == 0 and made.feasible
@@ -206,7 +213,7 @@ def test_without_an_endpoint_every_step_is_local_and_says_why(tmp_path):
     made = estimate(gateway(tmp_path, None), task=TASK, constraints=[])
 
     assert steps_of(made) == [("cto", "local", "local"), ("coo", "local", "local")]
-    assert made.steps[0].reason.startswith("tier `standard` has no endpoint")
+    assert specialists(made)[0].reason.startswith("tier `standard` has no endpoint")
 
 
 def test_beam_search_counts_a_node_cap_only_against_that_nodes_steps():
