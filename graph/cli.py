@@ -127,15 +127,7 @@ def run(
             raise _BadInput(f"Thread `{thread_id}` already has a run; use `budgetgraph resume {thread_id}`.")
         return {"task": task, "constraints": list(constraint or [])}
 
-    settings = settings_for(
-        as_json,
-        models=models,
-        budgets=budgets,
-        checkpointer=checkpointer,
-        ledger_url=ledger,
-        cache=cache,
-        tenant=tenant,
-    )
+    settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     _drive(start, thread_id, _context(settings, review_threshold, as_json), settings, as_json, new_run=True)
 
 
@@ -207,15 +199,7 @@ def resume(
             raise _BadInput(f"The run is not paused for review, so {chosen[0]} does not apply.")
         return None  # continue from the last checkpoint: re-runs only what had not finished
 
-    settings = settings_for(
-        as_json,
-        models=models,
-        budgets=budgets,
-        checkpointer=checkpointer,
-        ledger_url=ledger,
-        cache=cache,
-        tenant=tenant,
-    )
+    settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     _drive(start, thread, _context(settings, review_threshold, as_json), settings, as_json)
 
 
@@ -344,15 +328,7 @@ def edit(
             edit_summary(before["runs"], values.get("node_runs", []), pending=report.get("next") or [])
         )
 
-    settings = settings_for(
-        as_json,
-        models=models,
-        budgets=budgets,
-        checkpointer=checkpointer,
-        ledger_url=ledger,
-        cache=cache,
-        tenant=tenant,
-    )
+    settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     context = _context(settings, review_threshold, as_json)
     _drive(start, thread, context, settings, as_json, extend=extend)
 
@@ -424,15 +400,7 @@ def fork(
             raise _BadInput(str(exc)) from exc
         return None
 
-    settings = settings_for(
-        as_json,
-        models=models,
-        budgets=budgets,
-        checkpointer=checkpointer,
-        ledger_url=ledger,
-        cache=cache,
-        tenant=tenant,
-    )
+    settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     context = _context(settings, review_threshold, as_json)
     _drive(start, target, context, settings, as_json, settings_from=thread)
 
@@ -463,6 +431,27 @@ def report(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         render_cost_report(stdout_console(), summary)
+
+
+def _run_settings(
+    as_json: bool,
+    models: Path | None,
+    budgets: Path | None,
+    checkpointer: str | None,
+    ledger: str | None,
+    cache: bool | None,
+    tenant: str | None,
+) -> Settings:
+    """The settings of a command that runs the graph (run, resume, edit, fork)."""
+    return settings_for(
+        as_json,
+        models=models,
+        budgets=budgets,
+        checkpointer=checkpointer,
+        ledger_url=ledger,
+        cache=cache,
+        tenant=tenant,
+    )
 
 
 def _kept_settings(settings: Settings, saver: BaseCheckpointSaver, thread_id: str) -> Settings:

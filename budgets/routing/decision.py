@@ -35,9 +35,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from budgetgraph.budgets.routing.complexity import expected_grade
+from budgetgraph.budgets.routing.complexity import Complexity, expected_grade
 
 # --------------------------------------------------------------------------- features
 
@@ -282,33 +281,8 @@ CUTS: tuple[float, float] = (0.4628, 4.3433)
 """Cut points of the ordinal model, economy|standard and standard|premium (log-odds)."""
 
 
-@dataclass(frozen=True)
-class DecisionScore:
-    """How much model a decision deserves.
-
-    Attributes:
-        score: Expected grade, 0 (economy) to 1 (premium); see
-            :func:`~budgetgraph.budgets.routing.complexity.expected_grade`.
-        features: The measured features.
-        contributions: Each feature's part of the linear predictor (log-odds).
-    """
-
-    score: float
-    features: Mapping[str, float]
-    contributions: Mapping[str, float]
-
-    def band(self, standard_at: float, premium_at: float) -> str:
-        """``economy``, ``standard`` or ``premium``: the band of the score at the two thresholds."""
-        if self.score >= premium_at:
-            return "premium"
-        if self.score >= standard_at:
-            return "standard"
-        return "economy"
-
-    def drivers(self, count: int = 3) -> list[str]:
-        """The features that moved the score most, as ``name +1.2``, strongest first."""
-        ranked = sorted(self.contributions.items(), key=lambda item: -abs(item[1]))
-        return [f"{name} {value:+.1f}" for name, value in ranked[:count] if abs(value) >= 0.05]
+DecisionScore = Complexity
+"""A decision's score: the request scorer's record (score 0-1, features, contributions, drivers)."""
 
 
 def score_decision(
@@ -334,7 +308,7 @@ def score_decision(
     weights = WEIGHTS if weights is None else weights
     measured = features(task, constraints, note)
     contributions = {name: weights.get(name, 0.0) * value for name, value in measured.items()}
-    return DecisionScore(
+    return Complexity(
         score=expected_grade(sum(contributions.values()), CUTS if cuts is None else cuts),
         features=measured,
         contributions=contributions,
