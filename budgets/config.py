@@ -94,8 +94,9 @@ class TierModel(_Strict):
     """Cap on completion tokens per call (tokens)."""
     timeout_s: Number = Field(default=60.0, gt=0)
     """Per-request timeout (seconds)."""
-    max_retries: StrictInt = Field(default=2, ge=0)
-    """Retries of the OpenAI client on 429, 5xx and connection errors."""
+    max_retries: StrictInt = Field(default=2, ge=0, le=10)
+    """Retries by the gateway on 429, 5xx, timeouts and unusable answers (0-10); each waits for
+    ``Retry-After`` or a backoff, reserves again, and none runs past the node's latency cap."""
     streaming: StrictBool = False
     """Stream completions (usage is still counted from the final chunk)."""
     store_completions: StrictBool = False

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from budgetgraph.budgets import BudgetgraphError, ConfigError, load_models
 from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.budgets.ledger.base import default_ledger_path
 from budgetgraph.budgets.plugins.limits import MAX_RAISE
-from budgetgraph.budgets.report import build_report
+from budgetgraph.budgets.report import build_report, unsettled_attempts
 from budgetgraph.graph.builder import EmptyTaskError, build_graph, load_config
 from budgetgraph.graph.checkpoint import CheckpointStoreError, NoCheckpointsError, open_checkpointer
 from budgetgraph.graph.cli_cache import cache_app
@@ -339,10 +340,17 @@ def history(
     models: ModelsOpt = None,
     budgets: BudgetsOpt = None,
     checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a run's checkpoints, newest first, with the node that wrote each and the spend so far."""
-    settings = settings_for(as_json, models=models, budgets=budgets, checkpointer=checkpointer)
+    """List a run's checkpoints, newest first, with the node that wrote each and the spend so far.
+
+    Attempts of the run that may have been billed and were never settled (a
+    timeout, a crash) follow, each at its reservation: an upper bound.
+    """
+    settings = settings_for(
+        as_json, models=models, budgets=budgets, checkpointer=checkpointer, ledger_url=ledger
+    )
     with ExitStack() as stack:
         try:
             models_config, budgets_config = load_config(settings)
@@ -366,10 +374,26 @@ def history(
             fail(str(exc), as_json, EXIT_FAILED)
     if not rows:
         fail(f"No run has thread `{thread}`.", as_json)
+    unsettled = _unsettled(settings, thread)
     if as_json:
-        sys.stdout.write(json.dumps({"thread_id": thread, "checkpoints": rows}, indent=2) + "\n")
+        document = {"thread_id": thread, "checkpoints": rows, "unsettled": unsettled}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        render_history(stdout_console(), thread, rows)
+        render_history(stdout_console(), thread, rows, unsettled)
+
+
+def _unsettled(settings: Settings, thread: str) -> list[dict[str, Any]]:
+    """The run's unsettled attempts; none when the SQLite ledger does not exist (it is not created)."""
+    url = settings.ledger_url
+    if url is None or url.startswith("sqlite:///"):
+        path = default_ledger_path() if url is None else Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return []
+    book = open_ledger(url)
+    try:
+        return unsettled_attempts(book, thread_id=thread)
+    finally:
+        book.close()
 
 
 @app.command()

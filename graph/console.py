@@ -258,9 +258,11 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
             console.print(f"  - {line}", highlight=False)
 
 
-def render_history(console: Console, thread: str, rows: list[dict[str, Any]]) -> None:
-    """Print a thread's checkpoints, newest first."""
-    thread, rows = printable(thread), printable(rows)
+def render_history(
+    console: Console, thread: str, rows: list[dict[str, Any]], unsettled: list[dict[str, Any]] = ()
+) -> None:
+    """Print a thread's checkpoints, newest first, then its unsettled attempts."""
+    thread, rows, unsettled = printable(thread), printable(rows), printable(list(unsettled))
     table = Table(
         Column("checkpoint", no_wrap=True, min_width=36),  # copied whole into `fork --checkpoint`
         "step",
@@ -285,3 +287,18 @@ def render_history(console: Console, thread: str, rows: list[dict[str, Any]]) ->
         )
     console.print(table)
     console.print(f"Fork one with: budgetgraph fork {thread} --checkpoint CHECKPOINT_ID", highlight=False)
+    if unsettled:
+        attempts = Table(
+            "when", "node", "tier", "model", "USD at most", "state", "why", title="Unsettled attempts"
+        )
+        for row in unsettled:
+            attempts.add_row(
+                row["ts"],
+                row["node"],
+                row["tier"],
+                row["model"],
+                f"{row['cost_usd']:.6f}",
+                row["state"],
+                row["reason"],
+            )
+        console.print(attempts)

@@ -179,6 +179,18 @@ def test_a_run_killed_with_a_request_in_flight_closes_the_attempt_at_once_on_res
     assert {r["reason"] for r in ledger.unsettled()} == {ORPHANED}
     assert_every_billed_answer_is_in_the_ledger_once(ledger, openai_server)
 
+    from typer.testing import CliRunner
+
+    from budgetgraph.graph.cli import app
+
+    shown = CliRunner().invoke(
+        app,
+        ["history", "killed", "--checkpointer", f"sqlite:///{checkpoints}", "--ledger", url, "--json"],
+    )
+    history = json.loads(shown.stdout)
+    assert sorted(a["node"] for a in history["unsettled"]) == left_open
+    assert all(a["state"] == "unsettled" and a["cost_usd"] > 0 for a in history["unsettled"])
+
 
 def _models(path: Path):
     from budgetgraph.budgets import load_models
