@@ -342,7 +342,12 @@ def _options(
             if no_endpoint(gateway.models, tier) is None:
                 paths = ("tool", "llm") if figures else ("llm",)
                 options += [_estimate(gateway, planning, records, node, tier, path) for path in paths]
-    local = StepOption(
+    return _NodeOptions(node, [*options, _local(node, planning)])
+
+
+def _local(node: str, planning: Planning) -> StepOption:
+    """The local path of ``node``: no model, no cost, the local rules' quality."""
+    return StepOption(
         node=node,
         path="local",
         tier="local",
@@ -353,7 +358,6 @@ def _options(
         quality=planning.local_quality,
         source="local rules",
     )
-    return _NodeOptions(node, [*options, local])
 
 
 def _settle(
@@ -486,17 +490,7 @@ def _planner_step(
     if ran:
         tier = ran[-1]["tier"]
     if tier == "local" or no_endpoint(gateway.models, tier) is not None:
-        option = StepOption(
-            node="planner",
-            path="local",
-            tier="local",
-            tokens=0,
-            micro_usd=0,
-            latency_ms=planning.local_latency_ms,
-            tool_calls=0,
-            quality=planning.local_quality,
-            source="local rules",
-        )
+        option = _local("planner", planning)
     else:
         option = _estimate(gateway, planning, records, "planner", tier, "llm")
     return _step(option, [], [why] if why else [], within=True)

@@ -277,11 +277,16 @@ def score(
     Returns:
         The complexity, with the features and their contributions for the reason.
     """
-    weights = WEIGHTS if weights is None else weights
-    measured = features(text)
+    return scored(features(text), WEIGHTS if weights is None else weights, CUTS if cuts is None else cuts)
+
+
+def scored(
+    measured: Mapping[str, float], weights: Mapping[str, float], cuts: tuple[float, float]
+) -> Complexity:
+    """The ordinal model's score of measured features: each one's contribution, and the expected grade."""
     contributions = {name: weights.get(name, 0.0) * value for name, value in measured.items()}
     return Complexity(
-        score=expected_grade(sum(contributions.values()), CUTS if cuts is None else cuts),
+        score=expected_grade(sum(contributions.values()), cuts),
         features=measured,
         contributions=contributions,
     )
@@ -297,4 +302,5 @@ __all__ = [
     "expected_grade",
     "features",
     "score",
+    "scored",
 ]

@@ -36,7 +36,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from budgetgraph.budgets.routing.complexity import Complexity, expected_grade
+from budgetgraph.budgets.routing.complexity import Complexity, scored
 
 # --------------------------------------------------------------------------- features
 
@@ -305,14 +305,8 @@ def score_decision(
     Returns:
         The score, with the features and their contributions for the reason.
     """
-    weights = WEIGHTS if weights is None else weights
     measured = features(task, constraints, note)
-    contributions = {name: weights.get(name, 0.0) * value for name, value in measured.items()}
-    return Complexity(
-        score=expected_grade(sum(contributions.values()), CUTS if cuts is None else cuts),
-        features=measured,
-        contributions=contributions,
-    )
+    return scored(measured, WEIGHTS if weights is None else weights, CUTS if cuts is None else cuts)
 
 
 __all__ = [
