@@ -313,7 +313,8 @@ def test_an_attempt_left_open_by_a_crash_is_closed_at_once_when_its_call_is_aske
 
 def test_a_server_answering_429_forever_is_given_up_within_a_small_latency_cap(tmp_path, openai_server):
     openai_server.inject_faults({"rate_limit": 1.0}, retry_after_s=0.05)
-    gw = gateway(tmp_path, openai_server, "budgets:\n  cto: {max_latency_ms: 600}\n", max_retries=1000)
+    # max_retries at its most (10): the latency cap stops it first
+    gw = gateway(tmp_path, openai_server, "budgets:\n  cto: {max_latency_ms: 600}\n", max_retries=10)
 
     started = time.monotonic()
     with pytest.raises(BudgetExceededError) as info:
@@ -371,7 +372,7 @@ def test_retries_of_answers_that_may_have_been_billed_stop_when_the_run_budget_i
 ):
     openai_server.inject_faults({"hang": 1.0}, hang_s=0.3)
     budgets = "budgets:\n  total_task_budget: {max_tokens: 7000}\n"
-    gw = gateway(tmp_path, openai_server, budgets, timeout_s=0.1, max_retries=1000)
+    gw = gateway(tmp_path, openai_server, budgets, timeout_s=0.1, max_retries=10)  # the most allowed
 
     with pytest.raises(BudgetExceededError, match="total_task_budget.max_tokens"):
         gw.session("cto").ask(PROMPT, Answer, local=local_answer)
