@@ -192,16 +192,7 @@ class SqliteLedger(Ledger):
 
     def records(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
         """See :meth:`Ledger.records`."""
-        query, args = "SELECT data FROM records WHERE 1=1", []
-        if since is not None:
-            query += " AND ts >= ?"
-            args.append(since.astimezone(UTC).isoformat())
-        if tenant is not None:
-            query += " AND tenant = ?"
-            args.append(tenant)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return self._select("records", since=since, tenant=tenant)
 
     def alerts(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """See :meth:`Ledger.alerts`."""
@@ -262,7 +253,11 @@ class SqliteLedger(Ledger):
 
     def unsettled(self, *, since: datetime | None = None, tenant: str | None = None) -> list[LedgerRecord]:
         """See :meth:`Ledger.unsettled`."""
-        query, args = "SELECT data FROM unsettled WHERE 1=1", []
+        return self._select("unsettled", since=since, tenant=tenant)
+
+    def _select(self, table: str, *, since: datetime | None, tenant: str | None) -> list[LedgerRecord]:
+        """The records of ``table`` (``records`` or ``unsettled``), oldest first, filtered."""
+        query, args = f"SELECT data FROM {table} WHERE 1=1", []  # noqa: S608 - table is ours
         if since is not None:
             query += " AND ts >= ?"
             args.append(since.astimezone(UTC).isoformat())
