@@ -34,41 +34,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from budgetgraph.agents import rules
-from budgetgraph.agents.beam import StepOption, beam_search, over
+from budgetgraph.agents.beam import beam_search
 from budgetgraph.agents.prompts import PLANNER_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
 from budgetgraph.agents.schemas import Plan, PlanBrief, PlanCap, PlanStep
 from budgetgraph.agents.text import bullets, task_block
-from budgetgraph.budgets import (
-    MODEL_TIERS,
-    BudgetExceededError,
-    Gateway,
-    ModelCall,
-    NodeSession,
-    Tier,
-    Totals,
-    usd,
-)
-from budgetgraph.budgets.ledger import LedgerRecord
-from budgetgraph.budgets.routing import (
-    ROUTER_SECTION,
-    Room,
-    RouterSettings,
-    no_endpoint,
-    plan_tier,
-    rooms,
-    route,
-    score_decision,
-    tightest_usd,
-)
-from budgetgraph.budgets.routing.settings import Planning
+from budgetgraph.budgets import BudgetExceededError, Gateway, ModelCall, NodeSession, usd
+from budgetgraph.budgets.caps import UNIT_NAMES, Room, StepOption, exceeded, over, plain
+from budgetgraph.budgets.estimates import Estimator
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +56,6 @@ SPECIALISTS: tuple[str, ...] = ("cto", "coo")
 
 NEW_RUN = "(new run)"
 """The thread :func:`estimate` plans for when given none: a run not started, which has spent nothing."""
-
-HISTORY_DAYS = 90
-"""Ledger records older than this (days) are not read for estimates."""
 
 _FIGURES = re.compile(r"\d")
 
@@ -113,7 +89,7 @@ def plan(
     if note:
         content += REPLAN_NOTE_TEMPLATE.format(note=note)
     texts = list(constraints) + ([note] if note else [])
-    tier, reason = planned_tier(gateway, "planner", task=task, constraints=constraints, note=note)
+    tier, reason = gateway.estimator.planned_tier("planner", task=task, constraints=constraints, note=note)
     brief = session.ask(
         [SystemMessage(PLANNER_SYSTEM), HumanMessage(content)],
         PlanBrief,
@@ -135,27 +111,6 @@ def plan(
         logger.info("Plan is infeasible and a cap says stop: %s", made.reason)
         raise stop
     return made
-
-
-def planned_tier(
-    gateway: Gateway,
-    node: str,
-    *,
-    task: str,
-    constraints: Sequence[str],
-    note: str | None = None,
-) -> tuple[Tier, str | None]:
-    """The tier the plan gives ``node`` for this decision, and the reason when it is not ``default_tier``.
-
-    With ``router.decision`` on, the decision's score picks the node's band
-    (:func:`~budgetgraph.budgets.routing.plan_tier`); off, every node asks for
-    ``default_tier``. Caps, cooldowns and fallbacks apply later, on the call.
-    """
-    settings = gateway.budgets.section(ROUTER_SECTION, RouterSettings)
-    if not settings.decision.enabled:
-        return gateway.default_tier, None
-    tier, reason = plan_tier(node, score_decision(task, constraints, note), settings)
-    return tier, (reason if tier != gateway.default_tier else None)
 
 
 def estimate(
@@ -236,28 +191,19 @@ def plan_steps(
         ConfigError: The ``router:`` section of ``budgets.yaml`` is invalid.
     """
     now = now or datetime.now(UTC)
-    settings = gateway.budgets.section(ROUTER_SECTION, RouterSettings)
-    records = _history(gateway, now, settings.plan)
+    budget = gateway.estimator
     questions: dict[str, list[str]] = {"cto": brief.cto_questions, "coo": brief.coo_questions}
     figures = bool(_FIGURES.search(" ".join([task, *constraints])))
-    caps: dict[tuple[str, str], Room] = {}
-    nodes: list[_NodeOptions] = []
-    by_decision = settings.decision.enabled
+    score = budget.score(task, constraints, note).score  # quality priors depend on it, routed or not
     planner_ran = any(c["node"] == "planner" for c in history)
     # A planner that has run spent already (in ``history``, so in every cap's room);
     # before it runs (``budgetgraph plan``), its step is planned with the others.
-    for node in (*(() if planner_ran else ("planner",)), *SPECIALISTS, "reconcile"):
-        node_rooms = rooms(
-            gateway.budgets,
-            gateway.ledger,
-            node=node,
-            thread_id=thread_id,
-            tenant=tenant,
-            now=now,
-            node_spent=Totals.of(c for c in history if c["node"] == node),
-            task_spent=Totals.of(history),
-        )
-        for room in node_rooms:
+    planned = (*(() if planner_ran else ("planner",)), *SPECIALISTS, "reconcile")
+    found = budget.rooms(planned, thread_id=thread_id, tenant=tenant, now=now, history=history)
+    caps: dict[tuple[str, str], Room] = {}
+    nodes: list[_NodeOptions] = []
+    for node in planned:
+        for room in found[node]:
             caps.setdefault((room.scope, room.limit), room)
         prompt = SPECIALIST_TEMPLATE.format(
             task_block=task_block(task, constraints),
@@ -267,35 +213,40 @@ def plan_steps(
         )
         if note:
             prompt += REPLAN_NOTE_TEMPLATE.format(note=note)
-        wanted, why = planned_tier(gateway, node, task=task, constraints=constraints, note=note)
-        decided = route(
+        wanted, why = budget.planned_tier(node, task=task, constraints=constraints, note=note)
+        decided = budget.route(
             wanted,
             node=node,
-            text=None if by_decision or node not in SPECIALISTS else prompt,
-            settings=settings,
-            budget=tightest_usd(node_rooms),
-            unreachable=lambda tier: no_endpoint(gateway.models, tier),
+            text=None if budget.by_decision or node not in SPECIALISTS else prompt,
+            budget=budget.tightest_usd(found[node]),
         )
         tools = figures and node in SPECIALISTS
-        nodes.append(_options(gateway, settings.plan, records, node, decided.tier, figures=tools))
+        options = budget.options(node, decided.tier, tools=tools, score=score, now=now)
+        nodes.append(_NodeOptions(node, options))
         nodes[-1].reasons.extend([why] if why else [])
         nodes[-1].reasons.extend(reason for _, reason in decided.decisions)
 
     all_caps = list(caps.values())
-    best = beam_search([n.options for n in nodes], all_caps, width=settings.plan.beam_width)
+    planning = budget.planning
+    best = beam_search(
+        [n.options for n in nodes],
+        all_caps,
+        width=planning.beam_width,
+        quality_per_usd=planning.quality_per_usd,
+    )
     assert best is not None, "a plan of local steps always fits"
     steps: list[PlanStep] = []
     problems: list[str] = []
     stop: BudgetExceededError | None = None
     for index, entry in enumerate(nodes):
         others = best[:index] + best[index + 1 :]
-        pick, within, problem, error = _settle(entry, best[index], others, all_caps, settings.plan)
+        pick, within, problem, error = _settle(entry, best[index], others, all_caps, planning.on_infeasible)
         if problem is not None:
             problems.append(f"`{entry.node}`: {problem}")
         stop = stop or error
         steps.append(_step(pick, questions.get(entry.node, []), entry.reasons, within=within))
     if planner_ran:
-        steps.insert(0, _planner_step(gateway, settings.plan, records, task, constraints, note, history))
+        steps.insert(0, _planner_step(budget, task, constraints, note, history, score=score, now=now))
     return (
         Plan(
             objective=brief.objective,
@@ -325,47 +276,12 @@ class _NodeOptions:
         return [o for o in self.options if o.path != "local"]
 
 
-def _options(
-    gateway: Gateway,
-    planning: Planning,
-    records: Sequence[LedgerRecord],
-    node: str,
-    routed: Tier,
-    *,
-    figures: bool,
-) -> _NodeOptions:
-    """The routed tier and every reachable model tier below it, each ``tool`` then ``llm``; then local."""
-    options: list[StepOption] = []
-    if routed != "local":
-        top = MODEL_TIERS.index(routed)
-        for tier in reversed(MODEL_TIERS[: top + 1]):
-            if no_endpoint(gateway.models, tier) is None:
-                paths = ("tool", "llm") if figures else ("llm",)
-                options += [_estimate(gateway, planning, records, node, tier, path) for path in paths]
-    return _NodeOptions(node, [*options, _local(node, planning)])
-
-
-def _local(node: str, planning: Planning) -> StepOption:
-    """The local path of ``node``: no model, no cost, the local rules' quality."""
-    return StepOption(
-        node=node,
-        path="local",
-        tier="local",
-        tokens=0,
-        micro_usd=0,
-        latency_ms=planning.local_latency_ms,
-        tool_calls=0,
-        quality=planning.local_quality,
-        source="local rules",
-    )
-
-
 def _settle(
     entry: _NodeOptions,
     pick: StepOption,
     others: Sequence[StepOption],
     caps: Sequence[Room],
-    planning: Planning,
+    on_infeasible: str,
 ) -> tuple[StepOption, bool, str | None, BudgetExceededError | None]:
     """Explain the search's pick for one node, and act when no model step fits.
 
@@ -397,12 +313,12 @@ def _settle(
     actions = {cap.on_exceed for cap in blocking}
     error = None
     within = True
-    if planning.on_infeasible == "on_exceed" and "stop" in actions:
+    if on_infeasible == "on_exceed" and "stop" in actions:
         cap = next(c for c in blocking if c.on_exceed == "stop")
         needed = sum(o.uses(cap.unit) for o in [*others, cheapest] if cap.node in (None, o.node))
-        error = _stop_error(entry.node, cap, needed)
+        error = exceeded(entry.node, cap, needed)
         entry.reasons.append(f"no model step fits: {shown}; on_exceed `stop`: `run` stops in the planner")
-    elif planning.on_infeasible == "on_exceed" and "approve" in actions:
+    elif on_infeasible == "on_exceed" and "approve" in actions:
         pick, within = models[0], False
         entry.reasons.append(
             f"no model step fits: {shown}; on_exceed `approve`: the call will ask for approval"
@@ -412,87 +328,25 @@ def _settle(
     return pick, within, entry.reasons[-1], error
 
 
-def _history(gateway: Gateway, now: datetime, planning: Planning) -> list[LedgerRecord]:
-    """The ledger's records that estimates may use (none when ``history_window`` is 0)."""
-    if planning.history_window == 0:
-        return []
-    return gateway.ledger.records(since=now - timedelta(days=HISTORY_DAYS))
-
-
-def _estimate(
-    gateway: Gateway,
-    planning: Planning,
-    records: Sequence[LedgerRecord],
-    node: str,
-    tier: Tier,
-    path: str,
-) -> StepOption:
-    """Estimate a model step: history of the same node, tier and model blended with the prior.
-
-    Each estimate is ``(n * mean + k * prior) / (n + k)`` over the latest
-    ``history_window`` records (``n`` of them) and ``k = prior_weight``: the
-    prior counts as ``k`` records, so a few unusual calls do not swing it. A
-    ``tool`` step adds the round trip that asks for the tool: its input again,
-    plus ``tool_round_trip_tokens``, and ``tool_round_trip_ms``.
-    """
-    assert tier in MODEL_TIERS
-    settings = gateway.models.endpoints[tier].settings
-    prior = planning.tiers.of(tier)  # type: ignore[arg-type]
-    rows = (
-        [
-            r
-            for r in records
-            if r["node"] == node and r["tier"] == tier and r["model"] == settings.model and not r["cache_hit"]
-        ][-planning.history_window :]
-        if planning.history_window
-        else []
-    )
-    n, k = len(rows), planning.prior_weight
-    if n + k > 0:
-        input_tokens = round((sum(r["input_tokens"] for r in rows) + k * prior.input_tokens) / (n + k))
-        output_tokens = round((sum(r["output_tokens"] for r in rows) + k * prior.output_tokens) / (n + k))
-    else:
-        input_tokens, output_tokens = prior.input_tokens, prior.output_tokens
-    latency, quality, tool_calls = prior.latency_ms, prior.quality, 0
-    if path == "tool":
-        input_tokens = 2 * input_tokens + planning.tool_round_trip_tokens
-        latency += planning.tool_round_trip_ms
-        quality = min(1.0, quality + planning.tool_quality_gain)
-        tool_calls = 1
-    price = gateway.prices.price(
-        settings.model, input_tokens=input_tokens, output_tokens=output_tokens, provider=settings.provider
-    )
-    return StepOption(
-        node=node,
-        path="tool" if path == "tool" else "llm",
-        tier=tier,
-        tokens=input_tokens + output_tokens,
-        micro_usd=price.micro_usd,
-        latency_ms=latency,
-        tool_calls=tool_calls,
-        quality=quality,
-        source=f"history of {n} call(s) blended with the prior" if n else "prior",
-    )
-
-
 def _planner_step(
-    gateway: Gateway,
-    planning: Planning,
-    records: Sequence[LedgerRecord],
+    budget: Estimator,
     task: str,
     constraints: Sequence[str],
     note: str | None,
     history: Sequence[ModelCall],
+    *,
+    score: float,
+    now: datetime,
 ) -> PlanStep:
     """The planner's own step: the tier it ran at (its call in ``history``), else the one planned."""
-    tier, why = planned_tier(gateway, "planner", task=task, constraints=constraints, note=note)
+    tier, why = budget.planned_tier("planner", task=task, constraints=constraints, note=note)
     ran = [c for c in history if c["node"] == "planner"]
     if ran:
         tier = ran[-1]["tier"]
-    if tier == "local" or no_endpoint(gateway.models, tier) is not None:
-        option = _local("planner", planning)
+    if not budget.reachable(tier):
+        option = budget.local("planner")
     else:
-        option = _estimate(gateway, planning, records, "planner", tier, "llm")
+        option = budget.estimate("planner", tier, "llm", score=score, now=now)
     return _step(option, [], [why] if why else [], within=True)
 
 
@@ -513,37 +367,15 @@ def _step(option: StepOption, questions: list[str], reasons: list[str], *, withi
     )
 
 
-_UNITS: Mapping[str, str] = {
-    "tokens": "tokens",
-    "micro_usd": "USD",
-    "latency_ms": "ms",
-    "tool_calls": "tool calls",
-}
-
-
 def _cap(room: Room) -> PlanCap:
-    def value(amount: int) -> float:
-        return float(usd(amount)) if room.unit == "micro_usd" else float(amount)
-
     return PlanCap(
         limit=room.limit,
         scope=room.scope,
-        unit=_UNITS[room.unit],  # type: ignore[arg-type]
-        cap=value(room.cap),
-        left=value(room.left),
+        unit=UNIT_NAMES[room.unit],  # type: ignore[arg-type]
+        cap=float(plain(room.unit, room.cap)),
+        left=float(plain(room.unit, room.left)),
         on_exceed=room.on_exceed,
     )
 
 
-def _stop_error(node: str, cap: Room, needed: int) -> BudgetExceededError:
-    """The error ``limits`` would raise for the call, raised before any specialist spends."""
-    if cap.unit == "micro_usd":
-        spent: int | Decimal = usd(cap.spent)
-        limit: int | Decimal = usd(cap.cap)
-        requested: int | Decimal = usd(needed)
-    else:
-        spent, limit, requested = cap.spent, cap.cap, needed
-    return BudgetExceededError(node=node, limit=cap.limit, spent=spent, cap=limit, requested=requested)
-
-
-__all__ = ["HISTORY_DAYS", "NEW_RUN", "SPECIALISTS", "estimate", "plan", "plan_steps"]
+__all__ = ["NEW_RUN", "SPECIALISTS", "estimate", "plan", "plan_steps"]

@@ -342,6 +342,8 @@ class ChatModels:
         )
         if source != "reported":
             call["usage"] = source
+        if request.cache is not None:
+            call["cache"] = request.cache
         return call
 
     def _price(

@@ -48,16 +48,18 @@ from langchain_core.messages import (
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
+from budgetgraph.budgets.caps import Scopes, caps_for, rooms
 from budgetgraph.budgets.chat import ChatModels
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
 from budgetgraph.budgets.errors import BudgetExceededError, ModelOutputError
-from budgetgraph.budgets.ledger import Charge, Ledger, open_ledger, scope_part
+from budgetgraph.budgets.estimates import Estimator
+from budgetgraph.budgets.ledger import Ledger, open_ledger, scope_part
 from budgetgraph.budgets.ledger.base import Attempt
 from budgetgraph.budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgetgraph.budgets.plugins.limits import latency_left_ms
 from budgetgraph.budgets.plugins.router import _describe, _retry_after, _trigger
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, Totals, ledger_record
+from budgetgraph.budgets.request import CallRequest, CallResult, ModelCall, Totals, ledger_record
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import BudgetLeft, model_call_span, record_result, tool_span
 
@@ -71,6 +73,9 @@ MAX_RETRY_WAIT_S = 60.0
 
 ORPHANED = "its process ended while the request was in flight; closed when the run resumed"
 """The reason recorded on an attempt closed by a resume."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""A fixed time for scope names where only the node and task caps are read."""
 
 DEFAULT_CHAIN: tuple[str, ...] = ("router", "cache", "limits")
 """Plugins every node runs unless configured otherwise, outermost first."""
@@ -116,6 +121,8 @@ class Gateway:
         self.ledger = ledger if ledger is not None else open_ledger("memory:")
         self.prices = PriceBook(models.file.prices)
         self.chat = ChatModels(models, self.prices)
+        self.estimator = Estimator(models, budgets, self.prices, self.ledger)
+        """What plans ask of the budgets: tiers, rooms and step estimates."""
         context = PluginContext(
             models=models, budgets=budgets, prices=self.prices, ledger=self.ledger, settings=self.settings
         )
@@ -149,14 +156,19 @@ class Gateway:
                 before a retry.
             openai.APIError: The model server failed, on every tier tried and every retry.
         """
-        request = request.evolve(started=time.monotonic())
+        now = datetime.now(UTC)
+        scopes = Scopes.named(request.node, thread_id=request.thread_id, tenant=request.tenant, now=now)
+        # One read for what the call needs from the ledger: its journal entry, the attempts
+        # a dead process left open, and the totals the router and the limits read.
+        start = self.ledger.open_call(journal_key, scopes.all())
+        request = request.evolve(started=time.monotonic(), held=start.totals)
         orphans: list[Attempt] = []
         if journal_key is not None:
-            entry = self.ledger.journal_get(journal_key)
+            entry = start.journal
             if entry is not None and entry.get("parse_error") is None:
                 logger.info("Node `%s`: replaying a completed call from the journal", request.node)
                 return _restore(entry, request)
-            orphans = self._close_orphans(journal_key)
+            orphans = self._close_orphans(start.attempts)
             request = request.evolve(
                 call_id=journal_key, recover=bool(orphans), recover_ids=tuple(o.key for o in orphans)
             )
@@ -166,12 +178,26 @@ class Gateway:
             self._unsettle(orphans, recovered=None)
             raise
         self._unsettle(orphans, recovered=result.recovered)
-        if journal_key is not None and result.parse_error is None:
-            self.ledger.journal_put(journal_key, _dump(result))
-        self._keep(request, result)
+        # One write: the journal entry (an answer that failed its schema is not kept) and
+        # a ledger record of every call, for reports (totals are the plugins' job).
+        ts = datetime.now(UTC).isoformat()
+        records = [
+            ledger_record(call, tenant=request.tenant, thread_id=request.thread_id or "", ts=ts)
+            for call in ([] if result.kept else result.calls)
+        ]
+        journaled = journal_key if result.parse_error is None else None
+        self.ledger.finish_call(journaled, _dump(result) if journaled else None, records)
         return result
 
-    def _close_orphans(self, journal_key: str) -> list[Attempt]:
+    def forget_thread(self, thread_id: str) -> int:
+        """Drop the journal of a finished run (``thread_id``); its calls are never replayed again.
+
+        Returns:
+            What the ledger dropped (see :meth:`~budgetgraph.budgets.ledger.Ledger.prune_journal`).
+        """
+        return self.ledger.prune_journal(scope_part(thread_id) + ":")
+
+    def _close_orphans(self, open_attempts: Sequence[Attempt]) -> list[Attempt]:
         """Close the attempts of this call that a dead process left open; release their reservations.
 
         An attempt whose answer the server may have stored (its tier has
@@ -179,7 +205,7 @@ class Gateway:
         recorded as unsettled at once.
         """
         kept: list[Attempt] = []
-        for attempt in self.ledger.open_attempts(journal_key + "#"):
+        for attempt in open_attempts:
             endpoint = self.models.endpoints.get(attempt.record["tier"])
             if endpoint is None or not endpoint.settings.store_completions:
                 self.ledger.unsettle(attempt.key, ORPHANED)
@@ -278,27 +304,23 @@ class Gateway:
         Counted from the run's state (the spend before the request plus the
         result), not read from the ledger; room granted by approvals is not included.
         """
-        node_cap, task_cap = self.budgets.node(request.node), self.budgets.task
         node, task = request.node_spent, request.task_spent
         for call in result.calls:
             node, task = node + call, task + call
+        scopes = Scopes.named(request.node, thread_id=request.thread_id, tenant=request.tenant, now=_EPOCH)
+        applied = [
+            c for c in caps_for(self.budgets, request.node, scopes, request.tenant) if c.level != "window"
+        ]
+        left = {
+            (room.limit, room.unit): room.cap - room.spent
+            for room in rooms(applied, {}, node_spent=node, task_spent=task)
+        }
         return BudgetLeft(
-            node_tokens=None if node_cap.max_tokens is None else node_cap.max_tokens - node.tokens,
-            node_micro_usd=None
-            if node_cap.max_cost_usd is None
-            else int(node_cap.max_cost_usd * MICRO) - node.cost_micro_usd,
-            task_tokens=None if task_cap.max_tokens is None else task_cap.max_tokens - task.tokens,
-            task_micro_usd=None
-            if task_cap.max_cost_usd is None
-            else int(task_cap.max_cost_usd * MICRO) - task.cost_micro_usd,
+            node_tokens=left.get(("max_tokens", "tokens")),
+            node_micro_usd=left.get(("max_cost_usd", "micro_usd")),
+            task_tokens=left.get(("total_task_budget.max_tokens", "tokens")),
+            task_micro_usd=left.get(("total_task_budget.max_cost_usd", "micro_usd")),
         )
-
-    def _keep(self, request: CallRequest, result: CallResult) -> None:
-        """Keep a ledger record of every call, for reports (totals are the plugins' job)."""
-        now = datetime.now(UTC).isoformat()
-        for call in result.calls:
-            record = ledger_record(call, tenant=request.tenant, thread_id=request.thread_id or "", ts=now)
-            self.ledger.record((), Charge(), record)
 
     def session(
         self,

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from budgetgraph.budgets.config import Tier
-from budgetgraph.budgets.ledger.base import LedgerRecord
+from budgetgraph.budgets.ledger.base import LedgerRecord, ScopeTotals
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def ledger_record(call: ModelCall, *, tenant: str, thread_id: str, ts: str) -> L
         cache=call.get("cache", ""),
         alerts=[d["reason"] for d in call["decisions"] if d["action"] == "warn"],
     )
+    record["latency_ms"] = call["latency_ms"]
+    record["decisions"] = [dict(d) for d in call["decisions"]]
     source = call.get("usage")
     if source is not None and source != "reported":
         record["usage"] = source
@@ -245,6 +247,11 @@ class CallRequest:
             completion, so a resume can fetch back exactly this attempt's answer.
         started: When the gateway began the call (``time.monotonic()``, s): its
             retries and fallbacks count against the node's latency cap from then.
+        held: What the call's ledger scopes held when the gateway began it (scope ->
+            totals; see :meth:`~budgetgraph.budgets.ledger.Ledger.open_call`), read once
+            for the router and the limits; ``None`` when not read.
+        cache: The cache's outcome for this request when it looked and found no
+            answer (``miss`` or ``refused``), for the call's spend row and record.
     """
 
     node: str
@@ -266,6 +273,8 @@ class CallRequest:
     recover_ids: tuple[str, ...] = ()
     attempt_id: str | None = None
     started: float | None = None
+    held: Mapping[str, ScopeTotals] | None = None
+    cache: CacheOutcome | None = None
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""
@@ -339,6 +348,8 @@ class CallResult:
         calls: One record per model round trip or local step, in order.
         recovered: The attempt (its ``attempt_id``) whose stored answer this is, when
             it was fetched back from the server rather than asked for again.
+        kept: Its calls' ledger records were kept when their spend was settled
+            (by the ``limits`` plugin), so the gateway does not keep them again.
     """
 
     output: BaseModel | None = None
@@ -347,6 +358,7 @@ class CallResult:
     parse_error: str | None = None
     calls: list[ModelCall] = field(default_factory=list)
     recovered: str | None = None
+    kept: bool = False
 
     @property
     def totals(self) -> Totals:

@@ -16,10 +16,15 @@ overshot when many runs in many processes spend at once.
 from __future__ import annotations
 
 from budgetgraph.budgets.ledger.base import (
+    HISTORY_KEPT,
+    AlertCheck,
+    Attempt,
+    CallStart,
     Cap,
     Charge,
     Ledger,
     LedgerRecord,
+    NotedAlert,
     Refusal,
     Reservation,
     ScopeTotals,
@@ -28,10 +33,15 @@ from budgetgraph.budgets.ledger.base import (
 )
 
 __all__ = [
+    "HISTORY_KEPT",
+    "AlertCheck",
+    "Attempt",
+    "CallStart",
     "Cap",
     "Charge",
     "Ledger",
     "LedgerRecord",
+    "NotedAlert",
     "Refusal",
     "Reservation",
     "ScopeTotals",

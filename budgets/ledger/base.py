@@ -97,11 +97,67 @@ class Reservation:
         id: Unique id.
         scopes: Every scope the amount was reserved on.
         charge: The amount reserved.
+        attempt: The key of the attempt opened with it (see :meth:`Ledger.reserve`), or ``None``.
     """
 
     id: str
     scopes: tuple[str, ...]
     charge: Charge
+    attempt: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertCheck:
+    """A cap whose alert thresholds a settlement checks.
+
+    Attributes:
+        cap: The cap (its scope, limit, unit and amount before grants).
+        thresholds: Fractions of the cap (0-1] at which an alert is noted, once each.
+    """
+
+    cap: Cap
+    thresholds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class NotedAlert:
+    """An alert threshold a settlement crossed, noted for the first time.
+
+    Attributes:
+        scope: The cap's scope.
+        limit: The cap's limit name.
+        threshold: The fraction crossed (0-1].
+        used: The share of the cap (its grants included) spent after the settlement.
+    """
+
+    scope: str
+    limit: str
+    threshold: float
+    used: float
+
+    @property
+    def reason(self) -> str:
+        """The alert as a spend row's ``warn`` decision and a record's ``alerts`` show it."""
+        return f"`{self.limit}` on {self.scope} reached {self.used:.0%} (alert at {self.threshold:.0%})"
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """What the ledger holds for a call about to run, read at once (:meth:`Ledger.open_call`).
+
+    Attributes:
+        journal: The call's journal entry, when it completed before (``None``: it did not).
+        attempts: The call's attempts still open, oldest first (left by a process that died).
+        totals: What each of the call's scopes holds.
+    """
+
+    journal: dict[str, Any] | None
+    attempts: list[Attempt]
+    totals: dict[str, ScopeTotals]
+
+
+HISTORY_KEPT = 1000
+"""The most recent calls per node, tier and model that :meth:`Ledger.recent_usage` can return."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +205,10 @@ class LedgerRecord(TypedDict):
     reservation); absent for reported usage."""
     reason: NotRequired[str]
     """Why the usage was not taken, with ``usage``."""
+    latency_ms: NotRequired[int]
+    """The call's wall time (ms); absent from records kept before it was added."""
+    decisions: NotRequired[list[dict[str, str]]]
+    """The call's plugin decisions (``plugin``, ``action``, ``reason``); absent from older records."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +260,14 @@ class Ledger(ABC):
     """Where spend is reserved, settled and summed."""
 
     @abstractmethod
-    def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
+    def reserve(
+        self,
+        charge: Charge,
+        scopes: Sequence[str],
+        caps: Sequence[Cap],
+        *,
+        attempt: tuple[str, LedgerRecord] | None = None,
+    ) -> Reservation | Refusal:
         """Atomically check ``charge`` against ``caps`` and reserve it on ``scopes``.
 
         Each cap holds when ``spent + reserved + charge <= cap + granted`` on its
@@ -209,14 +276,38 @@ class Ledger(ABC):
         names the calendar windows (``tenant:T:day:YYYY-MM-DD`` and the like) by
         it, replacing the windows it is given.
 
+        Args:
+            charge: The amount to reserve.
+            scopes: The scopes to reserve it on.
+            caps: The caps it must fit.
+            attempt: ``(call key, record)``: open the attempt ``CALL_KEY#RESERVATION_ID``
+                (see :class:`Attempt`) in the same transaction, with the record it
+                leaves if it never settles; the reservation's ``attempt`` names it.
+
         Returns:
             The reservation, whose ``scopes`` are the scopes reserved on, or the
             refusal naming the first cap that would not hold, as given.
         """
 
     @abstractmethod
-    def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
-        """Replace the reservation by the ``actual`` spend and keep ``record``."""
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Charge,
+        record: LedgerRecord | None,
+        *,
+        alerts: Sequence[AlertCheck] = (),
+    ) -> list[NotedAlert]:
+        """Replace the reservation by the ``actual`` spend and keep ``record``, in one transaction.
+
+        The reservation's attempt, if it opened one, is closed. Each threshold of
+        ``alerts`` that the spend on its cap's scope (over the cap plus grants)
+        reaches is noted, once ever per scope, limit and threshold, and added to
+        the kept record's ``alerts`` (:attr:`NotedAlert.reason`).
+
+        Returns:
+            The alerts noted for the first time by this settlement.
+        """
 
     @abstractmethod
     def release(self, reservation: Reservation) -> None:
@@ -229,6 +320,59 @@ class Ledger(ABC):
     @abstractmethod
     def totals(self, scope: str) -> ScopeTotals:
         """Return what ``scope`` holds."""
+
+    def totals_of(self, scopes: Sequence[str]) -> dict[str, ScopeTotals]:
+        """Return what each of ``scopes`` holds, read at once (one query or round trip)."""
+        return {scope: self.totals(scope) for scope in dict.fromkeys(scopes)}
+
+    def open_call(self, journal_key: str | None, scopes: Sequence[str]) -> CallStart:
+        """Read what a call about to run needs, at once: its journal entry, open attempts and totals.
+
+        Args:
+            journal_key: The call's journal key (``None``: a call that is not journaled).
+            scopes: The ledger scopes its caps are on.
+        """
+        if journal_key is None:
+            return CallStart(None, [], self.totals_of(scopes))
+        return CallStart(
+            self.journal_get(journal_key), self.open_attempts(journal_key + "#"), self.totals_of(scopes)
+        )
+
+    def finish_call(
+        self, journal_key: str | None, entry: dict[str, Any] | None, records: Sequence[LedgerRecord]
+    ) -> None:
+        """Keep a finished call: its journal entry (when both are given) and its records, at once."""
+        if journal_key is not None and entry is not None:
+            self.journal_put(journal_key, entry)
+        for record in records:
+            self.record((), Charge(), record)
+
+    @abstractmethod
+    def recent_usage(
+        self, node: str, tier: str, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[tuple[int, int]]:
+        """The latest settled calls of ``node`` at ``tier`` on ``model`` that were not cache hits.
+
+        A bounded read (an index or a capped list), never a scan of every record.
+
+        Args:
+            node: The graph node.
+            tier: The tier.
+            model: The model name.
+            limit: How many, at most (up to :data:`HISTORY_KEPT`).
+            since: Only calls kept from this time (UTC); ``None``: any.
+
+        Returns:
+            ``(input_tokens, output_tokens)`` per call, newest first.
+        """
+
+    @abstractmethod
+    def prune_journal(self, thread_prefix: str) -> int:
+        """Drop the journal entries of one thread (its keys start with ``thread_prefix``).
+
+        Returns:
+            How many entries were dropped (Redis: 1 when the thread had any, else 0).
+        """
 
     @abstractmethod
     def grant(self, scope: str, extra: Charge) -> None:
@@ -299,7 +443,8 @@ class Ledger(ABC):
         Returns:
             The attempt, or ``None`` when it was not open.
         """
-        found = next((a for a in self.open_attempts(key) if a.key == key), None)
+        call = key.rsplit("#", 1)[0] + "#"
+        found = next((a for a in self.open_attempts(call) if a.key == key), None)
         if found is None or not self.end_attempt(key):
             return None
         self.release(found.reservation)

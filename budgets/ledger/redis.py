@@ -7,14 +7,25 @@ its scopes cannot interleave with another's. Records are JSON, never pickle.
 Keys, under a prefix (default ``budgetgraph:ledger:``): ``scope:<scope>``
 (hash: spent, reserved and granted tokens and micro-USD), ``reservations``
 (hash id -> JSON) with ``reservation-expiry`` (sorted set), ``records`` (list
-of JSON) and ``alerts`` (hash). Reclaiming expired reservations touches scope
-keys named inside the script, which plain Redis allows (Redis Cluster does not).
+of JSON), ``usage:<node>|<tier>|<model>`` (the latest
+:data:`~budgetgraph.budgets.ledger.base.HISTORY_KEPT` calls' tokens, newest
+first), ``alerts`` (hash), ``journal:<thread>`` (hash: the rest of the call's
+journal key -> JSON), ``attempts:<call>`` (hash: attempt key -> JSON) with
+``attempt-calls`` (set of calls with open attempts) and ``unsettled`` (list of
+JSON). Reclaiming expired reservations touches scope keys named inside the
+script, which plain Redis allows (Redis Cluster does not).
+
+A model call makes at most four round trips: one pipelined read of its
+journal entry, open attempts and scope totals (:meth:`RedisLedger.open_call`),
+the reservation script (which opens the attempt), the settlement script
+(which closes it and notes the alerts crossed), and one pipelined write of
+its journal entry and records (:meth:`RedisLedger.finish_call`).
 
 Time is the Redis server's: the scripts read ``TIME``, so every client sees a
 reservation expire, and a calendar window turn, at the same moment however its
 own clock is set. A reservation on calendar window scopes
 (``tenant:T:hour:YYYY-MM-DDTHH``, ``tenant:T:day:YYYY-MM-DD``,
-``tenant:T:month:YYYY-MM``, as :class:`~budgetgraph.budgets.plugins.limits.Scopes`
+``tenant:T:month:YYYY-MM``, as :class:`~budgetgraph.budgets.caps.Scopes`
 names them from the client's clock) that are not the current ones by the
 server's clock is answered with the current names, and made on those. So a
 client whose clock is off can neither reclaim another's live reservation nor
@@ -34,12 +45,16 @@ from typing import Any
 import redis
 
 from budgetgraph.budgets.ledger.base import (
+    HISTORY_KEPT,
     RESERVATION_TTL_S,
+    AlertCheck,
     Attempt,
+    CallStart,
     Cap,
     Charge,
     Ledger,
     LedgerRecord,
+    NotedAlert,
     Refusal,
     Reservation,
     ScopeTotals,
@@ -59,7 +74,7 @@ SKEW_WARNING_S = 2.0
 the server renames a window; nearer, the rename is a window turning mid-call."""
 
 # Defines window(scope, t): the scope a calendar window scope names at Unix time t
-# (s, UTC), named as budgetgraph.budgets.plugins.limits.Scopes names it; other scopes
+# (s, UTC), named as budgetgraph.budgets.caps.Scopes names it; other scopes
 # as given. civil(days) is H. Hinnant's civil_from_days
 # (https://howardhinnant.github.io/date_algorithms.html), proleptic Gregorian.
 _WINDOWS = """
@@ -92,9 +107,11 @@ local function window(scope, t)
 end
 """
 
-# KEYS[1] reservations hash, KEYS[2] expiry zset, KEYS[3..] scope hashes.
+# KEYS[1] reservations hash, KEYS[2] expiry zset, KEYS[3] the call's attempts hash,
+# KEYS[4] the set of calls with open attempts, KEYS[5..] scope hashes.
 # ARGV: ttl (s), id, tokens, micro_usd, prefix, ncaps, then per cap: index into the
-# scope keys (1-based), unit, cap. Answers {1}: reserved; {0, cap index, spent,
+# scope keys (1-based), unit, cap; then the attempt's key ('' for none), its call
+# key and its record (JSON). Answers {1}: reserved; {0, cap index, spent,
 # reserved, granted, amount}: refused; {2, server time (s), scope...}: a calendar
 # window scope is not the current one, here is every scope by the server's clock.
 # Runs with _WINDOWS in front of it (see RedisLedger.__init__).
@@ -119,16 +136,16 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local ttl, prefix = tonumber(ARGV[1]), ARGV[5]
 local tokens, micro = tonumber(ARGV[3]), tonumber(ARGV[4])
 local scopes, renamed = {}, false
-for k = 3, #KEYS do
+for k = 5, #KEYS do
   local scope = string.sub(KEYS[k], #prefix + 7)
-  scopes[k - 2] = window(scope, now)
-  if scopes[k - 2] ~= scope then renamed = true end
+  scopes[k - 4] = window(scope, now)
+  if scopes[k - 4] ~= scope then renamed = true end
 end
 if renamed then return {2, clock[1], unpack(scopes)} end
 reclaim(prefix, now)
 local ncaps = tonumber(ARGV[6])
 for i = 0, ncaps - 1 do
-  local key = KEYS[2 + tonumber(ARGV[7 + 3 * i])]
+  local key = KEYS[4 + tonumber(ARGV[7 + 3 * i])]
   local unit = ARGV[8 + 3 * i]
   local cap = tonumber(ARGV[9 + 3 * i])
   local spent = tonumber(redis.call('HGET', key, unit) or '0')
@@ -140,23 +157,40 @@ for i = 0, ncaps - 1 do
     return {0, i, spent, reserved, granted, amount}
   end
 end
-for k = 3, #KEYS do
+for k = 5, #KEYS do
   redis.call('HINCRBY', KEYS[k], 'r_tokens', tokens)
   redis.call('HINCRBY', KEYS[k], 'r_micro_usd', micro)
 end
 local entry = {scopes = scopes, tokens = tokens, micro_usd = micro}
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(entry))
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
+local at = 7 + 3 * ncaps
+if ARGV[at] ~= '' then
+  local reservation = {id = ARGV[2], scopes = scopes, tokens = tokens, micro_usd = micro}
+  local attempt = '{"key": ' .. cjson.encode(ARGV[at]) .. ', "reservation": ' .. cjson.encode(reservation)
+    .. ', "record": ' .. ARGV[at + 2] .. '}'
+  redis.call('HSET', KEYS[3], ARGV[at], attempt)
+  redis.call('SADD', KEYS[4], ARGV[at + 1])
+end
 return {1}
 """
 
-# KEYS[1] reservations, KEYS[2] expiry, KEYS[3] records, KEYS[4..] scope hashes.
-# ARGV: id, tokens, micro_usd, record JSON ('' for none), settle (1) or release (0).
+# KEYS[1] reservations, KEYS[2] expiry, KEYS[3] records, KEYS[4] the call's attempts
+# hash, KEYS[5] alerts hash, KEYS[6] the record's usage history list, KEYS[7..] scope
+# hashes. ARGV: id, tokens, micro_usd, record JSON ('' for none), settle (1) or
+# release (0), the attempt's key to close ('' for none), the time (ISO 8601) to note
+# alerts at, the number of alert checks, the usage history entry ('' for none), then
+# per check: index into the scope keys (1-based), unit, cap, the number of
+# thresholds, the limit's name and the scope's, and per threshold: the threshold and
+# its field in the alerts hash. The record's JSON ends with its `alerts` list; each
+# alert noted is added to it as NotedAlert.reason words it.
+# Answers the alerts noted: {check index (0-based), threshold index (0-based),
+# used share in millionths}... flattened.
 _SETTLE = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
   local r = cjson.decode(raw)
-  for k = 4, #KEYS do
+  for k = 7, #KEYS do
     redis.call('HINCRBY', KEYS[k], 'r_tokens', 0 - r.tokens)
     redis.call('HINCRBY', KEYS[k], 'r_micro_usd', 0 - r.micro_usd)
   end
@@ -164,13 +198,51 @@ if raw then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 if ARGV[5] == '1' then
-  for k = 4, #KEYS do
+  for k = 7, #KEYS do
     redis.call('HINCRBY', KEYS[k], 'tokens', tonumber(ARGV[2]))
     redis.call('HINCRBY', KEYS[k], 'micro_usd', tonumber(ARGV[3]))
   end
-  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[4]) end
+  if ARGV[9] ~= '' then
+    redis.call('LPUSH', KEYS[6], ARGV[9])
+    redis.call('LTRIM', KEYS[6], 0, HISTORY_KEPT - 1)
+  end
 end
-return 1
+if ARGV[6] ~= '' then redis.call('HDEL', KEYS[4], ARGV[6]) end
+local noted, reasons, at = {}, {}, 10
+for i = 0, tonumber(ARGV[8]) - 1 do
+  local key, unit = KEYS[6 + tonumber(ARGV[at])], ARGV[at + 1]
+  local cap, n = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local limit, scope = ARGV[at + 4], ARGV[at + 5]
+  local room = cap + tonumber(redis.call('HGET', key, 'g_' .. unit) or '0')
+  local used = 0
+  if room > 0 then used = tonumber(redis.call('HGET', key, unit) or '0') / room end
+  at = at + 6
+  for j = 0, n - 1 do
+    local threshold = tonumber(ARGV[at])
+    local reached = room > 0 and used >= threshold
+    if reached and redis.call('HSETNX', KEYS[5], ARGV[at + 1], ARGV[7]) == 1 then
+      table.insert(noted, i)
+      table.insert(noted, j)
+      table.insert(noted, math.floor(used * 1000000))
+      table.insert(reasons, cjson.encode(string.format('`%s` on %s reached %.0f%% (alert at %.0f%%)',
+        limit, scope, used * 100, threshold * 100)))
+    end
+    at = at + 2
+  end
+end
+if ARGV[5] == '1' and ARGV[4] ~= '' then
+  local record = ARGV[4]
+  if #reasons > 0 then
+    local head = string.sub(record, 1, #record - 2)
+    if string.sub(record, -3) == '[]}' then
+      record = string.sub(record, 1, #record - 3) .. '[' .. table.concat(reasons, ', ') .. ']}'
+    else
+      record = head .. ', ' .. table.concat(reasons, ', ') .. ']}'
+    end
+  end
+  redis.call('RPUSH', KEYS[3], record)
+end
+return noted
 """
 
 
@@ -195,7 +267,8 @@ class RedisLedger(Ledger):
         self._prefix = prefix
         self._reservation_ttl_s = reservation_ttl_s
         self._reserve = client.register_script(_WINDOWS + _RESERVE)
-        self._settle = client.register_script(_SETTLE)
+        self._settle = client.register_script(f"local HISTORY_KEPT = {HISTORY_KEPT}\n" + _SETTLE)
+        self._journal_ttl_s = JOURNAL_TTL_S
 
     @classmethod
     def from_url(
@@ -210,7 +283,14 @@ class RedisLedger(Ledger):
     def _scope(self, scope: str) -> str:
         return self._key("scope:" + scope)
 
-    def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
+    def reserve(
+        self,
+        charge: Charge,
+        scopes: Sequence[str],
+        caps: Sequence[Cap],
+        *,
+        attempt: tuple[str, LedgerRecord] | None = None,
+    ) -> Reservation | Refusal:
         """See :meth:`Ledger.reserve`.
 
         By the Redis server's clock, not this host's: expired reservations are
@@ -227,12 +307,21 @@ class RedisLedger(Ledger):
         current = {name: name for name in [*scopes, *(c.scope for c in caps)]}  # as given -> as reserved
         rid = uuid.uuid4().hex
         ttl = RESERVATION_TTL_S if self._reservation_ttl_s is None else self._reservation_ttl_s
+        call, record = attempt if attempt is not None else ("", None)
+        key = f"{call}#{rid}" if attempt is not None else ""
         for _ in range(_RESERVE_ATTEMPTS):
             names = tuple(dict.fromkeys(current.values()))
             args: list[Any] = [ttl, rid, charge.tokens, charge.micro_usd, self._prefix, len(caps)]
             for cap in caps:
                 args += [names.index(current[cap.scope]) + 1, cap.unit, cap.cap]
-            keys = [self._key("reservations"), self._key("reservation-expiry"), *map(self._scope, names)]
+            args += [key, call, json.dumps(record) if record is not None else ""]
+            keys = [
+                self._key("reservations"),
+                self._key("reservation-expiry"),
+                self._attempts_key(call),
+                self._key("attempt-calls"),
+                *map(self._scope, names),
+            ]
             answer = self._reserve(keys=keys, args=args)
             if int(answer[0]) == 2:  # a calendar window is another by the server's clock
                 server = dict(zip(names, map(_text, answer[2:]), strict=True))
@@ -240,16 +329,35 @@ class RedisLedger(Ledger):
                 current = {given: server[name] for given, name in current.items()}
                 continue
             if int(answer[0]) == 1:
-                return Reservation(id=rid, scopes=names, charge=charge)
+                return Reservation(id=rid, scopes=names, charge=charge, attempt=key or None)
             index, spent, reserved, granted, amount = (int(x) for x in answer[1:])
             return Refusal(caps[index], spent, reserved, granted, amount)
         raise RuntimeError(
             f"Redis renamed the calendar windows of {list(current)} on each of {_RESERVE_ATTEMPTS} attempts"
         )
 
-    def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
-        """See :meth:`Ledger.settle`."""
-        self._finish(reservation.id, reservation.scopes, actual, record, settle=True)
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Charge,
+        record: LedgerRecord | None,
+        *,
+        alerts: Sequence[AlertCheck] = (),
+    ) -> list[NotedAlert]:
+        """See :meth:`Ledger.settle`: one script, which also closes the attempt and notes the alerts.
+
+        An alert's cap on a calendar window that the server renamed when
+        reserving is checked on the window reserved on.
+        """
+        return self._finish(
+            reservation.id,
+            reservation.scopes,
+            actual,
+            record,
+            settle=True,
+            attempt=reservation.attempt,
+            alerts=alerts,
+        )
 
     def release(self, reservation: Reservation) -> None:
         """See :meth:`Ledger.release`."""
@@ -260,25 +368,129 @@ class RedisLedger(Ledger):
         self._finish("", tuple(dict.fromkeys(scopes)), actual, record, settle=True)
 
     def _finish(
-        self, rid: str, scopes: Sequence[str], actual: Charge, record: LedgerRecord | None, *, settle: bool
-    ) -> None:
+        self,
+        rid: str,
+        scopes: Sequence[str],
+        actual: Charge,
+        record: LedgerRecord | None,
+        *,
+        settle: bool,
+        attempt: str | None = None,
+        alerts: Sequence[AlertCheck] = (),
+    ) -> list[NotedAlert]:
+        names = list(dict.fromkeys(scopes))
+        checks: list[tuple[AlertCheck, str]] = []
+        for check in alerts:
+            scope = _reserved_as(check.cap.scope, names)
+            if scope in names:  # a cap is on a scope its reservation holds (limits reserves on every one)
+                checks.append((check, scope))
+        usage_key, usage = self._usage(record) if record is not None else (self._key("usage:"), "")
         keys = [
             self._key("reservations"),
             self._key("reservation-expiry"),
             self._key("records"),
-            *map(self._scope, scopes),
+            self._attempts_key(attempt.rsplit("#", 1)[0] if attempt else ""),
+            self._key("alerts"),
+            usage_key,
+            *map(self._scope, names),
         ]
-        payload = json.dumps(record) if record is not None else ""
-        self._settle(keys=keys, args=[rid, actual.tokens, actual.micro_usd, payload, "1" if settle else "0"])
+        payload = _alerts_last(record) if record is not None else ""
+        args: list[Any] = [
+            rid,
+            actual.tokens,
+            actual.micro_usd,
+            payload,
+            "1" if settle else "0",
+            attempt or "",
+            datetime.now(UTC).isoformat(),
+            len(checks),
+            usage,
+        ]
+        for check, scope in checks:
+            args += [names.index(scope) + 1, check.cap.unit, check.cap.cap, len(check.thresholds)]
+            args += [check.cap.limit, scope]
+            for threshold in check.thresholds:
+                args += [threshold, json.dumps([scope, check.cap.limit, threshold])]
+        answer = self._settle(keys=keys, args=args)
+        return _noted(answer, checks)
 
     def totals(self, scope: str) -> ScopeTotals:
         """See :meth:`Ledger.totals`."""
-        raw = {_text(k): int(v) for k, v in self._redis.hgetall(self._scope(scope)).items()}
+        return self.totals_of([scope])[scope]
 
-        def charge(prefix: str) -> Charge:
-            return Charge(raw.get(prefix + "tokens", 0), raw.get(prefix + "micro_usd", 0))
+    def totals_of(self, scopes: Sequence[str]) -> dict[str, ScopeTotals]:
+        """See :meth:`Ledger.totals_of`: one pipelined round trip."""
+        unique = list(dict.fromkeys(scopes))
+        pipe = self._redis.pipeline(transaction=False)
+        for scope in unique:
+            pipe.hgetall(self._scope(scope))
+        return dict(zip(unique, map(_scope_totals, pipe.execute()), strict=True))
 
-        return ScopeTotals(charge(""), charge("r_"), charge("g_"))
+    def open_call(self, journal_key: str | None, scopes: Sequence[str]) -> CallStart:
+        """See :meth:`Ledger.open_call`: one pipelined round trip."""
+        unique = list(dict.fromkeys(scopes))
+        pipe = self._redis.pipeline(transaction=False)
+        if journal_key is not None:
+            pipe.hget(*self._journal_field(journal_key))
+            pipe.hgetall(self._attempts_key(journal_key))
+        for scope in unique:
+            pipe.hgetall(self._scope(scope))
+        answers = pipe.execute()
+        journal, attempts = None, []
+        if journal_key is not None:
+            raw, found = answers[0], answers[1]
+            answers = answers[2:]
+            journal = json.loads(raw) if raw else None
+            attempts = _attempts(found.values())
+        return CallStart(journal, attempts, dict(zip(unique, map(_scope_totals, answers), strict=True)))
+
+    def finish_call(
+        self, journal_key: str | None, entry: dict[str, Any] | None, records: Sequence[LedgerRecord]
+    ) -> None:
+        """See :meth:`Ledger.finish_call`: one pipelined round trip."""
+        if (journal_key is None or entry is None) and not records:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        if journal_key is not None and entry is not None:
+            name, field = self._journal_field(journal_key)
+            pipe.hset(name, field, json.dumps(entry))
+            pipe.expire(name, self._journal_ttl_s)
+        for record in records:
+            pipe.rpush(self._key("records"), json.dumps(record))
+            usage_key, usage = self._usage(record)
+            if usage:
+                pipe.lpush(usage_key, usage)
+                pipe.ltrim(usage_key, 0, HISTORY_KEPT - 1)
+        pipe.execute()
+
+    def _usage(self, record: LedgerRecord) -> tuple[str, str]:
+        """The usage history list of ``record``'s node, tier and model, and its entry ('' for none)."""
+        key = self._key(f"usage:{record['node']}|{record['tier']}|{record['model']}")
+        if record.get("cache_hit") or record.get("usage") == "unsettled" or record["tier"] == "local":
+            return key, ""
+        return key, json.dumps([record["ts"], record["input_tokens"], record["output_tokens"]])
+
+    def recent_usage(
+        self, node: str, tier: str, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[tuple[int, int]]:
+        """See :meth:`Ledger.recent_usage`: one read of a list capped at :data:`HISTORY_KEPT`."""
+        if limit <= 0:
+            return []
+        raw = self._redis.lrange(self._key(f"usage:{node}|{tier}|{model}"), 0, min(limit, HISTORY_KEPT) - 1)
+        cutoff = since.astimezone(UTC).isoformat() if since is not None else None
+        out: list[tuple[int, int]] = []
+        for item in raw:
+            ts, tokens_in, tokens_out = json.loads(item)
+            if cutoff is None or ts >= cutoff:
+                out.append((int(tokens_in), int(tokens_out)))
+        return out
+
+    def prune_journal(self, thread_prefix: str) -> int:
+        """See :meth:`Ledger.prune_journal`: drops the thread's journal hash."""
+        thread = thread_prefix.removesuffix(":")
+        if not thread or ":" in thread:
+            return 0
+        return int(self._redis.delete(self._key("journal:" + thread)))
 
     def grant(self, scope: str, extra: Charge) -> None:
         """See :meth:`Ledger.grant`."""
@@ -317,30 +529,56 @@ class RedisLedger(Ledger):
 
     def journal_get(self, key: str) -> dict[str, Any] | None:
         """See :meth:`Ledger.journal_get`."""
-        raw = self._redis.get(self._key("journal:" + key))
+        raw = self._redis.hget(*self._journal_field(key))
         return json.loads(raw) if raw else None
 
     def journal_put(self, key: str, entry: dict[str, Any]) -> None:
-        """See :meth:`Ledger.journal_put`; entries expire after :data:`JOURNAL_TTL_S`."""
-        self._redis.set(self._key("journal:" + key), json.dumps(entry), ex=JOURNAL_TTL_S)
+        """See :meth:`Ledger.journal_put`; a thread's entries expire :data:`JOURNAL_TTL_S` after its last."""
+        self.finish_call(key, entry, ())
 
-    # -- attempts (``attempts``: hash key -> JSON; ``unsettled``: list of JSON) ----------
+    def _journal_field(self, key: str) -> tuple[str, str]:
+        """The hash (one per thread: the key's first part) and field of journal key ``key``."""
+        thread, _, rest = key.partition(":")
+        return self._key("journal:" + thread), rest
+
+    def _attempts_key(self, call: str) -> str:
+        return self._key("attempts:" + call)
+
+    # -- attempts --------------------------------------------------------------------
 
     def begin_attempt(self, attempt: Attempt) -> None:
         """See :meth:`Ledger.begin_attempt`."""
-        self._redis.hset(self._key("attempts"), attempt.key, json.dumps(attempt.to_json()))
+        call = attempt.key.rsplit("#", 1)[0]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._attempts_key(call), attempt.key, json.dumps(attempt.to_json()))
+        pipe.sadd(self._key("attempt-calls"), call)
+        pipe.execute()
 
     def end_attempt(self, key: str) -> bool:
         """See :meth:`Ledger.end_attempt`."""
-        return bool(self._redis.hdel(self._key("attempts"), key))
+        return bool(self._redis.hdel(self._attempts_key(key.rsplit("#", 1)[0]), key))
 
     def open_attempts(self, prefix: str = "") -> list[Attempt]:
-        """See :meth:`Ledger.open_attempts` (ordered by the reservation's record time)."""
-        found = [
-            Attempt.from_json(json.loads(raw))
-            for field, raw in self._redis.hgetall(self._key("attempts")).items()
-            if _text(field).startswith(prefix)
-        ]
+        """See :meth:`Ledger.open_attempts` (ordered by the reservation's record time).
+
+        A prefix ending in ``#`` (one call's attempts) reads that call's hash;
+        any other reads every call with open attempts, dropping the finished.
+        """
+        if prefix.endswith("#"):
+            return _attempts(self._redis.hgetall(self._attempts_key(prefix[:-1])).values(), prefix)
+        calls = sorted(_text(c) for c in self._redis.smembers(self._key("attempt-calls")))
+        calls = [c for c in calls if (c + "#").startswith(prefix) or prefix.startswith(c + "#")]
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.hgetall(self._attempts_key(call))
+        found: list[Attempt] = []
+        finished: list[str] = []
+        for call, held in zip(calls, pipe.execute(), strict=True):
+            if not held:
+                finished.append(call)
+            found += _attempts(held.values(), prefix)
+        if finished:
+            self._redis.srem(self._key("attempt-calls"), *finished)
         return sorted(found, key=lambda a: (a.record["ts"], a.key))
 
     def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
@@ -369,6 +607,48 @@ class RedisLedger(Ledger):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _scope_totals(raw: dict[bytes, bytes]) -> ScopeTotals:
+    held = {_text(k): int(v) for k, v in raw.items()}
+
+    def charge(prefix: str) -> Charge:
+        return Charge(held.get(prefix + "tokens", 0), held.get(prefix + "micro_usd", 0))
+
+    return ScopeTotals(charge(""), charge("r_"), charge("g_"))
+
+
+def _attempts(raw: Any, prefix: str = "") -> list[Attempt]:
+    found = [Attempt.from_json(json.loads(item)) for item in raw]
+    return sorted((a for a in found if a.key.startswith(prefix)), key=lambda a: (a.record["ts"], a.key))
+
+
+def _reserved_as(scope: str, reserved: Sequence[str]) -> str:
+    """``scope`` as reserved on: the window of the same tenant and kind the server named, else as is."""
+    if scope in reserved:
+        return scope
+    head, kind, _ = scope.rpartition(":")[0].rpartition(":")
+    if kind in ("hour", "day", "month"):
+        for name in reserved:
+            if name.startswith(f"{head}:{kind}:") and name.count(":") == scope.count(":"):
+                return name
+    return scope
+
+
+def _alerts_last(record: LedgerRecord) -> str:
+    """``record`` as JSON ending with its ``alerts`` list, which the settlement script extends."""
+    rest = {key: value for key, value in record.items() if key != "alerts"}
+    return json.dumps({**rest, "alerts": list(record.get("alerts", []))})
+
+
+def _noted(answer: Sequence[Any], checks: Sequence[tuple[AlertCheck, str]]) -> list[NotedAlert]:
+    values = [int(x) for x in answer]
+    out: list[NotedAlert] = []
+    for i in range(0, len(values), 3):
+        check, scope = checks[values[i]]
+        threshold = check.thresholds[values[i + 1]]
+        out.append(NotedAlert(scope, check.cap.limit, threshold, values[i + 2] / 1_000_000))
+    return out
 
 
 def _log_renamed(server: dict[str, str], *, server_time: int) -> None:

@@ -28,12 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from budgetgraph.budgets.ledger.base import (
+    HISTORY_KEPT,
     RESERVATION_TTL_S,
+    AlertCheck,
     Attempt,
+    CallStart,
     Cap,
     Charge,
     Ledger,
     LedgerRecord,
+    NotedAlert,
     Refusal,
     Reservation,
     ScopeTotals,
@@ -60,6 +64,11 @@ CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, ts TEXT NOT NULL, dat
 CREATE TABLE IF NOT EXISTS unsettled (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, node TEXT NOT NULL, tier TEXT NOT NULL,
+    model TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_latest ON usage (node, tier, model, id);
 CREATE TABLE IF NOT EXISTS alerts (
     scope TEXT NOT NULL, "limit" TEXT NOT NULL, threshold REAL NOT NULL, ts TEXT NOT NULL,
     PRIMARY KEY (scope, "limit", threshold)
@@ -104,13 +113,21 @@ class SqliteLedger(Ledger):
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._conn, self._lock)
 
-    def reserve(self, charge: Charge, scopes: Sequence[str], caps: Sequence[Cap]) -> Reservation | Refusal:
+    def reserve(
+        self,
+        charge: Charge,
+        scopes: Sequence[str],
+        caps: Sequence[Cap],
+        *,
+        attempt: tuple[str, LedgerRecord] | None = None,
+    ) -> Reservation | Refusal:
         """See :meth:`Ledger.reserve`."""
         scopes = tuple(dict.fromkeys([*scopes, *(c.scope for c in caps)]))
         with self._tx() as db:
             self._reclaim(db)
+            held = _totals_of(db, [cap.scope for cap in caps])
             for cap in caps:
-                totals = _totals(db, cap.scope)
+                totals = held[cap.scope]
                 spent, reserved, granted = (
                     totals.spent.of(cap.unit),
                     totals.reserved.of(cap.unit),
@@ -118,38 +135,45 @@ class SqliteLedger(Ledger):
                 )
                 if spent + reserved + charge.of(cap.unit) > cap.cap + granted:
                     return Refusal(cap, spent, reserved, granted, charge.of(cap.unit))
-            reservation = Reservation(id=uuid.uuid4().hex, scopes=scopes, charge=charge)
-            for scope in scopes:
-                _ensure(db, scope)
-                db.execute(
-                    "UPDATE scopes SET r_tokens = r_tokens + ?, r_micro_usd = r_micro_usd + ?"
-                    " WHERE scope = ?",
-                    (charge.tokens, charge.micro_usd, scope),
-                )
+            rid = uuid.uuid4().hex
+            key = None if attempt is None else f"{attempt[0]}#{rid}"
+            reservation = Reservation(id=rid, scopes=scopes, charge=charge, attempt=key)
+            db.executemany("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", [(x,) for x in scopes])
+            db.executemany(
+                "UPDATE scopes SET r_tokens = r_tokens + ?, r_micro_usd = r_micro_usd + ? WHERE scope = ?",
+                [(charge.tokens, charge.micro_usd, scope) for scope in scopes],
+            )
             db.execute(
                 "INSERT INTO reservations VALUES (?, ?, ?, ?, ?)",
-                (
-                    reservation.id,
-                    json.dumps(scopes),
-                    charge.tokens,
-                    charge.micro_usd,
-                    time.time() + RESERVATION_TTL_S,
-                ),
+                (rid, json.dumps(scopes), charge.tokens, charge.micro_usd, time.time() + RESERVATION_TTL_S),
             )
+            if attempt is not None and key is not None:
+                opened = Attempt(key=key, reservation=reservation, record=attempt[1])
+                db.execute(
+                    "INSERT OR REPLACE INTO attempts VALUES (?, ?, ?)",
+                    (key, _now(), json.dumps(opened.to_json())),
+                )
             return reservation
 
-    def settle(self, reservation: Reservation, actual: Charge, record: LedgerRecord | None) -> None:
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Charge,
+        record: LedgerRecord | None,
+        *,
+        alerts: Sequence[AlertCheck] = (),
+    ) -> list[NotedAlert]:
         """See :meth:`Ledger.settle`."""
         with self._tx() as db:
             self._drop(db, reservation.id)
-            for scope in reservation.scopes:
-                _ensure(db, scope)
-                db.execute(
-                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
-                    (actual.tokens, actual.micro_usd, scope),
-                )
+            _add_spend(db, reservation.scopes, actual)
+            if reservation.attempt is not None:
+                db.execute("DELETE FROM attempts WHERE key = ?", (reservation.attempt,))
+            noted = _note_alerts(db, alerts)
             if record is not None:
-                _insert_record(db, record)
+                kept: LedgerRecord = {**record, "alerts": [*record["alerts"], *(a.reason for a in noted)]}
+                _insert_record(db, kept)
+            return noted
 
     def release(self, reservation: Reservation) -> None:
         """See :meth:`Ledger.release`."""
@@ -159,23 +183,75 @@ class SqliteLedger(Ledger):
     def record(self, scopes: Sequence[str], actual: Charge, record: LedgerRecord) -> None:
         """See :meth:`Ledger.record`."""
         with self._tx() as db:
-            for scope in dict.fromkeys(scopes):
-                _ensure(db, scope)
-                db.execute(
-                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
-                    (actual.tokens, actual.micro_usd, scope),
-                )
+            _add_spend(db, scopes, actual)
             _insert_record(db, record)
 
     def totals(self, scope: str) -> ScopeTotals:
         """See :meth:`Ledger.totals`."""
+        return self.totals_of([scope])[scope]
+
+    def totals_of(self, scopes: Sequence[str]) -> dict[str, ScopeTotals]:
+        """See :meth:`Ledger.totals_of`: one query."""
         with self._lock:
-            return _totals(self._conn, scope)
+            return _totals_of(self._conn, scopes)
+
+    def open_call(self, journal_key: str | None, scopes: Sequence[str]) -> CallStart:
+        """See :meth:`Ledger.open_call`: one read transaction."""
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN")
+            try:
+                journal = attempts = None
+                if journal_key is not None:
+                    row = db.execute("SELECT data FROM journal WHERE key = ?", (journal_key,)).fetchone()
+                    journal = json.loads(row[0]) if row else None
+                    attempts = _open_attempts(db, journal_key + "#")
+                totals = _totals_of(db, scopes)
+            finally:
+                db.execute("COMMIT")
+        return CallStart(journal, attempts or [], totals)
+
+    def finish_call(
+        self, journal_key: str | None, entry: dict[str, Any] | None, records: Sequence[LedgerRecord]
+    ) -> None:
+        """See :meth:`Ledger.finish_call`: one write transaction."""
+        if (journal_key is None or entry is None) and not records:
+            return
+        with self._tx() as db:
+            if journal_key is not None and entry is not None:
+                db.execute("INSERT OR REPLACE INTO journal VALUES (?, ?)", (journal_key, json.dumps(entry)))
+            for record in records:
+                _insert_record(db, record)
+
+    def recent_usage(
+        self, node: str, tier: str, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[tuple[int, int]]:
+        """See :meth:`Ledger.recent_usage`: one indexed query."""
+        query = "SELECT input_tokens, output_tokens FROM usage WHERE node = ? AND tier = ? AND model = ?"
+        args: list[Any] = [node, tier, model]
+        if since is not None:
+            query += " AND ts >= ?"
+            args.append(since.astimezone(UTC).isoformat())
+        args.append(max(0, min(limit, HISTORY_KEPT)))
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
+    def prune_journal(self, thread_prefix: str) -> int:
+        """See :meth:`Ledger.prune_journal`."""
+        if not thread_prefix:
+            return 0
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM journal WHERE key >= ? AND key < ?",
+                (thread_prefix, thread_prefix + "\U0010ffff"),
+            )
+            return cursor.rowcount
 
     def grant(self, scope: str, extra: Charge) -> None:
         """See :meth:`Ledger.grant`."""
         with self._tx() as db:
-            _ensure(db, scope)
+            db.execute("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", (scope,))
             db.execute(
                 "UPDATE scopes SET g_tokens = g_tokens + ?, g_micro_usd = g_micro_usd + ? WHERE scope = ?",
                 (extra.tokens, extra.micro_usd, scope),
@@ -231,21 +307,12 @@ class SqliteLedger(Ledger):
     def open_attempts(self, prefix: str = "") -> list[Attempt]:
         """See :meth:`Ledger.open_attempts`."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT data FROM attempts WHERE substr(key, 1, ?) = ? ORDER BY ts, key",
-                (len(prefix), prefix),
-            ).fetchall()
-        return [Attempt.from_json(json.loads(row[0])) for row in rows]
+            return _open_attempts(self._conn, prefix)
 
     def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
         """See :meth:`Ledger.keep_unsettled`."""
         with self._tx() as db:
-            for scope in dict.fromkeys(scopes):
-                _ensure(db, scope)
-                db.execute(
-                    "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
-                    (charge.tokens, charge.micro_usd, scope),
-                )
+            _add_spend(db, scopes, charge)
             db.execute(
                 "INSERT INTO unsettled (ts, tenant, data) VALUES (?, ?, ?)",
                 (record["ts"], record["tenant"], json.dumps(record)),
@@ -295,18 +362,61 @@ class SqliteLedger(Ledger):
             self._drop(db, rid)
 
 
-def _ensure(db: sqlite3.Connection, scope: str) -> None:
-    db.execute("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", (scope,))
+def _add_spend(db: sqlite3.Connection, scopes: Sequence[str], actual: Charge) -> None:
+    unique = list(dict.fromkeys(scopes))
+    db.executemany("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", [(x,) for x in unique])
+    db.executemany(
+        "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
+        [(actual.tokens, actual.micro_usd, scope) for scope in unique],
+    )
 
 
-def _totals(db: sqlite3.Connection, scope: str) -> ScopeTotals:
-    row = db.execute(
-        "SELECT tokens, micro_usd, r_tokens, r_micro_usd, g_tokens, g_micro_usd FROM scopes WHERE scope = ?",
-        (scope,),
-    ).fetchone()
-    if row is None:
-        return ScopeTotals()
-    return ScopeTotals(Charge(row[0], row[1]), Charge(row[2], row[3]), Charge(row[4], row[5]))
+def _totals_of(db: sqlite3.Connection, scopes: Sequence[str]) -> dict[str, ScopeTotals]:
+    """What each scope holds, in one query (a scope never written holds nothing)."""
+    unique = list(dict.fromkeys(scopes))
+    out = dict.fromkeys(unique, ScopeTotals())
+    if not unique:
+        return out
+    marks = ",".join("?" * len(unique))
+    rows = db.execute(
+        "SELECT scope, tokens, micro_usd, r_tokens, r_micro_usd, g_tokens, g_micro_usd"
+        f" FROM scopes WHERE scope IN ({marks})",  # noqa: S608 - placeholders only
+        unique,
+    ).fetchall()
+    for row in rows:
+        out[row[0]] = ScopeTotals(Charge(row[1], row[2]), Charge(row[3], row[4]), Charge(row[5], row[6]))
+    return out
+
+
+def _open_attempts(db: sqlite3.Connection, prefix: str) -> list[Attempt]:
+    rows = db.execute(
+        "SELECT data FROM attempts WHERE substr(key, 1, ?) = ? ORDER BY ts, key", (len(prefix), prefix)
+    ).fetchall()
+    return [Attempt.from_json(json.loads(row[0])) for row in rows]
+
+
+def _note_alerts(db: sqlite3.Connection, checks: Sequence[AlertCheck]) -> list[NotedAlert]:
+    """Note each threshold of ``checks`` that its scope's spend reaches, once ever; return the new ones."""
+    noted: list[NotedAlert] = []
+    if not checks:
+        return noted
+    held = _totals_of(db, [check.cap.scope for check in checks])
+    for check in checks:
+        cap, totals = check.cap, held[check.cap.scope]
+        room = cap.cap + totals.granted.of(cap.unit)
+        if room <= 0:
+            continue
+        used = totals.spent.of(cap.unit) / room
+        for threshold in check.thresholds:
+            if used < threshold:
+                continue
+            cursor = db.execute(
+                'INSERT OR IGNORE INTO alerts (scope, "limit", threshold, ts) VALUES (?, ?, ?, ?)',
+                (cap.scope, cap.limit, threshold, _now()),
+            )
+            if cursor.rowcount == 1:
+                noted.append(NotedAlert(cap.scope, cap.limit, threshold, used))
+    return noted
 
 
 def _insert_record(db: sqlite3.Connection, record: LedgerRecord) -> None:
@@ -314,6 +424,19 @@ def _insert_record(db: sqlite3.Connection, record: LedgerRecord) -> None:
         "INSERT INTO records (ts, tenant, data) VALUES (?, ?, ?)",
         (record["ts"], record["tenant"], json.dumps(record)),
     )
+    if not record.get("cache_hit") and record.get("usage") != "unsettled" and record["tier"] != "local":
+        db.execute(
+            "INSERT INTO usage (ts, node, tier, model, input_tokens, output_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record["ts"],
+                record["node"],
+                record["tier"],
+                record["model"],
+                record["input_tokens"],
+                record["output_tokens"],
+            ),
+        )
 
 
 def _now() -> str:

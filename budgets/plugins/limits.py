@@ -40,6 +40,7 @@ becomes the number of tools offered.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -51,22 +52,15 @@ from decimal import Decimal
 
 import openai
 
+from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, in_cap_unit, one_tier_down, plain, shown
 from budgetgraph.budgets.chat import may_have_been_billed
-from budgetgraph.budgets.config import (
-    MODEL_TIERS,
-    Actions,
-    BudgetsConfig,
-    ModelsConfig,
-    NodeBudget,
-    OnExceed,
-    Tier,
-)
+from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, NodeBudget, OnExceed
 from budgetgraph.budgets.errors import BudgetExceededError
-from budgetgraph.budgets.ledger import Cap, Charge, Ledger, Refusal, Reservation, scope_part
-from budgetgraph.budgets.ledger.base import Attempt
+from budgetgraph.budgets.ledger import AlertCheck, Cap, Charge, Ledger, LedgerRecord, Refusal, Reservation
+from budgetgraph.budgets.notify import notifier_for
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, ledger_record, usd
+from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, ledger_record
 
 logger = logging.getLogger(__name__)
 
@@ -75,51 +69,6 @@ MIN_OUTPUT_TOKENS = 64
 
 CONTENTION_WAIT_S = 30.0
 """How long a call waits when only other calls' reservations block it (s), before acting."""
-
-
-@dataclass(frozen=True)
-class Scopes:
-    """The ledger scopes of one call.
-
-    Attributes:
-        task: The run (thread) as a whole.
-        node: The node within the run.
-        hour: The tenant's current hour (UTC).
-        day: The tenant's current day.
-        month: The tenant's current month.
-    """
-
-    task: str
-    node: str
-    hour: str
-    day: str
-    month: str
-
-    @classmethod
-    def of(cls, request: CallRequest, now: datetime) -> Scopes:
-        """The scopes of ``request`` at ``now``."""
-        return cls.named(request.node, thread_id=request.thread_id, tenant=request.tenant, now=now)
-
-    @classmethod
-    def named(cls, node: str, *, thread_id: str | None, tenant: str, now: datetime) -> Scopes:
-        """The scopes of a call of ``node`` in thread ``thread_id`` for ``tenant`` at ``now``.
-
-        Each name is escaped (:func:`~budgetgraph.budgets.ledger.scope_part`), so no
-        thread id, tenant or node name can forge another's scope.
-        """
-        run = f"run:{scope_part(thread_id or 'unthreaded')}"
-        who = f"tenant:{scope_part(tenant)}"
-        return cls(
-            task=run,
-            node=f"{run}:node:{scope_part(node)}",
-            hour=f"{who}:hour:{now:%Y-%m-%dT%H}",
-            day=f"{who}:day:{now:%Y-%m-%d}",
-            month=f"{who}:month:{now:%Y-%m}",
-        )
-
-    def all(self) -> tuple[str, ...]:
-        """Every scope, in order."""
-        return (self.task, self.node, self.hour, self.day, self.month)
 
 
 @dataclass(frozen=True)
@@ -160,6 +109,7 @@ class LimitsPlugin:
         self._prices = prices
         self._ledger = ledger
         self._clock = clock
+        self._notifier = notifier_for(budgets.alerts)
 
     def _now(self) -> datetime:
         return (self._clock or _utcnow)()
@@ -176,15 +126,14 @@ class LimitsPlugin:
                 break
         try:
             request = self._narrow_latency_and_tools(request, node_budget)
-            attempt = self._begin(request, reservation)
         except BaseException:
-            self._ledger.release(reservation)
+            self._drop(reservation)
             raise
-        request = request.evolve(attempt_id=attempt.key)
+        request = request.evolve(attempt_id=reservation.attempt)
         try:
             result = call_next(request)
         except openai.APIError as exc:
-            self._failed(attempt, exc)
+            self._failed(reservation, exc)
             left = latency_left_ms(node_budget, request)
             if not isinstance(exc, openai.APITimeoutError) or request.timeout_s is None or left is None:
                 raise
@@ -200,16 +149,33 @@ class LimitsPlugin:
             logger.warning(
                 "Node `%s`: the call stopped in flight; attempt `%s` stays open until the run resumes",
                 request.node,
-                attempt.key,
+                reservation.attempt,
             )
             raise
         actual = Charge(
             tokens=max(0, sum(c["input_tokens"] + c["output_tokens"] for c in result.calls)),
             micro_usd=max(0, sum(c["cost_micro_usd"] for c in result.calls)),
         )
-        self._ledger.settle(reservation, actual, None)
-        self._ledger.end_attempt(attempt.key)
-        self._alert(result, limits)
+        checks = (
+            [AlertCheck(limit.cap, limit.alerts) for limit in limits if limit.alerts] if result.calls else []
+        )
+        record = None
+        if len(result.calls) == 1:  # one request, one answer: its record is kept as it settles
+            ts = datetime.now(UTC).isoformat()
+            record = ledger_record(
+                result.calls[0], tenant=request.tenant, thread_id=request.thread_id or "", ts=ts
+            )
+        # One transaction: the spend settled with its record, the attempt closed and the alerts
+        # crossed noted; a process killed after it leaves no billed answer unrecorded.
+        noted = self._ledger.settle(reservation, actual, record, alerts=checks)
+        if noted and self._notifier is not None:  # once per cap and level: the ledger noted them first
+            self._notifier.send(noted, tenant=request.tenant, node=request.node, thread_id=request.thread_id)
+        for alert in noted:
+            result.calls[-1]["decisions"].append(
+                {"plugin": self.name, "action": "warn", "reason": alert.reason}
+            )
+        if record is not None:
+            result = dataclasses.replace(result, kept=True)
         asked = len(result.tool_calls)
         if asked and node_budget.max_tool_calls is not None and asked > (request.max_tool_calls or 0):
             raise BudgetExceededError(
@@ -223,19 +189,22 @@ class LimitsPlugin:
 
     # -- attempts ----------------------------------------------------------------------
 
-    def _begin(self, request: CallRequest, reservation: Reservation) -> Attempt:
-        """Note the attempt about to be sent, with the record it leaves if it never settles."""
+    def _attempt(self, request: CallRequest, charge: Charge, est_in: int) -> tuple[str, LedgerRecord]:
+        """The attempt a reservation of ``charge`` opens: its call key, and its record.
+
+        The record is the one kept if the attempt never settles: the
+        reservation's tokens and cost, ``usage`` ``unsettled``.
+        """
         settings = self._models.endpoints[request.tier].settings
-        est_in = request.estimate_input_tokens()
         row = ModelCall(
             node=request.node,
             tier=request.tier,
             model=settings.model,
             input_tokens=est_in,
-            output_tokens=max(0, reservation.charge.tokens - est_in),
+            output_tokens=max(0, charge.tokens - est_in),
             cache_read_tokens=0,
             reasoning_tokens=0,
-            cost_micro_usd=reservation.charge.micro_usd,
+            cost_micro_usd=charge.micro_usd,
             priced=self._prices.rates(settings.model, settings.provider) is not None,
             latency_ms=0,
             cache_hit=False,
@@ -246,20 +215,25 @@ class LimitsPlugin:
         record = ledger_record(
             row, tenant=request.tenant, thread_id=request.thread_id or "", ts=self._now().isoformat()
         )
-        key = f"{request.call_id or f'unthreaded:{request.node}'}#{reservation.id}"
-        attempt = Attempt(key=key, reservation=reservation, record=record)
-        self._ledger.begin_attempt(attempt)
-        return attempt
+        return request.call_id or f"unthreaded:{request.node}", record
 
-    def _failed(self, attempt: Attempt, exc: openai.APIError) -> None:
+    def _drop(self, reservation: Reservation) -> None:
+        """Release a reservation whose request was never sent, and close its attempt."""
+        self._ledger.release(reservation)
+        if reservation.attempt is not None:
+            self._ledger.end_attempt(reservation.attempt)
+
+    def _failed(self, reservation: Reservation, exc: openai.APIError) -> None:
         """Close a failed attempt: released if it cannot have been billed, else unsettled."""
         if not may_have_been_billed(exc):
-            self._ledger.release(attempt.reservation)
-            self._ledger.end_attempt(attempt.key)
+            self._drop(reservation)
             return
         reason = f"{type(exc).__name__}: {exc}"[:300]
-        logger.info("Attempt `%s` may have been billed (%s); charged at its reservation", attempt.key, reason)
-        self._ledger.unsettle(attempt.key, f"sent, then failed ({reason})")
+        logger.info(
+            "Attempt `%s` may have been billed (%s); charged at its reservation", reservation.attempt, reason
+        )
+        assert reservation.attempt is not None
+        self._ledger.unsettle(reservation.attempt, f"sent, then failed ({reason})")
 
     # -- reservation -------------------------------------------------------------------
 
@@ -268,7 +242,7 @@ class LimitsPlugin:
     ) -> tuple[CallRequest, Reservation | None, list[_Limit]]:
         """Reserve for ``request``, or return the request changed by an action."""
         assert request.tier != "local"
-        limits = self._limits(request, scopes, node_budget)
+        limits = self._limits(request, scopes)
         settings = self._models.endpoints[request.tier].settings
         est_in = request.estimate_input_tokens()
         max_out = request.max_output_tokens or settings.max_output_tokens
@@ -294,7 +268,12 @@ class LimitsPlugin:
             charge = Charge(
                 tokens=est_in + max_out, micro_usd=math.ceil(est_in * in_rate + max_out * out_rate)
             )
-            outcome = self._ledger.reserve(charge, scopes.all(), [limit.cap for limit in limits])
+            outcome = self._ledger.reserve(
+                charge,
+                scopes.all(),
+                [limit.cap for limit in limits],
+                attempt=self._attempt(request, charge, est_in),
+            )
             if isinstance(outcome, Reservation):
                 return request.evolve(max_output_tokens=max_out), outcome, limits
             limit = next(x for x in limits if x.cap == outcome.cap)
@@ -313,29 +292,10 @@ class LimitsPlugin:
                 continue
             return self._act(request, limit, outcome), None, limits
 
-    def _limits(self, request: CallRequest, scopes: Scopes, node: NodeBudget) -> list[_Limit]:
-        out: list[_Limit] = []
-
-        def add(scope: str, name: str, tokens: int | None, cost: Decimal | None, actions: Actions) -> None:
-            on_exceed, alerts = actions.on_exceed, tuple(actions.alerts)
-            if tokens is not None:
-                out.append(_Limit(Cap(scope, f"{name}max_tokens", "tokens", tokens), on_exceed, alerts))
-            if cost is not None:
-                out.append(
-                    _Limit(
-                        Cap(scope, f"{name}max_cost_usd", "micro_usd", int(cost * MICRO)), on_exceed, alerts
-                    )
-                )
-
-        add(scopes.node, "", node.max_tokens, node.max_cost_usd, node)
-        task = self._budgets.task
-        add(scopes.task, "total_task_budget.", task.max_tokens, task.max_cost_usd, task)
-        windows = self._budgets.windows_for(request.tenant)
-        for name, scope in (("hourly", scopes.hour), ("daily", scopes.day), ("monthly", scopes.month)):
-            window = getattr(windows, name)
-            if window is not None:
-                add(scope, f"{name}.", window.max_tokens, window.max_cost_usd, window)
-        return out
+    def _limits(self, request: CallRequest, scopes: Scopes) -> list[_Limit]:
+        """The caps the ledger holds for ``request`` (tokens and USD), from the budget model."""
+        applied = caps_for(self._budgets, request.node, scopes, request.tenant)
+        return [_Limit(cap.ledger_cap(), cap.on_exceed, cap.alerts) for cap in applied if cap.in_ledger]
 
     def _pacing(
         self,
@@ -349,8 +309,8 @@ class LimitsPlugin:
         daily = self._budgets.windows_for(request.tenant).daily
         if daily is None or daily.pacing is None or daily.max_cost_usd is None:
             return None
-        hour = self._ledger.totals(scopes.hour)
-        day = self._ledger.totals(scopes.day)
+        held = held_totals(self._ledger, (scopes.hour, scopes.day), request.held)
+        hour, day = held[scopes.hour], held[scopes.day]
         hour_spent = hour.spent.micro_usd + hour.reserved.micro_usd
         before_hour = day.spent.micro_usd + day.reserved.micro_usd - hour_spent
         cap = int(daily.max_cost_usd * MICRO) + day.granted.micro_usd
@@ -366,15 +326,14 @@ class LimitsPlugin:
     def _act(self, request: CallRequest, limit: _Limit, refusal: Refusal) -> CallRequest:
         """Run ``limit``'s action for a refused reservation; return the changed request."""
         cap, unit = refusal.cap, refusal.cap.unit
-        shown = _shown(unit)
         reason = (
-            f"`{cap.limit}` on {cap.scope}: spent {shown(refusal.spent)}"
-            f" + reserved {shown(refusal.reserved)} + this call {shown(refusal.requested)}"
-            f" > cap {shown(cap.cap + refusal.granted)}"
+            f"`{cap.limit}` on {cap.scope}: spent {shown(unit, refusal.spent)}"
+            f" + reserved {shown(unit, refusal.reserved)} + this call {shown(unit, refusal.requested)}"
+            f" > cap {shown(unit, cap.cap + refusal.granted)}"
         )
         action = limit.on_exceed
         if action == "degrade":
-            lower = _lower(request.tier)
+            lower = one_tier_down(request.tier)
             logger.info("Node `%s`: %s; degrading %s -> %s", request.node, reason, request.tier, lower)
             return request.evolve(tier=lower, max_output_tokens=None).decide(
                 self.name, "degrade", f"{reason}; {request.tier} -> {lower}"
@@ -385,13 +344,13 @@ class LimitsPlugin:
             extra = self._ask_approval(request, cap, refusal, reason)
             if extra is not None:
                 self._ledger.grant(cap.scope, Charge(**{unit: extra}))
-                return request.decide(self.name, "approve", f"{reason}; granted {shown(extra)} more")
+                return request.decide(self.name, "approve", f"{reason}; granted {shown(unit, extra)} more")
         raise BudgetExceededError(
             node=request.node,
             limit=cap.limit,
-            spent=refusal.spent if unit == "tokens" else usd(refusal.spent),
-            cap=cap.cap + refusal.granted if unit == "tokens" else usd(cap.cap + refusal.granted),
-            requested=refusal.requested if unit == "tokens" else usd(refusal.requested),
+            spent=in_cap_unit(unit, refusal.spent),
+            cap=in_cap_unit(unit, cap.cap + refusal.granted),
+            requested=in_cap_unit(unit, refusal.requested),
         )
 
     def _ask_approval(self, request: CallRequest, cap: Cap, refusal: Refusal, reason: str) -> int | None:
@@ -405,10 +364,10 @@ class LimitsPlugin:
             "limit": cap.limit,
             "scope": cap.scope,
             "unit": "USD" if cap.unit == "micro_usd" else "tokens",
-            "spent": _plain(cap.unit, refusal.spent),
-            "cap": _plain(cap.unit, cap.cap + refusal.granted),
-            "requested": _plain(cap.unit, refusal.requested),
-            "needed": _plain(cap.unit, needed),
+            "spent": plain(cap.unit, refusal.spent),
+            "cap": plain(cap.unit, cap.cap + refusal.granted),
+            "requested": plain(cap.unit, refusal.requested),
+            "needed": plain(cap.unit, needed),
             "question": f"Node `{request.node}` needs more budget: {reason}. Approve raising the cap?",
             "actions": ["approve", "reject"],
             "problem": None,
@@ -431,26 +390,6 @@ class LimitsPlugin:
             payload = {**payload, "problem": problem}
 
     # -- after the call ------------------------------------------------------------------
-
-    def _alert(self, result: CallResult, limits: list[_Limit]) -> None:
-        if not result.calls:
-            return
-        for limit in limits:
-            totals = self._ledger.totals(limit.cap.scope)
-            cap = limit.cap.cap + totals.granted.of(limit.cap.unit)
-            if cap <= 0:
-                continue
-            used = totals.spent.of(limit.cap.unit) / cap
-            for threshold in limit.alerts:
-                if used >= threshold and self._ledger.note_alert(limit.cap.scope, limit.cap.limit, threshold):
-                    result.calls[-1]["decisions"].append(
-                        {
-                            "plugin": self.name,
-                            "action": "warn",
-                            "reason": f"`{limit.cap.limit}` on {limit.cap.scope} reached {used:.0%} "
-                            f"(alert at {threshold:.0%})",
-                        }
-                    )
 
     def _narrow_latency_and_tools(self, request: CallRequest, node: NodeBudget) -> CallRequest:
         timeout_s = request.timeout_s
@@ -516,21 +455,6 @@ def parse_raise(raw: object, unit: str) -> tuple[int | None, str | None]:
     if not value.is_finite() or value <= 0 or value > limit:
         return None, f"`raise_by` must be a positive finite number of {shown}, at most {limit}"
     return (int(value * MICRO) if unit == "micro_usd" else int(value)), None
-
-
-def _lower(tier: Tier) -> Tier:
-    index = MODEL_TIERS.index(tier) if tier in MODEL_TIERS else 0
-    return MODEL_TIERS[index - 1] if index > 0 else "local"
-
-
-def _shown(unit: str) -> Callable[[int], str]:
-    if unit == "micro_usd":
-        return lambda v: f"{usd(v):f} USD"
-    return lambda v: f"{v} tokens"
-
-
-def _plain(unit: str, value: int) -> float | int:
-    return float(usd(value)) if unit == "micro_usd" else value
 
 
 def _factory(context: PluginContext) -> LimitsPlugin:

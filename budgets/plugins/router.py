@@ -36,11 +36,11 @@ from datetime import UTC, datetime
 
 import openai
 
+from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, rooms, tightest_usd
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
 from budgetgraph.budgets.ledger import Ledger
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.request import CallRequest, CallResult
-from budgetgraph.budgets.routing.budget import rooms, tightest_usd
 from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
 from budgetgraph.budgets.routing.policy import fallback_order, no_endpoint, route
 from budgetgraph.budgets.routing.settings import ROUTER_SECTION, FallbackTrigger, RouterSettings
@@ -125,17 +125,13 @@ class RouterPlugin:
         """Apply the routing policy and pass over resting models; return the routed request."""
         budget = None
         if request.tier != "local" and self.settings.budget.degrade_below > 0:
+            scopes = Scopes.of(request, self._clock())
+            applied = [
+                c for c in caps_for(self._budgets, request.node, scopes, request.tenant) if c.in_ledger
+            ]
+            held = held_totals(self._ledger, (c.scope for c in applied), request.held)
             budget = tightest_usd(
-                rooms(
-                    self._budgets,
-                    self._ledger,
-                    node=request.node,
-                    thread_id=request.thread_id,
-                    tenant=request.tenant,
-                    now=self._clock(),
-                    node_spent=request.node_spent,
-                    task_spent=request.task_spent,
-                )
+                rooms(applied, held, node_spent=request.node_spent, task_spent=request.task_spent)
             )
         text = None
         # With decision routing the plan chose the tier from the decision itself; a

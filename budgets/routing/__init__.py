@@ -3,7 +3,6 @@
 - :mod:`~budgetgraph.budgets.routing.complexity`: the complexity score of a request's text,
   calibrated on the labelled set in :mod:`~budgetgraph.budgets.routing.data` by
   :mod:`~budgetgraph.budgets.routing.calibrate`;
-- :mod:`~budgetgraph.budgets.routing.budget`: the room under every cap that applies to a node;
 - :mod:`~budgetgraph.budgets.routing.policy`: the routing policy shared by the ``router``
   plugin and the planner;
 - :mod:`~budgetgraph.budgets.routing.cooldown`: models resting after a failure;
@@ -12,11 +11,10 @@
 
 from __future__ import annotations
 
-from budgetgraph.budgets.routing.budget import Room, rooms, tightest_usd
 from budgetgraph.budgets.routing.complexity import Complexity, score
 from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
 from budgetgraph.budgets.routing.decision import DecisionScore, score_decision
-from budgetgraph.budgets.routing.policy import Route, fallback_order, lower, no_endpoint, plan_tier, route
+from budgetgraph.budgets.routing.policy import Route, fallback_order, no_endpoint, plan_tier, route
 from budgetgraph.budgets.routing.settings import ROUTER_SECTION, RouterSettings
 
 __all__ = [
@@ -25,16 +23,12 @@ __all__ = [
     "Complexity",
     "Cooldowns",
     "DecisionScore",
-    "Room",
     "Route",
     "RouterSettings",
     "fallback_order",
-    "lower",
     "no_endpoint",
     "plan_tier",
-    "rooms",
     "route",
     "score",
     "score_decision",
-    "tightest_usd",
 ]

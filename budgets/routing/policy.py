@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from budgetgraph.budgets.caps import Room, one_tier_down
 from budgetgraph.budgets.config import MODEL_TIERS, TIERS, ModelsConfig, Tier
-from budgetgraph.budgets.routing.budget import Room
 from budgetgraph.budgets.routing.complexity import Complexity, score
 from budgetgraph.budgets.routing.decision import DecisionScore
 from budgetgraph.budgets.routing.settings import RouterSettings
@@ -50,12 +50,6 @@ class Route:
     upper: Tier
     decisions: tuple[tuple[str, str], ...]
     complexity: Complexity | None = None
-
-
-def lower(tier: Tier) -> Tier:
-    """One tier down: premium -> standard -> economy -> local -> local."""
-    index = TIERS.index(tier)
-    return TIERS[max(index - 1, 0)]
 
 
 def cap_tier(tier: Tier, ceiling: Tier) -> Tier:
@@ -80,7 +74,7 @@ def route(
         text: The request's non-system messages, joined (scored when complexity
             routing is on); ``None`` skips complexity routing.
         settings: The ``router:`` section.
-        budget: The tightest USD cap's room (see :func:`budgetgraph.budgets.routing.budget.tightest_usd`),
+        budget: The tightest USD cap's room (see :func:`budgetgraph.budgets.caps.tightest_usd`),
             or ``None`` when no USD cap applies.
         unreachable: Returns why a model tier cannot be called (no endpoint), or ``None``.
 
@@ -127,7 +121,7 @@ def route(
             )
             tier = "local"
         elif left < rules_b.degrade_below:
-            down = lower(tier)
+            down = one_tier_down(tier)
             decisions.append(
                 (
                     "degrade",
@@ -203,4 +197,4 @@ def fallback_order(tier: Tier, upper: Tier) -> list[Tier]:
     return below + above
 
 
-__all__ = ["Route", "cap_tier", "fallback_order", "lower", "no_endpoint", "plan_tier", "route"]
+__all__ = ["Route", "cap_tier", "fallback_order", "no_endpoint", "plan_tier", "route"]

@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from budgetgraph.budgets.config import TIERS, Tier
+from budgetgraph.budgets.ledger.base import HISTORY_KEPT
 from budgetgraph.budgets.routing.complexity import PREMIUM_AT, STANDARD_AT
 from budgetgraph.budgets.yamlfile import Number
 
@@ -111,22 +112,37 @@ class TierPrior(_Strict):
     """Output tokens of its answer (tokens)."""
     latency_ms: StrictInt = Field(ge=0)
     """Wall time of one round trip (ms)."""
-    quality: Number = Field(ge=0, le=1)
-    """Expected quality of the answer, 0-1 (a judgement, not a measurement)."""
+    quality_simple: Number = Field(ge=0, le=1)
+    """Expected quality of the answer, 0-1, for a decision scoring 0 (a look-up, a routine call)."""
+    quality_complex: Number = Field(ge=0, le=1)
+    """Expected quality of the answer, 0-1, for a decision scoring 1 (large, irreversible, regulated)."""
+
+    def quality(self, score: float) -> float:
+        """Expected quality (0-1) for a decision scoring ``score`` (0-1): linear between the two."""
+        score = min(max(score, 0.0), 1.0)
+        return self.quality_simple + (self.quality_complex - self.quality_simple) * score
 
 
 class TierPriors(_Strict):
-    """Priors per model tier for a specialist's analysis step.
+    """Priors per model tier for a node's step.
 
     Defaults: about 900 input tokens (system prompt, task, questions, the strict
     JSON schema of the answer and one tool definition) and 550-700 output
     tokens (an analysis of a few findings, risks and recommendations); latency
     from typical output speeds of small, mid-size and large hosted models.
+    Quality is a judgement, not a measurement: on a simple decision a small
+    model's answer is nearly as good as a large one's; on a complex one it is not.
     """
 
-    economy: TierPrior = TierPrior(input_tokens=900, output_tokens=550, latency_ms=2500, quality=0.6)
-    standard: TierPrior = TierPrior(input_tokens=900, output_tokens=600, latency_ms=4000, quality=0.8)
-    premium: TierPrior = TierPrior(input_tokens=900, output_tokens=700, latency_ms=8000, quality=0.9)
+    economy: TierPrior = TierPrior(
+        input_tokens=900, output_tokens=550, latency_ms=2500, quality_simple=0.86, quality_complex=0.45
+    )
+    standard: TierPrior = TierPrior(
+        input_tokens=900, output_tokens=600, latency_ms=4000, quality_simple=0.88, quality_complex=0.7
+    )
+    premium: TierPrior = TierPrior(
+        input_tokens=900, output_tokens=700, latency_ms=8000, quality_simple=0.89, quality_complex=0.92
+    )
 
     def of(self, tier: ModelTier) -> TierPrior:
         """The prior of ``tier``."""
@@ -146,6 +162,10 @@ class Planning(_Strict):
     approval); ``local`` always plans the local path."""
     tiers: TierPriors = TierPriors()
     """Priors per tier."""
+    quality_per_usd: Number = Field(default=5.0, ge=0)
+    """What one USD costs in expected quality: the beam search maximises a plan's total
+    expected quality (0-1 per step) less this times its estimated cost (USD). 0: the
+    highest quality that fits, then the lowest cost."""
     local_quality: Number = Field(default=0.3, ge=0, le=1)
     """Expected quality of the local rules' answer (0-1)."""
     local_latency_ms: StrictInt = Field(default=5, ge=0)
@@ -156,7 +176,7 @@ class Planning(_Strict):
     """Wall time of the round trip that asks for the tool (ms)."""
     tool_quality_gain: Number = Field(default=0.05, ge=0, le=1)
     """Quality gained when a task with figures is computed with the tool rather than guessed."""
-    history_window: StrictInt = Field(default=50, ge=0)
+    history_window: StrictInt = Field(default=50, ge=0, le=HISTORY_KEPT)
     """Latest ledger records of the same node, tier and model that estimates use (0: priors only)."""
     prior_weight: Number = Field(default=2.0, ge=0)
     """How many records' worth the prior counts when blended with history."""

@@ -207,10 +207,10 @@ def test_a_call_in_flight_when_redis_went_away_is_unsettled_when_the_run_resumes
     graph = build_graph(checkpointer=InMemorySaver(), models=models, budgets=budgets, ledger=ledger)
     real_settle = RedisLedger.settle
 
-    def redis_goes_away(self, reservation, actual, record):
+    def redis_goes_away(self, reservation, actual, record, **kwargs):
         if any(scope.endswith(":node:coo") for scope in reservation.scopes):
             raise redis.ConnectionError("Connection refused")
-        return real_settle(self, reservation, actual, record)
+        return real_settle(self, reservation, actual, record, **kwargs)
 
     monkeypatch.setattr(RedisLedger, "settle", redis_goes_away)
     try:

@@ -14,8 +14,10 @@ from budgetgraph.agents.beam import StepOption, beam_search
 from budgetgraph.agents.planner import estimate, plan_steps
 from budgetgraph.agents.rules import brief
 from budgetgraph.budgets import BudgetExceededError, Gateway, load_budgets, load_models
+from budgetgraph.budgets.caps import Room
 from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
-from budgetgraph.budgets.routing import Room
+from budgetgraph.budgets.routing import score_decision
+from budgetgraph.budgets.routing.settings import TierPriors
 from budgetgraph.graph.builder import NODE_NAMES
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -68,7 +70,9 @@ def test_a_plan_is_estimated_from_the_priors_without_calling_any_model(
     # at gpt-4.1-mini's $0.40 / $1.60 per million tokens
     assert (cto.estimated_tokens, cto.estimated_tool_calls, cto.estimate_source) == (2460, 1, "prior")
     assert cto.estimated_cost_usd == pytest.approx((1860 * 0.40 + 600 * 1.60) / 1e6)
-    assert cto.expected_quality == pytest.approx(0.85)
+    # the standard prior at the decision's score, plus the tool's gain
+    score = score_decision(TASK, []).score
+    assert cto.expected_quality == pytest.approx(TierPriors().standard.quality(score) + 0.05, abs=1e-4)
     assert made.estimated_total_usd == pytest.approx(sum(step.estimated_cost_usd for step in made.steps))
     assert [step.node for step in made.steps] == ["planner", "cto", "coo", "reconcile"]
     assert made.feasible and made.reason is None

@@ -84,7 +84,7 @@ def spent_everywhere(gw: Gateway, thread: str = "unthreaded") -> list[int]:
 def _tenant_scopes() -> list[str]:
     from datetime import UTC, datetime
 
-    from budgetgraph.budgets.plugins.limits import Scopes
+    from budgetgraph.budgets.caps import Scopes
 
     scopes = Scopes.named("cto", thread_id=None, tenant="default", now=datetime.now(UTC))
     return [scopes.hour, scopes.day, scopes.month]

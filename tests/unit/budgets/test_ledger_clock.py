@@ -17,10 +17,10 @@ import pytest
 import redis
 
 import budgetgraph.budgets.ledger.redis as redis_ledger
+from budgetgraph.budgets.caps import Scopes
 from budgetgraph.budgets.ledger import Cap, Charge, Refusal, Reservation
 from budgetgraph.budgets.ledger.redis import RedisLedger
 from budgetgraph.budgets.plugins import limits
-from budgetgraph.budgets.plugins.limits import Scopes
 
 CAP = Cap(scope="run:t", limit="total_task_budget.max_cost_usd", unit="micro_usd", cap=1_000)
 

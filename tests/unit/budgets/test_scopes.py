@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from budgetgraph.budgets.caps import Scopes
 from budgetgraph.budgets.ledger import scope_part
-from budgetgraph.budgets.plugins.limits import Scopes
 
 NOW = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from budgetgraph.budgets.routing import Room, RouterSettings, fallback_order, route
+from budgetgraph.budgets.caps import Room
+from budgetgraph.budgets.routing import RouterSettings, fallback_order, route
 
 DESIGN = (
     "Compare moving our order service to a second region with active-active Postgres against a warm "

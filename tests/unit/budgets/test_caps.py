@@ -1,4 +1,4 @@
-"""What the budgets leave: rooms under every cap, from a real (in-process SQLite) ledger."""
+"""The budget model: which caps apply, what they leave, one tier down (an in-process SQLite ledger)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from budgetgraph.budgets import CallRequest, Totals, load_budgets
+from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, one_tier_down, rooms, shown, tightest_usd
 from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
-from budgetgraph.budgets.plugins.limits import Scopes
-from budgetgraph.budgets.routing import rooms, tightest_usd
 from budgetgraph.graph.builder import NODE_NAMES
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -47,13 +46,11 @@ def test_rooms_count_settled_spend_grants_and_the_runs_own_spend_and_find_the_ti
     ledger.grant("run:t:node:cto", Charge(micro_usd=2_000))
     ledger.record(["tenant:acme:day:2026-11-20"], Charge(micro_usd=950_000), RECORD)
 
+    scopes = Scopes.named("cto", thread_id="t", tenant="acme", now=NOW)
+    applied = caps_for(budgets, "cto", scopes, "acme")
     found = rooms(
-        budgets,
-        ledger,
-        node="cto",
-        thread_id="t",
-        tenant="acme",
-        now=NOW,
+        applied,
+        held_totals(ledger, (cap.scope for cap in applied)),
         node_spent=Totals(tool_calls=2),
         task_spent=Totals(cost_micro_usd=30_000),  # more than the ledger holds for the run: it counts
     )
@@ -79,3 +76,45 @@ def test_rooms_count_settled_spend_grants_and_the_runs_own_spend_and_find_the_ti
     assert tightest is not None and tightest.limit == "daily.max_cost_usd"
     assert tightest.scope == "tenant:acme:day:2026-11-20" and round(tightest.fraction_left, 2) == 0.05
     assert tightest.shown() == "0.05 USD" and node_usd.shown(1_500) == "0.0015 USD"
+
+
+def test_caps_name_their_level_alerts_and_ledger_units(tmp_path: Path):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(
+        "nodes: {cto: {max_tokens: 5000, max_latency_ms: 900, alerts: [0.5]}}\n"
+        "task: {max_cost_usd: 0.1}\n"
+        "tenants: {acme: {hourly: {max_tokens: 100000}}}\n"
+    )
+    budgets = load_budgets(path, node_names=NODE_NAMES)
+    scopes = Scopes.named("cto", thread_id="t", tenant="acme", now=NOW)
+
+    applied = {cap.limit: cap for cap in caps_for(budgets, "cto", scopes, "acme")}
+
+    assert applied["max_tokens"].level == "node" and applied["max_tokens"].alerts == (0.5,)
+    assert applied["max_latency_ms"].in_ledger is False and applied["max_latency_ms"].alerts == ()
+    assert (
+        applied["total_task_budget.max_cost_usd"].cap == 100_000
+        and applied["total_task_budget.max_cost_usd"].node is None
+    )
+    assert applied["hourly.max_tokens"].scope == "tenant:acme:hour:2026-11-20T09"
+    assert caps_for(budgets, "cto", scopes, "globex")[-1].level == "task"  # no window for another tenant
+
+
+def test_a_snapshot_answers_only_when_it_holds_every_scope():
+    ledger = open_ledger("memory:")
+    ledger.record(["a"], Charge(tokens=5), RECORD)
+    snapshot = {"a": held_totals(ledger, ["a"])["a"]}
+    ledger.record(["a"], Charge(tokens=5), RECORD)
+
+    assert held_totals(ledger, ["a"], snapshot)["a"].spent.tokens == 5  # the snapshot, not read again
+    assert held_totals(ledger, ["a", "b"], snapshot)["a"].spent.tokens == 10  # missing scope: read anew
+
+
+def test_one_tier_down_and_units():
+    assert [one_tier_down(t) for t in ("premium", "standard", "economy", "local")] == [
+        "standard",
+        "economy",
+        "local",
+        "local",
+    ]
+    assert shown("micro_usd", 12_500) == "0.0125 USD" and shown("latency_ms", 300) == "300 ms"
