@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -45,7 +45,7 @@ from budgetgraph.agents.beam import beam_search
 from budgetgraph.agents.prompts import PLANNER_SYSTEM, REPLAN_NOTE_TEMPLATE, SPECIALIST_TEMPLATE
 from budgetgraph.agents.schemas import Plan, PlanBrief, PlanCap, PlanStep
 from budgetgraph.agents.text import bullets, task_block
-from budgetgraph.budgets import BudgetExceededError, Gateway, ModelCall, NodeSession, usd
+from budgetgraph.budgets import BudgetExceededError, Gateway, ModelCall, NodeSession, Tier, usd
 from budgetgraph.budgets.caps import UNIT_NAMES, Room, StepOption, exceeded, over, plain
 from budgetgraph.budgets.estimates import Estimator
 
@@ -202,6 +202,7 @@ def plan_steps(
     found = budget.rooms(planned, thread_id=thread_id, tenant=tenant, now=now, history=history)
     caps: dict[tuple[str, str], Room] = {}
     nodes: list[_NodeOptions] = []
+    routed: list[tuple[str, Tier, list[str]]] = []
     for node in planned:
         for room in found[node]:
             caps.setdefault((room.scope, room.limit), room)
@@ -220,11 +221,15 @@ def plan_steps(
             text=None if budget.by_decision or node not in SPECIALISTS else prompt,
             budget=budget.tightest_usd(found[node]),
         )
+        reasons = ([why] if why else []) + [reason for _, reason in decided.decisions]
+        routed.append((node, decided.tier, reasons))
+    ran_tier = _ran_tier(budget, history, task, constraints, note) if planner_ran else None
+    steps_read = [(node, tier) for node, tier, _ in routed] + ([("planner", ran_tier)] if ran_tier else [])
+    recent = budget.recent(steps_read, now=now)  # the estimates' history, read at once
+    for node, tier, reasons in routed:
         tools = figures and node in SPECIALISTS
-        options = budget.options(node, decided.tier, tools=tools, score=score, now=now)
-        nodes.append(_NodeOptions(node, options))
-        nodes[-1].reasons.extend([why] if why else [])
-        nodes[-1].reasons.extend(reason for _, reason in decided.decisions)
+        options = budget.options(node, tier, tools=tools, score=score, now=now, recent=recent)
+        nodes.append(_NodeOptions(node, options, reasons))
 
     all_caps = list(caps.values())
     planning = budget.planning
@@ -246,7 +251,9 @@ def plan_steps(
         stop = stop or error
         steps.append(_step(pick, questions.get(entry.node, []), entry.reasons, within=within))
     if planner_ran:
-        steps.insert(0, _planner_step(budget, task, constraints, note, history, score=score, now=now))
+        steps.insert(
+            0, _planner_step(budget, task, constraints, note, ran_tier, score=score, now=now, recent=recent)
+        )
     return (
         Plan(
             objective=brief.objective,
@@ -328,25 +335,33 @@ def _settle(
     return pick, within, entry.reasons[-1], error
 
 
+def _ran_tier(
+    budget: Estimator, history: Sequence[ModelCall], task: str, constraints: Sequence[str], note: str | None
+) -> Tier:
+    """The tier the planner ran at (its last call in ``history``), else the one planned."""
+    ran = [c for c in history if c["node"] == "planner"]
+    if ran:
+        return ran[-1]["tier"]
+    return budget.planned_tier("planner", task=task, constraints=constraints, note=note)[0]
+
+
 def _planner_step(
     budget: Estimator,
     task: str,
     constraints: Sequence[str],
     note: str | None,
-    history: Sequence[ModelCall],
+    tier: Tier | None,
     *,
     score: float,
     now: datetime,
+    recent: Mapping[tuple[str, Tier], list[tuple[int, int]]],
 ) -> PlanStep:
-    """The planner's own step: the tier it ran at (its call in ``history``), else the one planned."""
-    tier, why = budget.planned_tier("planner", task=task, constraints=constraints, note=note)
-    ran = [c for c in history if c["node"] == "planner"]
-    if ran:
-        tier = ran[-1]["tier"]
-    if not budget.reachable(tier):
+    """The planner's own step, at the tier it ran at (:func:`_ran_tier`)."""
+    _, why = budget.planned_tier("planner", task=task, constraints=constraints, note=note)
+    if tier is None or not budget.reachable(tier):
         option = budget.local("planner")
     else:
-        option = budget.estimate("planner", tier, "llm", score=score, now=now)
+        option = budget.estimate("planner", tier, "llm", score=score, now=now, recent=recent)
     return _step(option, [], [why] if why else [], within=True)
 
 

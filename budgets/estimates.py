@@ -21,7 +21,7 @@ else under ``budgets/``:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from budgetgraph.budgets.caps import (
@@ -176,8 +176,37 @@ class Estimator:
 
     # -- step estimates ------------------------------------------------------------------
 
+    def recent(
+        self, steps: Iterable[tuple[str, Tier]], *, now: datetime
+    ) -> dict[tuple[str, Tier], list[tuple[int, int]]]:
+        """The latest calls behind the estimates of each ``(node, tier)`` and the tiers below, read at once.
+
+        Returns:
+            ``(input_tokens, output_tokens)`` per call, newest first, by ``(node, tier)``.
+        """
+        planning = self.planning
+        wanted: list[tuple[str, Tier]] = []
+        for node, top in steps:
+            if top in MODEL_TIERS:
+                below = MODEL_TIERS[: MODEL_TIERS.index(top) + 1]  # type: ignore[arg-type]
+                wanted += [(node, tier) for tier in below if self.reachable(tier)]
+        if not planning.history_window or not wanted:
+            return {}
+        keys = {step: (step[0], step[1], self._models.endpoints[step[1]].settings.model) for step in wanted}
+        found = self._ledger.recent_usage_of(
+            list(keys.values()), limit=planning.history_window, since=now - timedelta(days=HISTORY_DAYS)
+        )
+        return {step: found[key] for step, key in keys.items()}
+
     def options(
-        self, node: str, routed: Tier, *, tools: bool, score: float, now: datetime
+        self,
+        node: str,
+        routed: Tier,
+        *,
+        tools: bool,
+        score: float,
+        now: datetime,
+        recent: Mapping[tuple[str, Tier], list[tuple[int, int]]] | None = None,
     ) -> list[StepOption]:
         """The options of ``node``'s step: ``routed`` and every reachable model tier below it, then local.
 
@@ -190,7 +219,9 @@ class Estimator:
             for tier in reversed(MODEL_TIERS[: top + 1]):
                 if self.reachable(tier):
                     paths: tuple[StepPath, ...] = ("tool", "llm") if tools else ("llm",)
-                    out += [self.estimate(node, tier, path, score=score, now=now) for path in paths]
+                    out += [
+                        self.estimate(node, tier, path, score=score, now=now, recent=recent) for path in paths
+                    ]
         return [*out, self.local(node)]
 
     def local(self, node: str) -> StepOption:
@@ -208,7 +239,16 @@ class Estimator:
             source="local rules",
         )
 
-    def estimate(self, node: str, tier: Tier, path: StepPath, *, score: float, now: datetime) -> StepOption:
+    def estimate(
+        self,
+        node: str,
+        tier: Tier,
+        path: StepPath,
+        *,
+        score: float,
+        now: datetime,
+        recent: Mapping[tuple[str, Tier], list[tuple[int, int]]] | None = None,
+    ) -> StepOption:
         """Estimate a model step: history of the same node, tier and model blended with the prior.
 
         Each estimate is ``(n * mean + k * prior) / (n + k)`` over the latest
@@ -217,14 +257,17 @@ class Estimator:
         unusual calls do not swing it. A ``tool`` step adds the round trip that
         asks for the tool: its input again, plus ``tool_round_trip_tokens``, and
         ``tool_round_trip_ms``. Expected quality is the tier's prior at the
-        decision's ``score`` (0-1).
+        decision's ``score`` (0-1). ``recent`` holds the calls read already
+        (:meth:`recent`); others are read here.
         """
         assert tier in MODEL_TIERS
         planning = self.planning
         settings = self._models.endpoints[tier].settings
         prior = planning.tiers.of(tier)  # type: ignore[arg-type]
         rows = (
-            self._ledger.recent_usage(
+            recent[(node, tier)]
+            if recent is not None and (node, tier) in recent
+            else self._ledger.recent_usage(
                 node,
                 tier,
                 settings.model,

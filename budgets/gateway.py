@@ -33,17 +33,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import openai
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
-    ToolCall,
     ToolMessage,
-    messages_from_dict,
-    messages_to_dict,
 )
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
@@ -59,7 +56,15 @@ from budgetgraph.budgets.plugins.base import Plugin, PluginContext, build_chain
 from budgetgraph.budgets.plugins.limits import latency_left_ms
 from budgetgraph.budgets.plugins.router import _describe, _retry_after, _trigger
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import CallRequest, CallResult, ModelCall, Totals, ledger_record
+from budgetgraph.budgets.request import (
+    CallRequest,
+    CallResult,
+    ModelCall,
+    Totals,
+    from_journal,
+    journal_entry,
+    ledger_record,
+)
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import BudgetLeft, model_call_span, record_result, tool_span
 
@@ -167,7 +172,7 @@ class Gateway:
             entry = start.journal
             if entry is not None and entry.get("parse_error") is None:
                 logger.info("Node `%s`: replaying a completed call from the journal", request.node)
-                return _restore(entry, request)
+                return from_journal(entry, request)
             orphans = self._close_orphans(start.attempts)
             request = request.evolve(
                 call_id=journal_key, recover=bool(orphans), recover_ids=tuple(o.key for o in orphans)
@@ -185,8 +190,8 @@ class Gateway:
             ledger_record(call, tenant=request.tenant, thread_id=request.thread_id or "", ts=ts)
             for call in ([] if result.kept else result.calls)
         ]
-        journaled = journal_key if result.parse_error is None else None
-        self.ledger.finish_call(journaled, _dump(result) if journaled else None, records)
+        journaled = journal_key if result.parse_error is None and not result.journaled else None
+        self.ledger.finish_call(journaled, journal_entry(result) if journaled else None, records)
         return result
 
     def forget_thread(self, thread_id: str) -> int:
@@ -485,29 +490,6 @@ class NodeSession:
             thread_id=self._thread_id,
             tenant=self._tenant,
         )
-
-
-def _dump(result: CallResult) -> dict[str, Any]:
-    """A JSON-ready copy of ``result`` for the journal."""
-    return {
-        "output": result.output.model_dump(mode="json") if result.output is not None else None,
-        "tool_calls": [dict(c) for c in result.tool_calls],
-        "message": messages_to_dict([result.message])[0] if result.message is not None else None,
-        "parse_error": result.parse_error,
-        "calls": [dict(c) for c in result.calls],
-    }
-
-
-def _restore(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
-    """The result stored by :func:`_dump`, with the request's schema."""
-    message = messages_from_dict([entry["message"]])[0] if entry.get("message") else None
-    return CallResult(
-        output=request.schema.model_validate(entry["output"]) if entry.get("output") is not None else None,
-        tool_calls=[ToolCall(**c) for c in entry.get("tool_calls", [])],  # type: ignore[typeddict-item]
-        message=message if isinstance(message, AIMessage) else None,
-        parse_error=entry.get("parse_error"),
-        calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
-    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:

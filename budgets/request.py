@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, NotRequired
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolCall
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall, messages_from_dict, messages_to_dict
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
@@ -350,6 +350,8 @@ class CallResult:
             it was fetched back from the server rather than asked for again.
         kept: Its calls' ledger records were kept when their spend was settled
             (by the ``limits`` plugin), so the gateway does not keep them again.
+        journaled: Its journal entry was kept with the settlement, so the gateway
+            does not keep it again.
     """
 
     output: BaseModel | None = None
@@ -359,11 +361,35 @@ class CallResult:
     calls: list[ModelCall] = field(default_factory=list)
     recovered: str | None = None
     kept: bool = False
+    journaled: bool = False
 
     @property
     def totals(self) -> Totals:
         """The spend of all :attr:`calls`."""
         return Totals.of(self.calls)
+
+
+def journal_entry(result: CallResult) -> dict[str, Any]:
+    """A JSON-ready copy of ``result`` for the journal."""
+    return {
+        "output": result.output.model_dump(mode="json") if result.output is not None else None,
+        "tool_calls": [dict(c) for c in result.tool_calls],
+        "message": messages_to_dict([result.message])[0] if result.message is not None else None,
+        "parse_error": result.parse_error,
+        "calls": [dict(c) for c in result.calls],
+    }
+
+
+def from_journal(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
+    """The result stored by :func:`journal_entry`, with the request's schema."""
+    message = messages_from_dict([entry["message"]])[0] if entry.get("message") else None
+    return CallResult(
+        output=request.schema.model_validate(entry["output"]) if entry.get("output") is not None else None,
+        tool_calls=[ToolCall(**c) for c in entry.get("tool_calls", [])],  # type: ignore[typeddict-item]
+        message=message if isinstance(message, AIMessage) else None,
+        parse_error=entry.get("parse_error"),
+        calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
+    )
 
 
 def count_tokens(text: str, model: str) -> int:

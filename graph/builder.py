@@ -376,6 +376,7 @@ class _Nodes:
                 "by": "threshold",
                 "note": f"risk score {score} is below the review threshold {context.review_threshold}",
             }
+            self._forget(runtime, state)
             return _finish(state, outcome)
         answer = self._ask(score, context, replans)
         if answer.action == "replan":
@@ -389,7 +390,14 @@ class _Nodes:
             "by": "human",
             "note": answer.note,
         }
+        self._forget(runtime, state)
         return _finish(state, outcome)
+
+    def _forget(self, runtime: Runtime[Context], state: State) -> None:
+        """Prune the finished run's call journal: no node of it will ask a model again."""
+        info = runtime.execution_info
+        if info is not None and info.thread_id:
+            self._gateway(runtime, state.get("run_settings")).forget_thread(info.thread_id)
 
     @staticmethod
     def _ask(score: int, context: Context, replans: int) -> ReviewAnswer:

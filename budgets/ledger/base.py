@@ -297,13 +297,16 @@ class Ledger(ABC):
         record: LedgerRecord | None,
         *,
         alerts: Sequence[AlertCheck] = (),
+        journal: tuple[str, dict[str, Any]] | None = None,
     ) -> list[NotedAlert]:
         """Replace the reservation by the ``actual`` spend and keep ``record``, in one transaction.
 
         The reservation's attempt, if it opened one, is closed. Each threshold of
         ``alerts`` that the spend on its cap's scope (over the cap plus grants)
         reaches is noted, once ever per scope, limit and threshold, and added to
-        the kept record's ``alerts`` (:attr:`NotedAlert.reason`).
+        the kept record's ``alerts`` (:attr:`NotedAlert.reason`). ``journal``
+        (key, entry) is the call's journal entry, kept too when no alert is noted
+        (otherwise the caller keeps it, with the alerts on its calls).
 
         Returns:
             The alerts noted for the first time by this settlement.
@@ -365,6 +368,12 @@ class Ledger(ABC):
         Returns:
             ``(input_tokens, output_tokens)`` per call, newest first.
         """
+
+    def recent_usage_of(
+        self, keys: Sequence[tuple[str, str, str]], *, limit: int, since: datetime | None = None
+    ) -> dict[tuple[str, str, str], list[tuple[int, int]]]:
+        """:meth:`recent_usage` of each ``(node, tier, model)`` in ``keys``, read at once."""
+        return {key: self.recent_usage(*key, limit=limit, since=since) for key in dict.fromkeys(keys)}
 
     @abstractmethod
     def prune_journal(self, thread_prefix: str) -> int:

@@ -179,18 +179,21 @@ return {1}
 # hash, KEYS[5] alerts hash, KEYS[6] the record's usage history list, KEYS[7..] scope
 # hashes. ARGV: id, tokens, micro_usd, record JSON ('' for none), settle (1) or
 # release (0), the attempt's key to close ('' for none), the time (ISO 8601) to note
-# alerts at, the number of alert checks, the usage history entry ('' for none), then
-# per check: index into the scope keys (1-based), unit, cap, the number of
-# thresholds, the limit's name and the scope's, and per threshold: the threshold and
-# its field in the alerts hash. The record's JSON ends with its `alerts` list; each
-# alert noted is added to it as NotedAlert.reason words it.
+# alerts at, the number of alert checks, the usage history entry ('' for none), the
+# number of scope keys, the journal field ('' for none; its hash is the key after the
+# scopes), the journal entry (JSON) and its TTL (s), then per check: index into the
+# scope keys (1-based), unit, cap, the number of thresholds, the limit's name and
+# the scope's, and per threshold: the threshold and its field in the alerts hash.
+# The record's JSON ends with its `alerts` list; each
+# alert noted is added to it as NotedAlert.reason words it. The journal entry is kept
+# only when no alert is noted (the caller then keeps it with the alerts' decisions).
 # Answers the alerts noted: {check index (0-based), threshold index (0-based),
 # used share in millionths}... flattened.
 _SETTLE = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
   local r = cjson.decode(raw)
-  for k = 7, #KEYS do
+  for k = 7, 6 + tonumber(ARGV[10]) do
     redis.call('HINCRBY', KEYS[k], 'r_tokens', 0 - r.tokens)
     redis.call('HINCRBY', KEYS[k], 'r_micro_usd', 0 - r.micro_usd)
   end
@@ -198,7 +201,7 @@ if raw then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 if ARGV[5] == '1' then
-  for k = 7, #KEYS do
+  for k = 7, 6 + tonumber(ARGV[10]) do
     redis.call('HINCRBY', KEYS[k], 'tokens', tonumber(ARGV[2]))
     redis.call('HINCRBY', KEYS[k], 'micro_usd', tonumber(ARGV[3]))
   end
@@ -208,7 +211,7 @@ if ARGV[5] == '1' then
   end
 end
 if ARGV[6] ~= '' then redis.call('HDEL', KEYS[4], ARGV[6]) end
-local noted, reasons, at = {}, {}, 10
+local noted, reasons, at = {}, {}, 14
 for i = 0, tonumber(ARGV[8]) - 1 do
   local key, unit = KEYS[6 + tonumber(ARGV[at])], ARGV[at + 1]
   local cap, n = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
@@ -241,6 +244,11 @@ if ARGV[5] == '1' and ARGV[4] ~= '' then
     end
   end
   redis.call('RPUSH', KEYS[3], record)
+end
+if ARGV[11] ~= '' and #noted == 0 then
+  local journal = KEYS[7 + tonumber(ARGV[10])]
+  redis.call('HSET', journal, ARGV[11], ARGV[12])
+  redis.call('EXPIRE', journal, tonumber(ARGV[13]))
 end
 return noted
 """
@@ -343,8 +351,11 @@ class RedisLedger(Ledger):
         record: LedgerRecord | None,
         *,
         alerts: Sequence[AlertCheck] = (),
+        journal: tuple[str, dict[str, Any]] | None = None,
     ) -> list[NotedAlert]:
-        """See :meth:`Ledger.settle`: one script, which also closes the attempt and notes the alerts.
+        """See :meth:`Ledger.settle`: one script.
+
+        It also closes the attempt, notes the alerts and keeps the journal entry.
 
         An alert's cap on a calendar window that the server renamed when
         reserving is checked on the window reserved on.
@@ -357,6 +368,7 @@ class RedisLedger(Ledger):
             settle=True,
             attempt=reservation.attempt,
             alerts=alerts,
+            journal=journal,
         )
 
     def release(self, reservation: Reservation) -> None:
@@ -377,6 +389,7 @@ class RedisLedger(Ledger):
         settle: bool,
         attempt: str | None = None,
         alerts: Sequence[AlertCheck] = (),
+        journal: tuple[str, dict[str, Any]] | None = None,
     ) -> list[NotedAlert]:
         names = list(dict.fromkeys(scopes))
         checks: list[tuple[AlertCheck, str]] = []
@@ -405,7 +418,14 @@ class RedisLedger(Ledger):
             datetime.now(UTC).isoformat(),
             len(checks),
             usage,
+            len(names),
         ]
+        if journal is not None:
+            hash_name, field = self._journal_field(journal[0])
+            keys.append(hash_name)
+            args += [field, json.dumps(journal[1]), self._journal_ttl_s]
+        else:
+            args += ["", "", 0]
         for check, scope in checks:
             args += [names.index(scope) + 1, check.cap.unit, check.cap.cap, len(check.thresholds)]
             args += [check.cap.limit, scope]
@@ -483,6 +503,23 @@ class RedisLedger(Ledger):
             ts, tokens_in, tokens_out = json.loads(item)
             if cutoff is None or ts >= cutoff:
                 out.append((int(tokens_in), int(tokens_out)))
+        return out
+
+    def recent_usage_of(
+        self, keys: Sequence[tuple[str, str, str]], *, limit: int, since: datetime | None = None
+    ) -> dict[tuple[str, str, str], list[tuple[int, int]]]:
+        """See :meth:`Ledger.recent_usage_of`: one pipelined round trip."""
+        unique = list(dict.fromkeys(keys))
+        if limit <= 0 or not unique:
+            return {key: [] for key in unique}
+        pipe = self._redis.pipeline(transaction=False)
+        for node, tier, model in unique:
+            pipe.lrange(self._key(f"usage:{node}|{tier}|{model}"), 0, min(limit, HISTORY_KEPT) - 1)
+        cutoff = since.astimezone(UTC).isoformat() if since is not None else None
+        out: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        for key, raw in zip(unique, pipe.execute(), strict=True):
+            rows = [json.loads(item) for item in raw]
+            out[key] = [(int(i), int(o)) for ts, i, o in rows if cutoff is None or ts >= cutoff]
         return out
 
     def prune_journal(self, thread_prefix: str) -> int:

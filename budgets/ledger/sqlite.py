@@ -162,6 +162,7 @@ class SqliteLedger(Ledger):
         record: LedgerRecord | None,
         *,
         alerts: Sequence[AlertCheck] = (),
+        journal: tuple[str, dict[str, Any]] | None = None,
     ) -> list[NotedAlert]:
         """See :meth:`Ledger.settle`."""
         with self._tx() as db:
@@ -173,6 +174,10 @@ class SqliteLedger(Ledger):
             if record is not None:
                 kept: LedgerRecord = {**record, "alerts": [*record["alerts"], *(a.reason for a in noted)]}
                 _insert_record(db, kept)
+            if journal is not None and not noted:
+                db.execute(
+                    "INSERT OR REPLACE INTO journal VALUES (?, ?)", (journal[0], json.dumps(journal[1]))
+                )
             return noted
 
     def release(self, reservation: Reservation) -> None:

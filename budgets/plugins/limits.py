@@ -60,7 +60,14 @@ from budgetgraph.budgets.ledger import AlertCheck, Cap, Charge, Ledger, LedgerRe
 from budgetgraph.budgets.notify import notifier_for
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.request import MICRO, CallRequest, CallResult, ModelCall, ledger_record
+from budgetgraph.budgets.request import (
+    MICRO,
+    CallRequest,
+    CallResult,
+    ModelCall,
+    journal_entry,
+    ledger_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,15 +174,19 @@ class LimitsPlugin:
             )
         # One transaction: the spend settled with its record, the attempt closed and the alerts
         # crossed noted; a process killed after it leaves no billed answer unrecorded.
-        noted = self._ledger.settle(reservation, actual, record, alerts=checks)
+        journal = None
+        if request.call_id is not None and result.parse_error is None:
+            journal = (request.call_id, journal_entry(result))
+        noted = self._ledger.settle(reservation, actual, record, alerts=checks, journal=journal)
         if noted and self._notifier is not None:  # once per cap and level: the ledger noted them first
             self._notifier.send(noted, tenant=request.tenant, node=request.node, thread_id=request.thread_id)
         for alert in noted:
             result.calls[-1]["decisions"].append(
                 {"plugin": self.name, "action": "warn", "reason": alert.reason}
             )
-        if record is not None:
-            result = dataclasses.replace(result, kept=True)
+        result = dataclasses.replace(
+            result, kept=record is not None, journaled=journal is not None and not noted
+        )
         asked = len(result.tool_calls)
         if asked and node_budget.max_tool_calls is not None and asked > (request.max_tool_calls or 0):
             raise BudgetExceededError(
