@@ -4,8 +4,17 @@ The request scorer (:mod:`~budgetgraph.budgets.routing.complexity`) reads one
 prompt; every specialist prompt the graph assembles reads as complex
 (objective, questions, assumptions), so routing on it never moves a decision
 off the default tier. This scorer reads the decision itself, as the user gave
-it: the task, its constraints and a re-plan note, and measures what makes a
-wrong answer expensive:
+it: the task, its constraints and a re-plan note, in two ways.
+
+**Its wording**, through the local sentence embedder
+(:class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`: all-MiniLM-L6-v2
+on ONNX Runtime, 384 dimensions, no torch): the task is one text and the
+constraints with the note another, embedded together in one call (about 7 ms
+on two cores). The embedding carries what no list of words does: that a
+cooler left warm overnight is a food-safety call and a badge for a supply
+closet is not.
+
+**Keyword features** that measure what makes a wrong answer expensive:
 
 - **money**: the largest amount named (``$180k``, ``$2.4M a year``), on a log scale;
 - **scale**: how many people, customers, sites or records it touches;
@@ -20,23 +29,57 @@ wrong answer expensive:
 - and what pulls down: look-up questions (``What is our office address?``),
   routine office matters (snacks, offsites, room bookings), small purchases.
 
-The weights are a proportional-odds (ordinal logistic) model over the tiers
-of a hand-labelled set of decisions (``bench/data/decisions/``: economy,
-standard, premium), fitted offline by ``bench/fit_decision_router.py``, which
-prints these constants. The score is the model's expected grade on a 0-1
-scale (0: surely economy, 0.5: standard, 1: premium). Which tier each node
-runs at for each band of scores is the ``router.decision`` section of
-``budgets.yaml`` (:class:`~budgetgraph.budgets.routing.settings.DecisionRouting`).
-Scoring is a few regular expressions: microseconds, no model call.
+Two measured features weigh nothing in the fitted models: the number of
+constraints and the length. They track how a writer writes, not what is at
+stake (the fit script's ``EXCLUDED`` says how the two labelled files differ).
+
+The model is a proportional-odds (ordinal logistic) regression over the tiers
+of the hand-labelled decisions in ``bench/data/decisions/`` (``train.jsonl``
+and ``holdout.jsonl``: economy, standard, premium), on the keyword features
+and both embeddings, with L2 penalties chosen by cross-validation. It is
+fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
+never imported here), which writes its weights to ``decision_weights.json``
+beside this module; here they are applied with numpy. The score is the
+model's expected grade on a 0-1 scale (0: surely economy, 0.5: standard, 1:
+premium). The embedding's part of the linear predictor shows among the
+drivers as ``embedding``, the keyword features under their own names.
+
+Which tier each node runs at for each band of scores is the
+``router.decision`` section of ``budgets.yaml``
+(:class:`~budgetgraph.budgets.routing.settings.DecisionRouting`); the fit
+script prints the thresholds it chose by cross-validation.
+
+When the embedding model cannot be had (its ONNX file is missing and cannot
+be exported, or ONNX Runtime is not installed), the scorer says so once in a
+warning and scores with the keyword features alone, with weights fitted for
+that case on the same decisions (``keyword_only`` in the weights file).
+Nothing is read or loaded at import: the weights file on the first score,
+the embedding model on the first embedding, one per process.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
 
 from budgetgraph.budgets.routing.complexity import Complexity, scored
+
+if TYPE_CHECKING:
+    from budgetgraph.budgets.cache.base import Embedder
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- features
 
@@ -171,7 +214,7 @@ FEATURES: tuple[str, ...] = (
     "decision",
     "words",
 )
-"""The features, in the order of the weights."""
+"""The keyword features measured, in this order (the fitted models may weigh some at 0)."""
 
 
 def _number(text: str) -> float | None:
@@ -254,34 +297,207 @@ def features(task: str, constraints: Sequence[str] = (), note: str | None = None
     }
 
 
+# --------------------------------------------------------------------------- the texts embedded
+
+
+def embedding_texts(task: str, constraints: Sequence[str] = (), note: str | None = None) -> tuple[str, str]:
+    """The two texts the embedder reads: the task, and the constraints with the note.
+
+    The context text is the non-blank constraints and the note joined with
+    ``"; "``; it is empty when there are none, and its vector is then zeros.
+    """
+    context = [c.strip() for c in constraints if c.strip()] + (
+        [note.strip()] if note and note.strip() else []
+    )
+    return task.strip(), "; ".join(context)
+
+
 # --------------------------------------------------------------------------- the fitted model
 
-WEIGHTS: Mapping[str, float] = {
-    "money": 0.4398,
-    "scale": 0.7124,
-    "small_team_burden": 0.0151,
-    "irreversible": 1.5729,
-    "regulated": 2.6840,
-    "security": -0.6640,
-    "critical": 0.5702,
-    "strategic": 0.9124,
-    "emergency": 2.2140,
-    "commitment": 1.7931,
-    "lookup": -1.7650,
-    "routine": -0.9879,
-    "derisked": -2.6159,
-    "small_spend": -1.4475,
-    "constraints": 2.0225,
-    "decision": 0.1916,
-    "words": -0.4692,
-}
-"""Weight of each feature (log-odds per unit), fitted by ``bench/fit_decision_router.py``."""
+WEIGHTS_FILE = "decision_weights.json"
+"""The fitted model's file, inside ``budgets.routing`` (written by ``bench/fit_decision_router.py``)."""
 
-CUTS: tuple[float, float] = (0.4628, 4.3433)
-"""Cut points of the ordinal model, economy|standard and standard|premium (log-odds)."""
+EMBEDDING = "embedding"
+"""The name of the embedding's part of the linear predictor among the features and drivers."""
 
 
-DecisionScore = Complexity
+@dataclass(frozen=True)
+class DecisionModel:
+    """The fitted scorer: keyword weights, embedding directions and cut points.
+
+    The linear predictor of a decision is ``sum(weights[f] * x[f]) + embedding``
+    where ``embedding = task_direction . t + context_direction . c - embedding_offset``
+    (``t``, ``c``: the L2-normalised 384-dimension vectors of
+    :func:`embedding_texts`; the offset centres the term on the fitted
+    decisions). ``P(grade >= standard) = sigmoid(linear - cuts[0])`` and
+    ``P(grade >= premium) = sigmoid(linear - cuts[1])``.
+
+    Attributes:
+        embedder: The embedder's name the directions were fitted with (``local:all-MiniLM-L6-v2``).
+        weights: Keyword feature -> weight (log-odds per unit), the embedding model's.
+        task_direction: float64 ``(384,)``, log-odds per unit of the task's vector.
+        context_direction: float64 ``(384,)``, log-odds per unit of the context's vector.
+        embedding_offset: Subtracted from the two projections (log-odds).
+        cuts: economy|standard and standard|premium cut points (log-odds).
+        keyword_weights: Keyword feature -> weight of the keyword-only model (the fallback).
+        keyword_cuts: Cut points of the keyword-only model (log-odds).
+    """
+
+    embedder: str
+    weights: Mapping[str, float]
+    task_direction: np.ndarray
+    context_direction: np.ndarray
+    embedding_offset: float
+    cuts: tuple[float, float]
+    keyword_weights: Mapping[str, float]
+    keyword_cuts: tuple[float, float]
+
+    @property
+    def dims(self) -> int:
+        """Dimensions of each embedding (384)."""
+        return int(self.task_direction.shape[0])
+
+    def projection(self, vectors: np.ndarray) -> float:
+        """The embedding's part of the linear predictor (log-odds) for ``vectors`` of shape ``(2, dims)``."""
+        task, context = vectors[0], vectors[1]
+        return float(self.task_direction @ task + self.context_direction @ context - self.embedding_offset)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "<weights>") -> DecisionModel:
+        """Read the model from the weights file's JSON object.
+
+        Raises:
+            ValueError: A key is missing, a keyword weight is not one of
+                :data:`FEATURES`, or a direction's length differs; the message names ``source``.
+        """
+        try:
+            weights = {str(k): float(v) for k, v in data["weights"].items()}
+            keyword = data["keyword_only"]
+            model = cls(
+                embedder=str(data["embedder"]),
+                weights=weights,
+                task_direction=np.asarray(data["task_direction"], dtype=np.float64),
+                context_direction=np.asarray(data["context_direction"], dtype=np.float64),
+                embedding_offset=float(data["embedding_offset"]),
+                cuts=(float(data["cuts"][0]), float(data["cuts"][1])),
+                keyword_weights={str(k): float(v) for k, v in keyword["weights"].items()},
+                keyword_cuts=(float(keyword["cuts"][0]), float(keyword["cuts"][1])),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"`{source}` is not a decision scorer's weights file: {exc!r}") from exc
+        unknown = (set(model.weights) | set(model.keyword_weights)) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"`{source}` weighs features this scorer does not measure: {sorted(unknown)}")
+        if model.task_direction.shape != model.context_direction.shape or model.task_direction.ndim != 1:
+            raise ValueError(f"`{source}`: the task and context directions differ in shape")
+        return model
+
+
+def load_model(path: str | Path | None = None) -> DecisionModel:
+    """Read a weights file (default: the packaged :data:`WEIGHTS_FILE`, read once per process).
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: It is not a weights file (see :meth:`DecisionModel.from_json`).
+    """
+    if path is None:
+        return _packaged_model()
+    return DecisionModel.from_json(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
+
+
+@cache
+def _packaged_model() -> DecisionModel:
+    text = resources.files("budgetgraph.budgets.routing").joinpath(WEIGHTS_FILE).read_text(encoding="utf-8")
+    return DecisionModel.from_json(json.loads(text), f"<packaged {WEIGHTS_FILE}>")
+
+
+# --------------------------------------------------------------------------- the embedder
+
+
+class DecisionEmbedding:
+    """Embeds decisions for the scorer: one embedder per process, loaded on first use, or none.
+
+    The embedder is built on the first :meth:`vectors` (by default a
+    :class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`, which exports
+    its ONNX file in a child process the first time on a machine, about 8 s).
+    If it cannot embed - the model files are missing, the export fails, ONNX
+    Runtime or tokenizers is not installed - a warning says so once and every
+    later call returns ``None`` at once, so the scorer falls back to the
+    keyword features without retrying the export on every decision. The
+    planner scores one decision once per node; the latest :data:`MEMO`
+    decisions' vectors are kept, so a plan embeds its decision once.
+
+    Args:
+        make: Builds the embedder (default: ``LocalEmbedder()``); called once, on first use.
+    """
+
+    MEMO = 64
+    """Decisions whose vectors are kept (a few KB each)."""
+
+    def __init__(self, make: Callable[[], Embedder] | None = None) -> None:
+        self._make = make
+        self._embedder: Embedder | None = None
+        self._failed: str | None = None
+        self._memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why embedding failed (the first error), or ``None`` while it works or was not tried."""
+        return self._failed
+
+    def vectors(self, texts: tuple[str, str]) -> np.ndarray | None:
+        """The vectors of ``(task, context)``: float32 ``(2, dims)``, L2-normalised (zeros for empty text).
+
+        Returns ``None`` when the embedder cannot be had (logged once).
+        """
+        with self._lock:
+            if texts in self._memo:
+                self._memo.move_to_end(texts)
+                return self._memo[texts]
+            if self._failed is not None:
+                return None
+            try:
+                if self._embedder is None:
+                    self._embedder = self._build()
+                wanted = [t for t in texts if t]
+                found = self._embedder.embed(wanted) if wanted else None
+            except (ImportError, OSError, RuntimeError) as exc:  # ExportError is a RuntimeError
+                self._failed = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "The decision scorer cannot embed (%s); it scores decisions with its keyword "
+                    "features alone from now on. `python -m budgetgraph.budgets.cache.onnx_export` "
+                    "exports the embedding model.",
+                    self._failed,
+                )
+                return None
+            dims = found.shape[1] if found is not None else _packaged_model().dims
+            out = np.zeros((2, dims), dtype=np.float32)
+            row = 0
+            for index, text in enumerate(texts):
+                if text and found is not None:
+                    out[index] = found[row]
+                    row += 1
+            self._memo[texts] = out
+            if len(self._memo) > self.MEMO:
+                self._memo.popitem(last=False)
+            return out
+
+    def _build(self) -> Embedder:
+        if self._make is not None:
+            return self._make()
+        from budgetgraph.budgets.cache.embedders import LocalEmbedder
+
+        return LocalEmbedder()
+
+
+EMBEDDING_STATE = DecisionEmbedding()
+"""The process's decision embedder (tests swap it with ``monkeypatch.setattr``)."""
+
+
+# --------------------------------------------------------------------------- scoring
+
+DecisionScore: TypeAlias = Complexity
 """A decision's score: the request scorer's record (score 0-1, features, contributions, drivers)."""
 
 
@@ -295,27 +511,50 @@ def score_decision(
 ) -> DecisionScore:
     """Score a decision (its task, constraints and re-plan note).
 
+    One embedding call per new decision (about 7 ms on two cores once the
+    model is open; about 0.2 s to open it, once per process); the keyword
+    features take microseconds.
+
     Args:
         task: The decision as the user gave it.
         constraints: Its constraints' texts.
         note: A reviewer's re-plan note, if any.
-        weights: Feature weights (default: the fitted :data:`WEIGHTS`).
-        cuts: The ordinal model's cut points (default: :data:`CUTS`).
+        weights: Weights by feature name to use instead of the fitted ones
+            (the embedding's projection is the feature :data:`EMBEDDING`;
+            leave it out to score on the keyword features alone).
+        cuts: The ordinal model's cut points to use instead of the fitted ones (log-odds).
 
     Returns:
-        The score, with the features and their contributions for the reason.
+        The score (0-1), with the features and their contributions (log-odds)
+        for the reason; ``features`` has :data:`EMBEDDING` only when the
+        decision was embedded.
+
+    Raises:
+        ValueError: The packaged weights file is not one (a broken install).
     """
+    model = _packaged_model()
     measured = features(task, constraints, note)
-    return scored(measured, WEIGHTS if weights is None else weights, CUTS if cuts is None else cuts)
+    vectors = EMBEDDING_STATE.vectors(embedding_texts(task, constraints, note))
+    if vectors is not None and vectors.shape[1] == model.dims:
+        measured[EMBEDDING] = model.projection(vectors)
+        fitted, fitted_cuts = {**model.weights, EMBEDDING: 1.0}, model.cuts
+    else:
+        fitted, fitted_cuts = dict(model.keyword_weights), model.keyword_cuts
+    return scored(measured, fitted if weights is None else weights, fitted_cuts if cuts is None else cuts)
 
 
 __all__ = [
-    "CUTS",
+    "EMBEDDING",
+    "EMBEDDING_STATE",
     "FEATURES",
-    "WEIGHTS",
+    "WEIGHTS_FILE",
+    "DecisionEmbedding",
+    "DecisionModel",
     "DecisionScore",
     "decision_text",
+    "embedding_texts",
     "features",
     "largest_amount",
+    "load_model",
     "score_decision",
 ]

@@ -1,0 +1,146 @@
+"""The decision scorer: keyword features and the sentence embedding, and its keyword-only fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetgraph.budgets import load_budgets
+from budgetgraph.budgets.cache.embedders import LocalEmbedder
+from budgetgraph.budgets.routing import decision
+from budgetgraph.budgets.routing.complexity import scored
+from budgetgraph.budgets.routing.settings import RouterSettings
+from budgetgraph.graph.builder import NODE_NAMES
+
+LOOKUP = "What is our office address?"
+RISKY = (
+    "Should we move our $180k-a-year analytics platform to self-hosted ClickHouse "
+    "run by our 3-person data team?"
+)
+BREACH = "Our AWS root access key was found in a public GitHub repo this morning. What do we do first?"
+
+
+@pytest.fixture
+def bands():
+    """The packaged budgets.yaml's ``router.decision`` bands (what the graph runs)."""
+    return load_budgets(None, node_names=NODE_NAMES).section("router", RouterSettings).decision
+
+
+class CountingEmbedder:
+    """The real local embedder, counting its calls."""
+
+    def __init__(self) -> None:
+        self.inner = LocalEmbedder()
+        self.name = self.inner.name
+        self.calls: list[list[str]] = []
+
+    def fits(self, text: str) -> bool:
+        return self.inner.fits(text)
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        return self.inner.embed(texts)
+
+
+def test_the_packaged_weights_file_is_a_fitted_model_over_the_scorers_features():
+    model = decision.load_model()
+
+    assert model.embedder == "local:all-MiniLM-L6-v2" and model.dims == 384
+    assert set(model.weights) <= set(decision.FEATURES) and set(model.keyword_weights) <= set(
+        decision.FEATURES
+    )
+    assert model.cuts[0] < model.cuts[1] and model.keyword_cuts[0] < model.keyword_cuts[1]
+    assert np.linalg.norm(model.task_direction) > 0 and np.linalg.norm(model.context_direction) > 0
+
+
+def test_a_lookup_runs_its_specialists_on_economy_and_a_risky_move_runs_reconcile_on_premium(bands):
+    lookup = decision.score_decision(LOOKUP)
+    risky = decision.score_decision(RISKY)
+
+    assert {bands.of(n).tier(lookup.score) for n in ("cto", "coo")} <= {"economy", "local"}
+    assert bands.of("reconcile").tier(risky.score) == "premium"
+    assert {bands.of(n).tier(risky.score) for n in ("cto", "coo")} <= {"standard", "premium"}
+    assert lookup.score < 0.2 < 0.5 < risky.score
+
+
+def test_the_embedding_is_a_driver_and_its_part_is_the_fitted_projection():
+    model = decision.load_model()
+    found = decision.score_decision(BREACH, ["leaked credentials"], "check the audit trail")
+
+    vectors = LocalEmbedder().embed([BREACH, "leaked credentials; check the audit trail"])
+    assert found.features[decision.EMBEDDING] == pytest.approx(model.projection(vectors), abs=1e-4)
+    assert found.contributions[decision.EMBEDDING] == found.features[decision.EMBEDDING]
+    keywords_only = decision.score_decision(
+        BREACH, ["leaked credentials"], "check the audit trail", weights=model.weights
+    )
+    assert keywords_only.contributions[decision.EMBEDDING] == 0.0
+    assert keywords_only.score != pytest.approx(found.score)
+
+
+def test_a_decision_is_embedded_once_however_many_nodes_score_it(monkeypatch: pytest.MonkeyPatch):
+    counting = CountingEmbedder()
+    monkeypatch.setattr(decision, "EMBEDDING_STATE", decision.DecisionEmbedding(make=lambda: counting))
+
+    scores = {
+        decision.score_decision(RISKY, ["4 engineers"]).score for _ in ("planner", "cto", "coo", "reconcile")
+    }
+    decision.score_decision(RISKY)  # no constraints: the task alone is embedded
+
+    assert len(scores) == 1
+    assert counting.calls == [[RISKY, "4 engineers"], [RISKY]]
+
+
+def test_without_an_exportable_embedding_model_the_scorer_warns_once_and_scores_on_keywords(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    # The ONNX export's folder cannot be created (a file stands at its parent), so the
+    # default LocalEmbedder's first-use export fails in its child process.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr(decision, "EMBEDDING_STATE", decision.DecisionEmbedding())
+    model = decision.load_model()
+
+    with caplog.at_level(logging.WARNING, logger=decision.__name__):
+        first = decision.score_decision(RISKY, ["4 engineers"])
+        second = decision.score_decision(LOOKUP)
+
+    warnings = [r for r in caplog.records if r.name == decision.__name__]
+    assert len(warnings) == 1 and "keyword features alone" in warnings[0].getMessage()
+    assert "ExportError" in (decision.EMBEDDING_STATE.unavailable or "")
+    for found, task, constraints in ((first, RISKY, ["4 engineers"]), (second, LOOKUP, [])):
+        assert decision.EMBEDDING not in found.features
+        expected = scored(decision.features(task, constraints), model.keyword_weights, model.keyword_cuts)
+        assert found.score == pytest.approx(expected.score)
+    assert first.score > second.score
+
+
+def test_a_weights_file_of_another_shape_is_refused_with_its_name(tmp_path: Path):
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({"embedder": "x", "weights": {"colour": 1.0}}))
+
+    with pytest.raises(ValueError, match="weights.json"):
+        decision.load_model(path)
+
+
+def test_scoring_imports_neither_torch_nor_scikit_learn():
+    code = (
+        "import sys\n"
+        "from budgetgraph.budgets.routing.decision import score_decision, EMBEDDING\n"
+        f"found = score_decision({RISKY!r}, ['4 engineers'])\n"
+        "assert EMBEDDING in found.features, found.features\n"
+        "heavy = ('torch', 'sklearn', 'scipy', 'sentence_transformers')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
