@@ -61,11 +61,12 @@ import redis  # noqa: E402
 from budgetgraph.budgets.cache import DEFAULT_THRESHOLD, Eviction, Guard, Namespace, NewEntry, SemanticCache  # noqa: E402
 from budgetgraph.budgets.cache.base import Matrix, exact_key  # noqa: E402
 from budgetgraph.budgets.cache.embedders import LocalEmbedder  # noqa: E402
-from budgetgraph.budgets.cache.evaluate import EvalResult, Pair, evaluate, outside_sample, read_pairs  # noqa: E402
 from budgetgraph.budgets.cache.stores.redis import RedisStore  # noqa: E402
 from budgetgraph.budgets.cache.stores.sqlite import SqliteStore  # noqa: E402
 from budgetgraph.budgets.cache.text import features  # noqa: E402
-from budgetgraph.budgets.cache.verifier import Verifier, fit  # noqa: E402
+from budgetgraph.budgets.cache.verifier import Verifier  # noqa: E402
+from budgetgraph.budgets.cachetune.evaluate import EvalResult, Pair, evaluate, outside_sample, read_pairs  # noqa: E402
+from budgetgraph.budgets.cachetune.fit import fit  # noqa: E402
 
 DIM = 384
 NAMESPACE = Namespace(

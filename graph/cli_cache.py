@@ -24,8 +24,15 @@ from budgetgraph.budgets.cache import CacheSettings, Counts, Guard, NamespaceSta
 from budgetgraph.budgets.cache.base import EntryStore
 from budgetgraph.budgets.cache.config import build_embedder, load_verifier, open_configured_store
 from budgetgraph.budgets.cache.embedders import LocalEmbedder
-from budgetgraph.budgets.cache.evaluate import EvalResult, PairsError, evaluate, outside_sample, read_pairs
-from budgetgraph.budgets.cache.verifier import FitError, Verifier, VerifierError, fit
+from budgetgraph.budgets.cache.verifier import Verifier, VerifierError
+from budgetgraph.budgets.cachetune.evaluate import (
+    EvalResult,
+    PairsError,
+    evaluate,
+    outside_sample,
+    read_pairs,
+)
+from budgetgraph.budgets.cachetune.fit import FitError, fit
 from budgetgraph.graph.builder import NODE_NAMES
 from budgetgraph.graph.cli_common import (
     EXIT_BAD_INPUT,
@@ -280,7 +287,11 @@ def _matches(row: NamespaceStats, name: str) -> bool:
 
 
 def _counts_json(counts: Counts) -> dict[str, Any]:
-    return {**counts.as_dict(), "saved_usd": float(usd(counts.saved_micro_usd))}
+    return {
+        **counts.as_dict(),
+        "saved_usd": float(usd(counts.saved_micro_usd)),
+        "refused_by": counts.refusals_by_category(),
+    }
 
 
 def _eval_table(result: EvalResult, path: Path, verifier: Verifier | None) -> Table:
@@ -306,6 +317,13 @@ def _eval_table(result: EvalResult, path: Path, verifier: Verifier | None) -> Ta
     table.add_row("Recall", f"{result.recall:.4f}")
     table.add_row("Hit rate", f"{result.hit_rate:.4f}")
     table.add_row("Guard refusals", str(result.refusals))
+    if result.refusals_by:
+        table.add_row("  by reason", ", ".join(f"{k} {v}" for k, v in sorted(result.refusals_by.items())))
+    for category, (count, hits) in sorted(result.categories.items()):
+        kind = "kept" if category == "paraphrase" else "false hits"
+        reasons = result.refusals_in.get(category, {})
+        why = "; refused: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) if reasons else ""
+        table.add_row(f"  {category}", f"{hits}/{count} {kind}{why}")
     return table
 
 
@@ -334,7 +352,12 @@ def _stats_table(rows: list[NamespaceStats], total: Counts, entries: int, url: s
     table.add_column("namespace", overflow="fold", min_width=12, ratio=1)
     for name in ("entries", "exact", "semantic", "misses", "refused", "saved USD"):
         table.add_column(name, justify="right")
-    table.caption = "exact / semantic: hits; refused: lookups the guard refused"
+    table.add_column("refused by", overflow="fold")
+    table.caption = (
+        "exact / semantic: hits; refused: lookups the guard refused; refused by: the kind of difference "
+        "(action, direction, polarity, actor, negation, quantity, qualifier;"
+        " other: reworded, ambiguous, verifier)"
+    )
     for row in rows:
         table.add_row(row.label, str(row.entries), *_count_cells(row.counts))
     table.add_row("total", str(entries), *_count_cells(total), style="bold")
@@ -342,12 +365,14 @@ def _stats_table(rows: list[NamespaceStats], total: Counts, entries: int, url: s
 
 
 def _count_cells(counts: Counts) -> list[str]:
+    by = ", ".join(f"{name} {n}" for name, n in counts.refusals_by_category().items())
     return [
         str(counts.exact_hits),
         str(counts.semantic_hits),
         str(counts.misses),
         str(counts.refusals),
         f"{usd(counts.saved_micro_usd):f}",
+        by,
     ]
 
 

@@ -256,6 +256,12 @@ class Counts:
         refusals: Lookups in which the guard refused at least one candidate
             above the threshold.
         saved_micro_usd: What the hits saved: the sum of the served entries' cost (micro-USD).
+        refused_action, refused_direction, refused_polarity, refused_actor,
+        refused_negation, refused_quantity, refused_qualifier: Refusals by the
+            kind of difference the guard found
+            (:data:`~budgetgraph.budgets.cache.diff.CATEGORIES`).
+        refused_other: Refusals for any other reason (a reworded request below
+            its raised bar, an ambiguous lookup, the verifier).
     """
 
     exact_hits: int = 0
@@ -263,8 +269,40 @@ class Counts:
     misses: int = 0
     refusals: int = 0
     saved_micro_usd: int = 0
+    refused_action: int = 0
+    refused_direction: int = 0
+    refused_polarity: int = 0
+    refused_actor: int = 0
+    refused_negation: int = 0
+    refused_quantity: int = 0
+    refused_qualifier: int = 0
+    refused_other: int = 0
 
-    FIELDS = ("exact_hits", "semantic_hits", "misses", "refusals", "saved_micro_usd")
+    REFUSAL_FIELDS = (
+        "refused_action",
+        "refused_direction",
+        "refused_polarity",
+        "refused_actor",
+        "refused_negation",
+        "refused_quantity",
+        "refused_qualifier",
+        "refused_other",
+    )
+    FIELDS = ("exact_hits", "semantic_hits", "misses", "refusals", "saved_micro_usd", *REFUSAL_FIELDS)
+
+    @classmethod
+    def refusal_field(cls, category: str | None) -> str:
+        """The counter of a refusal of ``category`` (``refused_other`` for any but the seven kinds)."""
+        name = f"refused_{category}"
+        return name if name in cls.REFUSAL_FIELDS else "refused_other"
+
+    def refusals_by_category(self) -> dict[str, int]:
+        """The non-zero refusal counters by category (``action``, ..., ``other``)."""
+        return {
+            name.removeprefix("refused_"): getattr(self, name)
+            for name in self.REFUSAL_FIELDS
+            if getattr(self, name)
+        }
 
     def add(self, other: Counts) -> None:
         """Add ``other`` in place."""
@@ -272,7 +310,11 @@ class Counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, int]:
-        """The counters by name."""
+        """The five headline counters by name (hits, misses, refusals, USD saved)."""
+        return {name: getattr(self, name) for name in self.FIELDS[:5]}
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name, the refusals by category included (what the stores persist)."""
         return {name: getattr(self, name) for name in self.FIELDS}
 
 

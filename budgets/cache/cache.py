@@ -66,6 +66,8 @@ class Lookup:
         reason: One line on why (for the spend table's decisions).
         refused: The guard's reason when it refused the nearest candidate (or
             found the lookup ambiguous).
+        category: The refusal's category
+            (:data:`~budgetgraph.budgets.cache.guard.REFUSAL_CATEGORIES`), or ``None``.
         vector: The request's embedding when one was computed (reuse it in
             :meth:`SemanticCache.put`), else ``None``.
         elapsed_ms: Time the lookup took, embedding included (ms).
@@ -76,6 +78,7 @@ class Lookup:
     similarity: float | None = None
     reason: str = ""
     refused: tuple[str, ...] = ()
+    category: str | None = None
     vector: Vector | None = field(default=None, compare=False)
     elapsed_ms: float = 0.0
 
@@ -244,17 +247,31 @@ class SemanticCache:
             (first, best), (second, runner_up) = candidates[0], candidates[1]
             if first.text != second.text and self.guard.ambiguous(best, runner_up, threshold):
                 reason = f"ambiguous: two entries at {best:.3f} and {runner_up:.3f}"
-                return Lookup("miss", similarity=best, reason=reason, refused=(reason,), vector=vector)
+                return Lookup(
+                    "miss",
+                    similarity=best,
+                    reason=reason,
+                    refused=(reason,),
+                    category="ambiguous",
+                    vector=vector,
+                )
         # Only the nearest candidate is judged: when the guard refuses it, serving
         # a farther one lowered precision on both evaluation sets (0.973 -> 0.964
         # on the paraphrases), so a refusal is a miss.
         candidate, similarity = candidates[0]
         pair = None if candidate.vector is None else (vector, candidate.vector)
-        verdict = self.guard.judge(text, candidate.text, similarity, threshold, pair)
+        verdict = self.guard.judge(
+            text, candidate.text, similarity, threshold, pair, embed=self.embedder.embed
+        )
         if verdict.accepted:
             return Lookup("semantic", candidate, similarity, verdict.reason, vector=vector)
         return Lookup(
-            "miss", similarity=similarity, reason=verdict.reason, refused=(verdict.reason,), vector=vector
+            "miss",
+            similarity=similarity,
+            reason=verdict.reason,
+            refused=(verdict.reason,),
+            category=verdict.category,
+            vector=vector,
         )
 
     def _search(self, space: _Namespaced, vector: Vector | None) -> list[tuple[int, float]]:
@@ -355,6 +372,9 @@ class SemanticCache:
             refusals=int(bool(lookup.refused)),
             saved_micro_usd=lookup.entry.cost_micro_usd if lookup.entry is not None else 0,
         )
+        if lookup.refused:
+            field_name = Counts.refusal_field(lookup.category)
+            setattr(counts, field_name, getattr(counts, field_name) + 1)
         with self._pending_lock:
             _, total, used = self._pending.setdefault(namespace.key, (namespace, Counts(), set()))
             total.add(counts)

@@ -1,45 +1,36 @@
-"""Request text: normalisation for keys and embeddings, and the features the guard compares.
+"""Request text: normalisation for keys and embeddings, and the tokens the guard aligns.
 
-Everything here is plain string work with no model: a tokenizer (a regular
-expression over Unicode word characters), a light English suffix stemmer, and
-extractors for numbers and amounts (with their units), negation, named
-entities, content words and the order of the words. The word lists are small
-on purpose; each one was kept because it changed the measured precision of
-the cache on the evaluation data (see :mod:`budgetgraph.budgets.cache.guard`).
+A request is split into tokens by a regular expression over Unicode word
+characters (numbers with their currency sign, thousands separators and
+``k``/``M``/``%`` suffixes stay one token). Each word token gets its lemma and
+the parts of speech it can take from :func:`budgetgraph.budgets.cache.lexicon.analyse`
+(``lemminflect`` for the open classes, Universal Dependencies' closed classes
+for the rest); numbers get a canonical value, so "$180k", "$180,000" and
+"180 thousand dollars" compare equal and "$18k" does not.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from functools import lru_cache
+
+from budgetgraph.budgets.cache.lexicon import FUNCTION_WORDS, NEGATIONS, analyse
 
 _SPACE = re.compile(r"\s+")
 _TOKEN = re.compile(
-    r"[$€£]?\d+(?:[.,]\d+)*(?:%|[kKmM](?![^\W\d_]))?|[^\W\d_]+(?:['’][^\W\d_]+)*|[^\W_]+", re.UNICODE
+    r"[^\W\d_]+\d[^\W_]*|\d+[^\W\d_]{2,}[^\W_]*|[$€£]?\d+(?:[.,]\d+)*(?:%|[kKmMbB](?![^\W\d_]))?"
+    r"|[^\W\d_]+(?:['’][^\W\d_]+)*|[^\W_]+",
+    re.UNICODE,
 )
-_NUMBER = re.compile(r"^[$€£]?(\d+(?:[.,]\d+)*)([%kKmM]?)$")
+_NUMBER_UNIT = re.compile(r"^(\d+(?:[.,]\d+)*)([^\W\d_]+)$")
+_NUMBER = re.compile(r"^[$€£]?(\d+(?:[.,]\d+)*)([%kKmMbB]?)$")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SENTENCE_START = '.?!:;"(\n*-'
 
-STOPWORDS: frozenset[str] = frozenset(
-    """a an the and or but if then else of to in on at by for with from into onto about as is are was
-    were be been being am do does did doing done have has had having i me my mine we us our ours you
-    your yours he him his she her hers it its they them their theirs this that these those there here
-    what which who whom whose when where why how can could would should will shall may might must
-    ought also just so than too very really any some all each every much many more most other such own
-    same s t d ll m o re ve y get got go going make one ones thing things way ways someone something
-    anyone anything people person good best better""".split()
-)
-"""Function words and fillers that carry no key term (stemmed forms)."""
-
-NEGATIONS: frozenset[str] = frozenset("not no never none nothing nobody neither nor cannot nowhere".split())
-"""Negation words; ``n't`` contractions count as ``not``. ``without`` is left out:
-the paraphrase data uses it as often for "absent" as for a negated request."""
-
-NUMBER_WORDS: dict[str, str] = {
+NUMBER_WORDS: Mapping[str, str] = {
     "zero": "0",
     "two": "2",
     "three": "3",
@@ -52,21 +43,11 @@ NUMBER_WORDS: dict[str, str] = {
     "ten": "10",
     "eleven": "11",
     "twelve": "12",
-    "thirteen": "13",
-    "fourteen": "14",
     "fifteen": "15",
-    "sixteen": "16",
-    "seventeen": "17",
-    "eighteen": "18",
-    "nineteen": "19",
     "twenty": "20",
     "thirty": "30",
     "forty": "40",
     "fifty": "50",
-    "sixty": "60",
-    "seventy": "70",
-    "eighty": "80",
-    "ninety": "90",
     "hundred": "100",
     "thousand": "1000",
     "million": "1000000",
@@ -77,109 +58,25 @@ NUMBER_WORDS: dict[str, str] = {
     "fourth": "4th",
     "fifth": "5th",
     "last": "last",
+    "half": "0.5",
+    "double": "x2",
+    "twice": "x2",
+    "triple": "x3",
 }
-"""Number words and ordinals, mapped to the form digits normalise to. ``one`` is
-left out: it is a pronoun far more often than a count."""
+"""Number words and ordinals, and the form digits normalise to. ``one`` is left out:
+it is a pronoun far more often than a count."""
 
-OPPOSITES: tuple[tuple[str, str], ...] = (
-    ("maximize", "minimize"),
-    ("maximum", "minimum"),
-    ("max", "min"),
-    ("more", "less"),
-    ("more", "fewer"),
-    ("most", "least"),
-    ("increase", "decrease"),
-    ("best", "worst"),
-    ("like", "dislike"),
-    ("love", "hate"),
-    ("good", "bad"),
-    ("high", "low"),
-    ("higher", "lower"),
-    ("rise", "fall"),
-    ("win", "lose"),
-    ("gain", "lose"),
-    ("buy", "sell"),
-    ("start", "stop"),
-    ("open", "close"),
-    ("before", "after"),
-    ("positive", "negative"),
-    ("cheap", "expensive"),
-    ("fast", "slow"),
-    ("big", "small"),
-    ("add", "remove"),
-    ("import", "export"),
-    ("pro", "con"),
-    ("advantage", "disadvantage"),
-    ("strong", "weak"),
-    ("rich", "poor"),
-    ("old", "new"),
-    ("old", "young"),
-    ("first", "last"),
-    ("easy", "hard"),
-    ("easy", "difficult"),
-    ("hot", "cold"),
-    ("early", "late"),
-    ("legal", "illegal"),
-    ("true", "false"),
-    ("male", "female"),
-    ("man", "woman"),
-    ("boy", "girl"),
-    ("husband", "wife"),
-    ("boyfriend", "girlfriend"),
-    ("above", "below"),
-    ("inside", "outside"),
-    ("long", "short"),
-    ("safe", "dangerous"),
-    ("success", "failure"),
-    ("agree", "disagree"),
-    ("accept", "reject"),
-    ("include", "exclude"),
-    ("upload", "download"),
-    ("input", "output"),
-    ("send", "receive"),
-    ("enable", "disable"),
-    ("encrypt", "decrypt"),
-    ("north", "south"),
-    ("east", "west"),
-    ("allow", "deny"),
-    ("approve", "reject"),
-    ("hire", "fire"),
-    ("on", "off"),
-    ("to", "from"),
-    ("faster", "slower"),
-    ("cheaper", "pricier"),
-    ("bigger", "smaller"),
-    ("larger", "smaller"),
-    ("better", "worse"),
-    ("upgrade", "downgrade"),
-    ("inbound", "outbound"),
-    ("internal", "external"),
-    ("public", "private"),
-    ("online", "offline"),
-    ("frontend", "backend"),
-    ("profit", "loss"),
-    ("junior", "senior"),
-    ("enterprise", "small"),
-    ("enterprise", "consumer"),
-    ("enterprise", "startup"),
-    ("b2b", "b2c"),
-)
-"""Word pairs whose swap reverses or redirects a request ("gain weight" / "lose weight",
-"migrate to X" / "migrate from X", "senior" / "junior engineer")."""
+MULTIPLIERS: Mapping[str, float] = {
+    "thousand": 1e3,
+    "million": 1e6,
+    "billion": 1e9,
+    "k": 1e3,
+    "m": 1e6,
+    "b": 1e9,
+}
+"""Words and suffixes that scale the number before them ("2 million", "$2M")."""
 
-ALTERNATIVES: tuple[frozenset[str], ...] = (
-    frozenset({"hourly", "daily", "weekly", "monthly", "quarterly", "annual", "annually", "yearly"}),
-    frozenset({"hour", "day", "week", "month", "quarter", "year"}),
-)
-"""Words of which a request names one period among several ("annual" / "monthly cost"):
-any two of a set that are not :data:`SYNONYMS` count as opposite words."""
-
-SYNONYMS: frozenset[frozenset[str]] = frozenset(
-    {frozenset({"annual", "yearly"}), frozenset({"annual", "annually"}), frozenset({"annually", "yearly"})}
-)
-"""Pairs inside :data:`ALTERNATIVES` that mean the same."""
-
-UNITS: dict[str, str] = {
+UNITS: Mapping[str, str] = {
     **dict.fromkeys(("ms", "msec", "millisecond"), "ms"),
     **dict.fromkeys(("s", "sec", "second"), "s"),
     **dict.fromkeys(("min", "minute"), "min"),
@@ -187,6 +84,7 @@ UNITS: dict[str, str] = {
     **dict.fromkeys(("day",), "day"),
     **dict.fromkeys(("week", "wk"), "week"),
     **dict.fromkeys(("month", "mo"), "month"),
+    **dict.fromkeys(("quarter",), "quarter"),
     **dict.fromkeys(("year", "yr"), "year"),
     **dict.fromkeys(("kb", "kib"), "KB"),
     **dict.fromkeys(("mb", "mib"), "MB"),
@@ -197,14 +95,8 @@ UNITS: dict[str, str] = {
     **dict.fromkeys(("gbp", "pound", "£"), "GBP"),
     **dict.fromkeys(("percent", "%"), "%"),
 }
-"""Unit words (stemmed) right after a number, and the unit they name: "200 ms" is
-not "200 s", and "4 months" is not "4 weeks"."""
-
-RELATIONS: frozenset[str] = frozenset(
-    "to from than vs versus over before after into onto against instead rather toward towards".split()
-)
-"""Words that give the terms around them different roles: swapping the terms
-("from AWS to GCP" / "from GCP to AWS", "Python faster than Java") changes the request."""
+"""Unit lemmas right after a number, and the unit they name: "200 ms" is not "200 s",
+and "4 months" is not "4 weeks". Units of time, size, money and share."""
 
 
 def normalize(text: str) -> str:
@@ -216,33 +108,17 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
-def stem(word: str) -> str:
-    """Lower-case ``word`` and strip common English inflections (``'s``, plural ``s``, ``ing``, ``ed``)."""
-    w = word.lower().replace("’", "'")
-    if w.endswith("n't"):
-        return "not"
-    if w.endswith("'s"):
-        w = w[:-2]
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        w = w[:-1]
-    for suffix in ("ing", "ed"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)]
-    return w
-
-
 def number_value(token: str) -> str | None:
     """Return the canonical form of a number token, else ``None``.
 
     ``"1,000"``, ``"1k"`` and ``"thousand"`` all give ``"1000.0"``; ``"10%"`` gives
-    ``"10.0%"``; a version such as ``"2.10.0"`` is kept as written.
+    ``"10.0%"``; ``"$2M"`` gives ``"2000000.0"``; a version such as ``"2.10.0"``
+    is kept as written.
     """
     match = _NUMBER.match(token)
     if match is None:
         word = NUMBER_WORDS.get(token.lower())
-        return repr(float(word)) if word is not None and word.isdigit() else word
+        return repr(float(word)) if word is not None and _is_float(word) else word
     digits, suffix = match.groups()
     if _THOUSANDS.fullmatch(digits):
         digits = digits.replace(",", "")
@@ -252,34 +128,74 @@ def number_value(token: str) -> str | None:
     except ValueError:  # a version such as 2.10.0
         return digits
     suffix = suffix.lower()
-    if suffix == "k":
-        value *= 1_000
-    elif suffix == "m":
-        value *= 1_000_000
+    value *= MULTIPLIERS.get(suffix, 1.0)
     return f"{value!r}%" if suffix == "%" else repr(value)
+
+
+def _is_float(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a request.
+
+    Attributes:
+        text: As written.
+        lemma: Canonical lemma (lower case); for a number, its canonical value.
+        lemmas: Every lemma the word can have (``analyses`` -> analysis, analyse).
+        tags: The parts of speech (UPOS) it can take; ``NUM`` for a number.
+        entity: A name: capitalised away from a sentence start, an acronym or
+            mixed case (``EU``, ``iPhone``, ``GPT-4o``), or a non-Latin word.
+        start: Character offset in the text.
+    """
+
+    text: str
+    lemma: str
+    lemmas: frozenset[str]
+    tags: frozenset[str]
+    entity: bool
+    start: int
+
+    @property
+    def number(self) -> bool:
+        """True for a number, amount or ordinal."""
+        return "NUM" in self.tags
+
+    @property
+    def negation(self) -> bool:
+        """True for a negation cue (:data:`~budgetgraph.budgets.cache.lexicon.NEGATIONS`)."""
+        return self.lemma in NEGATIONS
+
+    @property
+    def content(self) -> bool:
+        """True for a word that can carry the decision: not a function word, number or negation."""
+        return not (self.number or self.negation or self.lemma in FUNCTION_WORDS)
 
 
 @dataclass(frozen=True)
 class TextFeatures:
-    """What the guard compares between two requests.
+    """A request as the guard compares it.
 
     Attributes:
-        words: Every token, stemmed.
-        content: Stemmed tokens that are neither stopwords, negations nor numbers.
-        numbers: Canonical forms of the numbers, amounts and ordinals, sorted,
-            each as many times as it occurs ("6 engineers for 4 months, 4 teams"
-            differs from "4 engineers for 4 months, 4 teams").
+        tokens: Every token, in order.
+        sequence: Each token's lemma, in order (numbers in canonical form).
+        words: Every lemma of every token.
+        content: Lemmas of the content tokens (:attr:`Token.content`).
+        numbers: Canonical numbers, sorted, each as often as it occurs.
         number_forms: ``(canonical, as written)`` for each number, for messages.
-        negations: How many negation words the text has.
-        entities: Stemmed named entities: capitalised words not at a sentence
-            start, inner-capital words (``iPhone``, ``PyTorch``), and words in
-            non-Latin scripts.
-        entity_forms: ``(stem, as written)`` for each entity, for messages.
-        quantities: ``(number, unit)`` for each number followed by a unit in
-            :data:`UNITS` (or written with a currency sign), units canonical.
-        sequence: Every token, stemmed, in order (numbers in canonical form).
+        negations: How many negation cues the text has.
+        entities: Lemmas of the name tokens.
+        entity_forms: ``(lemma, as written)`` for each name, for messages.
+        quantities: ``(number, unit)`` for each number followed by a unit.
     """
 
+    tokens: tuple[Token, ...]
+    sequence: tuple[str, ...]
     words: frozenset[str]
     content: frozenset[str]
     numbers: tuple[str, ...]
@@ -288,66 +204,93 @@ class TextFeatures:
     entities: frozenset[str]
     entity_forms: tuple[tuple[str, str], ...]
     quantities: frozenset[tuple[str, str]] = frozenset()
-    sequence: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=8192)
 def features(text: str) -> TextFeatures:
-    """Extract :class:`TextFeatures` from ``text`` (cached; texts are immutable)."""
+    """Tokenise, lemmatise and tag ``text`` (cached; texts are immutable).
+
+    The first call loads the ``lemminflect`` lexicon (about 0.14 s).
+    """
     text = unicodedata.normalize("NFKC", text)
-    matches = list(_TOKEN.finditer(text))
-    stems = [stem(m.group(0)) for m in matches]
-    numbers: list[str] = []
-    forms: dict[str, str] = {}
-    negations = 0
-    content: set[str] = set()
-    entities: dict[str, str] = {}
+    tokens: list[Token] = []
     quantities: set[tuple[str, str]] = set()
-    sequence: list[str] = []
-    previous: str | None = None  # the number just before this token, if any
-    for index, (match, stemmed) in enumerate(zip(matches, stems, strict=True)):
-        token = match.group(0)
-        after_number, previous = previous, None
-        if after_number is not None and stemmed in UNITS:
-            quantities.add((after_number, UNITS[stemmed]))  # and the unit stays a word of its own
-        value = None if after_number is not None and stemmed in UNITS else number_value(token)
-        if value is not None:
-            numbers.append(value)
-            forms.setdefault(value, token)
-            sequence.append(value)
-            previous = value
-            if token[0] in UNITS:
-                quantities.add((value, UNITS[token[0]]))
-            elif token.endswith("%"):
-                quantities.add((value, "%"))
-            continue
-        sequence.append(stemmed)
-        if stemmed in NEGATIONS or stemmed == "not":
-            # "No, ..." opening an answer is an interjection, not a negated request.
-            after = text[match.end() : match.end() + 1]
-            if not (stemmed == "no" and index == 0 and after in ",.!"):
-                negations += 1
-            continue
-        if stemmed not in STOPWORDS:
-            content.add(stemmed)
-            if _is_entity(text, match.start(), token):
-                entities.setdefault(stemmed, token)
+    forms: dict[str, str] = {}
+    for index, match in enumerate(_TOKEN.finditer(text)):
+        raw = match.group(0)
+        if raw.lower().endswith(("n't", "n’t")):
+            raw_word, lemma, lemmas, tags = raw, "not", frozenset({"not"}), frozenset({"PART"})
+        else:
+            raw_word = raw
+            value = number_value(raw)
+            previous = tokens[-1] if tokens else None
+            if value is not None and not _is_pronoun_one(raw):
+                if previous is not None and previous.number and raw.lower() in MULTIPLIERS:
+                    scaled = _scale(previous.lemma, MULTIPLIERS[raw.lower()])
+                    if scaled is not None:  # "2 million" is one number
+                        tokens[-1] = Token(
+                            previous.text + " " + raw,
+                            scaled,
+                            frozenset({scaled}),
+                            previous.tags,
+                            False,
+                            previous.start,
+                        )
+                        forms[scaled] = previous.text + " " + raw
+                        continue
+                lemma, lemmas, tags = value, frozenset({value}), frozenset({"NUM"})
+                forms.setdefault(value, raw)
+                if raw[0] in UNITS:
+                    quantities.add((value, UNITS[raw[0]]))
+                elif raw.endswith("%"):
+                    quantities.add((value, "%"))
+            elif (joined := _NUMBER_UNIT.match(raw)) and joined.group(2).lower() in UNITS:
+                value = number_value(joined.group(1)) or joined.group(1)  # "200ms"
+                lemma, lemmas, tags = value, frozenset({value}), frozenset({"NUM"})
+                forms.setdefault(value, raw)
+                quantities.add((value, UNITS[joined.group(2).lower()]))
+            elif len(raw) >= 2 and raw.isupper() and raw.isalpha():
+                lemma, lemmas, tags = raw, frozenset({raw}), frozenset({"PROPN"})  # "US" is no pronoun
+            else:
+                lemma, lemmas, tags = analyse(raw)
+                if previous is not None and previous.number and lemma in UNITS:
+                    quantities.add((previous.lemma, UNITS[lemma]))
+                elif lemma == "no" and index == 0 and text[match.end() : match.end() + 1] in ",.!":
+                    lemma, lemmas = "no,", frozenset({"no,"})  # "No, ..." opening an answer is no negation
+        entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
+        tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
+    numbers = sorted(t.lemma for t in tokens if t.number)
+    entities = {t.lemma: t.text for t in tokens if t.entity and t.content}
     return TextFeatures(
-        words=frozenset(stems),
-        content=frozenset(content),
-        numbers=tuple(sorted(numbers)),
-        number_forms=tuple(sorted(forms.items())),
-        negations=negations,
+        tokens=tuple(tokens),
+        sequence=tuple(t.lemma for t in tokens),
+        words=frozenset(w for t in tokens for w in t.lemmas),
+        content=frozenset(t.lemma for t in tokens if t.content),
+        numbers=tuple(numbers),
+        number_forms=tuple(sorted((v, forms.get(v, v)) for v in set(numbers))),
+        negations=sum(t.negation for t in tokens),
         entities=frozenset(entities),
         entity_forms=tuple(sorted(entities.items())),
         quantities=frozenset(quantities),
-        sequence=tuple(sequence),
     )
+
+
+def _scale(value: str, factor: float) -> str | None:
+    try:
+        return repr(float(value) * factor)
+    except ValueError:
+        return None
+
+
+def _is_pronoun_one(token: str) -> bool:
+    return token.lower() == "one"
 
 
 def _is_entity(text: str, start: int, token: str) -> bool:
     if any(ord(ch) > 0x2FF for ch in token):
         return True
+    if any(ch.isdigit() for ch in token) and any(ch.isalpha() for ch in token):
+        return True  # Q3, FY25, GPT-4o, S3
     if not token[0].isupper():
         return False
     if any(ch.isupper() for ch in token[1:]):
@@ -356,113 +299,13 @@ def _is_entity(text: str, start: int, token: str) -> bool:
     return not (before == "" or before[-1] in _SENTENCE_START)
 
 
-def similar_words(a: str, b: str) -> bool:
-    """Whether two stemmed words are one word.
-
-    They are when equal, when one is a prefix of the other (at least four
-    letters: ``scot`` / ``scottish``), or when one is a likely typo of the other
-    (same first four letters, at least 80 % alike).
-    """
-    if a == b:
-        return True
-    shortest = min(len(a), len(b))
-    if shortest >= 4 and (a.startswith(b) or b.startswith(a)):
-        return True
-    return shortest >= 5 and a[:4] == b[:4] and SequenceMatcher(None, a, b).ratio() >= 0.8
-
-
-def unmatched(words: frozenset[str], others: frozenset[str]) -> frozenset[str]:
-    """Return the words of ``words`` with no :func:`similar_words` counterpart in ``others``."""
-    return frozenset(w for w in words if w not in others and not any(similar_words(w, o) for o in others))
-
-
-_OPPOSITE: dict[str, frozenset[str]] = {}
-_PAIRS = list(OPPOSITES) + [
-    (a, b)
-    for group in ALTERNATIVES
-    for a in group
-    for b in group
-    if a < b and frozenset({a, b}) not in SYNONYMS
-]
-for _a, _b in _PAIRS:
-    _sa, _sb = stem(_a), stem(_b)
-    _OPPOSITE[_sa] = _OPPOSITE.get(_sa, frozenset()) | {_sb}
-    _OPPOSITE[_sb] = _OPPOSITE.get(_sb, frozenset()) | {_sa}
-
-
-def opposite_terms(a: TextFeatures, b: TextFeatures) -> tuple[str, str] | None:
-    """Return a pair of opposite words, one only in ``a`` and the other only in ``b``, if there is one.
-
-    Relation words (:data:`RELATIONS`, such as ``to`` / ``from``) count only
-    when the same word follows them in both requests ("to microservices" /
-    "from microservices"): paraphrases turn a sentence around them freely.
-    """
-    for word in sorted(a.words - b.words):
-        for other in sorted(_OPPOSITE.get(word, ())):
-            if other in b.words and other not in a.words:
-                if word in RELATIONS and _next_words(a, word).isdisjoint(_next_words(b, other)):
-                    continue
-                return word, other
-    return None
-
-
-def _next_words(f: TextFeatures, word: str) -> set[str]:
-    return {f.sequence[i + 1] for i, w in enumerate(f.sequence[:-1]) if w == word}
-
-
-def unit_clash(a: TextFeatures, b: TextFeatures) -> tuple[str, str] | None:
-    """Return one number written with a unit in ``a`` and another unit in ``b`` ("200 ms" / "200 s")."""
-    units_b: dict[str, set[str]] = {}
-    for value, unit in b.quantities:
-        units_b.setdefault(value, set()).add(unit)
-    for value, unit in sorted(a.quantities):
-        others = units_b.get(value, set())
-        if others and unit not in others:
-            return f"{value} {unit}", f"{value} {sorted(others)[0]}"
-    return None
-
-
-def role_swap(a: TextFeatures, b: TextFeatures) -> tuple[str, str] | None:
-    """Return two key terms that trade places around a relation word, if the requests differ only so.
-
-    The requests' content words, in order, must be the same but for ``x``
-    and ``y`` trading places, with a word of :data:`RELATIONS` between them:
-    "from AWS to GCP" / "from GCP to AWS", "Python faster than Java" / "Java
-    faster than Python". Reworded requests whose clauses come in another order
-    are not a swap.
-    """
-    order_a = [w for w in a.sequence if w in a.content]
-    order_b = [w for w in b.sequence if w in b.content]
-    if len(order_a) != len(order_b):
-        return None
-    moved = [i for i, (x, y) in enumerate(zip(order_a, order_b, strict=True)) if x != y]
-    if len(moved) != 2:
-        return None
-    i, j = moved
-    x, y = order_a[i], order_a[j]
-    if (order_b[i], order_b[j]) != (y, x):
-        return None
-    between = a.sequence[a.sequence.index(x) + 1 : a.sequence.index(y)]
-    return (x, y) if RELATIONS.intersection(between) else None
-
-
 __all__ = [
-    "ALTERNATIVES",
-    "NEGATIONS",
+    "MULTIPLIERS",
     "NUMBER_WORDS",
-    "OPPOSITES",
-    "RELATIONS",
-    "STOPWORDS",
-    "SYNONYMS",
     "UNITS",
     "TextFeatures",
+    "Token",
     "features",
     "normalize",
     "number_value",
-    "opposite_terms",
-    "role_swap",
-    "similar_words",
-    "stem",
-    "unit_clash",
-    "unmatched",
 ]

@@ -23,8 +23,9 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,14 @@ class Pair:
         stored: The text put into the cache (``text_a`` / ``origin``).
         query: The text looked up (``text_b`` / ``similar``).
         label: 1 when the two are the same question, else 0.
+        category: The pair's kind when the file gives one (``paraphrase``, or
+            the hard negative's ``action``, ``direction``, ...), else ``None``.
     """
 
     stored: str
     query: str
     label: int
+    category: str | None = None
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -115,7 +119,13 @@ def _parse(lines: Any, name: str) -> Iterator[Pair]:
             label = row.get("label")
             if label not in (0, 1) or isinstance(label, bool):
                 raise PairsError("`label` must be 0 or 1", path=name, line=number)
-            yield Pair(stored=row["text_a"], query=row["text_b"], label=int(label))
+            category = row.get("category")
+            yield Pair(
+                stored=row["text_a"],
+                query=row["text_b"],
+                label=int(label),
+                category=category if isinstance(category, str) else None,
+            )
         elif isinstance(row.get("origin"), str) and isinstance(row.get("similar"), str):
             yield Pair(stored=row["origin"], query=row["similar"], label=1)
         else:
@@ -164,6 +174,13 @@ class EvalResult:
         threshold: The threshold used.
         guard: Whether the guard was on.
         pairwise: Whether each pair had a cache of its own.
+        categories: Per pair category (when the file has them):
+            ``{category: (pairs, hits)}``; for a hard-negative category every
+            hit is a false hit, for ``paraphrase`` every hit on its own partner
+            is correct.
+        refusals_by: Refusals by their category (``action``, ..., ``reworded``,
+            ``ambiguous``, ``verifier``), over all lookups.
+        refusals_in: ``{pair category: {refusal category: count}}``.
     """
 
     pairs: int
@@ -179,6 +196,9 @@ class EvalResult:
     threshold: float
     guard: bool
     pairwise: bool
+    categories: dict[str, tuple[int, int]] = field(default_factory=dict)
+    refusals_by: dict[str, int] = field(default_factory=dict)
+    refusals_in: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def precision(self) -> float:
@@ -205,16 +225,25 @@ class EvalResult:
         """Hits over lookups."""
         return self.hits / self.pairs if self.pairs else 0.0
 
-    def summary(self) -> dict[str, int | float]:
-        """What ``cache eval --json`` prints: hits, correct and false hits, misses, precision, recall."""
-        return {
+    def summary(self) -> dict[str, Any]:
+        """What ``cache eval --json`` prints: hits, correct and false hits, misses, precision, recall.
+
+        With pair categories, also ``categories`` (``{category: {"pairs", "hits"}}``)
+        and ``refusals`` (by refusal category, per pair category).
+        """
+        document: dict[str, Any] = {
             "hits": self.hits,
             "correct_hits": self.correct_hits,
             "false_hits": self.false_hits,
             "misses": self.misses,
             "precision": round(self.precision, 4),
             "recall": round(self.recall, 4),
+            "refusals_by": dict(self.refusals_by),
         }
+        if self.categories:
+            document["categories"] = {c: {"pairs": n, "hits": h} for c, (n, h) in self.categories.items()}
+            document["refusals_in"] = {c: dict(r) for c, r in self.refusals_in.items()}
+        return document
 
 
 def evaluate(
@@ -244,6 +273,9 @@ def evaluate(
     matrix = embedder.embed(texts)
     vectors = {text: matrix[i] for i, text in enumerate(texts)}
     hits = correct = exact = other = other_exact = refusals = 0
+    categories: dict[str, list[int]] = {}
+    refusals_by: Counter[str] = Counter()
+    refusals_in: dict[str, Counter[str]] = {}
     shared = None if pairwise else _cache(embedder, guard, list(dict.fromkeys(stored)), vectors)
     for pair_stored, query, pair in zip(stored, queries, pairs, strict=True):
         cache = shared or _cache(embedder, guard, [pair_stored], vectors)
@@ -251,8 +283,18 @@ def evaluate(
             EVAL_NAMESPACE, key=exact_key(query), text=query, threshold=threshold, vector=vectors[query]
         )
         refusals += bool(lookup.refused)
+        counted = categories.setdefault(pair.category, [0, 0]) if pair.category else None
+        if counted is not None:
+            counted[0] += 1
+        if lookup.refused:
+            why = lookup.category or "other"
+            refusals_by[why] += 1
+            if pair.category:
+                refusals_in.setdefault(pair.category, Counter())[why] += 1
         if lookup.entry is None:
             continue
+        if counted is not None:
+            counted[1] += 1
         hits += 1
         exact += lookup.outcome == "exact"
         if lookup.entry.text != pair_stored:
@@ -274,6 +316,9 @@ def evaluate(
         threshold=threshold,
         guard=guard.enabled,
         pairwise=pairwise,
+        categories={c: (n, h) for c, (n, h) in categories.items()},
+        refusals_by=dict(refusals_by),
+        refusals_in={c: dict(r) for c, r in refusals_in.items()},
     )
 
 

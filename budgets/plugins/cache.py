@@ -203,8 +203,8 @@ class CachePlugin:
             return self._serve(request, lookup, answers[lookup.entry.id])
         if lookup.refused:
             request = request.decide(self.name, "refused", lookup.refused[0])
-        result = call_next(request)
         outcome: CacheOutcome = "refused" if lookup.refused else "miss"
+        result = call_next(request.evolve(cache=outcome))
         for call in result.calls:
             call.setdefault("cache", outcome)
         if _cacheable(request, result):

@@ -141,7 +141,7 @@ class MemoryStore(LocalRoundTrips):
                     key=key,
                     label=self._labels.get(key, key),
                     entries=sizes.get(key, 0),
-                    counts=Counts(**self._counts.get(key, Counts()).as_dict()),
+                    counts=Counts(**self._counts.get(key, Counts()).counters()),
                 )
                 for key in keys
             ]

@@ -431,7 +431,7 @@ class RedisStore:
         commands: list[tuple[Any, ...]] = []
         if namespace.key not in self._labelled:  # once per namespace and process
             commands.append(("HSETNX", self._k("ns"), namespace.key, namespace.label))
-        for name, value in counts.as_dict().items():
+        for name, value in counts.counters().items():
             if value:
                 commands.append(("HINCRBY", self._k("counts", namespace.key), name, value))
         if used:
@@ -486,7 +486,7 @@ class RedisStore:
         for index, key in enumerate(keys):
             size, raw_counts = replies[2 * index], replies[2 * index + 1]
             counts = Counts(**{_text(k): int(v) for k, v in raw_counts.items() if _text(k) in Counts.FIELDS})
-            if size or any(counts.as_dict().values()):
+            if size or any(counts.counters().values()):
                 result.append(NamespaceStats(key=key, label=labels[key], entries=int(size), counts=counts))
         return result
 

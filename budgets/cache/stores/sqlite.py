@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS counts (
     refusals INTEGER NOT NULL DEFAULT 0,
     saved_micro_usd INTEGER NOT NULL DEFAULT 0
 );
+-- refusal counters by category are added by _add_count_columns (files of earlier versions lack them)
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -116,6 +117,7 @@ class SqliteStore(LocalRoundTrips):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._add_count_columns()
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
             self.store_id = self._meta(db, "store_id", "")
@@ -247,9 +249,21 @@ class SqliteStore(LocalRoundTrips):
                 sync.removed.append(entry_id)
         return sync
 
+    def _add_count_columns(self) -> None:
+        """Add the refusal counters by category to a ``counts`` table written before they existed."""
+        with self._lock:
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(counts)")}
+            for name in Counts.REFUSAL_FIELDS:
+                if name not in present:
+                    try:
+                        self._conn.execute(f"ALTER TABLE counts ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
+
     def record(self, namespace: Namespace, counts: Counts, used: Sequence[int] = ()) -> None:
         """Add ``counts`` to the namespace's counters and mark ``used`` as just used, in one transaction."""
-        values = counts.as_dict()
+        values = counts.counters()
         sets = ", ".join(f"{name} = {name} + excluded.{name}" for name in values)
         with self._write() as db:
             db.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from budgetgraph.budgets.cache.evaluate import Pair, evaluate
+from budgetgraph.budgets.cachetune.evaluate import Pair, evaluate
 from tests.unit.budgets.cache.conftest import HashingEmbedder
 
 PAIRS = [

@@ -143,7 +143,7 @@ def test_a_guard_refusal_is_recorded_on_the_call_that_follows(models: ModelsConf
 
     assert len(model.requests) == 2 and not result.calls[0]["cache_hit"]
     (decision,) = result.calls[0]["decisions"]
-    assert decision["action"] == "refused" and decision["reason"].startswith("numbers differ: 9 vs 6")
+    assert decision["action"] == "refused" and decision["reason"].startswith("quantity: 9 vs 6")
 
 
 @pytest.mark.parametrize(

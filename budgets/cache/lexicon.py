@@ -1,0 +1,253 @@
+"""Word classes the guard reads: lemmas and parts of speech, closed classes, valence, opposite affixes.
+
+Where a maintained package has the knowledge, it comes from there:
+
+- **Lemmas and open-class parts of speech**: ``lemminflect`` (Jascob; its
+  lexicon is derived from the NIH SPECIALIST Lexicon and the Automatically
+  Generated Inflection Database), ``getAllLemmas(word) -> {UPOS: lemmas}``.
+  Loaded on first use (about 0.14 s and 34 MB); only a judged candidate loads
+  it, never a miss. Its lexicon covers the open classes only (``the``, ``of``,
+  ``with`` have no entry), so the closed classes below complete it.
+- **Valence**: the VADER lexicon (Hutto and Gilbert, 2014, ``vaderSentiment``
+  package, ``vader_lexicon.txt``): 7,500 words rated from -4 to +4 by human
+  raters. Two requests that differ in a word of opposite valence ("risks" /
+  "benefits", "worst" / "best", "hurt" / "help") ask the opposite side of a
+  question.
+
+What no maintained package on PyPI ships is written here, each class named
+for what it is: the closed word classes of Universal Dependencies (a finite,
+grammatical set, not a list of "unimportant" words), the pairs of opposite
+relation words, and the derivational prefixes that turn a word into its
+opposite or its reverse (English morphology: "upgrade" / "downgrade",
+"centralize" / "decentralize", "advantage" / "disadvantage"). WordNet would
+give antonyms, but neither its data nor NLTK's is on PyPI from its
+maintainers (checked: ``wn`` and ``nltk`` download their data at run time;
+``oewn-core`` is code only; ``wordnet-lookup`` has no relations).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+from collections.abc import Mapping
+from functools import lru_cache
+
+CLOSED_CLASSES: Mapping[str, frozenset[str]] = {
+    "DET": frozenset(
+        "a an the this that these those each every any some all both either neither no another such "
+        "what which whatever whichever".split()
+    ),
+    "PRON": frozenset(
+        "i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his "
+        "himself she her hers herself it its itself they them their theirs themselves one someone "
+        "somebody something anyone anybody anything everyone everybody everything who whom whose".split()
+    ),
+    "ADP": frozenset(
+        "about above across after against along among around as at before behind below beneath beside "
+        "between beyond by despite down during except for from in inside into like near of off on onto "
+        "out outside over past per since than through throughout till to toward towards under until up "
+        "upon via versus vs with within without instead".split()
+    ),
+    "AUX": frozenset(
+        "be am is are was were been being have has had having do does did done doing can could may "
+        "might must shall should will would ought".split()
+    ),
+    "CCONJ": frozenset("and or but nor so yet plus".split()),
+    "SCONJ": frozenset("if whether because although though while when where unless once how why".split()),
+    "PART": frozenset("not to 's".split()),
+}
+"""Universal Dependencies' closed classes for English (determiners, pronouns, adpositions,
+auxiliaries, conjunctions, particles): the words the open-class lexicon has no entry for."""
+
+FUNCTION_WORDS: frozenset[str] = frozenset().union(*CLOSED_CLASSES.values()) | frozenset(
+    "there here then also just very really too s t d ll m re ve".split()
+)
+"""Words that never carry a decision by themselves (closed classes, expletive ``there``, clitics)."""
+
+NEGATIONS: frozenset[str] = frozenset("not no never none nothing nobody neither nor cannot without".split())
+"""Negation cues; ``n't`` contractions count as ``not``."""
+
+RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
+    ("to", "from", "direction"),
+    ("into", "out", "direction"),
+    ("onto", "off", "direction"),
+    ("up", "down", "direction"),
+    ("over", "under", "direction"),
+    ("above", "below", "direction"),
+    ("before", "after", "direction"),
+    ("inside", "outside", "direction"),
+    ("toward", "away", "direction"),
+    ("with", "without", "negation"),
+    ("for", "against", "polarity"),
+    ("pro", "con", "polarity"),
+    ("pros", "cons", "polarity"),
+    ("more", "less", "direction"),
+    ("more", "fewer", "direction"),
+    ("most", "least", "direction"),
+)
+"""Closed-class words whose swap reverses a request, and the category of the change."""
+
+RELATIONS: frozenset[str] = frozenset(
+    "to from into onto than vs versus over under before after against instead with for toward towards "
+    "above below".split()
+)
+"""Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS"."""
+
+OPPOSITE_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("up", "down", "direction"),
+    ("in", "out", "direction"),
+    ("inbound", "outbound", "direction"),
+    ("over", "under", "direction"),
+    ("im", "ex", "direction"),
+    ("in", "ex", "direction"),
+    ("in", "de", "direction"),
+    ("en", "de", "direction"),
+    ("on", "off", "direction"),
+    ("pre", "post", "direction"),
+    ("max", "min", "direction"),
+    ("", "de", "action"),
+    ("", "dis", "polarity"),
+    ("", "un", "polarity"),
+    ("", "non", "polarity"),
+    ("", "anti", "polarity"),
+    ("", "counter", "polarity"),
+    ("", "in", "polarity"),
+    ("", "im", "polarity"),
+    ("", "il", "polarity"),
+    ("", "ir", "polarity"),
+    ("", "mis", "polarity"),
+)
+"""Derivational prefixes of English that make a word's opposite or reverse, as
+``(prefix of one, prefix of the other, category)``: "upgrade" / "downgrade",
+"insource" / "outsource", "increase" / "decrease", "centralize" / "decentralize",
+"advantage" / "disadvantage". The stem left after the prefixes must be at least
+:data:`MIN_STEM` letters and the same in both words."""
+
+MIN_STEM = 4
+"""Shortest stem an opposite prefix is read on ("in"/"out" + "side" passes; "un" + "it" does not)."""
+
+DISCOURSE: frozenset[str] = frozenset(
+    "please kindly thank thanks honestly quick question tell know think wonder opinion view idea good "
+    "wise sensible sense make worth advisable advise recommend recommendation right correct best way "
+    "actually currently basically really just".split()
+)
+"""Lemmas that recast a request without changing it: politeness ("could you tell me",
+"please"), and the sentence forms of "should we" ("is it a good idea to", "would it be
+wise to", "does it make sense to", "what is the best way to"). A span made only of these
+and function words is filler, not a qualifier."""
+
+_LEXICON_LOCK = threading.Lock()
+_VALENCE: dict[str, float] | None = None
+
+
+def valence(word: str) -> float:
+    """The word's VADER valence, -4 (most negative) to +4; 0.0 when it is not rated.
+
+    Reads ``vaderSentiment/vader_lexicon.txt`` from the installed package on the
+    first call (about 10 ms); the word is looked up lower-cased.
+    """
+    global _VALENCE
+    if _VALENCE is None:
+        with _LEXICON_LOCK:
+            if _VALENCE is None:
+                _VALENCE = _read_valence()
+    return _VALENCE.get(word.lower(), 0.0)
+
+
+def _read_valence() -> dict[str, float]:
+    text = (importlib.resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
+    table: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            try:
+                table[parts[0]] = float(parts[1])
+            except ValueError:
+                continue
+    return table
+
+
+@lru_cache(maxsize=65536)
+def analyse(word: str) -> tuple[str, frozenset[str], frozenset[str]]:
+    """A word's canonical lemma, all its lemmas, and the parts of speech (UPOS) it can take.
+
+    Open classes come from ``lemminflect``; closed classes from
+    :data:`CLOSED_CLASSES`; a word neither knows keeps its lower-cased form
+    and the tag ``X``. The canonical lemma is the verb's when the word can be
+    a verb ("leasing" -> "lease"), else the noun's, the adjective's, the
+    adverb's: the same choice for the same word in both requests, so that
+    aligned words compare equal.
+
+    Args:
+        word: One token as written (case is ignored).
+
+    Returns:
+        ``(lemma, lemmas, tags)``.
+    """
+    lower = word.lower().replace("’", "'")
+    tags = {tag for tag, words in CLOSED_CLASSES.items() if lower in words}
+    from lemminflect import getAllLemmas  # noqa: PLC0415 (loaded on the first judged candidate only)
+
+    found = getAllLemmas(lower)
+    lemmas = {lemma.lower() for forms in found.values() for lemma in forms}
+    if not tags:
+        tags = set(found)
+    canonical = lower
+    for tag in ("VERB", "NOUN", "ADJ", "ADV"):
+        if tag in found:
+            canonical = found[tag][0].lower()
+            break
+    return canonical, frozenset(lemmas | {lower, canonical}), frozenset(tags or {"X"})
+
+
+def opposite_affix(a: str, b: str) -> str | None:
+    """The category when ``a`` and ``b`` are one stem under opposite prefixes, else ``None``.
+
+    See :data:`OPPOSITE_PREFIXES`.
+    """
+    if a == b:
+        return None
+    for left, right, category in OPPOSITE_PREFIXES:
+        for x, y in ((a, b), (b, a)):
+            if x.startswith(left) and y.startswith(right):
+                stem_x, stem_y = x[len(left) :], y[len(right) :]
+                if stem_x == stem_y and len(stem_x) >= MIN_STEM:
+                    return category
+    return None
+
+
+def opposite_relation(a: str, b: str) -> str | None:
+    """The category when ``a`` and ``b`` are opposite relation words, else ``None``.
+
+    See :data:`RELATION_OPPOSITES`.
+    """
+    for left, right, category in RELATION_OPPOSITES:
+        if {a, b} == {left, right}:
+            return category
+    return None
+
+
+def opposite_valence(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` lie on opposite sides of VADER's scale.
+
+    Both rated, with opposite signs, each at least 0.5 from neutral ("downside" -1.0 /
+    "upside" unrated does not count on valence; the opposite prefixes catch it).
+    """
+    va, vb = valence(a), valence(b)
+    return va * vb < 0 and abs(va) >= 0.5 and abs(vb) >= 0.5
+
+
+__all__ = [
+    "CLOSED_CLASSES",
+    "DISCOURSE",
+    "FUNCTION_WORDS",
+    "NEGATIONS",
+    "OPPOSITE_PREFIXES",
+    "RELATIONS",
+    "RELATION_OPPOSITES",
+    "analyse",
+    "opposite_affix",
+    "opposite_relation",
+    "opposite_valence",
+    "valence",
+]
