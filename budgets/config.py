@@ -290,8 +290,41 @@ class Windows(_Strict):
     monthly: WindowBudget | None = None
 
 
+def _apprise_url(url: str) -> str:
+    """``url`` when apprise can send to it (its scheme and form); the URL itself is never echoed."""
+    import apprise  # only a file that asks for notifications pays for the import
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in apprise.NotificationManager().schemas():
+        raise ValueError(f"`{scheme[:20]}://` is not a service apprise knows; see its list of services")
+    if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+        raise ValueError(f"not a `{scheme}://` URL apprise can send to; see its page for the service")
+    return url
+
+
+class AlertsSettings(_Strict):
+    """Who hears of a cap's alerts: ``budgets.yaml``'s ``alerts`` section.
+
+    Example::
+
+        alerts:
+          notify: ["json://hooks.example.com/budget", "slack://T000/B000/XXXX"]
+          levels: [0.9, 1.0]
+
+    Each alert threshold a cap crosses (its ``alerts: [0.7, 0.9, 1.0]``) is
+    noted once in the ledger; the first time, it is sent to every URL here
+    (:mod:`budgetgraph.budgets.notify`), through apprise.
+    """
+
+    notify: tuple[Annotated[str, Field(min_length=1), AfterValidator(_apprise_url)], ...] = ()
+    """Apprise URLs (``json://`` / ``jsons://`` for a webhook, ``slack://``, ``msteams://``,
+    ``mailto://`` ...), each sent every alert; none: alerts are only recorded."""
+    levels: tuple[Annotated[Number, Field(gt=0, le=1)], ...] | None = None
+    """The thresholds that are sent (e.g. ``[0.9, 1.0]``); ``None``: every threshold a cap has."""
+
+
 TASK_KEY = "total_task_budget"
-CORE_KEYS = ("budgets", "nodes", "task", "windows", "tenants", "plugins")
+CORE_KEYS = ("budgets", "nodes", "task", "windows", "tenants", "plugins", "alerts")
 """Top-level keys of ``budgets.yaml`` besides the sections plugins own."""
 
 
@@ -312,6 +345,7 @@ class BudgetsConfig:
             graph's node name; a section's ``nodes:`` keys are resolved with it.
         allowed_key_env: Variables a section may name as holding an API key
             besides those ending in ``_API_KEY`` (see :data:`ApiKeyEnv`).
+        alerts: Where alerts are sent (the ``alerts`` section).
     """
 
     source: str
@@ -324,6 +358,7 @@ class BudgetsConfig:
     document: YamlDocument | None = None
     node_names: Mapping[str, str] = field(default_factory=dict)
     allowed_key_env: tuple[str, ...] = ()
+    alerts: AlertsSettings = AlertsSettings()
 
     def windows_for(self, tenant: str) -> Windows:
         """The windows of ``tenant``: its own entries, else the defaults."""
@@ -408,6 +443,8 @@ def load_budgets(
         tenants:
           acme: {monthly: {max_cost_usd: 500}}
         plugins: [router, limits]
+        alerts:
+          notify: ["json://hooks.example.com/budget"]   # apprise URLs
 
     A node named in both ``budgets`` and ``nodes`` takes the fields of both,
     ``nodes`` winning; likewise ``total_task_budget`` and ``task``.
@@ -495,6 +532,9 @@ def load_budgets(
         problems += found
         if parsed is not None:
             tenants[str(tenant)] = parsed
+    alerts_data = mapping(("alerts",), data.get("alerts"), "a mapping with `notify` (apprise URLs)")
+    alerts, found = doc.validate(AlertsSettings, alerts_data, ("alerts",))
+    problems += found
     chain = data.get("plugins")
     chains: list[tuple[tuple[str, ...], Any]] = [(("plugins",), chain)] + [
         (("nodes", n, "plugins"), v.get("plugins")) for n, v in raw_nodes.items()
@@ -522,6 +562,7 @@ def load_budgets(
         document=doc,
         node_names=dict(node_names),
         allowed_key_env=_names(allowed_key_env),
+        alerts=alerts or AlertsSettings(),
     )
 
 

@@ -12,7 +12,6 @@ import math
 import sys
 import uuid
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,11 +22,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from budgetgraph.budgets import BudgetgraphError, ConfigError, load_models
+from budgetgraph.budgets import BudgetgraphError, ConfigError
 from budgetgraph.budgets.ledger import open_ledger
 from budgetgraph.budgets.ledger.base import default_ledger_path
 from budgetgraph.budgets.plugins.limits import MAX_RAISE
-from budgetgraph.budgets.report import build_report, unsettled_attempts
+from budgetgraph.budgets.report import unsettled_attempts
 from budgetgraph.graph.builder import EmptyTaskError, build_graph, load_config
 from budgetgraph.graph.checkpoint import CheckpointStoreError, NoCheckpointsError, open_checkpointer
 from budgetgraph.graph.cli_cache import cache_app
@@ -50,8 +49,9 @@ from budgetgraph.graph.cli_common import (
     stdout_console,
 )
 from budgetgraph.graph.cli_plan import plan_command
+from budgetgraph.graph.cli_report import dashboard_command, report_command
 from budgetgraph.graph.cli_trace import trace_command
-from budgetgraph.graph.console import render_cost_report, render_history, render_report
+from budgetgraph.graph.console import render_history, render_report
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.report import run_report
 from budgetgraph.graph.serde import RefusedCheckpointError
@@ -429,34 +429,6 @@ def fork(
     _drive(start, target, context, settings, as_json, settings_from=thread)
 
 
-@app.command()
-def report(
-    since: Annotated[
-        datetime | None, typer.Option("--since", help="Only spend from this date or time (UTC).")
-    ] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's spend.")] = None,
-    models: ModelsOpt = None,
-    ledger: LedgerOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show spend per node, model, tier, day and tenant, with savings and recommendations."""
-    settings = settings_for(as_json, models=models, ledger_url=ledger)
-    try:
-        models_config = load_models(settings.models, allowed_key_env=settings.allowed_key_env)
-        book = open_ledger(settings.ledger_url)
-    except ConfigError as exc:
-        fail(config_message(exc), as_json)
-    try:
-        moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
-        summary = build_report(book, models_config, since=moment, tenant=tenant)
-    finally:
-        book.close()
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    else:
-        render_cost_report(stdout_console(), summary)
-
-
 def _run_settings(
     as_json: bool,
     models: Path | None,
@@ -506,6 +478,8 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
 
 
 app.command(name="plan")(plan_command)
+app.command(name="report")(report_command)
+app.command(name="dashboard")(dashboard_command)
 app.command(name="trace")(trace_command)
 app.add_typer(cache_app, name="cache")
 

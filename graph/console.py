@@ -209,55 +209,6 @@ def _status(report: dict[str, Any]) -> Text:
     return Text(f"Done. Review: {review.get('decision', '?')}{note}. Thread: {thread}", style="bold green")
 
 
-def render_cost_report(console: Console, report: dict[str, Any]) -> None:
-    """Print ``budgetgraph report``: totals, groups, runs, cache, premium comparison, advice."""
-    report = printable(report)
-    total = report["total"]
-    scope = f" since {report['since']}" if report.get("since") else ""
-    scope += f" for tenant {report['tenant']}" if report.get("tenant") else ""
-    console.print(
-        Text(
-            f"Spend{scope}: {total['cost_usd']:.6f} USD over {total['calls']} calls, "
-            f"{total['tokens']} tokens ({total['input_tokens']} in, {total['output_tokens']} out)",
-            style="bold",
-        )
-    )
-    for key, title in (
-        ("by_node", "node"),
-        ("by_model", "model"),
-        ("by_tier", "tier"),
-        ("by_day", "day"),
-        ("by_tenant", "tenant"),
-    ):
-        table = Table(title, "calls", "tokens", "USD", title=f"By {title}")
-        for row in report[key]:
-            table.add_row(str(row["key"]), str(row["calls"]), str(row["tokens"]), f"{row['cost_usd']:.6f}")
-        console.print(table)
-    runs, cache, premium = report["runs"], report["cache"], report["premium"]
-    console.print(
-        f"Runs: {runs['count']}, {runs['calls_per_run']} calls and {runs['tokens_per_run']} tokens per run, "
-        f"{runs['avg_cost_usd']:.6f} USD per run on average"
-    )
-    console.print(
-        f"Cache: {cache['lookups']} lookups, {cache['hits']} hits ({cache['exact_hits']} exact, "
-        f"{cache['semantic_hits']} semantic; {cache['hit_rate']:.0%}), {cache['misses']} misses "
-        f"({cache['refusals']} refused by the guard), {cache['saved_usd']:.6f} USD saved"
-    )
-    console.print(
-        f"All at premium: {premium['cost_usd']:.6f} USD; routing saved {premium['saved_usd']:.6f} USD"
-    )
-    if report["alerts"]:
-        console.print(Text("Alerts reached:", style="bold yellow"))
-        for alert in report["alerts"]:
-            console.print(
-                f"  {alert['ts'][:19]}  `{alert['limit']}` on {alert['scope']} at {alert['threshold']:.0%}"
-            )
-    if report["recommendations"]:
-        console.print(Text("Recommendations:", style="bold"))
-        for line in report["recommendations"]:
-            console.print(f"  - {line}", highlight=False)
-
-
 def render_history(
     console: Console, thread: str, rows: list[dict[str, Any]], unsettled: list[dict[str, Any]] = ()
 ) -> None:

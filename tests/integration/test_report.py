@@ -52,9 +52,26 @@ def test_report_totals_equal_the_ledger_and_the_runs(openai_server: FakeOpenAISe
     assert set(by_node) == {"planner", "cto", "coo", "reconcile"} and sum(by_node.values()) == run_micro
     assert {row["key"] for row in report["by_tenant"]} == {"default", "acme"}
     assert report["premium"]["cost_usd"] > report["total"]["cost_usd"]  # gpt-4.1 costs 5x gpt-4.1-mini
-    assert report["premium"]["saved_usd"] == pytest.approx(
-        report["premium"]["cost_usd"] - report["total"]["cost_usd"]
+    routing = report["routing"]  # only the calls the plan moved off the default tier count
+    routed = [
+        row
+        for run in runs
+        for row in run["spend"]["nodes"]
+        if any(
+            d["plugin"] in ("plan", "router") and d["action"] in ("route", "local") for d in row["decisions"]
+        )
+    ]
+    assert routing["calls"] == len(routed)
+    assert routing["actual_micro_usd"] == sum(row["cost_micro_usd"] for row in routed)
+    assert routing["saved_micro_usd"] == routing["baseline_micro_usd"] - routing["actual_micro_usd"]
+    assert report["savings"]["net_usd"] == pytest.approx(report["cache"]["saved_usd"] + routing["saved_usd"])
+    latency = {row["key"]: row for row in report["latency"]["by_node"]}
+    assert {row["node"] for run in runs for row in run["spend"]["nodes"] if row["tier"] != "local"} == set(
+        latency
     )
+    assert all(row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] for row in latency.values())
+    assert sum(h["cost_micro_usd"] for h in report["by_hour"]) == run_micro
+    assert {r["thread_id"] for r in report["runs"]["recent"]} == {run["thread_id"] for run in runs}
     assert report["recommendations"]  # no cache hits yet: it says so
 
     acme = run_json("report", "--ledger", ledger, "--models", str(models_file), "--tenant", "acme")
@@ -70,7 +87,7 @@ def test_report_prints_tables_and_recommendations(openai_server, models_file, tm
     result = runner.invoke(app, ["report", "--ledger", ledger])
 
     assert result.exit_code == 0
-    for words in ("By node", "By tier", "All at premium", "Recommendations"):
+    for words in ("By node", "By tier", "By hour", "Latency by node", "routing saved", "Recommendations"):
         assert words in result.stdout
 
 
