@@ -46,7 +46,7 @@ from budgetgraph.agents.prompts import PLANNER_SYSTEM, REPLAN_NOTE_TEMPLATE, SPE
 from budgetgraph.agents.schemas import Plan, PlanBrief, PlanCap, PlanStep
 from budgetgraph.agents.text import bullets, task_block
 from budgetgraph.budgets import BudgetExceededError, Gateway, ModelCall, NodeSession, Tier, usd
-from budgetgraph.budgets.caps import UNIT_NAMES, Room, StepOption, exceeded, over, plain
+from budgetgraph.budgets.caps import UNIT_NAMES, Room, StepOption, exceeded, over, plain, tightest_usd
 from budgetgraph.budgets.estimates import Estimator
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def plan_steps(
             wanted,
             node=node,
             text=None if budget.by_decision or node not in SPECIALISTS else prompt,
-            budget=budget.tightest_usd(found[node]),
+            budget=tightest_usd(found[node]),
         )
         reasons = ([why] if why else []) + [reason for _, reason in decided.decisions]
         routed.append((node, decided.tier, reasons))

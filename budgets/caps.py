@@ -11,6 +11,7 @@ Every budget question the graph asks is answered here, once:
   every scope, read in one batch (:meth:`~budgetgraph.budgets.ledger.Ledger.totals_of`),
   and the run's own spend table;
 - **what a step would take** from each cap (:class:`StepOption`, :func:`over`);
+- **the latency cap's room** for a call, retries included (:func:`latency_left_ms`);
 - **one tier down** (:func:`one_tier_down`);
 - **units**: amounts are integers in the cap's unit (tokens, micro-USD,
   milliseconds, tool calls); :func:`shown` and :func:`plain` format them.
@@ -21,13 +22,14 @@ gateway's span attributes and the planner read the rooms.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from budgetgraph.budgets.config import MODEL_TIERS, Actions, BudgetsConfig, OnExceed, Tier
+from budgetgraph.budgets.config import MODEL_TIERS, Actions, BudgetsConfig, NodeBudget, OnExceed, Tier
 from budgetgraph.budgets.errors import BudgetExceededError
 from budgetgraph.budgets.ledger import Cap, Ledger, ScopeTotals, scope_part
 from budgetgraph.budgets.request import MICRO, CallRequest, Totals, usd
@@ -359,6 +361,64 @@ def exceeded(node: str, room: Room, needed: int) -> BudgetExceededError:
     )
 
 
+def latency_left_ms(node: NodeBudget, request: CallRequest, now: float | None = None) -> float | None:
+    """What the node's ``max_latency_ms`` leaves for ``request`` (ms), or ``None`` without a cap.
+
+    The cap, less the latency of the node's calls so far (the run's spend table)
+    and the time since the gateway began this call (its retries, fallbacks and
+    waits included, from :attr:`~budgetgraph.budgets.request.CallRequest.started`).
+    May be negative.
+
+    Args:
+        node: The node's budget.
+        request: The call.
+        now: ``time.monotonic()`` (default: now).
+    """
+    if node.max_latency_ms is None:
+        return None
+    elapsed_ms = 0.0
+    if request.started is not None:
+        elapsed_ms = ((time.monotonic() if now is None else now) - request.started) * 1000
+    return node.max_latency_ms - request.node_spent.latency_ms - elapsed_ms
+
+
+def latency_exceeded(
+    request: CallRequest, node: NodeBudget, left_ms: float, requested_ms: float | None = None
+) -> BudgetExceededError:
+    """The error of a call of ``request.node`` that its ``max_latency_ms`` cannot wait for.
+
+    Args:
+        request: The call.
+        node: The node's budget (with a latency cap).
+        left_ms: What the cap leaves (:func:`latency_left_ms`), ms.
+        requested_ms: The wait or timeout it would have needed (ms), if known.
+    """
+    assert node.max_latency_ms is not None
+    return BudgetExceededError(
+        node=request.node,
+        limit="max_latency_ms",
+        spent=round(node.max_latency_ms - left_ms),
+        cap=node.max_latency_ms,
+        requested=None if requested_ms is None else round(requested_ms),
+    )
+
+
+def hour_allowance(*, cap: int, before_hour: int, hour: int, factor: float | Decimal) -> int:
+    """What the current hour may spend under a daily cap's pacing (micro-USD).
+
+    ``factor`` times the even share of what the day had left when the hour
+    began, over the hours left in the day (UTC): the rule the ``limits``
+    plugin enforces (``budgets.yaml``'s ``windows.daily.pacing``).
+
+    Args:
+        cap: The daily cap, grants included (micro-USD).
+        before_hour: The day's spend before this hour (micro-USD).
+        hour: The hour of the day (0-23, UTC).
+        factor: The pacing factor.
+    """
+    return int(float(factor) * max(cap - before_hour, 0) / (24 - hour))
+
+
 def one_tier_down(tier: Tier) -> Tier:
     """One tier down: premium -> standard -> economy -> local -> local."""
     index = MODEL_TIERS.index(tier) if tier in MODEL_TIERS else 0  # type: ignore[arg-type]
@@ -395,7 +455,10 @@ __all__ = [
     "caps_for",
     "exceeded",
     "held_totals",
+    "hour_allowance",
     "in_cap_unit",
+    "latency_exceeded",
+    "latency_left_ms",
     "one_tier_down",
     "over",
     "plain",

@@ -31,7 +31,6 @@ from budgetgraph.budgets.caps import (
     StepPath,
     caps_for,
     rooms,
-    tightest_usd,
 )
 from budgetgraph.budgets.config import MODEL_TIERS, BudgetsConfig, ModelsConfig, Tier
 from budgetgraph.budgets.ledger import Ledger
@@ -67,7 +66,6 @@ class Estimator:
         self._prices = prices
         self._ledger = ledger
         self.settings = budgets.section(ROUTER_SECTION, RouterSettings)
-        self._scores: dict[str, Complexity] = {}
 
     @property
     def default_tier(self) -> Tier:
@@ -86,14 +84,10 @@ class Estimator:
 
     # -- tiers ---------------------------------------------------------------------------
 
-    def score(self, task: str, constraints: Sequence[str], note: str | None = None) -> Complexity:
-        """The decision's score (:func:`~budgetgraph.budgets.routing.score_decision`), computed once."""
-        key = repr((task, tuple(constraints), note))
-        if key not in self._scores:
-            if len(self._scores) > 256:
-                self._scores.clear()
-            self._scores[key] = score_decision(task, constraints, note)
-        return self._scores[key]
+    @staticmethod
+    def score(task: str, constraints: Sequence[str], note: str | None = None) -> Complexity:
+        """The decision's score (:func:`~budgetgraph.budgets.routing.score_decision`)."""
+        return score_decision(task, constraints, note)
 
     def planned_tier(
         self, node: str, *, task: str, constraints: Sequence[str], note: str | None = None
@@ -168,11 +162,6 @@ class Estimator:
             )
             for node, caps in applied.items()
         }
-
-    @staticmethod
-    def tightest_usd(found: Iterable[Room]) -> Room | None:
-        """The USD cap with the smallest share left (:func:`~budgetgraph.budgets.caps.tightest_usd`)."""
-        return tightest_usd(found)
 
     # -- step estimates ------------------------------------------------------------------
 

@@ -45,15 +45,14 @@ from langchain_core.messages import (
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from budgetgraph.budgets.caps import Scopes, caps_for, rooms
+from budgetgraph.budgets.caps import Scopes, caps_for, latency_exceeded, latency_left_ms, rooms
 from budgetgraph.budgets.chat import ChatModels
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgetgraph.budgets.errors import BudgetExceededError, ModelOutputError
+from budgetgraph.budgets.errors import ModelOutputError
 from budgetgraph.budgets.estimates import Estimator
 from budgetgraph.budgets.ledger import Ledger, open_ledger, scope_part
 from budgetgraph.budgets.ledger.base import Attempt
 from budgetgraph.budgets.plugins.base import Plugin, PluginContext, build_chain
-from budgetgraph.budgets.plugins.limits import latency_left_ms
 from budgetgraph.budgets.plugins.router import _describe, _retry_after, _trigger
 from budgetgraph.budgets.pricing import PriceBook
 from budgetgraph.budgets.request import (
@@ -78,9 +77,6 @@ MAX_RETRY_WAIT_S = 60.0
 
 ORPHANED = "its process ended while the request was in flight; closed when the run resumed"
 """The reason recorded on an attempt closed by a resume."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""A fixed time for scope names where only the node and task caps are read."""
 
 DEFAULT_CHAIN: tuple[str, ...] = ("router", "cache", "limits")
 """Plugins every node runs unless configured otherwise, outermost first."""
@@ -293,14 +289,7 @@ class Gateway:
         node = self.budgets.node(request.node)
         left = latency_left_ms(node, request)
         if left is not None and wait * 1000 >= left:
-            assert node.max_latency_ms is not None
-            raise BudgetExceededError(
-                node=request.node,
-                limit="max_latency_ms",
-                spent=round(node.max_latency_ms - left),
-                cap=node.max_latency_ms,
-                requested=round(wait * 1000),
-            ) from exc
+            raise latency_exceeded(request, node, left, wait * 1000) from exc
         return wait
 
     def _budget_left(self, request: CallRequest, result: CallResult) -> BudgetLeft:
@@ -312,7 +301,9 @@ class Gateway:
         node, task = request.node_spent, request.task_spent
         for call in result.calls:
             node, task = node + call, task + call
-        scopes = Scopes.named(request.node, thread_id=request.thread_id, tenant=request.tenant, now=_EPOCH)
+        scopes = Scopes.named(
+            request.node, thread_id=request.thread_id, tenant=request.tenant, now=datetime.now(UTC)
+        )
         applied = [
             c for c in caps_for(self.budgets, request.node, scopes, request.tenant) if c.level != "window"
         ]

@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
-from budgetgraph.budgets.caps import Scopes, caps_for, rooms
+from budgetgraph.budgets.caps import Scopes, caps_for, hour_allowance, rooms
 from budgetgraph.budgets.config import TIERS, BudgetsConfig, ModelsConfig
 from budgetgraph.budgets.ledger import Ledger, LedgerRecord
 from budgetgraph.budgets.pricing import PriceBook
@@ -178,7 +178,7 @@ def window_rows(
         daily USD cap with ``pacing``, its ``factor`` and ``on_exceed``, and
         ``hour_scope``, ``hour_spent`` and ``hour_allowed`` (micro-USD, and in
         USD: what the current hour has spent and may spend, see
-        :func:`hour_allowance`), else ``None``.
+        :func:`~budgetgraph.budgets.caps.hour_allowance`), else ``None``.
     """
     out: list[dict[str, Any]] = []
     for tenant in tenants:
@@ -232,22 +232,6 @@ def window_rows(
                     }
             out.append(row)
     return out
-
-
-def hour_allowance(*, cap: int, before_hour: int, hour: int, factor: float | Decimal) -> int:
-    """What the current hour may spend under a daily cap's pacing (micro-USD).
-
-    ``factor`` times the even share of what the day had left when the hour
-    began, over the hours left in the day (UTC): the rule the ``limits``
-    plugin enforces (``budgets.yaml``'s ``windows.daily.pacing``).
-
-    Args:
-        cap: The daily cap, grants included (micro-USD).
-        before_hour: The day's spend before this hour (micro-USD).
-        hour: The hour of the day (0-23, UTC).
-        factor: The pacing factor.
-    """
-    return int(float(factor) * max(cap - before_hour, 0) / (24 - hour))
 
 
 def latency_rows(

@@ -52,7 +52,18 @@ from decimal import Decimal
 
 import openai
 
-from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, in_cap_unit, one_tier_down, plain, shown
+from budgetgraph.budgets.caps import (
+    Scopes,
+    caps_for,
+    held_totals,
+    hour_allowance,
+    in_cap_unit,
+    latency_exceeded,
+    latency_left_ms,
+    one_tier_down,
+    plain,
+    shown,
+)
 from budgetgraph.budgets.chat import may_have_been_billed
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, NodeBudget, OnExceed
 from budgetgraph.budgets.errors import BudgetExceededError
@@ -144,14 +155,7 @@ class LimitsPlugin:
             left = latency_left_ms(node_budget, request)
             if not isinstance(exc, openai.APITimeoutError) or request.timeout_s is None or left is None:
                 raise
-            assert node_budget.max_latency_ms is not None
-            raise BudgetExceededError(
-                node=request.node,
-                limit="max_latency_ms",
-                spent=round(node_budget.max_latency_ms - left),
-                cap=node_budget.max_latency_ms,
-                requested=round(request.timeout_s * 1000),
-            ) from exc
+            raise latency_exceeded(request, node_budget, left, request.timeout_s * 1000) from exc
         except BaseException:
             logger.warning(
                 "Node `%s`: the call stopped in flight; attempt `%s` stays open until the run resumes",
@@ -325,12 +329,13 @@ class LimitsPlugin:
         hour_spent = hour.spent.micro_usd + hour.reserved.micro_usd
         before_hour = day.spent.micro_usd + day.reserved.micro_usd - hour_spent
         cap = int(daily.max_cost_usd * MICRO) + day.granted.micro_usd
-        hours_left = 24 - self._now().hour
-        allowed = daily.pacing.factor * max(cap - before_hour, 0) / hours_left
+        allowed = hour_allowance(
+            cap=cap, before_hour=before_hour, hour=self._now().hour, factor=daily.pacing.factor
+        )
         cost = est_in * in_rate + MIN_OUTPUT_TOKENS * out_rate
         if hour_spent + cost <= allowed:
             return None
-        cap_ = Cap(scopes.hour, "daily.pacing", "micro_usd", int(allowed))
+        cap_ = Cap(scopes.hour, "daily.pacing", "micro_usd", allowed)
         refusal = Refusal(cap_, hour_spent, 0, 0, math.ceil(cost))
         return self._act(request, _Limit(cap_, daily.pacing.on_exceed, ()), refusal)
 
@@ -406,14 +411,8 @@ class LimitsPlugin:
         timeout_s = request.timeout_s
         left_ms = latency_left_ms(node, request)
         if left_ms is not None:
-            assert node.max_latency_ms is not None
             if left_ms <= 0:
-                raise BudgetExceededError(
-                    node=request.node,
-                    limit="max_latency_ms",
-                    spent=round(node.max_latency_ms - left_ms),
-                    cap=node.max_latency_ms,
-                )
+                raise latency_exceeded(request, node, left_ms)
             if left_ms / 1000 < self._models.endpoints[request.tier].settings.timeout_s:
                 timeout_s = min(timeout_s or math.inf, left_ms / 1000)
         max_tool_calls = request.max_tool_calls
@@ -421,27 +420,6 @@ class LimitsPlugin:
             left = max(0, node.max_tool_calls - request.node_spent.tool_calls)
             max_tool_calls = left if max_tool_calls is None else min(max_tool_calls, left)
         return request.evolve(timeout_s=timeout_s, max_tool_calls=max_tool_calls)
-
-
-def latency_left_ms(node: NodeBudget, request: CallRequest, now: float | None = None) -> float | None:
-    """What the node's ``max_latency_ms`` leaves for ``request`` (ms), or ``None`` without a cap.
-
-    The cap, less the latency of the node's calls so far (the run's spend table)
-    and the time since the gateway began this call (its retries, fallbacks and
-    waits included, from :attr:`~budgetgraph.budgets.request.CallRequest.started`).
-    May be negative.
-
-    Args:
-        node: The node's budget.
-        request: The call.
-        now: ``time.monotonic()`` (default: now).
-    """
-    if node.max_latency_ms is None:
-        return None
-    elapsed_ms = 0.0
-    if request.started is not None:
-        elapsed_ms = ((time.monotonic() if now is None else now) - request.started) * 1000
-    return node.max_latency_ms - request.node_spent.latency_ms - elapsed_ms
 
 
 MAX_RAISE: dict[str, Decimal] = {"micro_usd": Decimal(1_000_000), "tokens": Decimal(1_000_000_000)}

@@ -52,6 +52,28 @@ class Route:
     complexity: Complexity | None = None
 
 
+def _band_reason(
+    label: str,
+    scored: Complexity,
+    tier: Tier,
+    standard_at: float,
+    premium_at: float | None,
+    local_below: float | None = None,
+) -> str:
+    """Why a score (0-1) falls in ``tier``'s band, e.g. ``complexity 0.62 (money) >= standard_at 0.35``."""
+    why = f"{label} {scored.score:.2f}"
+    drivers = scored.drivers()
+    if drivers:
+        why += f" ({', '.join(drivers)})"
+    if tier == "local":
+        return why + f" < local_below {local_below}"
+    if tier == "economy":
+        return why + f" < standard_at {standard_at}"
+    if tier == "standard":
+        return why + f" >= standard_at {standard_at}"
+    return why + f" >= premium_at {premium_at}"
+
+
 def cap_tier(tier: Tier, ceiling: Tier) -> Tier:
     """``tier``, lowered to ``ceiling`` if it is above it."""
     return tier if TIERS.index(tier) <= TIERS.index(ceiling) else ceiling
@@ -95,16 +117,7 @@ def route(
         complexity = score(text)
         rules = settings.complexity
         pick = complexity.tier(rules.standard_at, rules.premium_at)
-        why = f"complexity {complexity.score:.2f}"
-        drivers = complexity.drivers()
-        if drivers:
-            why += f" ({', '.join(drivers)})"
-        if pick == "premium":
-            why += f" >= premium_at {rules.premium_at}"
-        elif pick == "standard":
-            why += f" >= standard_at {rules.standard_at}"
-        else:
-            why += f" < standard_at {rules.standard_at}"
+        why = _band_reason("complexity", complexity, pick, rules.standard_at, rules.premium_at)
         if bounds.min_tier is not None and TIERS.index(pick) < TIERS.index(bounds.min_tier):
             pick = bounds.min_tier
             why += f", raised to `{node}`'s min_tier {pick}"
@@ -150,18 +163,9 @@ def plan_tier(node: str, decision: DecisionScore, settings: RouterSettings) -> t
     """
     bands = settings.decision.of(node)
     tier: Tier = bands.tier(decision.score)
-    why = f"decision score {decision.score:.2f}"
-    drivers = decision.drivers()
-    if drivers:
-        why += f" ({', '.join(drivers)})"
-    if tier == "local":
-        why += f" < local_below {bands.local_below}"
-    elif tier == "economy":
-        why += f" < standard_at {bands.standard_at}"
-    elif tier == "standard":
-        why += f" >= standard_at {bands.standard_at}"
-    else:
-        why += f" >= premium_at {bands.premium_at}"
+    why = _band_reason(
+        "decision score", decision, tier, bands.standard_at, bands.premium_at, bands.local_below
+    )
     limits = settings.node(node)
     if limits.min_tier is not None and TIERS.index(tier) < TIERS.index(limits.min_tier):
         tier = limits.min_tier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,11 +92,15 @@ def test_a_finished_run_leaves_no_journal_and_its_calls_history_is_bounded(
     tmp_path: Path, openai_server: FakeOpenAIServer
 ):
     ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    pruned: list[int] = []
+    prune = ledger.prune_journal
+    ledger.prune_journal = lambda prefix: pruned.append(prune(prefix)) or pruned[-1]  # type: ignore[method-assign]
     graph = graph_on(ledger, tmp_path, openai_server)
 
     graph.invoke({"task": TASK}, {"configurable": {"thread_id": "done"}})
 
-    assert ledger.journal_get("done:x") is None
-    assert ledger.prune_journal("done:") == 0  # pruned when the review finished the run
+    assert pruned == [4]  # the run's four calls were journaled, and dropped when the review finished it
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM journal").fetchone() == (0,)
     recent = ledger.recent_usage("cto", "standard", "gpt-4.1-mini", limit=3)
-    assert 1 <= len(recent) <= 3 and all(tokens_in > 0 for tokens_in, _ in recent)
+    assert len(recent) == 1 and recent[0][0] > 0

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from budgetgraph.budgets.caps import Scopes
+from budgetgraph.budgets.caps import Scopes, hour_allowance
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, load_budgets, load_models
 from budgetgraph.budgets.ledger import Charge, Ledger, LedgerRecord, open_ledger
 from budgetgraph.budgets.pricing import PriceBook
-from budgetgraph.budgets.report import build_report, hour_allowance
+from budgetgraph.budgets.report import build_report
 
 NODE_NAMES = {name: name for name in ("planner", "cto", "coo", "reconcile")}
 NOW = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
