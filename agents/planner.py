@@ -48,6 +48,7 @@ from budgetgraph.agents.text import bullets, task_block
 from budgetgraph.budgets import BudgetExceededError, Gateway, ModelCall, NodeSession, Tier, usd
 from budgetgraph.budgets.caps import UNIT_NAMES, Room, StepOption, exceeded, over, plain, tightest_usd
 from budgetgraph.budgets.estimates import Estimator
+from budgetgraph.budgets.routing import Complexity
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def plan(
     if note:
         content += REPLAN_NOTE_TEMPLATE.format(note=note)
     texts = list(constraints) + ([note] if note else [])
-    tier, reason = gateway.estimator.planned_tier("planner", task=task, constraints=constraints, note=note)
+    decision = gateway.estimator.score(task, constraints, note)
+    tier, reason = gateway.estimator.planned_tier("planner", decision)
     brief = session.ask(
         [SystemMessage(PLANNER_SYSTEM), HumanMessage(content)],
         PlanBrief,
@@ -194,7 +196,8 @@ def plan_steps(
     budget = gateway.estimator
     questions: dict[str, list[str]] = {"cto": brief.cto_questions, "coo": brief.coo_questions}
     figures = bool(_FIGURES.search(" ".join([task, *constraints])))
-    score = budget.score(task, constraints, note).score  # quality priors depend on it, routed or not
+    decision = budget.score(task, constraints, note)  # quality priors depend on it, routed or not
+    score = decision.score
     planner_ran = any(c["node"] == "planner" for c in history)
     # A planner that has run spent already (in ``history``, so in every cap's room);
     # before it runs (``budgetgraph plan``), its step is planned with the others.
@@ -214,7 +217,7 @@ def plan_steps(
         )
         if note:
             prompt += REPLAN_NOTE_TEMPLATE.format(note=note)
-        wanted, why = budget.planned_tier(node, task=task, constraints=constraints, note=note)
+        wanted, why = budget.planned_tier(node, decision)
         decided = budget.route(
             wanted,
             node=node,
@@ -223,7 +226,7 @@ def plan_steps(
         )
         reasons = ([why] if why else []) + [reason for _, reason in decided.decisions]
         routed.append((node, decided.tier, reasons))
-    ran_tier = _ran_tier(budget, history, task, constraints, note) if planner_ran else None
+    ran_tier = _ran_tier(budget, history, decision) if planner_ran else None
     steps_read = [(node, tier) for node, tier, _ in routed] + ([("planner", ran_tier)] if ran_tier else [])
     recent = budget.recent(steps_read, now=now)  # the estimates' history, read at once
     for node, tier, reasons in routed:
@@ -251,9 +254,7 @@ def plan_steps(
         stop = stop or error
         steps.append(_step(pick, questions.get(entry.node, []), entry.reasons, within=within))
     if planner_ran:
-        steps.insert(
-            0, _planner_step(budget, task, constraints, note, ran_tier, score=score, now=now, recent=recent)
-        )
+        steps.insert(0, _planner_step(budget, decision, ran_tier, now=now, recent=recent))
     return (
         Plan(
             objective=brief.objective,
@@ -335,33 +336,28 @@ def _settle(
     return pick, within, entry.reasons[-1], error
 
 
-def _ran_tier(
-    budget: Estimator, history: Sequence[ModelCall], task: str, constraints: Sequence[str], note: str | None
-) -> Tier:
+def _ran_tier(budget: Estimator, history: Sequence[ModelCall], decision: Complexity) -> Tier:
     """The tier the planner ran at (its last call in ``history``), else the one planned."""
     ran = [c for c in history if c["node"] == "planner"]
     if ran:
         return ran[-1]["tier"]
-    return budget.planned_tier("planner", task=task, constraints=constraints, note=note)[0]
+    return budget.planned_tier("planner", decision)[0]
 
 
 def _planner_step(
     budget: Estimator,
-    task: str,
-    constraints: Sequence[str],
-    note: str | None,
+    decision: Complexity,
     tier: Tier | None,
     *,
-    score: float,
     now: datetime,
     recent: Mapping[tuple[str, Tier], list[tuple[int, int]]],
 ) -> PlanStep:
     """The planner's own step, at the tier it ran at (:func:`_ran_tier`)."""
-    _, why = budget.planned_tier("planner", task=task, constraints=constraints, note=note)
+    _, why = budget.planned_tier("planner", decision)
     if tier is None or not budget.reachable(tier):
         option = budget.local("planner")
     else:
-        option = budget.estimate("planner", tier, "llm", score=score, now=now, recent=recent)
+        option = budget.estimate("planner", tier, "llm", score=decision.score, now=now, recent=recent)
     return _step(option, [], [why] if why else [], within=True)
 
 

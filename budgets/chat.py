@@ -493,12 +493,14 @@ def _message_from_body(body: bytes | None) -> AIMessage | None:
     return _message_of(completion)
 
 
+@lru_cache(maxsize=512)
 def json_schema_format(schema: type[BaseModel]) -> dict[str, Any]:
     """OpenAI's ``response_format`` asking for strict JSON that validates as ``schema``.
 
     Given as a plain JSON schema rather than the pydantic class, so the OpenAI
     client does not validate the answer itself: a bad answer comes back with
-    its usage, to be counted and repaired.
+    its usage, to be counted and repaired. Built once per class; callers must
+    not change it.
     """
     function = convert_to_openai_function(schema, strict=True)
     return {

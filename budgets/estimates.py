@@ -21,8 +21,10 @@ else under ``budgets/``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from budgetgraph.budgets.caps import (
     Room,
@@ -89,18 +91,16 @@ class Estimator:
         """The decision's score (:func:`~budgetgraph.budgets.routing.score_decision`)."""
         return score_decision(task, constraints, note)
 
-    def planned_tier(
-        self, node: str, *, task: str, constraints: Sequence[str], note: str | None = None
-    ) -> tuple[Tier, str | None]:
-        """The tier the plan gives ``node`` for this decision, and the reason when it is not ``default_tier``.
+    def planned_tier(self, node: str, decision: Complexity) -> tuple[Tier, str | None]:
+        """The tier the plan gives ``node`` for a decision, and the reason when it is not ``default_tier``.
 
-        With ``router.decision`` on, the decision's score picks the node's band
-        (:func:`~budgetgraph.budgets.routing.plan_tier`); off, every node asks for
-        ``default_tier``. Caps, cooldowns and fallbacks apply later, on the call.
+        With ``router.decision`` on, the decision's score (:meth:`score`) picks the
+        node's band (:func:`~budgetgraph.budgets.routing.plan_tier`); off, every node
+        asks for ``default_tier``. Caps, cooldowns and fallbacks apply later, on the call.
         """
         if not self.by_decision:
             return self.default_tier, None
-        tier, reason = plan_tier(node, self.score(task, constraints, note), self.settings)
+        tier, reason = plan_tier(node, decision, self.settings)
         return tier, (reason if tier != self.default_tier else None)
 
     def route(self, wanted: Tier, *, node: str, text: str | None, budget: Room | None) -> Route:
@@ -278,15 +278,15 @@ class Estimator:
             latency += planning.tool_round_trip_ms
             quality = min(1.0, quality + planning.tool_quality_gain)
             tool_calls = 1
-        price = self._prices.price(
-            settings.model, input_tokens=input_tokens, output_tokens=output_tokens, provider=settings.provider
-        )
+        # USD per million tokens is micro-USD per token; the rates are looked up once per model.
+        in_rate, out_rate = self._prices.rates(settings.model, settings.provider) or (Decimal(0), Decimal(0))
+        micro_usd = math.ceil(input_tokens * in_rate + output_tokens * out_rate)
         return StepOption(
             node=node,
             path=path,
             tier=tier,
             tokens=input_tokens + output_tokens,
-            micro_usd=price.micro_usd,
+            micro_usd=micro_usd,
             latency_ms=latency,
             tool_calls=tool_calls,
             quality=quality,

@@ -59,6 +59,7 @@ class PriceBook:
 
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._overrides = dict(overrides or {})
+        self._rates: dict[tuple[str, str | None], tuple[Decimal, Decimal] | None] = {}
 
     def price(
         self,
@@ -109,7 +110,13 @@ class PriceBook:
         return Price(usd=Decimal(calc.total_price), known=True)
 
     def rates(self, model: str, provider: str | None = None) -> tuple[Decimal, Decimal] | None:
-        """Return (input, output) USD per million tokens for ``model``, or ``None``."""
+        """(input, output) USD per million tokens for ``model``, or ``None``; computed once per model."""
+        key = (model, provider)
+        if key not in self._rates:
+            self._rates[key] = self._rates_of(model, provider)
+        return self._rates[key]
+
+    def _rates_of(self, model: str, provider: str | None) -> tuple[Decimal, Decimal] | None:
         million = 1_000_000
         inp = self.price(model, input_tokens=million, output_tokens=0, provider=provider)
         out = self.price(model, input_tokens=0, output_tokens=million, provider=provider)

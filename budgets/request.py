@@ -299,7 +299,7 @@ class CallRequest:
         Returns:
             Tokens, rounded up.
         """
-        chars = self.prompt_chars() + len(json.dumps(self.schema.model_json_schema()))
+        chars = self.prompt_chars() + len(schema_json(self.schema))
         chars += sum(len(text) for text in self._tool_call_texts())
         for tool in self.tools:
             chars += len(json.dumps(convert_to_openai_tool(tool)))
@@ -316,10 +316,9 @@ class CallRequest:
             Tokens.
         """
         texts = [m.text for m in self.messages] + self._tool_call_texts()
-        texts.append(json.dumps(self.schema.model_json_schema()))
         sent_tools = () if self.max_tool_calls == 0 else self.tools  # none are offered then
         texts += [json.dumps(convert_to_openai_tool(tool)) for tool in sent_tools]
-        counted = sum(count_tokens(text, model) for text in texts)
+        counted = sum(count_tokens(text, model) for text in texts) + schema_tokens(self.schema, model)
         return counted + MESSAGE_OVERHEAD_TOKENS * len(self.messages) + REPLY_PRIMING_TOKENS
 
     def _tool_call_texts(self) -> list[str]:
@@ -390,6 +389,18 @@ def from_journal(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
         parse_error=entry.get("parse_error"),
         calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
     )
+
+
+@lru_cache(maxsize=512)
+def schema_json(schema: type[BaseModel]) -> str:
+    """``schema``'s JSON schema, serialised once per class (it is sent with every call)."""
+    return json.dumps(schema.model_json_schema())
+
+
+@lru_cache(maxsize=2048)
+def schema_tokens(schema: type[BaseModel], model: str) -> int:
+    """Tokens of ``schema``'s JSON schema by ``model``'s tokenizer, counted once per class and model."""
+    return count_tokens(schema_json(schema), model)
 
 
 def count_tokens(text: str, model: str) -> int:

@@ -105,7 +105,10 @@ class SqliteLedger(Ledger):
                         self.path, timeout=60, isolation_level=None, check_same_thread=False
                     )
                     if self.path != ":memory:":
+                        # WAL with synchronous=NORMAL: a commit survives the process being
+                        # killed at any point; only a power cut can take the last commits.
                         conn.execute("PRAGMA journal_mode=WAL")
+                        conn.execute("PRAGMA synchronous=NORMAL")
                     conn.executescript(_SCHEMA)
                     self._db = conn
         return self._db
@@ -354,11 +357,10 @@ class SqliteLedger(Ledger):
         ).fetchone()
         if row is None:  # already reclaimed as expired
             return False
-        for scope in json.loads(row[0]):
-            db.execute(
-                "UPDATE scopes SET r_tokens = r_tokens - ?, r_micro_usd = r_micro_usd - ? WHERE scope = ?",
-                (row[1], row[2], scope),
-            )
+        db.executemany(
+            "UPDATE scopes SET r_tokens = r_tokens - ?, r_micro_usd = r_micro_usd - ? WHERE scope = ?",
+            [(row[1], row[2], scope) for scope in json.loads(row[0])],
+        )
         db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
         return True
 

@@ -30,6 +30,7 @@ import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,12 @@ def _canonical(message: BaseMessage) -> dict[str, Any]:
     return data
 
 
+@lru_cache(maxsize=512)
+def _schema_digest(schema: type[BaseModel]) -> str:
+    """A short hash of ``schema``'s JSON schema, computed once per class."""
+    return short_hash(schema.model_json_schema(), 12)
+
+
 def namespace_of(request: CallRequest, prompt: Prompt, models: ModelsConfig, embedder: str) -> Namespace:
     """The namespace of ``request``.
 
@@ -109,7 +116,7 @@ def namespace_of(request: CallRequest, prompt: Prompt, models: ModelsConfig, emb
         model=settings.model,
         prompt=prompt.version,
         sampling=short_hash({"temperature": settings.temperature, "max_tokens": settings.max_output_tokens}),
-        schema=f"{schema.__name__}@{short_hash(schema.model_json_schema(), 12)}",
+        schema=f"{schema.__name__}@{_schema_digest(schema)}",
         embedder=embedder,
         endpoint=short_hash({"base_url": endpoint.base_url, "provider": settings.provider}),
     )
