@@ -4,18 +4,25 @@
 and metrics go to:
 
 - the local span store (SQLite, ``.budgetgraph/traces.sqlite``), always on
-  unless ``OTEL_SDK_DISABLED=true`` or ``BUDGETGRAPH_TRACE_STORE=off``;
+  unless ``OTEL_SDK_DISABLED=true`` or ``BUDGETGRAPH_TRACE_STORE=off``, written
+  like an exporter behind the SDK's ``BatchSpanProcessor`` (see
+  :mod:`budgetgraph.tracing.store`);
 - OTLP export of spans, through the SDK's own exporters behind a
   ``BatchSpanProcessor`` (spans leave from a background thread, never from
   the run's);
 - OTLP export of the GenAI client metrics, through a
   ``PeriodicExportingMetricReader``.
 
-Variables read (the OpenTelemetry SDK configuration spec; the SDK exporters
-read the rest themselves: headers, certificates, compression):
+The OpenTelemetry SDK reads most variables itself, and budgetgraph leaves
+them to it: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` and
+``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` (``Resource.create``; budgetgraph only
+fills in ``service.name=budgetgraph`` and ``service.version`` when they name
+none); the OTLP exporters' endpoint, headers, timeout, compression and
+certificates; the batch processors' ``OTEL_BSP_*`` (queue size, batch size,
+export timeout, schedule delay). budgetgraph reads, by the names of
+:mod:`opentelemetry.environment_variables` and :mod:`opentelemetry.sdk.environment_variables`:
 
 - ``OTEL_SDK_DISABLED=true``: no spans, no metrics, no local store.
-- ``OTEL_SERVICE_NAME`` (default ``budgetgraph``), ``OTEL_RESOURCE_ATTRIBUTES``.
 - ``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` (stderr) or ``none``. Unset:
   ``otlp`` when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, else none (the local store only).
@@ -23,16 +30,18 @@ read the rest themselves: headers, certificates, compression):
   when ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set. Jaeger, the usual
   target of ``OTEL_EXPORTER_OTLP_ENDPOINT``, takes no metrics.
 - ``OTEL_EXPORTER_OTLP_PROTOCOL`` (and ``_TRACES_`` / ``_METRICS_``):
-  ``http/protobuf`` (default) or ``grpc``.
-- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and ``_TRACES_`` / ``_METRICS_``): the
-  collector. Over HTTP the general one is a base URL (``/v1/traces`` is
-  added), a signal's own is used as is; over gRPC, ``host:port``.
-- ``OTEL_EXPORTER_OTLP_HEADERS`` (and ``_TRACES_`` ...): ``key=value,...``.
-- ``OTEL_EXPORTER_OTLP_TIMEOUT`` (and ``_TRACES_`` ...): the export timeout,
-  in seconds as the Python SDK reads it (default 10). It also bounds the
-  wait at shutdown.
-- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``: record prompts,
-  completions and tool arguments and results.
+  ``http/protobuf`` (default) or ``grpc``: which SDK exporter is built.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and ``_TRACES_`` / ``_METRICS_``), resolved
+  by the SDK's rules only for the logs and the shutdown's reachability check.
+- ``OTEL_EXPORTER_OTLP_TIMEOUT`` (and ``_TRACES_`` ...): in seconds as the
+  Python SDK reads it (default 10); it also bounds the wait at shutdown.
+- ``OTEL_BSP_SCHEDULE_DELAY``: whether it is set. Unset, the local store is
+  written every :data:`~budgetgraph.tracing.store.STORE_SCHEDULE_DELAY_MS`
+  (500 ms) instead of the SDK's 5 s; set, it applies to the store too.
+- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: record prompts,
+  completions and tool arguments and results (:func:`capture_content_from_env`).
+- ``OTEL_SEMCONV_STABILITY_OPT_IN``: ``gen_ai_latest_experimental`` opts in to
+  the latest GenAI conventions (:func:`genai_semconv_latest`).
 - ``BUDGETGRAPH_TRACE_STORE``: the local span store's path, or ``off``; read
   with the other settings by :mod:`budgetgraph.settings`.
 
@@ -43,18 +52,19 @@ host's. Otherwise budgetgraph keeps its providers to itself and does not
 install them globally.
 
 An unreachable collector never fails or holds up a run: spans are exported
-from a background thread, and :func:`shutdown_telemetry` gives the final
-export at most the export timeout. Before it waits, it checks with one TCP
-connection that the collector's port answers; when it does not (connection
-refused, no route), the pending spans are dropped at once with a warning
-(they are in the local store), instead of the exporter's retries with
-backoff (1 s, 2 s, 4 s ...) running out the timeout.
+from a background thread, and :func:`shutdown_telemetry` writes the local
+store first, then gives the final export the rest of the export timeout.
+Before it waits, it checks with one TCP connection that the collector's port
+answers; when it does not (connection refused, no route), the pending spans
+are dropped at once with a warning (they are in the local store), instead of
+the exporter's retries with backoff (1 s, 2 s, 4 s ...) running out the timeout.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextvars
+import functools
 import logging
 import os
 import socket
@@ -64,21 +74,38 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_BSP_SCHEDULE_DELAY,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    OTEL_SDK_DISABLED,
+    OTEL_SERVICE_NAME,
+)
 
 from budgetgraph.tracing import attributes as attr
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from budgetgraph.tracing.metrics import Instruments
-    from budgetgraph.tracing.store import SpanStore
+    from budgetgraph.tracing.store import SpanStore, SpanStoreBatchProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -86,19 +113,90 @@ Protocol = Literal["http/protobuf", "grpc"]
 ExporterName = Literal["otlp", "console", "none"]
 
 DEFAULT_SERVICE_NAME = "budgetgraph"
+"""``service.name`` when neither ``OTEL_SERVICE_NAME`` nor ``OTEL_RESOURCE_ATTRIBUTES`` names one."""
 DEFAULT_EXPORT_TIMEOUT_S = 10.0
 """The OTLP exporters' default timeout (s), per export."""
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """Opt-in to recording prompts, completions and tool arguments (the GenAI instrumentations' variable)."""
 _CAPTURE_ON = {"true", "span_only", "span_and_event"}
+SEMCONV_OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
+"""The conventions' stability opt-in: a comma-separated list of modes."""
+GENAI_LATEST = "gen_ai_latest_experimental"
+"""The opt-in mode of the latest (experimental) GenAI semantic conventions."""
 _PROBE_TIMEOUT_S = 1.0
 """The longest the shutdown's reachability check waits for the collector's port (s)."""
 
 
+@functools.cache
+def _optional(module: str) -> ModuleType | None:
+    """``module`` if it imports (tried once per process; 10-50 ms for the instrumentations), else ``None``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception:  # not installed, or broken: fall back to reading the variable ourselves
+        return None
+
+
+def genai_semconv_latest(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``.
+
+    Args:
+        env: The variables to read now. ``None``: the process's opt-in as
+            opentelemetry-instrumentation reads it (``_semconv``, once per process,
+            so budgetgraph's spans follow the same conventions as the GenAI
+            instrumentations', e.g. openai-v2); without that package, ``os.environ``
+            now, the same way (a comma-separated list, entries stripped,
+            case-sensitive).
+
+    Returns:
+        True when the latest experimental GenAI conventions are asked for. Never raises.
+    """
+    if env is None:
+        semconv = _optional("opentelemetry.instrumentation._semconv")
+        if semconv is not None:
+            try:
+                stability = semconv._OpenTelemetrySemanticConventionStability
+                stability._initialize()
+                mode = stability._get_opentelemetry_stability_opt_in_mode(
+                    semconv._OpenTelemetryStabilitySignalType.GEN_AI
+                )
+                return bool(mode == semconv._StabilityMode.GEN_AI_LATEST_EXPERIMENTAL)
+            except Exception:  # a private API that may change: read the variable instead
+                logger.debug("Could not ask opentelemetry-instrumentation for the opt-in", exc_info=True)
+        env = os.environ
+    return GENAI_LATEST in (mode.strip() for mode in env.get(SEMCONV_OPT_IN_ENV, "").split(","))
+
+
 def capture_content_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """Whether ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for message content."""
-    env = os.environ if env is None else env
-    return env.get(CAPTURE_ENV, "").strip().lower() in _CAPTURE_ON
+    """Whether ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for message content on spans.
+
+    ``true`` (the spelling of the GenAI conventions before
+    ``gen_ai_latest_experimental``) asks for it, as do the content capturing
+    modes of opentelemetry-util-genai that put content on spans, ``SPAN_ONLY``
+    and ``SPAN_AND_EVENT`` (any case); ``false``, ``NO_CONTENT`` and
+    ``EVENT_ONLY`` do not (budgetgraph emits no content events).
+
+    Args:
+        env: The variables (default ``os.environ``). With ``os.environ`` and
+            opentelemetry-util-genai installed, its ``should_capture_content_on_spans``
+            decides a mode, and warns of an unknown value.
+
+    Returns:
+        True to record content. Never raises.
+    """
+    source = os.environ if env is None else env
+    raw = source.get(CAPTURE_ENV, "").strip().lower()
+    if raw in {"", "true", "false"}:
+        return raw == "true"
+    if env is None:
+        utils = _optional("opentelemetry.util.genai.utils")
+        if utils is not None:
+            try:
+                return bool(utils.should_capture_content_on_spans())
+            except Exception:
+                logger.debug("Could not ask opentelemetry-util-genai for the capture mode", exc_info=True)
+    return raw in _CAPTURE_ON
 
 
 def default_store_path(cwd: Path | None = None) -> Path | None:
@@ -128,7 +226,7 @@ class SignalSettings:
         protocol: ``http/protobuf`` or ``grpc``.
         endpoint: Where the exporter sends, as resolved by the SDK's rules (for logs and
             the reachability check; the SDK exporter resolves it again itself).
-        timeout_s: Export timeout (s).
+        timeout_s: Export timeout (s), which also bounds the shutdown.
     """
 
     exporter: ExporterName
@@ -143,11 +241,15 @@ class TelemetrySettings:
 
     Attributes:
         disabled: ``OTEL_SDK_DISABLED=true``.
-        service_name: ``service.name`` of the resource.
+        service_name: ``service.name`` of the resource when ``OTEL_RESOURCE_ATTRIBUTES``
+            names none: ``OTEL_SERVICE_NAME``, else ``budgetgraph``.
         traces: Span export.
         metrics: Metric export.
         capture_content: Record message content on spans.
         store_path: The local span store, or ``None``.
+        store_schedule_delay_ms: The local store's batch delay (ms); ``None``: the
+            SDK's ``OTEL_BSP_SCHEDULE_DELAY``, which is set.
+        genai_latest: ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``.
     """
 
     disabled: bool
@@ -156,6 +258,8 @@ class TelemetrySettings:
     metrics: SignalSettings
     capture_content: bool
     store_path: Path | None
+    store_schedule_delay_ms: float | None = None
+    genai_latest: bool = False
 
     @classmethod
     def from_env(
@@ -173,35 +277,69 @@ class TelemetrySettings:
             store_path: The local span store (``None``: off); ``"default"`` asks
                 budgetgraph's settings (:func:`default_store_path`).
         """
-        env = os.environ if env is None else env
+        from budgetgraph.tracing.store import STORE_SCHEDULE_DELAY_MS
+
+        source = os.environ if env is None else env
         return cls(
-            disabled=env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true",
-            service_name=env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME,
-            traces=_signal(env, "TRACES", "v1/traces", default_on_general_endpoint=True),
-            metrics=_signal(env, "METRICS", "v1/metrics", default_on_general_endpoint=False),
+            disabled=source.get(OTEL_SDK_DISABLED, "").strip().lower() == "true",
+            service_name=source.get(OTEL_SERVICE_NAME, "").strip() or DEFAULT_SERVICE_NAME,
+            traces=_signal(source, "traces", default_on_general_endpoint=True),
+            metrics=_signal(source, "metrics", default_on_general_endpoint=False),
             capture_content=capture_content_from_env(env),
             store_path=default_store_path(cwd) if store_path == "default" else store_path,
+            store_schedule_delay_ms=None if source.get(OTEL_BSP_SCHEDULE_DELAY) else STORE_SCHEDULE_DELAY_MS,
+            genai_latest=genai_semconv_latest(env),
         )
 
 
-def _signal(
-    env: Mapping[str, str], signal: str, path: str, *, default_on_general_endpoint: bool
-) -> SignalSettings:
-    chosen = [p.strip().lower() for p in env.get(f"OTEL_{signal}_EXPORTER", "").split(",") if p.strip()]
-    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip()
-    general = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+@dataclass(frozen=True)
+class _SignalVariables:
+    """The variables of one signal, by the SDK's names."""
+
+    exporter: str
+    endpoint: str
+    protocol: str
+    timeout: str
+    path: str
+    """Added to the general endpoint over HTTP."""
+
+
+_SIGNALS = {
+    "traces": _SignalVariables(
+        OTEL_TRACES_EXPORTER,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+        "v1/traces",
+    ),
+    "metrics": _SignalVariables(
+        OTEL_METRICS_EXPORTER,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+        OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+        OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+        "v1/metrics",
+    ),
+}
+
+
+def _signal(env: Mapping[str, str], signal: str, *, default_on_general_endpoint: bool) -> SignalSettings:
+    """One signal's exporter, protocol, endpoint and timeout, by the SDK's rules."""
+    names = _SIGNALS[signal]
+    chosen = [p.strip().lower() for p in env.get(names.exporter, "").split(",") if p.strip()]
+    specific = env.get(names.endpoint, "").strip()
+    general = env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "").strip()
     exporter: ExporterName
     if chosen:
         exporter = "otlp" if "otlp" in chosen else "console" if "console" in chosen else "none"
         unknown = set(chosen) - {"otlp", "console", "none"}
         if unknown:
-            logger.warning("OTEL_%s_EXPORTER: %s not supported; using %s", signal, sorted(unknown), exporter)
+            logger.warning("%s: %s not supported; using %s", names.exporter, sorted(unknown), exporter)
     elif specific or (general and default_on_general_endpoint):
         exporter = "otlp"
     else:
         exporter = "none"
     raw_protocol = (
-        env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+        env.get(names.protocol) or env.get(OTEL_EXPORTER_OTLP_PROTOCOL) or ""
     ).strip().lower() or "http/protobuf"
     protocol: Protocol
     if raw_protocol == "grpc":
@@ -213,8 +351,8 @@ def _signal(
     if protocol == "grpc":
         endpoint = specific or general or "http://localhost:4317"
     else:
-        endpoint = specific or f"{(general or 'http://localhost:4318').rstrip('/')}/{path}"
-    raw_timeout = env.get(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        endpoint = specific or f"{(general or 'http://localhost:4318').rstrip('/')}/{names.path}"
+    raw_timeout = env.get(names.timeout) or env.get(OTEL_EXPORTER_OTLP_TIMEOUT)
     try:
         timeout_s = float(raw_timeout) if raw_timeout else DEFAULT_EXPORT_TIMEOUT_S
     except ValueError:
@@ -232,7 +370,8 @@ class Telemetry:
         settings: What the environment asked for.
         tracer: The tracer of budgetgraph's spans (scope ``budgetgraph``).
         instruments: The metric instruments, or ``None`` when no metric reader is configured.
-        store: The local span store, or ``None``.
+        store: The local span store, or ``None``; :mod:`budgetgraph.tracing.runs` notes
+            and reads each thread's first run span in it directly.
     """
 
     def __init__(
@@ -242,6 +381,7 @@ class Telemetry:
         *,
         instruments: Instruments | None = None,
         store: SpanStore | None = None,
+        store_processor: SpanStoreBatchProcessor | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         remote: Sequence[tuple[_Guarded, str]] = (),
@@ -250,6 +390,7 @@ class Telemetry:
         self.tracer = tracer
         self.instruments = instruments
         self.store = store
+        self._store_processor = store_processor
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._remote = list(remote)
@@ -260,8 +401,16 @@ class Telemetry:
         """Whether prompts, completions and tool arguments are recorded."""
         return self.settings.capture_content
 
+    @property
+    def genai_latest(self) -> bool:
+        """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for the latest experimental GenAI conventions."""
+        return self.settings.genai_latest
+
     def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Export what is pending, waiting at most ``timeout_s`` (default: the export timeout).
+        """Write the local store's queue, then export what is pending, within ``timeout_s``.
+
+        Args:
+            timeout_s: The longest wait (s); default: the export timeout.
 
         Returns:
             True when everything was handed over in time.
@@ -270,13 +419,22 @@ class Telemetry:
         return _bounded(self._flush_all, timeout, "flush")
 
     def _flush_all(self) -> None:
+        self._flush_store()
         if self._tracer_provider is not None:
             self._tracer_provider.force_flush()
         if self._meter_provider is not None:
             self._meter_provider.force_flush()
 
+    def _flush_store(self) -> None:
+        """Write what the local store's batch processor holds, in the calling thread."""
+        if self._store_processor is not None:
+            self._store_processor.force_flush()
+
     def shutdown(self) -> float:
-        """Export what is pending and close, within the export timeout; never raises.
+        """Write the local store, then export what is pending and close, within the export timeout.
+
+        The store comes first (a local file, about a millisecond for a run's
+        spans): ``budgetgraph trace`` reads it next. Never raises.
 
         Returns:
             Seconds spent.
@@ -287,6 +445,15 @@ class Telemetry:
         self._closed = True
         timeout = max(self.settings.traces.timeout_s, self.settings.metrics.timeout_s)
         deadline = started + timeout
+        stored = True
+        if self._store_processor is not None:
+            stored = _bounded(self._flush_store, timeout, "store")
+            if not stored:
+                logger.warning(
+                    "The local span store %s was not written within %.1f s; its last spans are lost.",
+                    self.store.path if self.store is not None else "",
+                    timeout,
+                )
         try:
             self._drop_where_unreachable(deadline)
         except Exception:  # telemetry never raises into the host
@@ -303,7 +470,7 @@ class Telemetry:
         except Exception:
             logger.debug("Telemetry shutdown failed", exc_info=True)
         finally:
-            if self.store is not None:
+            if self.store is not None and stored:  # else a write holds the store: leave it to the exit
                 self.store.close()
         return time.monotonic() - started
 
@@ -591,30 +758,33 @@ def _build(
         logger.debug("OTEL_SDK_DISABLED=true: no spans, no metrics, no local span store")
         return Telemetry(settings, trace.NoOpTracer())
 
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from budgetgraph.tracing.metrics import Instruments
-    from budgetgraph.tracing.store import SpanStore, SpanStoreProcessor
+    from budgetgraph.tracing.store import SpanStore, SpanStoreBatchProcessor
 
     version = _version()
-    store = SpanStore(settings.store_path) if settings.store_path is not None else None
+    store_processor: SpanStoreBatchProcessor | None = None
     remote: list[tuple[_Guarded, str]] = []
     host = trace.get_tracer_provider()
     owned_tracer_provider: TracerProvider | None = None
+    resource: Resource | None = None
     if isinstance(host, TracerProvider):
         # The host program set up OpenTelemetry: join its provider and exporters.
         provider = host
-        if store is not None and _mark(provider, f"store:{store.path}"):
-            provider.add_span_processor(SpanStoreProcessor(store))
+        if settings.store_path is not None:
+            store_processor = _joined_store(provider, settings)
     else:
-        resource = Resource.create({"service.name": settings.service_name, "service.version": version})
+        resource = _resource(settings, version)
         provider = owned_tracer_provider = TracerProvider(
             resource=resource, id_generator=_pinnable_ids(), shutdown_on_exit=False
         )
-        if store is not None:
-            provider.add_span_processor(SpanStoreProcessor(store))
+        if settings.store_path is not None:  # first: shutdown writes the store before exporting
+            store_processor = SpanStoreBatchProcessor(
+                SpanStore(settings.store_path), schedule_delay_millis=settings.store_schedule_delay_ms
+            )
+            provider.add_span_processor(store_processor)
         if settings.traces.exporter != "none":
             exporter = _guarded_span_exporter(_span_exporter(settings.traces))
             provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -641,7 +811,7 @@ def _build(
             if settings.metrics.exporter == "otlp":
                 remote.append((metric_exporter, settings.metrics.endpoint))
         if readers:
-            resource = Resource.create({"service.name": settings.service_name, "service.version": version})
+            resource = resource or _resource(settings, version)
             meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
             instruments = Instruments(meter_provider.get_meter(attr.SCOPE, version))
 
@@ -649,7 +819,8 @@ def _build(
         settings,
         provider.get_tracer(attr.SCOPE, version),
         instruments=instruments,
-        store=store,
+        store=store_processor.store if store_processor is not None else None,
+        store_processor=store_processor,
         tracer_provider=owned_tracer_provider if owned_tracer_provider is not None else None,
         meter_provider=meter_provider,
         remote=remote,
@@ -667,17 +838,42 @@ def _pinnable_ids() -> Any:
     return PinnableIdGenerator()
 
 
-def _mark(provider: Any, key: str) -> bool:
-    """Note ``key`` on a host provider; False when it was noted already (added once per process)."""
-    marks: set[str] = getattr(provider, "_budgetgraph_marks", set())
-    if key in marks:
-        return False
-    marks.add(key)
-    try:
-        provider._budgetgraph_marks = marks
-    except AttributeError:
-        pass
-    return True
+def _resource(settings: TelemetrySettings, version: str) -> Resource:
+    """The SDK's resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, the detectors).
+
+    ``service.name`` and ``service.version`` are budgetgraph's only where the
+    two variables give none (the SDK would say ``unknown_service``).
+    """
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, OTELResourceDetector, Resource
+
+    given = OTELResourceDetector().detect().attributes
+    ours = {SERVICE_NAME: settings.service_name, SERVICE_VERSION: version}
+    return Resource.create({key: value for key, value in ours.items() if key not in given})
+
+
+def _joined_store(provider: Any, settings: TelemetrySettings) -> SpanStoreBatchProcessor:
+    """The store's batch processor on a host's provider: added once per process and path, then reused.
+
+    A host provider keeps its processors until it shuts down, so a later
+    :func:`configure_telemetry` (after :func:`shutdown_telemetry`) finds the
+    one it added before rather than adding a second writer of the same file.
+    """
+    from budgetgraph.tracing.store import SpanStore, SpanStoreBatchProcessor
+
+    assert settings.store_path is not None
+    joined: dict[Path, SpanStoreBatchProcessor] = getattr(provider, "_budgetgraph_stores", {})
+    processor = joined.get(settings.store_path)
+    if processor is None:
+        processor = SpanStoreBatchProcessor(
+            SpanStore(settings.store_path), schedule_delay_millis=settings.store_schedule_delay_ms
+        )
+        provider.add_span_processor(processor)
+        joined[settings.store_path] = processor
+        try:
+            provider._budgetgraph_stores = joined
+        except AttributeError:  # a provider with __slots__: a processor per configuration, as before
+            pass
+    return processor
 
 
 def _version() -> str:

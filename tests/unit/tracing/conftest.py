@@ -52,3 +52,13 @@ def no_telemetry_left_over() -> Iterator[None]:
     shutdown_telemetry()
     yield
     shutdown_telemetry()
+
+
+@pytest.fixture
+def fresh_semconv(monkeypatch) -> Iterator[None]:
+    """opentelemetry-instrumentation reads the opt-in once per process: read it again in this test."""
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
+
+    monkeypatch.setattr(stability, "_initialized", False)
+    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+    yield

@@ -1,4 +1,7 @@
-"""Telemetry set up from the OTEL_* variables, exported over OTLP, and shut down within a bound."""
+"""Telemetry set up from the OTEL_* variables, exported over OTLP, and shut down within a bound.
+
+The local store is written off the run's threads and flushed first.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer
 
 from budgetgraph.tracing import (
     TelemetrySettings,
     configure_telemetry,
     current,
+    force_flush,
     get_tracer,
+    setup,
     shutdown_telemetry,
 )
+from budgetgraph.tracing.setup import capture_content_from_env, genai_semconv_latest
+from budgetgraph.tracing.store import SpanStore
 from tests.fakes.otlp_receiver import OTLPReceiver
 
 
@@ -227,3 +236,130 @@ def test_spans_cost_nothing_until_configured():
     assert current() is None
     with get_tracer().start_as_current_span("unconfigured") as span:
         assert not span.is_recording()
+
+
+def test_the_local_store_is_written_every_500_ms_unless_otel_bsp_schedule_delay_says_otherwise():
+    assert settings().store_schedule_delay_ms == 500
+    assert settings(OTEL_BSP_SCHEDULE_DELAY="2000").store_schedule_delay_ms is None, "the SDK reads it"
+
+
+def test_force_flush_and_shutdown_write_the_local_store_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("BUDGETGRAPH_TRACE_STORE", str(tmp_path / "t.sqlite"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    store = SpanStore(tmp_path / "t.sqlite")
+    configure_telemetry()
+
+    with get_tracer().start_as_current_span("flushed", attributes={"gen_ai.conversation.id": "t"}):
+        pass
+    assert not store.path.exists(), "the span was written in the ending thread"
+    assert force_flush()
+    assert [s.name for s in store.spans("t")] == ["flushed"]
+
+    with get_tracer().start_as_current_span("at shutdown", attributes={"gen_ai.conversation.id": "t"}):
+        pass
+    shutdown_telemetry()
+    assert [s.name for s in store.spans("t")] == ["flushed", "at shutdown"]
+
+
+def test_a_served_graphs_spans_reach_the_store_within_the_schedule_delay(monkeypatch, tmp_path):
+    monkeypatch.setenv("BUDGETGRAPH_TRACE_STORE", str(tmp_path / "t.sqlite"))
+    dashboard = SpanStore(tmp_path / "t.sqlite")  # another reader, as the dashboard is
+    configure_telemetry()
+
+    with get_tracer().start_as_current_span("served", attributes={"gen_ai.conversation.id": "t"}):
+        pass
+    ended = time.monotonic()
+    while not dashboard.spans("t") and time.monotonic() - ended < 5:
+        time.sleep(0.02)
+
+    assert [s.name for s in dashboard.spans("t")] == ["served"]
+    assert time.monotonic() - ended < 2.0, "500 ms schedule delay, with room for a slow machine"
+
+
+def resource_of_a_span(tmp_path: Path) -> dict:
+    exporter = InMemorySpanExporter()
+    configure_telemetry(
+        TelemetrySettings.from_env(store_path=tmp_path / "t.sqlite"),
+        span_processors=[SimpleSpanProcessor(exporter)],
+    )
+    with get_tracer().start_as_current_span("x"):
+        pass
+    shutdown_telemetry()
+    (span,) = exporter.get_finished_spans()
+    return dict(span.resource.attributes)
+
+
+def test_the_sdk_builds_the_resource_with_budgetgraphs_name_only_where_none_is_given(monkeypatch, tmp_path):
+    assert resource_of_a_span(tmp_path)["service.name"] == "budgetgraph"
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes,deployment.environment=ci")
+    given = resource_of_a_span(tmp_path)
+    assert (given["service.name"], given["deployment.environment"]) == ("from-attributes", "ci")
+    assert given["service.version"], "budgetgraph's version where the variables give none"
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "billing-review")
+    assert resource_of_a_span(tmp_path)["service.name"] == "billing-review"
+
+
+def test_the_genai_semconv_opt_in_is_read_from_a_comma_separated_list():
+    assert genai_semconv_latest({"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup, gen_ai_latest_experimental"})
+    assert not genai_semconv_latest({"OTEL_SEMCONV_STABILITY_OPT_IN": "http,database"})
+    assert not genai_semconv_latest({})
+    assert settings(OTEL_SEMCONV_STABILITY_OPT_IN="gen_ai_latest_experimental").genai_latest
+    assert not settings().genai_latest
+
+
+def test_the_process_opt_in_is_the_instrumentation_packages(monkeypatch, fresh_semconv):
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability,
+        _OpenTelemetryStabilitySignalType,
+        _StabilityMode,
+    )
+
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    assert genai_semconv_latest()
+    mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+        _OpenTelemetryStabilitySignalType.GEN_AI
+    )
+    assert mode is _StabilityMode.GEN_AI_LATEST_EXPERIMENTAL
+
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    assert genai_semconv_latest(), "read once per process, as the GenAI instrumentations read it"
+
+
+def test_without_the_instrumentation_package_the_opt_in_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation._semconv", None)  # import fails
+    setup._optional.cache_clear()
+    try:
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+        assert genai_semconv_latest()
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
+        assert not genai_semconv_latest()
+    finally:
+        setup._optional.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("value", "captured"),
+    [
+        ("true", True),
+        ("True", True),
+        ("false", False),
+        ("SPAN_ONLY", True),
+        ("span_and_event", True),
+        ("EVENT_ONLY", False),
+        ("NO_CONTENT", False),
+        ("", False),
+    ],
+)
+def test_content_capture_takes_true_and_the_util_genai_modes(monkeypatch, value, captured):
+    assert capture_content_from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value}) is captured
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    assert capture_content_from_env() is captured
+
+
+def test_an_unknown_capture_mode_records_no_content_and_util_genai_warns(monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "everything")
+
+    assert not capture_content_from_env()
+    assert "is not a valid option" in caplog.text

@@ -1,14 +1,26 @@
-"""The local span store keeps budgetgraph's spans by thread, and each thread's first run span."""
+"""The local span store keeps budgetgraph's spans by thread, and each thread's first run span.
+
+Spans reach it off the run's threads, a batch per transaction, behind the SDK's batch processor.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from budgetgraph.tracing.store import SpanStore, SpanStoreProcessor
+from budgetgraph.tracing.store import (
+    SpanStore,
+    SpanStoreBatchProcessor,
+    SpanStoreExporter,
+    SpanStoreProcessor,
+)
 
 
 def provider_with(store: SpanStore) -> TracerProvider:
@@ -90,3 +102,111 @@ def test_many_threads_write_at_once_and_a_closed_store_reopens(tmp_path: Path):
         pass
 
     assert len(store.spans("t")) == 81
+
+
+def test_the_batch_processor_queues_a_span_in_the_ending_thread_and_writes_it_at_flush(
+    tmp_path: Path, monkeypatch
+):
+    store = SpanStore(tmp_path / "traces.sqlite")
+    writers: list[str] = []
+    write = store.write
+    monkeypatch.setattr(
+        store, "write", lambda spans: (writers.append(threading.current_thread().name), write(spans))
+    )
+    processor = SpanStoreBatchProcessor(store, schedule_delay_millis=60_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("budgetgraph")
+
+    def node() -> None:
+        with tracer.start_as_current_span("invoke_agent cto", attributes={"gen_ai.conversation.id": "t"}):
+            pass
+
+    worker = threading.Thread(target=node, name="node")
+    worker.start()
+    worker.join()
+
+    assert writers == [] and not store.path.exists(), "on_end wrote to SQLite in the node's thread"
+    assert processor.force_flush()
+    assert [s.name for s in store.spans("t")] == ["invoke_agent cto"] and "node" not in writers
+    provider.shutdown()
+
+
+def test_the_batch_processor_writes_within_its_schedule_delay_from_its_own_thread(
+    tmp_path: Path, monkeypatch
+):
+    store = SpanStore(tmp_path / "traces.sqlite")
+    writers: list[str] = []
+    write = store.write
+    monkeypatch.setattr(
+        store, "write", lambda spans: (writers.append(threading.current_thread().name), write(spans))
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(SpanStoreBatchProcessor(store, schedule_delay_millis=50))
+
+    with provider.get_tracer("budgetgraph").start_as_current_span(
+        "s", attributes={"gen_ai.conversation.id": "t"}
+    ):
+        pass
+    deadline = time.monotonic() + 5
+    while not store.spans("t") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert [s.name for s in store.spans("t")] == ["s"]
+    assert writers and all(name.startswith("OtelBatchSpan") for name in writers)
+    provider.shutdown()
+
+
+def test_the_batch_processor_queues_only_budgetgraphs_spans(tmp_path: Path):
+    store = SpanStore(tmp_path / "traces.sqlite")
+    processor = SpanStoreBatchProcessor(store, schedule_delay_millis=60_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+
+    with provider.get_tracer("httpx").start_as_current_span(
+        "GET", attributes={"gen_ai.conversation.id": "t"}
+    ):
+        pass
+
+    assert len(processor._batch_processor._queue) == 0
+    provider.shutdown()
+    assert store.spans("t") == []
+
+
+def ended_spans(n: int, *, poison: int | None = None) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("budgetgraph")
+    for i in range(n):
+        with tracer.start_as_current_span(
+            "poison" if i == poison else f"s{i}", attributes={"gen_ai.conversation.id": "t"}
+        ):
+            pass
+    return list(exporter.get_finished_spans())
+
+
+def test_a_batch_is_written_in_one_transaction(tmp_path: Path, caplog):
+    store = SpanStore(tmp_path / "traces.sqlite")
+    store.remember_root("t0", trace_id=1, span_id=1, trace_flags=1, started_ns=1)  # creates the schema
+    with sqlite3.connect(store.path) as db:  # a row that SQLite refuses, in the middle of the batch
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON spans WHEN NEW.name = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    exporter = SpanStoreExporter(store)
+
+    refused = exporter.export(ended_spans(50, poison=30))
+    written = exporter.export(ended_spans(50))
+
+    assert refused is SpanExportResult.FAILURE and "Could not write 50 spans" in caplog.text
+    assert written is SpanExportResult.SUCCESS
+    assert len(store.spans("t")) == 50, "the refused batch left none of its 49 other spans behind"
+
+
+def test_a_write_that_fails_is_logged_and_returns_failure_never_raises(tmp_path: Path, caplog):
+    (tmp_path / "file").write_text("")
+    exporter = SpanStoreExporter(SpanStore(tmp_path / "file" / "traces.sqlite"))
+
+    assert exporter.export(ended_spans(2)) is SpanExportResult.FAILURE
+    assert "Could not write 2 spans" in caplog.text
