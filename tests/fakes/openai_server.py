@@ -15,6 +15,14 @@ with ``respx``):
 * ``POST /v1/embeddings``: deterministic, L2-normalised feature-hashing vectors
   (texts sharing words get similar vectors), as float lists or base64.
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
+* ``POST /v1/files`` (multipart upload; a ``purpose="batch"`` file is checked line by
+  line, see :func:`batch_input_problems`, and refused with a 400 naming each bad line),
+  ``GET /v1/files`` (``purpose``, ``order``, ``limit``, ``after``), ``GET /v1/files/{id}``,
+  ``GET /v1/files/{id}/content`` and ``DELETE /v1/files/{id}``.
+* ``POST /v1/batches`` (``endpoint="/v1/chat/completions"``, ``completion_window="24h"``),
+  ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` and ``GET /v1/batches``
+  (newest first, ``limit``/``after``), so that the ``openai`` client's ``files`` and
+  ``batches`` resources parse their answers into its own types.
 
 Typical use::
 
@@ -45,12 +53,35 @@ Token accounting is deterministic (see :func:`estimate_prompt_tokens`):
 JSON of the ``tools`` list, divided by four (at least 1); ``completion_tokens``
 is the length of the generated content (or of the concatenated tool-call
 argument strings) divided by four (at least 1).
+
+Batches advance by retrieves, never by the clock. ``POST /v1/batches`` answers
+``validating``; with the default ``after_polls=2`` the first ``GET /v1/batches/{id}``
+answers ``in_progress`` with the first half of the lines answered, the second
+``completed`` (retrieve ``k`` of ``n`` has answered ``lines * k // n``). Each line's
+``body`` goes through the live chat code path (so :meth:`~FakeOpenAIServer.set_fields`,
+:meth:`~FakeOpenAIServer.script_tool_calls`, :meth:`~FakeOpenAIServer.fail`,
+:meth:`~FakeOpenAIServer.set_usage`, structured output and ``max_completion_tokens`` apply;
+injected faults, delays and streaming do not). A 200 goes to the output file as
+``{"id": "batch_req_...", "custom_id": ..., "response": {"status_code": 200,
+"request_id": ..., "body": <chat.completion>}, "error": null}``; a 4xx/5xx goes to the
+error file in the same shape, and an expired or cancelled line as ``{"response": null,
+"error": {"code": "batch_expired" | "batch_cancelled", ...}}``. Batch answers are
+billed in :attr:`FakeOpenAIServer.billed` like live ones, and also counted in its
+``batch_*`` fields; they are recorded in :attr:`FakeBatch.requests`, not in
+:attr:`FakeOpenAIServer.requests`. ``POST /v1/batches/{id}/cancel`` makes a running batch
+``cancelling``; the next retrieve makes it ``cancelled``, keeping the lines already answered.
+Hooks: :meth:`~FakeOpenAIServer.batch_mode` sets ``after_polls`` for unscripted batches;
+:meth:`~FakeOpenAIServer.script_batch` makes the next batches (or those with a
+``custom_id`` prefix) end ``completed`` with failed lines, ``failed`` (validation
+``errors``), ``expired`` (partial) or ``cancelled``; :attr:`~FakeOpenAIServer.files` and
+:attr:`~FakeOpenAIServer.batches` hold them for inspection.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import email.policy
 import hashlib
 import itertools
 import json
@@ -64,19 +95,27 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
+    "BATCH_ENDPOINT",
+    "BATCH_OUTCOMES",
+    "BATCH_WINDOW_S",
     "DEFAULT_EMBEDDING_DIM",
     "FAULT_KINDS",
     "Billed",
+    "FakeBatch",
+    "FakeFile",
     "FakeOpenAIServer",
     "RecordedRequest",
     "agent_from_system_prompt",
+    "batch_input_problems",
     "embed_text",
     "estimate_prompt_tokens",
     "generate_from_schema",
@@ -636,6 +675,11 @@ class _Counted:
     skip: int = 0
 
 
+def _simulated_error(failure: _Counted) -> str:
+    """The message of an error scripted with :meth:`FakeOpenAIServer.fail`."""
+    return f"Simulated error {failure.status} from FakeOpenAIServer (match={failure.match!r})."
+
+
 @dataclass(frozen=True)
 class _Context:
     agent: str | None
@@ -651,6 +695,25 @@ class _Answer:
     content: str | None
     tool_calls: list[dict[str, Any]]
     finish_reason: str
+
+
+@dataclass
+class _Turn:
+    """What the server makes of one chat body before answering it, live or as a batch line.
+
+    :meth:`FakeOpenAIServer._chat_turn` reads the body; :meth:`FakeOpenAIServer._draw`
+    fills in the scripted behaviour that applies to it.
+    """
+
+    ctx: _Context
+    json_schema: Mapping[str, Any] | None
+    forced: str | None
+    after_tool: bool
+    delay: float = 0.0
+    failure: _Counted | None = None
+    fault: str | None = None
+    script: _Counted | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _forced_function(body: Mapping[str, Any]) -> str | None:
@@ -711,6 +774,14 @@ def _completion(
     }
 
 
+def _error_body(status: int, message: str, **fields: Any) -> dict[str, Any]:
+    """OpenAI's ``{"error": {...}}`` body for ``status``; ``fields`` override its keys."""
+    error_type, code = _ERROR_TYPES.get(
+        status, ("server_error", None) if status >= 500 else ("invalid_request_error", None)
+    )
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code, **fields}}
+
+
 _HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 """The body of a ``non_json`` fault: what a proxy in front of a model server may send with a 200."""
 
@@ -738,20 +809,34 @@ def _violating(answer: _Answer) -> _Answer:
 class Billed:
     """What the server billed: every answer it produced, read by the client or not.
 
+    The totals include the answers to batch lines (see :meth:`FakeOpenAIServer.script_batch`);
+    the ``batch_*`` fields count those alone, so live figures are the difference.
+
     Attributes:
         responses: Answers produced (errors with a 4xx/5xx status are not billed).
         input_tokens: Prompt tokens billed.
         output_tokens: Completion tokens billed.
+        batch_responses: Of ``responses``, the answers to batch lines.
+        batch_input_tokens: Of ``input_tokens``, those of batch lines.
+        batch_output_tokens: Of ``output_tokens``, those of batch lines.
     """
 
     responses: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    batch_responses: int = 0
+    batch_input_tokens: int = 0
+    batch_output_tokens: int = 0
 
     @property
     def tokens(self) -> int:
         """Input plus output tokens billed."""
         return self.input_tokens + self.output_tokens
+
+    @property
+    def batch_tokens(self) -> int:
+        """Input plus output tokens billed for batch lines."""
+        return self.batch_input_tokens + self.batch_output_tokens
 
 
 class _FaultPlan:
@@ -800,6 +885,315 @@ def _split(text: str, parts: int) -> list[str]:
         return []
     size = max(1, math.ceil(len(text) / parts))
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+# --------------------------------------------------------------------------- #
+# Files and batches
+# --------------------------------------------------------------------------- #
+
+BATCH_ENDPOINT = "/v1/chat/completions"
+"""The only endpoint the fake runs batches for (lines' ``url`` and the batch's ``endpoint``)."""
+
+BATCH_OUTCOMES: tuple[str, ...] = ("completed", "failed", "expired", "cancelled")
+"""The terminal statuses a batch can be scripted to end in (:meth:`FakeOpenAIServer.script_batch`)."""
+
+BATCH_WINDOW_S = 24 * 3600
+"""A batch's ``completion_window`` (``"24h"``, the only one accepted) in s: ``expires_at - created_at``."""
+
+_FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+_BATCH_FILE_TTL_S = 30 * 24 * 3600  # files with purpose "batch" expire after 30 days by default
+_FILES_ROUTE = re.compile(r"/v1/files(?:/([^/]+)(/content)?)?$")
+_BATCHES_ROUTE = re.compile(r"/v1/batches(?:/([^/]+)(/cancel)?)?$")
+_LINE_ERRORS: dict[str, tuple[str, str]] = {
+    "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
+    "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
+}
+
+
+@dataclass
+class FakeFile:
+    """A file held by :class:`FakeOpenAIServer`: uploaded, or a batch's output or error file.
+
+    Attributes:
+        id: ``"file-..."``.
+        filename: The uploaded name, or ``"{batch_id}_output.jsonl"`` / ``"{batch_id}_error.jsonl"``.
+        purpose: As uploaded (``"batch"``, ``"user_data"``, ...), or ``"batch_output"`` for the
+            files a batch writes.
+        content: The bytes, as served by ``GET /v1/files/{id}/content``.
+        created_at: Unix time (s) of the upload or of the batch's end.
+    """
+
+    id: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: int
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON objects of a JSONL file (a batch input, output or error file), in order."""
+        # Split on "\n" only, as batch_input_problems does: str.splitlines() also splits on
+        # U+2028 and friends, which JSON strings may hold unescaped.
+        return [json.loads(line) for line in self.content.decode("utf-8").split("\n") if line.strip()]
+
+    def to_object(self) -> dict[str, Any]:
+        """The ``file`` object the API serves (``openai.types.FileObject``)."""
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.content),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": self.created_at + _BATCH_FILE_TTL_S if self.purpose == "batch" else None,
+            "status_details": None,
+        }
+
+
+@dataclass
+class FakeBatch:
+    """A batch held by :class:`FakeOpenAIServer` (see :meth:`FakeOpenAIServer.script_batch`).
+
+    Attributes:
+        id: ``"batch_..."``.
+        input_file_id: The uploaded JSONL file the batch runs.
+        endpoint: Always :data:`BATCH_ENDPOINT`.
+        completion_window: Always ``"24h"``.
+        metadata: The ``metadata`` given at creation, or ``None``.
+        lines: The input file's request lines (``custom_id``, ``method``, ``url``, ``body``),
+            read when the batch was created.
+        model: The ``model`` of the first line (or the server's ``model`` override).
+        outcome: The terminal status the batch is headed for (one of :data:`BATCH_OUTCOMES`);
+            a cancel call overrides it.
+        after_polls: The retrieve on which the batch reaches ``outcome``.
+        fail_lines: 1-based input lines that do not succeed (see :meth:`FakeOpenAIServer.script_batch`).
+        created_at: Unix time (s) of creation; ``expires_at`` is :data:`BATCH_WINDOW_S` later.
+        status: The current status (``openai.types.Batch.status``).
+        polls: ``GET /v1/batches/{id}`` calls so far.
+        cancel_poll: ``polls`` when the batch became ``cancelling``; the next retrieve cancels it.
+        results: Input line index (0-based) -> the output or error line written for it.
+        errors: The validation errors of a ``failed`` batch (``openai.types.BatchError`` dicts).
+        requests: One record per answered line, as the live endpoint records its requests (these
+            are not in :attr:`FakeOpenAIServer.requests`); ``billed`` is what was billed for it.
+        output_file_id: The output file, once the batch ended with at least one answered line.
+        error_file_id: The error file, once the batch ended with at least one failed line.
+    """
+
+    id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    lines: list[dict[str, Any]]
+    model: str | None
+    outcome: str
+    after_polls: int
+    fail_lines: tuple[int, ...]
+    created_at: int
+    status: str = "validating"
+    polls: int = 0
+    cancel_poll: int | None = None
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+
+    @property
+    def request_counts(self) -> dict[str, int]:
+        """``total``/``completed``/``failed`` lines; expired and cancelled lines count as failed.
+
+        A ``failed`` batch never ran, so all three are 0.
+        """
+        if self.status == "failed":
+            return {"total": 0, "completed": 0, "failed": 0}
+        completed = sum(1 for r in self.results.values() if _line_status(r) == 200)
+        return {"total": len(self.lines), "completed": completed, "failed": len(self.results) - completed}
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """The summed usage of the answered lines (``openai.types.BatchUsage``)."""
+        billed = [r.billed for r in self.requests if r.billed is not None]
+        prompt = sum(int(b["prompt_tokens"]) for b in billed)
+        completion = sum(int(b["completion_tokens"]) for b in billed)
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {
+                "cached_tokens": sum(int(b["prompt_tokens_details"]["cached_tokens"]) for b in billed)
+            },
+            "output_tokens": completion,
+            "output_tokens_details": {
+                "reasoning_tokens": sum(
+                    int(b["completion_tokens_details"]["reasoning_tokens"]) for b in billed
+                )
+            },
+            "total_tokens": prompt + completion,
+        }
+
+    def answerable(self) -> list[int]:
+        """Indices of the lines the batch answers: all but the ``fail_lines`` of an expiry or cancel."""
+        if self.outcome in _LINE_ERRORS:
+            return [i for i in range(len(self.lines)) if i + 1 not in self.fail_lines]
+        return list(range(len(self.lines)))
+
+    def to_object(self) -> dict[str, Any]:
+        """The ``batch`` object the API serves (``openai.types.Batch``)."""
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "errors": {"object": "list", "data": copy.deepcopy(self.errors)} if self.errors else None,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "in_progress_at": self.in_progress_at,
+            "expires_at": self.created_at + BATCH_WINDOW_S,
+            "finalizing_at": self.finalizing_at,
+            "completed_at": self.completed_at,
+            "failed_at": self.failed_at,
+            "expired_at": self.expired_at,
+            "cancelling_at": self.cancelling_at,
+            "cancelled_at": self.cancelled_at,
+            "request_counts": self.request_counts,
+            "metadata": dict(self.metadata) if self.metadata is not None else None,
+            "usage": self.usage,
+        }
+
+
+@dataclass
+class _BatchScript:
+    outcome: str
+    match: str | None
+    after_polls: int | None
+    fail_lines: tuple[int, ...] | None
+    remaining: int
+
+
+def _line_status(result: Mapping[str, Any]) -> int | None:
+    """The HTTP status of an output/error line; ``None`` for an expired or cancelled line."""
+    response = result.get("response")
+    return int(response["status_code"]) if isinstance(response, Mapping) else None
+
+
+def _jsonl(items: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(item) + "\n" for item in items).encode("utf-8")
+
+
+def _multipart_fields(content_type: str, data: bytes) -> dict[str, tuple[str | None, bytes]] | None:
+    """The parts of a ``multipart/form-data`` body: name -> (filename, bytes); ``None`` if not one."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + data)
+    if not isinstance(message, EmailMessage) or not message.is_multipart():
+        return None
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            payload = part.get_payload(decode=True)
+            fields[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+def batch_input_problems(data: bytes) -> list[str]:
+    """What is wrong with a batch input file, one entry per problem, each naming its line.
+
+    A file is one JSON object per line (a final newline is allowed, blank lines are not),
+    each with a non-empty ``custom_id`` unique in the file, ``"method": "POST"``,
+    ``"url": "/v1/chat/completions"`` (:data:`BATCH_ENDPOINT`) and a JSON-object ``body``.
+    Whether a ``body`` is a valid chat request is not checked here: the batch answers
+    such a line with the live endpoint's 400, in its error file.
+
+    Args:
+        data: The uploaded bytes.
+
+    Returns:
+        The problems, in line order; empty for a valid file.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ["the file is not UTF-8 text"]
+    rows = text.split("\n")
+    if rows and rows[-1] == "":
+        rows.pop()
+    if not rows:
+        return ["the file has no requests"]
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if not row.strip():
+            problems.append(f"line {number} is empty")
+            continue
+        try:
+            item = json.loads(row)
+        except ValueError:
+            problems.append(f"line {number} is not valid JSON")
+            continue
+        if not isinstance(item, dict):
+            problems.append(f"line {number} is not a JSON object")
+            continue
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            problems.append(f"line {number}: `custom_id` must be a non-empty string")
+        elif custom_id in seen:
+            problems.append(
+                f"line {number}: `custom_id` `{custom_id}` is already used on line {seen[custom_id]}"
+            )
+        else:
+            seen[custom_id] = number
+        if item.get("method") != "POST":
+            problems.append(f"line {number}: `method` must be `POST`, not `{item.get('method')}`")
+        if item.get("url") != BATCH_ENDPOINT:
+            problems.append(f"line {number}: `url` must be `{BATCH_ENDPOINT}`, not `{item.get('url')}`")
+        if not isinstance(item.get("body"), dict):
+            problems.append(f"line {number}: `body` must be a JSON object")
+    return problems
+
+
+def _page(items: Sequence[Any], query: Mapping[str, str], *, default: int, most: int) -> dict[str, Any]:
+    """A cursor-paged ``list`` of API objects (``limit``/``after``, as the SDK's ``SyncCursorPage`` reads).
+
+    Raises:
+        ValueError: A ``limit`` that is not an integer within 1-``most``, or an ``after``
+            that names no listed object.
+    """
+    raw_limit = query.get("limit", str(default))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= most:
+        raise ValueError(f"`limit` must be an integer within 1-{most}, not `{raw_limit}`")
+    limit = int(raw_limit)
+    objects = [item.to_object() for item in items]
+    after = query.get("after")
+    if after is not None:
+        ids = [o["id"] for o in objects]
+        if after not in ids:
+            raise ValueError(f"`after` names no listed object: `{after}`")
+        objects = objects[ids.index(after) + 1 :]
+    data = objects[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(objects) > limit,
+    }
+
+
+def _query(path: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -894,11 +1288,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def send_error_json(self, status: int, message: str) -> None:
-        error_type, code = _ERROR_TYPES.get(
-            status, ("server_error", None) if status >= 500 else ("invalid_request_error", None)
-        )
-        payload = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    def send_error_json(self, status: int, message: str, **fields: Any) -> None:
+        payload = _error_body(status, message, **fields)
         # A short retry-after keeps clients that do retry (max_retries > 0) fast.
         self.send_json(status, payload, {"retry-after-ms": "10"})
 
@@ -922,10 +1313,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routing ------------------------------------------------------------ #
 
+    def _batch_api(self, method: str, raw: bytes) -> bool:
+        """Serve ``/v1/files...`` and ``/v1/batches...``; False for any other path."""
+        route = urlsplit(self.path).path.rstrip("/")
+        fake = self.server.fake
+        found = _FILES_ROUTE.search(route)
+        if found is not None:
+            fake._serve_files(self, method, found.group(1), bool(found.group(2)), raw)
+            return True
+        found = _BATCHES_ROUTE.search(route)
+        if found is not None:
+            fake._serve_batches(self, method, found.group(1), bool(found.group(2)), raw)
+            return True
+        return False
+
+    def do_DELETE(self) -> None:
+        """Serve ``DELETE /v1/files/{id}``."""
+        raw = self._read_body()
+        if not self._batch_api("DELETE", raw):
+            self.send_error_json(404, f"Unknown path: {self.path}")
+
     def do_GET(self) -> None:
-        """Serve ``/v1/models``, ``/v1/models/{id}`` and stored ``/v1/chat/completions``."""
+        """Serve models, stored chat completions, files and batches."""
         path = self.path.split("?", 1)[0].rstrip("/")
         fake = self.server.fake
+        if self._batch_api("GET", b""):
+            return
         if path.endswith("/chat/completions"):
             query = parse_qs(urlsplit(self.path).query)
             metadata = {
@@ -956,10 +1369,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error_json(404, f"Unknown path: {self.path}")
 
     def do_POST(self) -> None:
-        """Serve ``/v1/chat/completions`` and ``/v1/embeddings``."""
+        """Serve chat completions, embeddings, file uploads and batch creation and cancels."""
         started = time.monotonic()
         path = self.path.split("?", 1)[0]
         raw = self._read_body()
+        if self._batch_api("POST", raw):
+            return
         route = path.rstrip("/")
         if not (route.endswith("/chat/completions") or route.endswith("/embeddings")):
             self.send_error_json(404, f"Unknown path: {self.path}")
@@ -994,7 +1409,10 @@ class FakeOpenAIServer:
         embedding_dim: Default dimension of embedding vectors (a request's
             ``dimensions`` parameter takes precedence).
         requests: Every ``/chat/completions`` and ``/embeddings`` request, in
-            order of completion (appended under a lock).
+            order of completion (appended under a lock). Batch lines are not
+            requests: they are recorded in their :attr:`FakeBatch.requests`.
+        files: Uploaded files and batch output/error files by id (see :class:`FakeFile`).
+        batches: Batches by id, in order of creation (see :class:`FakeBatch`).
     """
 
     def __init__(
@@ -1032,6 +1450,13 @@ class FakeOpenAIServer:
         self.faults_injected: dict[str, int] = {}
         self._billed = Billed()
         self._in_flight = 0
+        # Files and batches have their own lock, taken before (never inside) ``_lock``: a
+        # retrieve holds it while it answers lines through the live chat code path.
+        self._batch_lock = threading.Lock()
+        self.files: dict[str, FakeFile] = {}
+        self.batches: dict[str, FakeBatch] = {}
+        self._batch_scripts: list[_BatchScript] = []
+        self._batch_after_polls = 2
 
     # -- lifecycle ------------------------------------------------------------ #
 
@@ -1203,7 +1628,12 @@ class FakeOpenAIServer:
             self._reasoning_tokens = reasoning_tokens
 
     def reset(self) -> None:
-        """Clear recorded requests and all scripted behaviour."""
+        """Clear recorded requests, files, batches and all scripted behaviour."""
+        with self._batch_lock:
+            self.files.clear()
+            self.batches.clear()
+            self._batch_scripts.clear()
+            self._batch_after_polls = 2
         with self._lock:
             self.requests.clear()
             self._field_overrides.clear()
@@ -1301,6 +1731,443 @@ class FakeOpenAIServer:
             time.sleep(0.01)
         return False
 
+    # -- batches -------------------------------------------------------------- #
+
+    def batch_mode(self, *, after_polls: int = 2) -> None:
+        """Set on which retrieve unscripted batches end (``completed``).
+
+        Args:
+            after_polls: The ``GET /v1/batches/{id}`` that ends a batch: 2 (the default)
+                answers ``in_progress`` to the first retrieve and ``completed`` to the
+                second; 1 completes on the first; 0 completes within the create call.
+
+        Raises:
+            ValueError: A negative ``after_polls``.
+        """
+        if after_polls < 0:
+            raise ValueError(f"after_polls must be >= 0, not {after_polls!r}")
+        with self._batch_lock:
+            self._batch_after_polls = after_polls
+
+    def script_batch(
+        self,
+        status: str = "completed",
+        *,
+        match: str | None = None,
+        after_polls: int | None = None,
+        fail_lines: Sequence[int] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Script how the next ``times`` batches created (matching ``match``) end.
+
+        ``fail_lines`` are 1-based input lines that do not succeed; what that means
+        depends on ``status``:
+
+        - ``"completed"``: they are answered with an HTTP 500 error in the error file
+          (default: none);
+        - ``"failed"``: validation refuses them, listed in the batch's ``errors`` (code
+          ``invalid_request``, with their ``line``); nothing runs, no files are written
+          and ``request_counts`` stay 0 (default: line 1). The batch stays ``validating``
+          until it fails;
+        - ``"expired"``: they are never answered and go to the error file with code
+          ``batch_expired`` (default: the second half, lines ``n // 2 + 1`` to ``n``);
+        - ``"cancelled"``: the batch turns ``cancelling`` (as if cancelled elsewhere) on
+          retrieve ``after_polls`` and ``cancelled`` on the next; these lines go to the error
+          file with code ``batch_cancelled`` (default: the second half).
+
+        The other lines are answered as the live endpoint would, spread over the
+        ``in_progress`` retrieves, and written to the output file. Lines beyond the file
+        are ignored. Scripts are matched in the order given, when a batch is created.
+
+        Args:
+            status: The terminal status, one of :data:`BATCH_OUTCOMES`.
+            match: Only batches with a line whose ``custom_id`` starts with this; ``None``
+                for any batch.
+            after_polls: The retrieve on which the batch reaches ``status`` (``cancelling``
+                for ``"cancelled"``); ``None`` for the :meth:`batch_mode` default.
+            fail_lines: The 1-based lines that do not succeed (see above).
+            times: How many batches this script applies to.
+
+        Raises:
+            ValueError: An unknown ``status``, ``times`` < 1, ``after_polls`` < 0, a line
+                number < 1, or no ``fail_lines`` for ``"failed"``.
+        """
+        if status not in BATCH_OUTCOMES:
+            raise ValueError(f"unknown batch status {status!r}; scriptable: {', '.join(BATCH_OUTCOMES)}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        if after_polls is not None and after_polls < 0:
+            raise ValueError(f"after_polls must be >= 0, not {after_polls!r}")
+        lines = None if fail_lines is None else tuple(int(n) for n in fail_lines)
+        if lines is not None and any(n < 1 for n in lines):
+            raise ValueError(f"fail_lines are 1-based line numbers, not {fail_lines!r}")
+        if status == "failed" and lines == ():
+            raise ValueError("a failed batch needs at least one of fail_lines")
+        with self._batch_lock:
+            self._batch_scripts.append(
+                _BatchScript(
+                    outcome=status, match=match, after_polls=after_polls, fail_lines=lines, remaining=times
+                )
+            )
+
+    def _serve_files(
+        self, handler: _Handler, method: str, file_id: str | None, content: bool, raw: bytes
+    ) -> None:
+        if file_id is None and method == "POST":
+            self._upload(handler, raw)
+            return
+        if file_id is None and method == "GET":
+            query = _query(handler.path)
+            purpose = query.get("purpose")
+            with self._batch_lock:
+                files = [f for f in self.files.values() if purpose is None or f.purpose == purpose]
+                if query.get("order", "desc") == "desc":
+                    files.reverse()
+                try:
+                    page = _page(files, query, default=10_000, most=10_000)
+                except ValueError as error:
+                    handler.send_error_json(400, str(error))
+                    return
+            handler.send_json(200, page)
+            return
+        if file_id is None or method not in (("GET",) if content else ("GET", "DELETE")):
+            handler.send_error_json(405, f"`{method}` is not served on {handler.path}")
+            return
+        with self._batch_lock:
+            stored = self.files.get(file_id)
+            if stored is not None and method == "DELETE":
+                del self.files[file_id]
+        if stored is None:
+            handler.send_error_json(
+                404, f"No such File object: {file_id}", type="invalid_request_error", param="id", code=None
+            )
+        elif method == "DELETE":
+            handler.send_json(200, {"id": file_id, "object": "file", "deleted": True})
+        elif content:
+            handler.send_raw(200, stored.content, "application/octet-stream")
+        else:
+            handler.send_json(200, stored.to_object())
+
+    def _upload(self, handler: _Handler, raw: bytes) -> None:
+        fields = _multipart_fields(handler.headers.get("Content-Type") or "", raw)
+        if fields is None or "file" not in fields:
+            handler.send_error_json(400, "Upload a `file` part as multipart/form-data.", param="file")
+            return
+        purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace")
+        if purpose not in _FILE_PURPOSES:
+            handler.send_error_json(
+                400,
+                f"`purpose` must be one of {', '.join(sorted(_FILE_PURPOSES))}, not `{purpose}`.",
+                param="purpose",
+            )
+            return
+        filename, data = fields["file"]
+        filename = filename or "upload"
+        if purpose == "batch":
+            problems = batch_input_problems(data)
+            if problems:
+                handler.send_error_json(
+                    400, f"Invalid batch input file `{filename}`: {'; '.join(problems)}.", param="file"
+                )
+                return
+        with self._batch_lock:
+            stored = self._new_file(filename, purpose, data)
+        handler.send_json(200, stored.to_object())
+
+    def _new_file(self, filename: str, purpose: str, content: bytes) -> FakeFile:
+        """Keep a new file (the caller holds ``_batch_lock``)."""
+        stored = FakeFile(
+            id=self._next_id("file"),
+            filename=filename,
+            purpose=purpose,
+            content=content,
+            created_at=int(time.time()),
+        )
+        self.files[stored.id] = stored
+        return stored
+
+    def _serve_batches(
+        self, handler: _Handler, method: str, batch_id: str | None, cancel: bool, raw: bytes
+    ) -> None:
+        if batch_id is None and method == "POST":
+            self._create_batch(handler, raw)
+            return
+        if batch_id is None and method == "GET":
+            with self._batch_lock:
+                try:
+                    page = _page(
+                        list(reversed(self.batches.values())), _query(handler.path), default=20, most=100
+                    )
+                except ValueError as error:
+                    handler.send_error_json(400, str(error))
+                    return
+            handler.send_json(200, page)
+            return
+        if batch_id is None or method != ("POST" if cancel else "GET"):
+            handler.send_error_json(405, f"`{method}` is not served on {handler.path}")
+            return
+        with self._batch_lock:
+            batch = self.batches.get(batch_id)
+            refusal = None
+            if batch is not None and cancel:
+                refusal = self._cancel(batch)
+            elif batch is not None:
+                batch.polls += 1
+                self._advance(batch)
+            answer = batch.to_object() if batch is not None else None
+        if answer is None:
+            handler.send_error_json(
+                404, f"No such Batch object: {batch_id}", type="invalid_request_error", param="id", code=None
+            )
+        elif refusal is not None:
+            handler.send_error_json(400, refusal)
+        else:
+            handler.send_json(200, answer)
+
+    def _create_batch(self, handler: _Handler, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            handler.send_error_json(400, "Request body must be a JSON object.")
+            return
+        input_file_id = body.get("input_file_id")
+        metadata = body.get("metadata")
+        problem: tuple[str, str] | None = None
+        if not isinstance(input_file_id, str) or not input_file_id:
+            problem = ("input_file_id", "`input_file_id` must name an uploaded file.")
+        elif body.get("endpoint") != BATCH_ENDPOINT:
+            problem = (
+                "endpoint",
+                f"`endpoint` must be `{BATCH_ENDPOINT}` (the only one FakeOpenAIServer batches), "
+                f"not `{body.get('endpoint')}`.",
+            )
+        elif body.get("completion_window") != "24h":
+            problem = (
+                "completion_window",
+                f"`completion_window` must be `24h`, not `{body.get('completion_window')}`.",
+            )
+        elif metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            problem = ("metadata", "`metadata` must map at most 16 string keys to string values.")
+        if problem is not None:
+            handler.send_error_json(400, problem[1], param=problem[0])
+            return
+        answer: dict[str, Any] | None = None
+        with self._batch_lock:
+            source = self.files.get(str(input_file_id))
+            if source is not None and source.purpose == "batch":
+                batch = self._new_batch(source, metadata)
+                self._advance(batch)
+                answer = batch.to_object()
+        if source is None:
+            handler.send_error_json(
+                404,
+                f"No such File object: {input_file_id}",
+                type="invalid_request_error",
+                param="input_file_id",
+                code=None,
+            )
+        elif source.purpose != "batch":
+            handler.send_error_json(
+                400,
+                f"File `{source.id}` has purpose `{source.purpose}`; a batch input needs purpose `batch`.",
+                param="input_file_id",
+            )
+        else:
+            handler.send_json(200, answer)
+
+    def _new_batch(self, source: FakeFile, metadata: Mapping[str, str] | None) -> FakeBatch:
+        """Create a batch over ``source``, taking the first matching script (caller holds ``_batch_lock``)."""
+        lines = source.lines
+        script = next(
+            (
+                s
+                for s in self._batch_scripts
+                if s.remaining > 0
+                and (s.match is None or any(line["custom_id"].startswith(s.match) for line in lines))
+            ),
+            None,
+        )
+        outcome = "completed" if script is None else script.outcome
+        after_polls = self._batch_after_polls
+        fail_lines = None
+        if script is not None:
+            script.remaining -= 1
+            after_polls = self._batch_after_polls if script.after_polls is None else script.after_polls
+            fail_lines = script.fail_lines
+        total = len(lines)
+        if fail_lines is None:
+            defaults = {"failed": (1,), "completed": ()}
+            fail_lines = defaults.get(outcome, tuple(range(total // 2 + 1, total + 1)))
+        model = lines[0]["body"].get("model")
+        batch = FakeBatch(
+            id=f"batch_fake{next(self._ids):05d}{uuid.uuid4().hex[:12]}",
+            input_file_id=source.id,
+            endpoint=BATCH_ENDPOINT,
+            completion_window="24h",
+            metadata=dict(metadata) if metadata is not None else None,
+            lines=lines,
+            model=self.model or (model if isinstance(model, str) else None),
+            outcome=outcome,
+            after_polls=after_polls,
+            fail_lines=tuple(n for n in fail_lines if n <= total),
+            created_at=int(time.time()),
+        )
+        self.batches[batch.id] = batch
+        return batch
+
+    def _cancel(self, batch: FakeBatch) -> str | None:
+        """Start cancelling ``batch``; the refusal message when it has already ended."""
+        if batch.status in ("validating", "in_progress"):
+            batch.status = "cancelling"
+            batch.cancelling_at = int(time.time())
+            batch.cancel_poll = batch.polls
+            return None
+        if batch.status == "cancelling":
+            return None
+        return f"Batch `{batch.id}` is `{batch.status}` and can no longer be cancelled."
+
+    def _advance(self, batch: FakeBatch) -> None:
+        """Move ``batch`` on after a retrieve (or its creation), answering the lines now due.
+
+        The caller holds ``_batch_lock``. On retrieve ``k`` of ``n = after_polls`` the
+        batch has answered the first ``len(answerable) * k // n`` of its answerable lines;
+        on retrieve ``n`` it has answered them all and reaches its outcome.
+        """
+        if batch.status in BATCH_OUTCOMES:
+            return
+        now = int(time.time())
+        if batch.status == "cancelling":
+            if batch.cancel_poll is not None and batch.polls > batch.cancel_poll:
+                self._finish_batch(batch, "cancelled")
+            return
+        due = batch.polls >= batch.after_polls
+        if batch.outcome == "failed":
+            if due:
+                batch.status = "failed"
+                batch.failed_at = now
+                batch.errors = [
+                    {
+                        "code": "invalid_request",
+                        "line": number,
+                        "message": f"Line {number} was refused by validation (script_batch).",
+                        "param": None,
+                    }
+                    for number in batch.fail_lines
+                ]
+            return
+        if batch.status == "validating" and (batch.polls >= 1 or due):
+            batch.status = "in_progress"
+            batch.in_progress_at = now
+        if batch.status != "in_progress":
+            return
+        answerable = batch.answerable()
+        if not due:
+            answerable = answerable[: len(answerable) * batch.polls // batch.after_polls]
+        for index in answerable:
+            if index not in batch.results:
+                batch.results[index] = self._answer_line(batch, index)
+        if not due:
+            return
+        if batch.outcome == "cancelled":
+            self._cancel(batch)
+        else:
+            self._finish_batch(batch, batch.outcome)
+
+    def _finish_batch(self, batch: FakeBatch, status: str) -> None:
+        """End ``batch`` as ``completed``, ``expired`` or ``cancelled`` and write its files."""
+        now = int(time.time())
+        if status in _LINE_ERRORS:
+            code, message = _LINE_ERRORS[status]
+            for index, line in enumerate(batch.lines):
+                if index not in batch.results:
+                    batch.results[index] = {
+                        "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                        "custom_id": line["custom_id"],
+                        "response": None,
+                        "error": {"code": code, "message": message},
+                    }
+        ordered = [batch.results[i] for i in sorted(batch.results)]
+        answered = [r for r in ordered if _line_status(r) == 200]
+        failed = [r for r in ordered if _line_status(r) != 200]
+        if answered:
+            batch.output_file_id = self._new_file(
+                f"{batch.id}_output.jsonl", "batch_output", _jsonl(answered)
+            ).id
+        if failed:
+            batch.error_file_id = self._new_file(f"{batch.id}_error.jsonl", "batch_output", _jsonl(failed)).id
+        batch.status = status
+        if status == "completed":
+            batch.finalizing_at = batch.completed_at = now
+        elif status == "expired":
+            batch.expired_at = now
+        else:
+            batch.cancelled_at = now
+
+    def _answer_line(self, batch: FakeBatch, index: int) -> dict[str, Any]:
+        """Answer input line ``index`` of ``batch`` as the live endpoint would; its output line.
+
+        The body goes through the live code path (:meth:`_chat_turn`, :meth:`_draw` without
+        faults, :meth:`_produce`), so :meth:`fail`, :meth:`set_fields`,
+        :meth:`script_tool_calls` and :meth:`set_usage` apply; delays and ``stream`` do not.
+        """
+        line = batch.lines[index]
+        body: dict[str, Any] = line["body"]
+        started = time.monotonic()
+        turn, refusal = self._chat_turn(body)
+        ctx = turn.ctx if turn is not None else None
+        usage: dict[str, Any] | None = None
+        if batch.outcome == "completed" and index + 1 in batch.fail_lines:
+            status = 500
+            payload = _error_body(
+                500, "The server had an error processing your request (FakeOpenAIServer.script_batch)."
+            )
+        elif refusal is not None:
+            status, payload = 400, _error_body(400, refusal)
+        else:
+            assert turn is not None
+            self._draw(turn, body, faults=False)
+            if turn.failure is not None:
+                status = turn.failure.status
+                payload = _error_body(status, _simulated_error(turn.failure))
+            else:
+                answer, usage = self._produce(body, turn)
+                status = 200
+                payload = _completion(
+                    answer,
+                    completion_id=self._next_id("chatcmpl"),
+                    created=int(time.time()),
+                    model=self.model or body["model"],
+                    usage=usage,
+                )
+                self._bill(usage, batch=True)
+                self._store(body, payload)
+        batch.requests.append(
+            RecordedRequest(
+                path=line["url"],
+                body=body,
+                agent=ctx.agent if ctx is not None else None,
+                schema=ctx.schema if ctx is not None else None,
+                stream=False,
+                started=started,
+                finished=time.monotonic(),
+                status=status,
+                usage=copy.deepcopy(usage),
+                billed=copy.deepcopy(usage),
+            )
+        )
+        return {
+            "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+            "custom_id": line["custom_id"],
+            "response": {"status_code": status, "request_id": f"req_{uuid.uuid4().hex}", "body": payload},
+            "error": None,
+        }
+
     # -- models ------------------------------------------------------------- #
 
     def model_ids(self) -> list[str]:
@@ -1370,13 +2237,16 @@ class FakeOpenAIServer:
             with self._lock:
                 self._in_flight -= 1
 
-    def _chat(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
+    def _chat_turn(self, body: Mapping[str, Any]) -> tuple[_Turn | None, str | None]:
+        """Read a chat body: its turn, and the message of the 400 the endpoint answers it with.
+
+        Returns:
+            ``(turn, None)`` for a body the endpoint answers; ``(None, message)`` when
+            ``messages`` is missing or empty; ``(turn, message)`` when ``model`` is.
+        """
         messages = body.get("messages")
-        stream = bool(body.get("stream"))
         if not isinstance(messages, list) or not messages:
-            self._record(path, body, None, None, stream, started, 400, None)
-            handler.send_error_json(400, "'messages' must be a non-empty array.")
-            return
+            return None, "'messages' must be a non-empty array."
         system = first_system_text(messages)
         json_schema = _json_schema_format(body)
         forced = _forced_function(body)
@@ -1384,29 +2254,41 @@ class FakeOpenAIServer:
             str(json_schema.get("name")) if json_schema and json_schema.get("name") else None
         )
         ctx = _Context(agent=agent_from_system_prompt(system), schema=schema_name, system=system)
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            self._record(path, body, ctx.agent, ctx.schema, stream, started, 400, None)
-            handler.send_error_json(400, "you must provide a model parameter")
-            return
-
         last = messages[-1] if isinstance(messages[-1], Mapping) else {}
+        turn = _Turn(
+            ctx=ctx,
+            json_schema=json_schema,
+            forced=forced,
+            after_tool=last.get("role") in ("tool", "function"),
+        )
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return turn, "you must provide a model parameter"
+        return turn, None
+
+    def _draw(self, turn: _Turn, body: Mapping[str, Any], *, faults: bool) -> None:
+        """Fill in the delay, scripted failure, fault, tool-call script and field overrides of ``turn``.
+
+        Consumes what it draws (a :meth:`fail` or :meth:`script_tool_calls` count, a fault
+        from the plan); ``faults=False`` (batch lines) leaves the fault plan alone.
+        """
+        ctx, forced = turn.ctx, turn.forced
         offers_tools = bool(_tool_functions(body))
-        after_tool = last.get("role") in ("tool", "function")
         with self._lock:
-            delay = self.latency_s + max((s for m, s in self._delays.items() if ctx.matches(m)), default=0.0)
+            turn.delay = self.latency_s + max(
+                (s for m, s in self._delays.items() if ctx.matches(m)), default=0.0
+            )
             failure = next((f for f in self._failures if f.remaining > 0 and ctx.matches(f.match)), None)
             if failure is not None and failure.skip > 0:
                 failure.skip -= 1
                 failure = None
             elif failure is not None:
                 failure.remaining -= 1
-            fault = None
-            if failure is None and self._faults is not None:
-                fault = self._faults.draw(ctx, str(body["model"]))
-            if fault is not None:
-                self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
-            script = None
-            if failure is None and offers_tools and not after_tool:
+            turn.failure = failure
+            if faults and failure is None and self._faults is not None:
+                turn.fault = self._faults.draw(ctx, str(body["model"]))
+            if turn.fault is not None:
+                self.faults_injected[turn.fault] = self.faults_injected.get(turn.fault, 0) + 1
+            if failure is None and offers_tools and not turn.after_tool:
                 for candidate in self._scripts:
                     names = {c["name"] for c in candidate.calls or []}
                     if (
@@ -1414,22 +2296,47 @@ class FakeOpenAIServer:
                         and ctx.matches(candidate.match)
                         and (forced is None or forced in names)
                     ):
-                        script = candidate
-                        script.remaining -= 1
+                        turn.script = candidate
+                        candidate.remaining -= 1
                         break
-            overrides: dict[str, Any] = {}
             for match, values in self._field_overrides:
                 if ctx.matches(match):
-                    overrides.update(values)
+                    turn.overrides.update(values)
 
-        if delay > 0:
-            time.sleep(delay)
+    def _produce(self, body: Mapping[str, Any], turn: _Turn) -> tuple[_Answer, dict[str, Any]]:
+        """The answer to a drawn ``turn`` and its true usage (cut at ``max_completion_tokens``)."""
+        answer = self._answer(
+            body, turn.ctx, turn.script, turn.overrides, turn.json_schema, turn.forced, turn.after_tool
+        )
+        if turn.fault == "schema_violation":
+            answer = _violating(answer)
+        generated = answer.content or "".join(tc["function"]["arguments"] for tc in answer.tool_calls)
+        completion_tokens = max(1, len(generated) // 4)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and completion_tokens > limit and answer.content is not None:
+            # Like a real server: stop at the cap, report finish_reason "length".
+            answer = _Answer(content=answer.content[: limit * 4], tool_calls=[], finish_reason="length")
+            completion_tokens = limit
+        return answer, self._usage(estimate_prompt_tokens(body), completion_tokens)
+
+    def _chat(self, handler: _Handler, path: str, body: dict[str, Any], started: float) -> None:
+        stream = bool(body.get("stream"))
+        turn, refusal = self._chat_turn(body)
+        if refusal is not None:
+            agent, schema = (turn.ctx.agent, turn.ctx.schema) if turn is not None else (None, None)
+            self._record(path, body, agent, schema, stream, started, 400, None)
+            handler.send_error_json(400, refusal)
+            return
+        assert turn is not None
+        ctx = turn.ctx
+        self._draw(turn, body, faults=True)
+        failure, fault = turn.failure, turn.fault
+
+        if turn.delay > 0:
+            time.sleep(turn.delay)
         if failure is not None:
             self._record(path, body, ctx.agent, ctx.schema, stream, started, failure.status, None)
-            handler.send_error_json(
-                failure.status,
-                f"Simulated error {failure.status} from FakeOpenAIServer (match={failure.match!r}).",
-            )
+            handler.send_error_json(failure.status, _simulated_error(failure))
             return
         if fault in ("rate_limit", "server_error"):
             assert self._faults is not None
@@ -1450,17 +2357,7 @@ class FakeOpenAIServer:
             )
             return
 
-        answer = self._answer(body, ctx, script, overrides, json_schema, forced, after_tool)
-        if fault == "schema_violation":
-            answer = _violating(answer)
-        generated = answer.content or "".join(tc["function"]["arguments"] for tc in answer.tool_calls)
-        completion_tokens = max(1, len(generated) // 4)
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(limit, int) and completion_tokens > limit and answer.content is not None:
-            # Like a real server: stop at the cap, report finish_reason "length".
-            answer = _Answer(content=answer.content[: limit * 4], tool_calls=[], finish_reason="length")
-            completion_tokens = limit
-        usage = self._usage(estimate_prompt_tokens(body), completion_tokens)
+        answer, usage = self._produce(body, turn)
         if fault == "hang":
             assert self._faults is not None
             time.sleep(self._faults.hang_s)  # the client gives up; the server still finishes and bills
@@ -1605,13 +2502,18 @@ class FakeOpenAIServer:
             if not recorded:
                 record(None)
 
-    def _bill(self, usage: Mapping[str, Any]) -> None:
-        """Count an answer the server produced (see :attr:`billed`)."""
+    def _bill(self, usage: Mapping[str, Any], *, batch: bool = False) -> None:
+        """Count an answer the server produced (see :attr:`billed`); ``batch`` for a batch line."""
+        prompt, completion = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
         with self._lock:
+            billed = self._billed
             self._billed = Billed(
-                responses=self._billed.responses + 1,
-                input_tokens=self._billed.input_tokens + int(usage["prompt_tokens"]),
-                output_tokens=self._billed.output_tokens + int(usage["completion_tokens"]),
+                responses=billed.responses + 1,
+                input_tokens=billed.input_tokens + prompt,
+                output_tokens=billed.output_tokens + completion,
+                batch_responses=billed.batch_responses + int(batch),
+                batch_input_tokens=billed.batch_input_tokens + (prompt if batch else 0),
+                batch_output_tokens=billed.batch_output_tokens + (completion if batch else 0),
             )
 
     def _store(self, body: Mapping[str, Any], completion: dict[str, Any]) -> None:

@@ -640,3 +640,4 @@ def test_billed_counts_every_answer_produced_and_only_those(server: FakeOpenAISe
     billed = [r.billed for r in server.requests if r.billed is not None]
     assert server.billed.responses == 2 == len(billed)
     assert server.billed.tokens == sum(b["prompt_tokens"] + b["completion_tokens"] for b in billed)
+    assert server.billed.batch_responses == server.billed.batch_tokens == 0  # live answers only
