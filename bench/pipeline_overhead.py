@@ -9,13 +9,29 @@ outputs (``PlanBrief``, ``Analysis``, ``Reconciliation``) through
 and spend rows; cache and telemetry off). Runs alternate, and the difference
 of the medians over the four calls of a run is the overhead per call.
 
+With ``--cache`` a third graph runs beside them: budgetgraph with the
+semantic cache on (``router -> cache -> limits``, the ``disk`` store under a
+temporary working directory, the local ONNX embedder). Every run then asks a
+new decision (the tasks of ``bench/data/decisions/train.jsonl``, the same one
+for the three graphs in a round), so each call is a cache miss that pays for
+the whole cache: exact lookup, embedding, index search, guard, store and
+counters. The cache graph's outcomes are counted from its spend rows; a hit
+would make one model call fewer, and the figures say so. The planner's
+decision scorer keeps the vectors of the decisions it has seen; each
+budgetgraph run then starts with none, so both pay for embedding the new
+decision, as a process meeting it would (without ``--cache`` the same task
+is scored from memory after the first run).
+
     python bench/pipeline_overhead.py            # 30 runs of each
     python bench/pipeline_overhead.py --runs 10
+    python bench/pipeline_overhead.py --cache    # cache off and on, side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import operator
 import os
 import statistics
@@ -33,13 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budgetgraph.agents.schemas import Analysis, PlanBrief, Reconciliation  # noqa: E402
 from budgetgraph.budgets import Gateway, load_budgets, load_models  # noqa: E402
+from budgetgraph.budgets.cache.embedders import LocalEmbedder  # noqa: E402
 from budgetgraph.budgets.ledger import open_ledger  # noqa: E402
+from budgetgraph.budgets.routing import decision  # noqa: E402
 from budgetgraph.graph.builder import NODE_NAMES, build_graph  # noqa: E402
+from budgetgraph.settings import load_settings  # noqa: E402
 from tests.conftest import write_models  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 TASK = "Should we move our billing service to microservices this year? We have 6 engineers."
 CALLS = 4
+DECISIONS = Path(__file__).resolve().parent / "data" / "decisions" / "train.jsonl"
 
 
 class BareState(TypedDict, total=False):
@@ -82,42 +102,94 @@ def bare_graph(base_url: str) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
+def tasks(count: int, *, distinct: bool) -> list[str]:
+    """``count`` tasks: :data:`TASK` each time, or the first ``count`` decisions of :data:`DECISIONS`."""
+    if not distinct:
+        return [TASK] * count
+    lines = DECISIONS.read_text(encoding="utf-8").splitlines()
+    found = [json.loads(line)["task"] for line in lines if line.strip()]
+    if len(found) < count:
+        raise SystemExit(f"{DECISIONS} has {len(found)} decisions; --runs asks for {count - 2}")
+    return found[:count]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="runs of each graph, alternating")
+    parser.add_argument(
+        "--cache", action="store_true", help="also run budgetgraph with the cache on, a new task each run"
+    )
     args = parser.parse_args()
     os.environ["OTEL_SDK_DISABLED"] = "true"
+    home = Path.cwd()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer() as server:
         folder = Path(tmp)
-        models = write_models(folder / "models.yaml", server.base_url)
-        ledger = open_ledger(f"sqlite:///{folder}/ledger.sqlite")
-        gateway = Gateway(
-            load_models(models),
-            load_budgets(None, node_names=NODE_NAMES),
-            ledger=ledger,
-            default_chain=("router", "limits"),
-        )
-        ours = build_graph(gateway=gateway, checkpointer=InMemorySaver())
-        bare = bare_graph(server.base_url)
-        timed: dict[str, list[float]] = {"bare": [], "budgetgraph": []}
+        os.chdir(folder)  # the cache's disk store lives under the working directory
+        try:
+            models = load_models(write_models(folder / "models.yaml", server.base_url))
 
-        def run(name: str, graph: Any, i: int) -> None:
-            started = time.perf_counter()
-            graph.invoke({"task": TASK}, {"configurable": {"thread_id": f"{name}-{i}"}})
-            timed[name].append(time.perf_counter() - started)
+            def gateway(chain: tuple[str, ...], ledger: str, *, cache: bool) -> Gateway:
+                return Gateway(
+                    models,
+                    load_budgets(None, node_names=NODE_NAMES),
+                    ledger=open_ledger(f"sqlite:///{folder}/{ledger}"),
+                    default_chain=chain,
+                    settings=load_settings(cache=cache),
+                )
 
-        for i in range(-2, args.runs):  # two warm-up runs of each
-            run("bare", bare, i)
-            run("budgetgraph", ours, i)
-        for values in timed.values():
-            del values[:2]
-        calls = len(server.chat_requests()) / (2 * (args.runs + 2))
+            graphs: dict[str, Any] = {
+                "bare": bare_graph(server.base_url),
+                "budgetgraph": build_graph(
+                    gateway=gateway(("router", "limits"), "ledger.sqlite", cache=False),
+                    checkpointer=InMemorySaver(),
+                ),
+            }
+            if args.cache:
+                import budgetgraph.budgets.plugins.cache  # noqa: F401  (registers the plugin)
+
+                graphs["budgetgraph+cache"] = build_graph(
+                    gateway=gateway(("router", "cache", "limits"), "ledger-cache.sqlite", cache=True),
+                    checkpointer=InMemorySaver(),
+                )
+            embedder = LocalEmbedder()
+            timed: dict[str, list[float]] = {name: [] for name in graphs}
+            calls: dict[str, int] = dict.fromkeys(graphs, 0)
+            outcomes: collections.Counter[str] = collections.Counter()
+
+            def run(name: str, task: str, i: int) -> None:
+                if args.cache and name != "bare":  # the decision is new to this run's scorer
+                    decision.EMBEDDING_STATE = decision.DecisionEmbedding(lambda: embedder)
+                before = len(server.chat_requests())
+                started = time.perf_counter()
+                state = graphs[name].invoke({"task": task}, {"configurable": {"thread_id": f"{name}-{i}"}})
+                timed[name].append(time.perf_counter() - started)
+                if i >= 0:
+                    calls[name] += len(server.chat_requests()) - before
+                    if name == "budgetgraph+cache":
+                        outcomes.update(str(row.get("cache")) for row in state.get("spend", []))
+
+            for i, task in enumerate(tasks(args.runs + 2, distinct=args.cache), start=-2):  # 2 warm-ups
+                for name in graphs:
+                    run(name, task, i)
+            for values in timed.values():
+                del values[:2]
+        finally:
+            os.chdir(home)
     bare_ms = statistics.median(timed["bare"]) * 1000
-    ours_ms = statistics.median(timed["budgetgraph"]) * 1000
-    print(f"model calls per run: {calls:.1f} (both graphs make {CALLS})")
-    print(f"bare LangGraph: median {bare_ms:.1f} ms a run over {len(timed['bare'])} runs")
-    print(f"budgetgraph:    median {ours_ms:.1f} ms a run over {len(timed['budgetgraph'])} runs")
-    print(f"ratio {ours_ms / bare_ms:.2f}; added per model call: {(ours_ms - bare_ms) / CALLS:.2f} ms")
+    print(f"tasks: {'a new decision each run' if args.cache else 'the same task each run'}")
+    for name, values in timed.items():
+        ms = statistics.median(values) * 1000
+        per_run = calls[name] / len(values)
+        line = f"{name + ':':19s} median {ms:6.1f} ms a run over {len(values)} runs, {per_run:.2f} calls each"
+        if name != "bare":
+            added = (ms - bare_ms) / CALLS
+            line += f"; ratio {ms / bare_ms:.2f}; added per model call: {added:.2f} ms"
+        print(line)
+    if args.cache:
+        print("cache outcomes (spend rows): " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+        off_ms = statistics.median(timed["budgetgraph"]) * 1000
+        on_ms = statistics.median(timed["budgetgraph+cache"]) * 1000
+        print(f"the cache adds {(on_ms - off_ms) / CALLS:.2f} ms per model call over budgetgraph without it")
 
 
 if __name__ == "__main__":

