@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     """The semantic cache on or off; ``None``: as ``budgets.yaml``'s ``cache.enabled`` says."""
     cache_url: str | None = None
     """The cache store: ``disk``, ``memory:`` or ``redis://...``; ``None``: ``cache.store`` of the file."""
+    batch_queue: Path | None = None
+    """The queue of deferred calls (``budgetgraph collect`` reads it); ``None``:
+    ``.budgetgraph/batches.sqlite``."""
     trace_store: Path | Literal["off"] | None = None
     """The local span store's file, or ``off``; ``None``: ``.budgetgraph/traces.sqlite``."""
     tenant: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")

@@ -46,6 +46,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgetgraph.budgets.config import Endpoint, ModelsConfig, Tier
+from budgetgraph.budgets.deferred.queue import BatchQueue, QueuedRequest
+from budgetgraph.budgets.errors import DeferredFailedError, DeferredPending
 from budgetgraph.budgets.pricing import PriceBook
 from budgetgraph.budgets.request import (
     CallRequest,
@@ -56,6 +58,8 @@ from budgetgraph.budgets.request import (
     tokenizer_name,
     unbilled_call,
 )
+from budgetgraph.tracing.attributes import STEP_LOCAL
+from budgetgraph.tracing.spans import DEFAULT_PROVIDER, ChatRequest, chat_span, step_span
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +154,14 @@ class ChatModels:
     Args:
         models: The resolved ``models.yaml``.
         prices: Prices for the usage each call reports.
+        queue: Where deferred calls are queued and their answers read (see
+            :mod:`budgetgraph.budgets.deferred`); ``None``: a deferred call is an error.
     """
 
-    def __init__(self, models: ModelsConfig, prices: PriceBook) -> None:
+    def __init__(self, models: ModelsConfig, prices: PriceBook, queue: BatchQueue | None = None) -> None:
         self._models = models
         self._prices = prices
+        self.queue = queue
 
     @cached_property
     def _clients(self) -> dict[Tier, ChatOpenAI]:
@@ -175,34 +182,85 @@ class ChatModels:
             return self._local(request)
         endpoint = self._models.endpoints[request.tier]
         chat = self._clients[request.tier]
-        started = time.monotonic()
+        if request.deferred:
+            return self._deferred(chat, endpoint, request)
+        started = time.perf_counter()
         recovered = self._recover(chat, endpoint, request)
+        attempt: str | None = None
         if recovered is not None:
             attempt, message = recovered
             request = request.decide("chat", "recovered", "answer of a call cut off by a crash, fetched back")
+            call = self._record(request, endpoint, message, round((time.perf_counter() - started) * 1000))
         else:
-            attempt, message = None, self._send(chat, request)
-        latency_ms = round((time.monotonic() - (request.started or started)) * 1000)
-        call = self._record(request, endpoint, message, latency_ms)
-        if message.tool_calls:
-            return CallResult(
-                tool_calls=list(message.tool_calls), message=message, calls=[call], recovered=attempt
+            with chat_span(self._described(request, endpoint)) as span:
+                message = self._send(chat, request)
+                call = self._record(request, endpoint, message, span.stop())
+                span.answered(message, call)
+        return _result(request, message, call, attempt)
+
+    def _deferred(self, chat: ChatOpenAI, endpoint: Endpoint, request: CallRequest) -> CallResult:
+        """Queue ``request`` for the batch API, or take its answer from the queue once it is in.
+
+        Raises:
+            DeferredPending: The request is queued now, or still waits for its batch.
+            DeferredFailedError: Its batch request failed (the gateway sends it live first,
+                when ``deferred.on_failure`` is ``live``).
+        """
+        if self.queue is None:
+            raise RuntimeError("a deferred call needs a batch queue (Gateway(batches=...))")
+        custom_id = request.attempt_id or request.call_id
+        if custom_id is None:
+            raise RuntimeError("a deferred call needs an attempt id (the limits plugin gives one)")
+        queued = self.queue.get(custom_id)
+        if queued is None:
+            binding: Any = self._runnable(chat, request)
+            body = binding.bound._get_request_payload(list(request.messages), **binding.kwargs)
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+            self.queue.enqueue(
+                QueuedRequest(
+                    custom_id=custom_id,
+                    thread_id=request.thread_id or "",
+                    node=request.node,
+                    tier=request.tier,
+                    model=endpoint.settings.model,
+                    body=body,
+                )
             )
-        if message.invalid_tool_calls:
-            bad = "; ".join(
-                f"`{c.get('name')}`: {c.get('error') or 'not JSON'}" for c in message.invalid_tool_calls
+            raise DeferredPending(node=request.node, custom_id=custom_id, batch_id=None)
+        if queued.state in ("queued", "submitting", "submitted"):
+            raise DeferredPending(node=request.node, custom_id=custom_id, batch_id=queued.batch_id)
+        if queued.state == "failed" or queued.result is None:
+            reason = json.dumps((queued.result or {}).get("error"))[:300]
+            raise DeferredFailedError(
+                node=request.node, custom_id=custom_id, batch_id=queued.batch_id, reason=reason
             )
-            return CallResult(
-                message=message,
-                parse_error=f"tool call arguments are not valid JSON ({bad})",
-                calls=[call],
-                recovered=attempt,
-            )
-        try:
-            output = request.schema.model_validate_json(message.text)
-        except ValidationError as exc:
-            return CallResult(message=message, parse_error=str(exc), calls=[call], recovered=attempt)
-        return CallResult(output=output, message=message, calls=[call], recovered=attempt)
+        message = _message_of(ChatCompletion.model_validate(queued.result))
+        done_at = queued.done_at or time.time()
+        with chat_span(self._described(request, endpoint), start_time=queued.queued_at) as span:
+            latency_ms = round((done_at - queued.queued_at) * 1000)
+            call = self._record(request, endpoint, message, latency_ms, batch=True)
+            call["batch_id"] = str(queued.batch_id)
+            span.stop(at=done_at, batch_id=queued.batch_id)
+            span.answered(message, call)
+        self.queue.consume(custom_id)
+        return _result(request, message, call, None)
+
+    def _described(self, request: CallRequest, endpoint: Endpoint) -> ChatRequest:
+        """What the ``chat`` span of ``request`` says it asks for."""
+        settings = endpoint.settings
+        return ChatRequest(
+            node=request.node,
+            thread_id=request.thread_id,
+            model=settings.model,
+            provider=settings.provider or DEFAULT_PROVIDER,
+            server_url=endpoint.base_url,
+            max_tokens=request.max_output_tokens or settings.max_output_tokens,
+            temperature=settings.temperature,
+            output_type="json",  # every request asks for a structured answer (response_format)
+            tier=request.tier,
+            messages=request.messages,
+        )
 
     def _send(self, chat: ChatOpenAI, request: CallRequest) -> AIMessage:
         """Send ``request`` once; an unusable ``2xx`` becomes :class:`UnusableResponseError`."""
@@ -281,7 +339,13 @@ class ChatModels:
         return chat.bind(response_format=response_format, **options)
 
     def _record(
-        self, request: CallRequest, endpoint: Endpoint, message: AIMessage, latency_ms: int
+        self,
+        request: CallRequest,
+        endpoint: Endpoint,
+        message: AIMessage,
+        latency_ms: int,
+        *,
+        batch: bool = False,
     ) -> ModelCall:
         model = str(message.response_metadata.get("model_name") or endpoint.settings.model)
         max_out = request.max_output_tokens or endpoint.settings.max_output_tokens
@@ -324,7 +388,7 @@ class ChatModels:
                     f"usage refused ({problem}): counted at the reservation, "
                     f"{input_tokens} in and {output_tokens} out",
                 )
-        price = self._price(model, endpoint, input_tokens, output_tokens, cache_read)
+        price = self._price(model, endpoint, input_tokens, output_tokens, cache_read, batch=batch)
         call = ModelCall(
             node=request.node,
             tier=request.tier,
@@ -347,7 +411,14 @@ class ChatModels:
         return call
 
     def _price(
-        self, model: str, endpoint: Endpoint, input_tokens: int, output_tokens: int, cache_read: int
+        self,
+        model: str,
+        endpoint: Endpoint,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read: int,
+        *,
+        batch: bool = False,
     ) -> Any:
         price = self._prices.price(
             model,
@@ -355,6 +426,7 @@ class ChatModels:
             output_tokens=output_tokens,
             cache_read_tokens=cache_read,
             provider=endpoint.settings.provider,
+            batch=batch,
         )
         if not price.known and model != endpoint.settings.model:
             price = self._prices.price(
@@ -363,13 +435,16 @@ class ChatModels:
                 output_tokens=output_tokens,
                 cache_read_tokens=cache_read,
                 provider=endpoint.settings.provider,
+                batch=batch,
             )
         return price
 
     def _local(self, request: CallRequest) -> CallResult:
-        started = time.perf_counter()
-        output = request.local()
-        latency_ms = round((time.perf_counter() - started) * 1000)
+        with step_span(STEP_LOCAL, node=request.node) as step:
+            started = time.perf_counter()
+            output = request.local()
+            latency_ms = round((time.perf_counter() - started) * 1000)
+            step.outcome("answered")
         call = unbilled_call(
             node=request.node,
             tier="local",
@@ -378,6 +453,29 @@ class ChatModels:
             decisions=list(request.decisions),
         )
         return CallResult(output=output, calls=[call])
+
+
+def _result(request: CallRequest, message: AIMessage, call: ModelCall, attempt: str | None) -> CallResult:
+    """The result of one answer: tool calls, a parse error to repair, or the structured output."""
+    if message.tool_calls:
+        return CallResult(
+            tool_calls=list(message.tool_calls), message=message, calls=[call], recovered=attempt
+        )
+    if message.invalid_tool_calls:
+        bad = "; ".join(
+            f"`{c.get('name')}`: {c.get('error') or 'not JSON'}" for c in message.invalid_tool_calls
+        )
+        return CallResult(
+            message=message,
+            parse_error=f"tool call arguments are not valid JSON ({bad})",
+            calls=[call],
+            recovered=attempt,
+        )
+    try:
+        output = request.schema.model_validate_json(message.text)
+    except ValidationError as exc:
+        return CallResult(message=message, parse_error=str(exc), calls=[call], recovered=attempt)
+    return CallResult(output=output, message=message, calls=[call], recovered=attempt)
 
 
 def _implausible(figures: tuple[Any, Any, Any, Any], *, max_out: int, estimate: int) -> str | None:
@@ -476,6 +574,9 @@ def _message_of(completion: ChatCompletion) -> AIMessage:
         response_metadata={
             "model_name": completion.model,
             "finish_reason": choice.finish_reason if choice is not None else None,
+            "id": completion.id,
+            "system_fingerprint": completion.system_fingerprint,
+            "service_tier": completion.service_tier,
         },
     )
 

@@ -134,6 +134,10 @@ class ModelsFile(_Strict):
     tiers: Tiers = Tiers()
     prices: dict[str, PriceOverride] = {}
     """Per-model price overrides for self-hosted or unlisted models."""
+    batch_discounts: dict[str, Annotated[Number, Field(gt=0, le=1)]] = {"openai": 0.5, "anthropic": 0.5}
+    """Per provider: a batch request's price as a fraction of the standard one, where
+    genai-prices lists no batch price (OpenAI's Batch API and Anthropic's Message
+    Batches charge 50%)."""
 
 
 @dataclass(frozen=True)
@@ -323,8 +327,41 @@ class AlertsSettings(_Strict):
     """The thresholds that are sent (e.g. ``[0.9, 1.0]``); ``None``: every threshold a cap has."""
 
 
+class DeferredSettings(_Strict):
+    """Deferred calls, sent through the provider's batch API: ``budgets.yaml``'s ``deferred`` section.
+
+    Example::
+
+        deferred:
+          nodes: [cto, coo]      # these nodes defer their calls in every run
+          window_s: 300          # a request waits at most this long for others
+          on_failure: live       # an expired, failed or cancelled request is sent live
+
+    A run started with ``budgetgraph run --deferred`` (or the ``deferred``
+    context key) defers every node's calls. See :mod:`budgetgraph.budgets.deferred`.
+    """
+
+    nodes: tuple[str, ...] = ()
+    """Nodes whose calls are deferred in every run."""
+    window_s: Number = Field(default=60.0, ge=0)
+    """How long a queued request may wait for others before its batch is submitted (s)."""
+    max_requests: StrictInt = Field(default=1000, gt=0, le=50_000)
+    """Requests that fill one batch file (OpenAI takes up to 50,000)."""
+    completion_window: Literal["24h"] = "24h"
+    """The batch's completion window (the only one OpenAI offers)."""
+    on_failure: Literal["live", "stop"] = "live"
+    """An expired, failed or cancelled request: sent again live, or the run stops."""
+    poll_interval_s: Number = Field(default=30.0, gt=0)
+    """How often ``budgetgraph collect --wait`` and the served collector poll (s)."""
+    submit_timeout_s: Number = Field(default=300.0, gt=0)
+    """After this long, a submission a collector started and never finished is recovered (s)."""
+    lease_s: Number = Field(default=60.0, gt=0)
+    """How long a run a collector resumes stays its own after it last renewed the lease (s):
+    a killed collector's runs are taken over after this; a live one renews every third of it."""
+
+
 TASK_KEY = "total_task_budget"
-CORE_KEYS = ("budgets", "nodes", "task", "windows", "tenants", "plugins", "alerts")
+CORE_KEYS = ("budgets", "nodes", "task", "windows", "tenants", "plugins", "alerts", "deferred")
 """Top-level keys of ``budgets.yaml`` besides the sections plugins own."""
 
 
@@ -346,6 +383,7 @@ class BudgetsConfig:
         allowed_key_env: Variables a section may name as holding an API key
             besides those ending in ``_API_KEY`` (see :data:`ApiKeyEnv`).
         alerts: Where alerts are sent (the ``alerts`` section).
+        deferred: Deferred calls (the ``deferred`` section).
     """
 
     source: str
@@ -359,6 +397,7 @@ class BudgetsConfig:
     node_names: Mapping[str, str] = field(default_factory=dict)
     allowed_key_env: tuple[str, ...] = ()
     alerts: AlertsSettings = AlertsSettings()
+    deferred: DeferredSettings = DeferredSettings()
 
     def windows_for(self, tenant: str) -> Windows:
         """The windows of ``tenant``: its own entries, else the defaults."""
@@ -535,6 +574,21 @@ def load_budgets(
     alerts_data = mapping(("alerts",), data.get("alerts"), "a mapping with `notify` (apprise URLs)")
     alerts, found = doc.validate(AlertsSettings, alerts_data, ("alerts",))
     problems += found
+    deferred_data = mapping(
+        ("deferred",), data.get("deferred"), "a mapping (nodes, window_s, on_failure ...)"
+    )
+    deferred, found = doc.validate(DeferredSettings, deferred_data, ("deferred",))
+    problems += found
+    if deferred is not None:
+        for index, name in enumerate(deferred.nodes):
+            if name not in node_names:
+                known = ", ".join(sorted(node_names))
+                problems.append(
+                    doc.problem(("deferred", "nodes", index), f"unknown node{mention(name)}; known: {known}")
+                )
+        deferred = deferred.model_copy(
+            update={"nodes": tuple(node_names[n] for n in deferred.nodes if n in node_names)}
+        )
     chain = data.get("plugins")
     chains: list[tuple[tuple[str, ...], Any]] = [(("plugins",), chain)] + [
         (("nodes", n, "plugins"), v.get("plugins")) for n, v in raw_nodes.items()
@@ -563,6 +617,7 @@ def load_budgets(
         node_names=dict(node_names),
         allowed_key_env=_names(allowed_key_env),
         alerts=alerts or AlertsSettings(),
+        deferred=deferred or DeferredSettings(),
     )
 
 

@@ -5,7 +5,10 @@ The tree::
     BudgetgraphError                      every error of this project
     ├── ConfigError(ValueError)           a YAML file or setting is invalid
     ├── BudgetExceededError(RuntimeError) a node or task budget refused a call
-    └── ModelOutputError(ValueError)      a model's answer did not match its schema
+    ├── ModelOutputError(ValueError)      a model's answer did not match its schema
+    ├── DeferredPending                   a deferred call waits for its batch (not a failure)
+    └── DeferredFailedError(RuntimeError) a deferred call's batch request expired, failed
+                                          or was cancelled, and ``on_failure`` is ``stop``
 
 Each class says when it is raised; context is passed as keyword arguments and
 kept as attributes, so callers can act on it without parsing messages.
@@ -98,3 +101,48 @@ def _unit(limit: str) -> str:
     if limit.endswith("tool_calls"):
         return " tool calls"
     return " tokens"
+
+
+class DeferredPending(BudgetgraphError):
+    """Raised when a deferred call's answer is not in yet: its request is queued or in a batch.
+
+    Not a failure: the node waits (a LangGraph interrupt) and is resumed once the
+    collector has the answer. The call's reservation stays held until then.
+
+    Attributes:
+        node: The node whose call waits.
+        custom_id: The batch request's ``custom_id`` (the call's attempt key).
+        batch_id: The batch it is in, or ``None`` while it is queued.
+    """
+
+    waits_for_batch = True
+    """Tells telemetry this is a wait, not a failure."""
+
+    def __init__(self, *, node: str, custom_id: str, batch_id: str | None) -> None:
+        self.node = node
+        self.custom_id = custom_id
+        self.batch_id = batch_id
+        where = f"in batch `{batch_id}`" if batch_id else "queued for the next batch"
+        super().__init__(f"Node `{node}`: its call waits for a batch answer ({where}).")
+
+    def to_json(self) -> dict[str, str | None]:
+        """The interrupt value a waiting node shows (``{"deferred": ...}``)."""
+        return {"node": self.node, "custom_id": self.custom_id, "batch_id": self.batch_id}
+
+
+class DeferredFailedError(BudgetgraphError, RuntimeError):
+    """Raised when a deferred call's batch request did not succeed and ``deferred.on_failure`` is ``stop``.
+
+    Attributes:
+        node: The node whose call failed.
+        custom_id: The batch request's ``custom_id``.
+        batch_id: Its batch.
+        reason: The provider's error (``batch_expired``, ``batch_cancelled``, a status ...).
+    """
+
+    def __init__(self, *, node: str, custom_id: str, batch_id: str | None, reason: str) -> None:
+        self.node = node
+        self.custom_id = custom_id
+        self.batch_id = batch_id
+        self.reason = reason
+        super().__init__(f"Node `{node}`: its batch request `{custom_id}` in `{batch_id}` failed: {reason}")

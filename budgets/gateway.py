@@ -48,7 +48,8 @@ from pydantic import BaseModel
 from budgetgraph.budgets.caps import Scopes, caps_for, latency_exceeded, latency_left_ms, rooms
 from budgetgraph.budgets.chat import ChatModels
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgetgraph.budgets.errors import ModelOutputError
+from budgetgraph.budgets.deferred.queue import BatchQueue, open_queue
+from budgetgraph.budgets.errors import DeferredFailedError, DeferredPending, ModelOutputError
 from budgetgraph.budgets.estimates import Estimator
 from budgetgraph.budgets.ledger import Ledger, open_ledger, scope_part
 from budgetgraph.budgets.ledger.base import Attempt
@@ -101,6 +102,7 @@ class Gateway:
             ``plugins``, else :data:`DEFAULT_CHAIN`).
         settings: The process's settings, handed to the plugins (default: read from
             the ``BUDGETGRAPH_*`` variables now, :func:`~budgetgraph.settings.load_settings`).
+        batches: The queue of deferred calls (default: the settings' ``batch_queue``).
 
     Raises:
         ConfigError: A chain names an unknown plugin, or a setting is invalid.
@@ -115,13 +117,16 @@ class Gateway:
         chains: Mapping[str, Sequence[str]] | None = None,
         default_chain: Sequence[str] | None = None,
         settings: Settings | None = None,
+        batches: BatchQueue | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.models = models
         self.budgets = budgets
         self.ledger = ledger if ledger is not None else open_ledger("memory:")
-        self.prices = PriceBook(models.file.prices)
-        self.chat = ChatModels(models, self.prices)
+        self.prices = PriceBook(models.file.prices, models.file.batch_discounts)
+        self.batches = batches if batches is not None else open_queue(self.settings.batch_queue)
+        """The queue of deferred calls (opened on its first use)."""
+        self.chat = ChatModels(models, self.prices, self.batches)
         self.estimator = Estimator(models, budgets, self.prices, self.ledger)
         """What plans ask of the budgets: tiers, rooms and step estimates."""
         context = PluginContext(
@@ -169,10 +174,13 @@ class Gateway:
             if entry is not None and entry.get("parse_error") is None:
                 logger.info("Node `%s`: replaying a completed call from the journal", request.node)
                 return from_journal(entry, request)
-            orphans = self._close_orphans(start.attempts)
+            deferred = [a for a in start.attempts if a.record.get("deferred")]
+            orphans = self._close_orphans([a for a in start.attempts if not a.record.get("deferred")])
             request = request.evolve(
                 call_id=journal_key, recover=bool(orphans), recover_ids=tuple(o.key for o in orphans)
             )
+            if deferred:
+                request = self._deferred(request, deferred[-1])
         try:
             result = self._run(request)
         except BaseException:
@@ -189,6 +197,42 @@ class Gateway:
         journaled = journal_key if result.parse_error is None and not result.journaled else None
         self.ledger.finish_call(journaled, journal_entry(result) if journaled else None, records)
         return result
+
+    def _deferred(self, request: CallRequest, attempt: Attempt) -> CallRequest:
+        """The call asked again while its request is in the batch queue.
+
+        Returns:
+            The request to run the chain with: answering from the queue and settling the
+            attempt's reservation (answered, or never queued: a process died between
+            reserving and queueing), or sent live (the batch request failed and
+            ``deferred.on_failure`` is ``live``).
+
+        Raises:
+            DeferredPending: The answer is not in yet.
+            DeferredFailedError: The batch request failed and ``on_failure`` is ``stop``.
+        """
+        queued = self.batches.get(attempt.key)
+        if queued is not None and queued.state in ("queued", "submitting", "submitted"):
+            raise DeferredPending(node=request.node, custom_id=attempt.key, batch_id=queued.batch_id)
+        if queued is None or queued.state in ("done", "consumed"):
+            return request.evolve(
+                deferred=True, deferred_attempt=attempt, tier=attempt.record["tier"], attempt_id=attempt.key
+            )
+        # Expired, cancelled or failed: nothing was billed; the reservation goes back.
+        if self.ledger.end_attempt(attempt.key):
+            self.ledger.release(attempt.reservation)
+        self.batches.consume(attempt.key)
+        reason = json.dumps((queued.result or {}).get("error"))[:300]
+        if self.budgets.deferred.on_failure == "stop":
+            raise DeferredFailedError(
+                node=request.node, custom_id=attempt.key, batch_id=queued.batch_id, reason=reason
+            )
+        logger.info(
+            "Node `%s`: batch request %s failed (%s); sending it live", request.node, attempt.key, reason
+        )
+        return request.evolve(deferred=False).decide(
+            "gateway", "live", f"batch request in {queued.batch_id} failed ({reason}); sent live"
+        )
 
     def forget_thread(self, thread_id: str) -> int:
         """Drop the journal of a finished run (``thread_id``); its calls are never replayed again.
@@ -270,9 +314,6 @@ class Gateway:
                 provider=(endpoint.settings.provider or "openai") if endpoint is not None else None,
                 request_model=endpoint.settings.model if endpoint is not None else None,
                 budget_left=self._budget_left(request, result),
-                server_url=endpoint.base_url if endpoint is not None else None,
-                messages=request.messages,
-                output=result.message if result.message is not None else result.output,
             )
         return result
 
@@ -326,6 +367,8 @@ class Gateway:
         thread_id: str | None = None,
         tenant: str = "default",
         step: str = "",
+        deferred: bool = False,
+        wait: Callable[[DeferredPending], object] | None = None,
     ) -> NodeSession:
         """Open a session for one run of ``node``.
 
@@ -337,8 +380,21 @@ class Gateway:
             tenant: Who pays.
             step: Names this run of the node within its thread (e.g. the re-plan
                 loop), so a later loop does not replay an earlier loop's calls.
+            deferred: Send the node's calls through the batch API (needs ``thread_id``).
+            wait: Called when a deferred call's answer is not in yet; it pauses the
+                run (the graph's interrupt) and returns once the run is resumed, and
+                the call is asked again. ``None``: :class:`DeferredPending` is raised.
         """
-        return NodeSession(self, node, list(history), thread_id=thread_id, tenant=tenant, step=step)
+        return NodeSession(
+            self,
+            node,
+            list(history),
+            thread_id=thread_id,
+            tenant=tenant,
+            step=step,
+            deferred=deferred and thread_id is not None,
+            wait=wait,
+        )
 
     @property
     def default_tier(self) -> Tier:
@@ -362,6 +418,8 @@ class NodeSession:
         thread_id: str | None,
         tenant: str,
         step: str = "",
+        deferred: bool = False,
+        wait: Callable[[DeferredPending], object] | None = None,
     ) -> None:
         self._gateway = gateway
         self._node = node
@@ -369,6 +427,8 @@ class NodeSession:
         self._thread_id = thread_id
         self._tenant = tenant
         self._step = step
+        self._deferred = deferred
+        self._wait = wait
         self._round_trips = 0
         self.calls: list[ModelCall] = []
 
@@ -419,6 +479,8 @@ class NodeSession:
         Raises:
             BudgetExceededError: A limit refused a call.
             ModelOutputError: The answer failed the schema twice in a row.
+            DeferredPending: A deferred call waits for its batch, and the session has no ``wait``.
+            DeferredFailedError: A deferred call's batch request failed and ``on_failure`` is ``stop``.
         """
         conversation = list(messages)
         tools_by_name = {tool.name: tool for tool in tools}
@@ -428,7 +490,14 @@ class NodeSession:
             if reason is not None and request.tier != self._gateway.default_tier:
                 # The plan chose another tier than the default: its reason rides on the call's row.
                 request = request.decide("plan", "local" if request.tier == "local" else "route", reason)
-            result = self._gateway.call(request, journal_key=self._journal_key(request))
+            try:
+                result = self._gateway.call(request, journal_key=self._journal_key(request))
+            except DeferredPending as pending:
+                if self._wait is None:
+                    raise
+                self._wait(pending)  # returns once the run is resumed: ask the same call again
+                self._round_trips -= 1
+                continue
             self.calls.extend(result.calls)
             if result.output is not None:
                 assert isinstance(result.output, schema)
@@ -480,6 +549,7 @@ class NodeSession:
             task_spent=Totals.of(spent),
             thread_id=self._thread_id,
             tenant=self._tenant,
+            deferred=self._deferred,
         )
 
 

@@ -7,6 +7,12 @@ Sources, in order:
 2. the genai-prices database (https://github.com/pydantic/genai-prices),
    from the snapshot shipped with the package: no network at run time.
 
+A deferred call (sent through a provider's batch API) is priced at the
+database's batch price (genai-prices' ``processing: batch`` condition) where
+it lists one below the standard price, else at the standard price times the
+provider's discount (``batch_discounts`` in ``models.yaml``; 0.5 for OpenAI,
+from its Batch API price list).
+
 Token conventions follow OpenAI's usage object, as LangChain's
 ``usage_metadata`` reports it: ``input_tokens`` includes cached input tokens,
 ``output_tokens`` includes reasoning tokens. Cached input is priced at the
@@ -29,6 +35,11 @@ from budgetgraph.budgets.request import MICRO
 logger = logging.getLogger(__name__)
 
 _PER_MTOK = Decimal(1_000_000)
+_BATCH = {"processing": "batch"}
+
+DEFAULT_BATCH_DISCOUNTS: Mapping[str, float] = {"openai": 0.5, "anthropic": 0.5}
+"""Batch price as a fraction of the standard one, by provider: OpenAI's Batch API and
+Anthropic's Message Batches both charge 50% (their price lists)."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +66,19 @@ class PriceBook:
 
     Args:
         overrides: Model name -> override, from ``models.yaml``.
+        batch_discounts: Provider -> the fraction of the standard price a batch
+            request costs, where the database lists no batch price.
     """
 
-    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, PriceOverride] | None = None,
+        batch_discounts: Mapping[str, float] | None = None,
+    ) -> None:
         self._overrides = dict(overrides or {})
-        self._rates: dict[tuple[str, str | None], tuple[Decimal, Decimal] | None] = {}
+        discounts = batch_discounts if batch_discounts is not None else DEFAULT_BATCH_DISCOUNTS
+        self._discounts = {k: Decimal(str(v)) for k, v in discounts.items()}
+        self._rates: dict[tuple[str, str | None, bool], tuple[Decimal, Decimal] | None] = {}
 
     def price(
         self,
@@ -69,6 +88,7 @@ class PriceBook:
         output_tokens: int,
         cache_read_tokens: int = 0,
         provider: str | None = None,
+        batch: bool = False,
     ) -> Price:
         """Price one call.
 
@@ -78,10 +98,33 @@ class PriceBook:
             output_tokens: Output tokens, reasoning ones included.
             cache_read_tokens: Input tokens served from the provider's cache.
             provider: genai-prices provider id, or ``None`` to match by model.
+            batch: Priced as a batch request (see the module docstring).
 
         Returns:
             The price; ``known=False`` and 0 USD when neither source lists the model.
         """
+        standard = self._price(model, input_tokens, output_tokens, cache_read_tokens, provider, None)
+        if not batch or not standard.known:
+            return standard
+        if model not in self._overrides:
+            listed = self._price(model, input_tokens, output_tokens, cache_read_tokens, provider, _BATCH)
+            if listed.usd < standard.usd:
+                return listed
+        return Price(usd=standard.usd * self.batch_discount(provider), known=True)
+
+    def batch_discount(self, provider: str | None) -> Decimal:
+        """The fraction of the standard price a batch request costs with ``provider`` (default OpenAI)."""
+        return self._discounts.get(provider or "openai", Decimal(1))
+
+    def _price(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        provider: str | None,
+        context: Mapping[str, str] | None,
+    ) -> Price:
         override = self._overrides.get(model)
         if override is not None:
             cached_rate = override.cache_read_per_mtok
@@ -103,23 +146,26 @@ class PriceBook:
                 ),
                 model,
                 provider_id=provider,
+                price_context=context,
             )
         except LookupError:
             _warn_unpriced(model)
             return Price(usd=Decimal(0), known=False)
         return Price(usd=Decimal(calc.total_price), known=True)
 
-    def rates(self, model: str, provider: str | None = None) -> tuple[Decimal, Decimal] | None:
+    def rates(
+        self, model: str, provider: str | None = None, *, batch: bool = False
+    ) -> tuple[Decimal, Decimal] | None:
         """(input, output) USD per million tokens for ``model``, or ``None``; computed once per model."""
-        key = (model, provider)
+        key = (model, provider, batch)
         if key not in self._rates:
-            self._rates[key] = self._rates_of(model, provider)
+            self._rates[key] = self._rates_of(model, provider, batch)
         return self._rates[key]
 
-    def _rates_of(self, model: str, provider: str | None) -> tuple[Decimal, Decimal] | None:
+    def _rates_of(self, model: str, provider: str | None, batch: bool) -> tuple[Decimal, Decimal] | None:
         million = 1_000_000
-        inp = self.price(model, input_tokens=million, output_tokens=0, provider=provider)
-        out = self.price(model, input_tokens=0, output_tokens=million, provider=provider)
+        inp = self.price(model, input_tokens=million, output_tokens=0, provider=provider, batch=batch)
+        out = self.price(model, input_tokens=0, output_tokens=million, provider=provider, batch=batch)
         if not inp.known:
             return None
         return inp.usd, out.usd

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from budgetgraph.budgets.config import Tier
-from budgetgraph.budgets.ledger.base import LedgerRecord, ScopeTotals
+from budgetgraph.budgets.ledger.base import Attempt, LedgerRecord, ScopeTotals
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ class ModelCall(TypedDict):
 
     Token counts are what the server reported in ``usage``, unless ``usage``
     says otherwise; ``cost_micro_usd`` is their price in integer micro-dollars.
+    ``latency_ms`` is the request's duration, from sending it to its answer (the
+    ``chat`` span's duration); for a cache hit, the lookup's; for a local step,
+    the rules'.
     """
 
     node: str
@@ -117,6 +120,8 @@ class ModelCall(TypedDict):
     """What the cache did, when the call went through it."""
     usage: NotRequired[UsageSource]
     """Where the token counts come from; absent on rows kept before it was added (``reported``)."""
+    batch_id: NotRequired[str]
+    """On a deferred call: the batch that answered it (priced at the batch price)."""
 
 
 def unbilled_call(
@@ -175,6 +180,8 @@ def ledger_record(call: ModelCall, *, tenant: str, thread_id: str, ts: str) -> L
     )
     record["latency_ms"] = call["latency_ms"]
     record["decisions"] = [dict(d) for d in call["decisions"]]
+    if "batch_id" in call:
+        record["batch_id"] = call["batch_id"]
     source = call.get("usage")
     if source is not None and source != "reported":
         record["usage"] = source
@@ -252,6 +259,11 @@ class CallRequest:
             for the router and the limits; ``None`` when not read.
         cache: The cache's outcome for this request when it looked and found no
             answer (``miss`` or ``refused``), for the call's spend row and record.
+        deferred: Send the call through the provider's batch API at the batch
+            price, and wait for the answer (see :mod:`budgetgraph.budgets.deferred`).
+        deferred_attempt: The open attempt of this call whose request is in the
+            batch queue (set when the call is asked again): its reservation and
+            tier are the call's, and the chat model takes its answer from the queue.
     """
 
     node: str
@@ -275,6 +287,8 @@ class CallRequest:
     started: float | None = None
     held: Mapping[str, ScopeTotals] | None = None
     cache: CacheOutcome | None = None
+    deferred: bool = False
+    deferred_attempt: Attempt | None = None
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""

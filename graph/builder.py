@@ -16,6 +16,7 @@ without a checkpointer, as the server brings its own persistence).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from budgetgraph.budgets import (
     load_budgets,
     load_models,
 )
+from budgetgraph.budgets.errors import DeferredPending
 from budgetgraph.budgets.ledger import Ledger, open_ledger
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.dependencies import constraints_for, fingerprint, plan_view
@@ -55,9 +57,12 @@ from budgetgraph.graph.serving import (
 )
 from budgetgraph.graph.state import InputState, NodeRun, RunSettings, SpecialistInput, State
 from budgetgraph.settings import Settings, load_settings
-from budgetgraph.tracing import traced_node
+from budgetgraph.tracing import traced_graph, traced_node
 
 logger = logging.getLogger(__name__)
+
+DEFERRED_KIND = "deferred"
+"""The ``kind`` of a waiting node's interrupt value: it waits for batch answers, not for a human."""
 
 NODE_NAMES: dict[str, str] = {
     "planner": "planner",
@@ -110,7 +115,7 @@ def build_graph(
     ledger: Ledger | str | None = None,
     gateway: Gateway | None = None,
     name: str = "decision",
-    configure_telemetry: bool = False,
+    configure_telemetry: bool = True,
     settings: Settings | None = None,
     serving: Serving | None = None,
 ) -> CompiledStateGraph[State, Context, InputState, State]:
@@ -128,16 +133,23 @@ def build_graph(
         gateway: A ready gateway; overrides ``models``, ``budgets`` and ``ledger``.
         name: The compiled graph's name.
         configure_telemetry: Set up OpenTelemetry from the ``OTEL_*`` variables when
-            the first node runs (for the served graph; the CLI sets it up itself).
-            Every node execution is a span either way (see :mod:`budgetgraph.tracing.runs`).
+            the first run starts (once per process; what is pending is exported at
+            exit), so that a graph built in Python or served traces with no other
+            call; ``OTEL_SDK_DISABLED=true`` turns telemetry off all the same.
+            ``False`` leaves the set-up to the program (a host's own SDK provider, or
+            :func:`~budgetgraph.tracing.configure_telemetry`). Either way every
+            invocation is a run span and every node execution a span below it (see
+            :mod:`budgetgraph.tracing.runs`); without a set-up they cost nothing.
         settings: The settings (:mod:`budgetgraph.settings`); ``None`` reads the
             ``BUDGETGRAPH_*`` variables now.
         serving: The profiles a run's context may name (``profile``), whose default
             profile is the graph's own files; ``None``: one profile, ``default``.
 
     Returns:
-        The compiled graph. Invoke it with ``{"task": ..., "constraints": [...]}``
-        and ``{"configurable": {"thread_id": ...}}``; pass a
+        The compiled graph, which opens a run span for each invocation
+        (:func:`~budgetgraph.tracing.traced_graph`). Invoke it with
+        ``{"task": ..., "constraints": [...]}`` and
+        ``{"configurable": {"thread_id": ...}}``; pass a
         :class:`~budgetgraph.graph.context.Context` as ``context=`` to set the tenant, the
         review threshold and the profile.
 
@@ -181,7 +193,7 @@ def build_graph(
     for specialist in agents.SPECIALISTS:
         builder.add_edge(specialist, "reconcile")
     builder.add_edge("reconcile", "review")
-    return builder.compile(checkpointer=checkpointer, name=name)
+    return traced_graph(builder.compile(checkpointer=checkpointer, name=name), configure=configure_telemetry)
 
 
 class _Nodes:
@@ -268,6 +280,11 @@ class _Nodes:
             return caller.tenant
         return recorded or self._context(runtime).tenant or self.gateway.settings.tenant
 
+    def _deferred(self, runtime: Runtime[Context], started: bool | None) -> bool | None:
+        """Whether the run's calls are deferred: the context's choice, else the run's input's."""
+        chosen = self._context(runtime).deferred
+        return chosen if chosen is not None else started
+
     def _session(
         self,
         node: str,
@@ -275,18 +292,32 @@ class _Nodes:
         runtime: Runtime[Context],
         tenant: str | None,
         recorded: RunSettings | None,
+        deferred: bool | None = None,
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
         tenant = self._tenant(runtime, tenant)
+        gateway = self._gateway(runtime, recorded)
+        deferred = self._deferred(runtime, deferred)
+        if deferred is None:
+            deferred = node in gateway.budgets.deferred.nodes
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
-        return self._gateway(runtime, recorded).session(
+        return gateway.session(
             node,
             history=spend,
             thread_id=info.thread_id if info else None,
             tenant=tenant,
             step=info.checkpoint_id if info else "",
+            deferred=deferred,
+            wait=functools.partial(
+                _wait_for_batch,
+                run={
+                    "tenant": tenant,
+                    "review_threshold": self._context(runtime).review_threshold,
+                    "profile": self._profile_name(runtime, recorded),
+                },
+            ),
         )
 
     def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -308,7 +339,9 @@ class _Nodes:
                 "node_runs": [_run("planner", inputs, reused=True)],
                 **settings_update,
             }
-        session = self._session("planner", state.get("spend", []), runtime, tenant, recorded)
+        session = self._session(
+            "planner", state.get("spend", []), runtime, tenant, recorded, state.get("deferred")
+        )
         general = [c["text"] for c in constraints_for("planner", constraints)]
         made = agents.plan(
             session, self._gateway(runtime, recorded), task=task, constraints=general, note=note
@@ -327,7 +360,9 @@ class _Nodes:
     def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
         step = PlanStep.model_validate(state["step"])
         recorded = state.get("run_settings")
-        session = self._session(step.node, state["spend"], runtime, state.get("tenant"), recorded)
+        session = self._session(
+            step.node, state["spend"], runtime, state.get("tenant"), recorded, state.get("deferred")
+        )
         analysis = agents.analyze(
             session,
             step,
@@ -347,7 +382,9 @@ class _Nodes:
     def reconcile(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         analyses = state.get("analyses") or {}
         recorded = state.get("run_settings")
-        session = self._session("reconcile", state.get("spend", []), runtime, state.get("tenant"), recorded)
+        session = self._session(
+            "reconcile", state.get("spend", []), runtime, state.get("tenant"), recorded, state.get("deferred")
+        )
         result = agents.reconcile(
             session,
             task=state["task"],
@@ -427,6 +464,19 @@ class _Nodes:
             return answer
 
 
+def _wait_for_batch(pending: DeferredPending, *, run: dict[str, Any]) -> object:
+    """Pause the run until a deferred call's answer is in: a LangGraph interrupt.
+
+    The interrupt's value is ``{"kind": "deferred", "node", "custom_id",
+    "batch_id", "run"}``, where ``run`` holds what the run was started with
+    (``tenant``, ``review_threshold``, ``profile``) so that the collector resumes
+    it as it was started (see :func:`budgetgraph.graph.collect.resume_context`).
+    The collector resumes the run (``Command(resume=...)``) once every answer it
+    waits for is in, and the call is asked again.
+    """
+    return interrupt({"kind": DEFERRED_KIND, **pending.to_json(), "run": run})
+
+
 def _dispatch(state: State) -> list[Send]:
     """Send each plan step to its specialist, unless its analysis already answers the same inputs."""
     plan = state["plan"] or {}
@@ -437,6 +487,7 @@ def _dispatch(state: State) -> list[Send]:
         "spend": state.get("spend", []),
         "tenant": state.get("tenant"),
         "run_settings": state.get("run_settings") or {},
+        "deferred": state.get("deferred"),
     }
     analyses = state.get("analyses") or {}
     sends = []
@@ -527,7 +578,10 @@ def make_graph(config: RunnableConfig) -> CompiledStateGraph[State, Context, Inp
     request's config. The graph is built on the first call, from the
     settings the server's environment holds then (``BUDGETGRAPH_*``, see
     :mod:`budgetgraph.settings`), and the same compiled graph is returned
-    afterwards. It has no checkpointer: the server brings its own.
+    afterwards. It has no checkpointer: the server brings its own. Each run
+    is one run span with its node spans below, telemetry being set up from
+    the server's ``OTEL_*`` variables on the first run (see
+    :mod:`budgetgraph.tracing.runs`).
 
     Args:
         config: The request's config (unused: the graph is the same for every request).

@@ -10,19 +10,24 @@ import json
 import logging
 import math
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
+import openai
 import typer
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 from pydantic import ValidationError
 
 from budgetgraph.budgets import BudgetgraphError, ConfigError
+from budgetgraph.budgets.deferred.collector import Collector
+from budgetgraph.budgets.deferred.queue import open_queue
 from budgetgraph.budgets.ledger import open_ledger
 from budgetgraph.budgets.ledger.base import default_ledger_path
 from budgetgraph.budgets.plugins.limits import MAX_RAISE
@@ -34,6 +39,7 @@ from budgetgraph.graph.cli_common import (
     EXIT_DONE,
     EXIT_FAILED,
     EXIT_PAUSED,
+    EXIT_WAITING,
     BudgetsOpt,
     CacheOpt,
     CheckpointerOpt,
@@ -43,6 +49,7 @@ from budgetgraph.graph.cli_common import (
     TenantOpt,
     ThresholdOpt,
     config_message,
+    err,
     fail,
     print_error,
     settings_for,
@@ -51,15 +58,22 @@ from budgetgraph.graph.cli_common import (
 from budgetgraph.graph.cli_plan import plan_command
 from budgetgraph.graph.cli_report import dashboard_command, report_command
 from budgetgraph.graph.cli_trace import trace_command
+from budgetgraph.graph.collect import resume_command, resume_context, waits_only_for_batches
 from budgetgraph.graph.console import render_history, render_report
 from budgetgraph.graph.context import Context
+from budgetgraph.graph.progress import STREAM_MODES, show_progress
 from budgetgraph.graph.report import run_report
 from budgetgraph.graph.serde import RefusedCheckpointError
 from budgetgraph.graph.threads import checkpoint_history, copy_checkpoint, edit_summary
 from budgetgraph.settings import Settings
 from budgetgraph.tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
 
-_EXIT_BY_STATUS = {"done": EXIT_DONE, "paused": EXIT_PAUSED, "failed": EXIT_FAILED}
+_EXIT_BY_STATUS = {
+    "done": EXIT_DONE,
+    "paused": EXIT_PAUSED,
+    "waiting": EXIT_WAITING,
+    "failed": EXIT_FAILED,
+}
 
 
 def _version_callback(value: bool) -> None:
@@ -98,8 +112,17 @@ def _main(
     """Run a cost-aware multi-agent review of a business decision."""
 
 
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show no progress on stderr while the run works.")
+]
+
+
 class _BadInput(Exception):
     """A problem with what the user asked for (exit code 2)."""
+
+
+class _NoSuchRun(Exception):
+    """A thread waits in the batch queue but has no run in the checkpointer (``collect`` skips it)."""
 
 
 @app.command()
@@ -117,6 +140,15 @@ def run(
     ledger: LedgerOpt = None,
     cache: CacheOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    deferred: Annotated[
+        bool,
+        typer.Option(
+            "--deferred",
+            help="Send the model calls through the provider's batch API at batch prices (about "
+            "half); the run waits (exit code 4) until `budgetgraph collect` resumes it.",
+        ),
+    ] = False,
 ) -> None:
     """Plan, analyse (CTO and COO in parallel), reconcile and review a decision."""
     thread_id = thread or str(uuid.uuid4())
@@ -126,10 +158,12 @@ def run(
     def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
         if graph.get_state(config).values:
             raise _BadInput(f"Thread `{thread_id}` already has a run; use `budgetgraph resume {thread_id}`.")
-        return {"task": task, "constraints": list(constraint or [])}
+        started = {"task": task, "constraints": list(constraint or [])}
+        return {**started, "deferred": True} if deferred else started
 
     settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
-    _drive(start, thread_id, _context(settings, review_threshold, as_json), settings, as_json, new_run=True)
+    context = _context(settings, review_threshold, as_json)
+    _drive(start, thread_id, context, settings, as_json, new_run=True, quiet=quiet)
 
 
 @app.command()
@@ -160,6 +194,7 @@ def resume(
     ledger: LedgerOpt = None,
     cache: CacheOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Continue a run that paused for review or for a budget, or that failed."""
     chosen = [
@@ -183,6 +218,12 @@ def resume(
         snapshot = graph.get_state(config)
         if not snapshot.values:
             raise _BadInput(f"No run has thread `{thread}`.")
+        if waits_only_for_batches(snapshot):
+            if chosen:
+                raise _BadInput(
+                    f"The run waits for batch answers, not for review, so {chosen[0]} does not apply."
+                )
+            return resume_command(snapshot)  # answers not in yet: it waits again (exit code 4)
         if snapshot.interrupts:
             if not chosen:
                 raise _BadInput("The run is paused: give --approve, --reject or --replan NOTE.")
@@ -201,7 +242,8 @@ def resume(
         return None  # continue from the last checkpoint: re-runs only what had not finished
 
     settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
-    _drive(start, thread, _context(settings, review_threshold, as_json), settings, as_json)
+    context = _context(settings, review_threshold, as_json)
+    _drive(start, thread, context, settings, as_json, quiet=quiet)
 
 
 def _drive(
@@ -214,8 +256,40 @@ def _drive(
     new_run: bool = False,
     settings_from: str | None = None,
     extend: Any = None,
+    quiet: bool = False,
 ) -> None:
-    """Check the configuration, open the stores, build the graph, run ``start``'s input, report.
+    """Run ``start``'s input (see :func:`_execute`), print the report, and exit with the run's status."""
+    try:
+        report = _execute(
+            start,
+            thread_id,
+            context,
+            settings,
+            as_json,
+            new_run=new_run,
+            settings_from=settings_from,
+            extend=extend,
+            quiet=quiet,
+        )
+        _emit(report, as_json)
+    finally:
+        shutdown_telemetry()
+    raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
+
+
+def _execute(
+    start: Any,
+    thread_id: str,
+    context: Context | Callable[[StateSnapshot], Context],
+    settings: Settings,
+    as_json: bool,
+    *,
+    new_run: bool = False,
+    settings_from: str | None = None,
+    extend: Any = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Check the configuration, open the stores, build the graph, run ``start``'s input; return the report.
 
     The YAML files are read and checked before any store is opened, so a
     refused command writes nothing; a command on an existing run
@@ -225,63 +299,72 @@ def _drive(
     others (option or variable); the nodes that then run record the override in
     the run's ``run_settings``.
     ``start(graph, config)`` checks the request and returns the input (``None``
-    continues from the last checkpoint); ``extend(report, state)`` may add to
+    continues from the last checkpoint); ``context`` may be a function of the
+    run's snapshot (a collected run resumes as it was started); ``extend(report, state)`` may add to
     the report. The run is traced (a run span over the graph's node spans,
     see ``tracing``); telemetry is set up from the ``OTEL_*`` variables once
     the request is accepted, and shut down after the report is out, within
-    the export timeout.
+    the export timeout. While the graph works, each node's start and end go
+    to stderr (:mod:`budgetgraph.graph.progress`), unless ``quiet``.
     """
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    try:
-        with ExitStack() as stack:
+    with ExitStack() as stack:
+        try:
+            if new_run:  # every file is checked before a store is opened or created
+                models, budgets = load_config(settings)
+                saver = stack.enter_context(open_checkpointer(settings.checkpointer))
+            else:  # an existing run's file is opened, never created, to read its settings
+                saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=False))
+                settings = _kept_settings(settings, saver, settings_from or thread_id)
+                models, budgets = load_config(settings)
+            ledger = open_ledger(settings.ledger_url)
+            stack.callback(ledger.close)
+            graph = build_graph(
+                checkpointer=saver, models=models, budgets=budgets, ledger=ledger, settings=settings
+            )
+            graph_input = start(graph, config)
+        except ConfigError as exc:
+            fail(config_message(exc), as_json)
+        except NoCheckpointsError as exc:
+            fail(f"No run has thread `{thread_id}`. {exc}", as_json)
+        except _BadInput as exc:
+            fail(str(exc), as_json)
+        except (RefusedCheckpointError, CheckpointStoreError) as exc:
+            fail(str(exc), as_json, EXIT_FAILED)
+        configure_telemetry()
+        error: BaseException | None = None
+        snapshot = graph.get_state(config)
+        if not isinstance(context, Context):
+            context = context(snapshot)
+        run: RunSpan | None = None
+        if graph_input is not None or snapshot.next:
+            run = stack.enter_context(run_span(thread_id, workflow=graph.name))
             try:
-                if new_run:  # every file is checked before a store is opened or created
-                    models, budgets = load_config(settings)
-                    saver = stack.enter_context(open_checkpointer(settings.checkpointer))
-                else:  # an existing run's file is opened, never created, to read its settings
-                    saver = stack.enter_context(open_checkpointer(settings.checkpointer, create=False))
-                    settings = _kept_settings(settings, saver, settings_from or thread_id)
-                    models, budgets = load_config(settings)
-                ledger = open_ledger(settings.ledger_url)
-                stack.callback(ledger.close)
-                graph = build_graph(
-                    checkpointer=saver, models=models, budgets=budgets, ledger=ledger, settings=settings
-                )
-                graph_input = start(graph, config)
-            except ConfigError as exc:
-                fail(config_message(exc), as_json)
-            except NoCheckpointsError as exc:
-                fail(f"No run has thread `{thread_id}`. {exc}", as_json)
-            except _BadInput as exc:
+                # durability="sync": every step is on disk before the next starts, so a
+                # crash at any point resumes from the last finished step.
+                with show_progress(quiet=quiet) as progress:
+                    for part in graph.stream(
+                        graph_input,
+                        config,
+                        context=context,
+                        durability="sync",
+                        stream_mode=STREAM_MODES,
+                        version="v2",
+                    ):
+                        progress(part)
+            except EmptyTaskError as exc:
+                run.finish("failed", exc)
                 fail(str(exc), as_json)
-            except (RefusedCheckpointError, CheckpointStoreError) as exc:
-                fail(str(exc), as_json, EXIT_FAILED)
-            configure_telemetry()
-            error: BaseException | None = None
-            snapshot = graph.get_state(config)
-            run: RunSpan | None = None
-            if graph_input is not None or snapshot.next:
-                run = stack.enter_context(run_span(thread_id, workflow=graph.name))
-                try:
-                    # durability="sync": every step is on disk before the next starts, so a
-                    # crash at any point resumes from the last finished step.
-                    graph.invoke(graph_input, config, context=context, durability="sync")
-                except EmptyTaskError as exc:
-                    run.finish("failed", exc)
-                    fail(str(exc), as_json)
-                except Exception as exc:  # reported as a failed run, resumable
-                    logging.getLogger(__name__).debug("run failed", exc_info=True)
-                    error = exc
-            final = graph.get_state(config)
-            report = run_report(thread_id, final, error=error)
-            if run is not None:
-                run.finish(report["status"], error)
-            if extend is not None:
-                extend(report, final.values)
-        _emit(report, as_json)
-    finally:
-        shutdown_telemetry()
-    raise typer.Exit(_EXIT_BY_STATUS[report["status"]])
+            except Exception as exc:  # reported as a failed run, resumable
+                logging.getLogger(__name__).debug("run failed", exc_info=True)
+                error = exc
+        final = graph.get_state(config)
+        report = run_report(thread_id, final, error=error)
+        if run is not None:
+            run.finish(report["status"], error)
+        if extend is not None:
+            extend(report, final.values)
+    return report
 
 
 @app.command()
@@ -302,6 +385,7 @@ def edit(
     ledger: LedgerOpt = None,
     cache: CacheOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Change a finished run's constraints and re-run only the nodes they affect."""
     before: dict[str, Any] = {}
@@ -331,7 +415,7 @@ def edit(
 
     settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     context = _context(settings, review_threshold, as_json)
-    _drive(start, thread, context, settings, as_json, extend=extend)
+    _drive(start, thread, context, settings, as_json, extend=extend, quiet=quiet)
 
 
 @app.command()
@@ -375,11 +459,34 @@ def history(
     if not rows:
         fail(f"No run has thread `{thread}`.", as_json)
     unsettled = _unsettled(settings, thread)
+    deferred = _deferred_of(settings, thread)
     if as_json:
-        document = {"thread_id": thread, "checkpoints": rows, "unsettled": unsettled}
+        document = {"thread_id": thread, "checkpoints": rows, "unsettled": unsettled, "deferred": deferred}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         render_history(stdout_console(), thread, rows, unsettled)
+        if deferred["waiting"]:
+            batches = ", ".join(deferred["batch_ids"]) or "none yet (queued)"
+            stdout_console().print(
+                f"Waiting for batch answers: {deferred['pending']} pending; batches {batches}"
+            )
+
+
+def _deferred_of(settings: Settings, thread: str) -> dict[str, Any]:
+    """Whether the run waits for batch answers, and every batch that held one of its calls."""
+    path = settings.batch_queue or Path.cwd() / ".budgetgraph" / "batches.sqlite"
+    if not Path(path).is_file():
+        return {"waiting": False, "pending": 0, "batch_ids": []}
+    queue = open_queue(path)
+    try:
+        waiting = queue.waiting(thread)
+        return {
+            "waiting": bool(waiting),
+            "pending": sum(w.pending for w in waiting),
+            "batch_ids": queue.batch_ids(thread),
+        }
+    finally:
+        queue.close()
 
 
 def _unsettled(settings: Settings, thread: str) -> list[dict[str, Any]]:
@@ -411,6 +518,7 @@ def fork(
     ledger: LedgerOpt = None,
     cache: CacheOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Continue a run from one of its earlier checkpoints, in a new thread."""
     target = new_thread or str(uuid.uuid4())
@@ -426,7 +534,7 @@ def fork(
 
     settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, tenant)
     context = _context(settings, review_threshold, as_json)
-    _drive(start, target, context, settings, as_json, settings_from=thread)
+    _drive(start, target, context, settings, as_json, settings_from=thread, quiet=quiet)
 
 
 def _run_settings(
@@ -468,6 +576,114 @@ def _context(settings: Settings, review_threshold: int, as_json: bool) -> Contex
     except ValidationError as exc:
         problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
         fail(f"Invalid run settings: {problems}", as_json)
+
+
+@app.command()
+def collect(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Keep collecting until no run waits for batch answers.")
+    ] = False,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now", help="Submit every queued request now, without waiting for others (`deferred.window_s`)."
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            min=0.01,
+            help="Seconds between polls with --wait (default: `deferred.poll_interval_s`).",
+        ),
+    ] = None,
+    models: ModelsOpt = None,
+    budgets: BudgetsOpt = None,
+    checkpointer: CheckpointerOpt = None,
+    ledger: LedgerOpt = None,
+    cache: CacheOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Submit queued batch requests, poll pending batches, and resume each run whose answers are all in.
+
+    Runs started with ``--deferred`` (or nodes in ``budgets.yaml``'s ``deferred.nodes``) wait
+    for batch answers. Prints each resumed run's report (``--json``: ``{"runs": [...]}``, each
+    the document ``run --json`` prints). Exit code 0 when no run waits any more, 4 when some
+    still do. Several collectors may run at once: each run is resumed by one of them.
+    """
+    settings = _run_settings(as_json, models, budgets, checkpointer, ledger, cache, None)
+    try:
+        models_config, budgets_config = load_config(settings)
+    except ConfigError as exc:
+        fail(config_message(exc), as_json)
+    options = budgets_config.deferred
+    queue = open_queue(settings.batch_queue)
+    collector = Collector(queue, models_config, options)
+    owner = uuid.uuid4().hex
+    reports: list[dict[str, Any]] = []
+    elsewhere: set[str] = set()  # waiting threads whose runs this checkpointer does not hold
+    try:
+        while True:
+            try:
+                collector.collect(force=now)
+            except openai.APIError as exc:
+                if not wait:
+                    fail(f"The batch endpoint failed: {exc}", as_json, EXIT_FAILED)
+                logging.getLogger(__name__).warning("The batch endpoint failed (%s); trying again", exc)
+            for waiting in queue.waiting():
+                if not waiting.ready:
+                    continue
+                with queue.resuming(waiting.thread_id, owner, lease_s=options.lease_s) as mine:
+                    if not mine:
+                        continue  # another collector resumes it
+                    if not any(w.ready for w in queue.waiting(waiting.thread_id)):
+                        continue  # another collector resumed it since we looked
+                    try:
+                        reports.append(_resume_waiting(waiting.thread_id, settings, as_json, quiet))
+                    except _NoSuchRun:
+                        if waiting.thread_id not in elsewhere:
+                            logging.getLogger(__name__).warning(
+                                "Thread `%s` waits for batch answers but has no run in this checkpointer;"
+                                " collect with the checkpointer it ran with",
+                                waiting.thread_id,
+                            )
+                        elsewhere.add(waiting.thread_id)
+            still = [w for w in queue.waiting() if w.thread_id not in elsewhere]
+            if not wait or not still:
+                break
+            time.sleep(options.poll_interval_s if interval is None else interval)
+    finally:
+        shutdown_telemetry()
+        queue.close()
+    if as_json:
+        sys.stdout.write(json.dumps({"runs": reports}, indent=2, default=str) + "\n")
+    else:
+        for report in reports:
+            render_report(stdout_console(), report)
+        err.print(f"Resumed {len(reports)} run(s); {len(still)} still wait for batch answers.")
+    raise typer.Exit(EXIT_WAITING if still else EXIT_DONE)
+
+
+def _resume_waiting(thread: str, settings: Settings, as_json: bool, quiet: bool) -> dict[str, Any]:
+    """Resume the run of ``thread``, whose batch answers are all in; return its report."""
+
+    def start(graph: CompiledStateGraph, config: RunnableConfig) -> Any:
+        snapshot = graph.get_state(config)
+        if not snapshot.values:
+            raise _NoSuchRun(thread)
+        return resume_command(snapshot)
+
+    def context_of(snapshot: StateSnapshot) -> Context:
+        # As the run was started: its tenant, review threshold and profile (not the collector's).
+        started = resume_context(snapshot)
+        return Context(
+            tenant=started.get("tenant", settings.tenant),
+            review_threshold=started.get("review_threshold", 4),
+            profile=started.get("profile"),
+        )
+
+    return _execute(start, thread, context_of, settings, as_json, quiet=quiet)
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:

@@ -46,6 +46,7 @@ from budgetgraph.graph.cli_common import (
     settings_for,
     stdout_console,
 )
+from budgetgraph.graph.console import print_whole
 
 cache_app = typer.Typer(
     name="cache",
@@ -119,7 +120,8 @@ def eval_pairs(
     if as_json:
         sys.stdout.write(json.dumps(result.summary()) + "\n")
     else:
-        stdout_console().print(_eval_table(result, pairs, verifier))
+        table = _eval_table(result, pairs, verifier)
+        print_whole(stdout_console(), table, table)
 
 
 @cache_app.command()
@@ -190,7 +192,8 @@ def calibrate(
         document = {"path": str(out_path), "cutoff": fitted.cutoff, "source": fitted.source, "holdout": held}
         sys.stdout.write(json.dumps(document) + "\n")
     else:
-        stdout_console().print(_calibrate_table(fitted, out_path))
+        table = _calibrate_table(fitted, out_path)
+        print_whole(stdout_console(), table, table)
 
 
 @cache_app.command()
@@ -220,7 +223,8 @@ def stats(budgets: BudgetsOpt = None, store: CacheStoreOpt = None, as_json: Json
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
-    stdout_console().print(_stats_table(rows, total, entries, url))
+    table = _stats_table(rows, total, entries, url)
+    print_whole(stdout_console(), table, table)
 
 
 @cache_app.command()

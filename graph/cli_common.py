@@ -23,7 +23,7 @@ from rich.text import Text
 from budgetgraph.budgets.errors import ConfigError
 from budgetgraph.settings import Settings, env_name, load_settings
 
-EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED = 0, 1, 2, 3
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PAUSED, EXIT_WAITING = 0, 1, 2, 3, 4
 
 err = Console(stderr=True)
 
@@ -148,6 +148,7 @@ __all__ = [
     "EXIT_DONE",
     "EXIT_FAILED",
     "EXIT_PAUSED",
+    "EXIT_WAITING",
     "BudgetsOpt",
     "CacheOpt",
     "CacheStoreOpt",

@@ -110,7 +110,7 @@ def dashboard_command(
 
 def render_cost_report(console: Console, report: dict[str, Any]) -> None:
     """Print ``budgetgraph report``: totals, groups, windows, latency, runs, cache, savings, advice."""
-    from budgetgraph.graph.console import printable
+    from budgetgraph.graph.console import print_whole, printable
 
     report = printable(report)
     total = report["total"]
@@ -134,7 +134,7 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
         table = Table(title, "calls", "tokens", "USD", title=f"By {title}")
         for row in report[key]:
             table.add_row(str(row["key"]), str(row["calls"]), str(row["tokens"]), f"{row['cost_usd']:.6f}")
-        console.print(table)
+        print_whole(console, table, table)
     _render_windows(console, report["windows"])
     for key, title in (("by_node", "node"), ("by_model", "model")):
         table = Table(
@@ -148,7 +148,7 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
                 f"{row['errors']} of {row['requests']}",
                 f"{row['error_rate']:.1%}",
             )
-        console.print(table)
+        print_whole(console, table, table)
     runs, cache, routing, savings = report["runs"], report["cache"], report["routing"], report["savings"]
     console.print(
         f"Runs: {runs['count']}, {runs['calls_per_run']} calls and {runs['tokens_per_run']} tokens per run, "
@@ -160,7 +160,7 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
             table.add_row(
                 row["thread_id"], row["tenant"], row["last"][:19], str(row["calls"]), f"{row['cost_usd']:.6f}"
             )
-        console.print(table)
+        print_whole(console, table, table)
     console.print(
         f"Cache: {cache['lookups']} lookups, {cache['hits']} hits ({cache['exact_hits']} exact, "
         f"{cache['semantic_hits']} semantic; {cache['hit_rate']:.0%}), {cache['misses']} misses "
@@ -189,6 +189,8 @@ def render_cost_report(console: Console, report: dict[str, Any]) -> None:
 def _render_windows(console: Console, windows: list[dict[str, Any]]) -> None:
     if not windows:
         return
+    from budgetgraph.graph.console import print_whole
+
     now = datetime.now(UTC)
     table = Table(
         "tenant", "cap", "used", "left", "share", "pace", "this hour (pacing)", title="Budget windows"
@@ -212,7 +214,7 @@ def _render_windows(console: Console, windows: list[dict[str, Any]]) -> None:
             pace,
             hour,
         )
-    console.print(table)
+    print_whole(console, table, table)
 
 
 def _amount(unit: str, value: int) -> str:

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from budgetgraph.graph.cli_common import JsonOpt, fail, settings_for, stdout_console
+from budgetgraph.graph.console import print_whole
 from budgetgraph.settings import env_name
 from budgetgraph.tracing.store import SpanStore
 from budgetgraph.tracing.view import SpanRow, TraceView, build_view, usd
@@ -25,7 +26,15 @@ from budgetgraph.tracing.view import SpanRow, TraceView, build_view, usd
 BAR_WIDTH = 20
 """Characters of the waterfall column."""
 
-_STYLES = {"run": "bold", "node": "cyan", "chat": "green", "tool": "magenta", "other": "dim"}
+_STYLES = {
+    "run": "bold",
+    "node": "cyan",
+    "call": "blue",
+    "chat": "green",
+    "step": "dim",
+    "tool": "magenta",
+    "other": "dim",
+}
 
 
 def trace_command(
@@ -93,7 +102,7 @@ def render_trace(console: Console, view: TraceView) -> None:
     table.columns[3].footer = str(totals.input_tokens)
     table.columns[4].footer = str(totals.output_tokens)
     table.columns[5].footer = f"{usd(totals.cost_micro_usd):.6f}"
-    console.print(table)
+    print_whole(console, table, table)
     console.print(
         f"{totals.runs} run span(s), {totals.calls} model call(s), {totals.tool_calls} tool call(s), "
         f"{totals.input_tokens + totals.output_tokens} tokens, {usd(totals.cost_micro_usd):.6f} USD. "
@@ -117,10 +126,12 @@ def _int(value: int | None) -> str:
 def _note(row: SpanRow) -> str:
     a = row.span.attributes
     notes: list[str] = []
-    if row.kind == "chat":
+    if row.kind in ("call", "chat"):
         notes.append(str(a.get("budgetgraph.tier", "?")))
         if a.get("budgetgraph.cache_hit"):
             notes.append("cache hit")
+    if row.kind == "step" and a.get("budgetgraph.outcome"):
+        notes.append(str(a["budgetgraph.outcome"]))
     if row.kind == "run" and a.get("budgetgraph.run.status"):
         notes.append(str(a["budgetgraph.run.status"]))
     if row.kind == "run" and a.get("budgetgraph.run.resumed"):

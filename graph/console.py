@@ -3,19 +3,30 @@
 Every string shown comes from a run (a task, a constraint, a model's answer,
 a thread id) and may hold terminal escape sequences: :func:`printable`
 escapes control characters before anything reaches the console.
+
+Table cells are never cut. Piped (not a terminal), a table that does not
+fit widens the output to its full width (:func:`print_whole`), so a CI log
+or a file shows ``0.000412`` and ``local-rules`` on one line, never
+``0.0000…`` or ``local-r…``; on a narrow terminal a value too long for its
+column folds onto the next line (:func:`_table`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Column, Table
 from rich.text import Text
 
 T = TypeVar("T")
+
+_PANEL_MARGIN = 4
+"""Columns a panel adds around its content: a border and a space of padding on each side."""
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -34,16 +45,60 @@ def printable(value: T) -> T:
     return value
 
 
+def print_whole(console: Console, renderable: RenderableType, table: Table, *, margin: int = 0) -> None:
+    """Print ``renderable``, which is or holds ``table``, without cutting a cell of ``table``.
+
+    On a terminal this is ``console.print``: rich fits the table to the
+    screen. Piped, rich fits it to ``COLUMNS`` or the piped width and cuts what
+    does not fit (``0.0000…``); there the console is widened, for this print
+    only, to the table's full width (each row on one line) plus ``margin``.
+
+    Args:
+        console: The console.
+        renderable: What to print: ``table``, or a panel around it.
+        table: The table to keep whole.
+        margin: Columns ``renderable`` adds around ``table`` (:data:`_PANEL_MARGIN` for a panel).
+    """
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    width = console.width
+    unbounded = console.options.update_width(max(width, 10_000))
+    needed = Measurement.get(console, unbounded, table).maximum + margin
+    if needed <= width:
+        console.print(renderable)
+        return
+    console.width = needed
+    try:
+        console.print(renderable)
+    finally:
+        console.width = width
+
+
+def _table(*columns: str | Column, **options: Any) -> Table:
+    """A table whose cells fold a value too long for its column onto the next line, never cut it (``…``).
+
+    A ``no_wrap`` column keeps rich's ``…``: folding it would crop silently.
+    """
+    table = Table(*columns, **options)
+    for column in table.columns:
+        if not column.no_wrap:
+            column.overflow = "fold"
+    return table
+
+
 def render_report(console: Console, report: dict[str, Any]) -> None:
     """Print the plan, the analyses, the reconciliation, the review and the spend table."""
     report = printable(report)
     if report.get("plan"):
-        console.print(_plan(report["plan"]))
+        plan = report["plan"]
+        print_whole(console, _plan(plan), plan_table(plan), margin=_PANEL_MARGIN)
     for name, analysis in (report.get("analyses") or {}).items():
         console.print(_analysis(name, analysis))
     if report.get("reconciliation"):
         console.print(_reconciliation(report["reconciliation"]))
-    console.print(_spend(report["spend"]))
+    spend = _spend(report["spend"])
+    print_whole(console, spend, spend)
     for line in _decisions(report["spend"]):
         console.print(line, highlight=False, markup=False)
     if "rerun" in report:
@@ -60,7 +115,7 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
 
 def plan_table(plan: dict[str, Any]) -> Table:
     """The plan's steps with their estimates."""
-    steps = Table("step", "path", "tier", "est. tokens", "est. USD", "est. ms", "tool calls", "quality")
+    steps = _table("step", "path", "tier", "est. tokens", "est. USD", "est. ms", "tool calls", "quality")
     for s in plan["steps"]:
         steps.add_row(
             s["node"],
@@ -94,7 +149,7 @@ def _plan(plan: dict[str, Any]) -> Panel:
 
 
 def _analysis(name: str, a: dict[str, Any]) -> Panel:
-    risks = Table("severity", "risk", "mitigation", expand=True)
+    risks = _table("severity", "risk", "mitigation", expand=True)
     for r in a["risks"]:
         risks.add_row(f"{r['severity']}/5", r["description"], r["mitigation"])
     cost = a["cost_estimate"]
@@ -115,7 +170,7 @@ def _analysis(name: str, a: dict[str, Any]) -> Panel:
 
 
 def _reconciliation(r: dict[str, Any]) -> Panel:
-    trades = Table("option", "gains", "costs", expand=True)
+    trades = _table("option", "gains", "costs", expand=True)
     for t in r["trade_offs"]:
         trades.add_row(t["option"], t["gains"], t["costs"])
     conflicts = "\n".join(
@@ -138,7 +193,7 @@ def _cache_cell(row: dict[str, Any]) -> str:
 
 
 def _spend(spend: dict[str, Any]) -> Table:
-    table = Table(
+    table = _table(
         "#",
         "node",
         "tier",
@@ -210,11 +265,11 @@ def _status(report: dict[str, Any]) -> Text:
 
 
 def render_history(
-    console: Console, thread: str, rows: list[dict[str, Any]], unsettled: list[dict[str, Any]] = ()
+    console: Console, thread: str, rows: list[dict[str, Any]], unsettled: Sequence[dict[str, Any]] = ()
 ) -> None:
     """Print a thread's checkpoints, newest first, then its unsettled attempts."""
     thread, rows, unsettled = printable(thread), printable(rows), printable(list(unsettled))
-    table = Table(
+    table = _table(
         Column("checkpoint", no_wrap=True, min_width=36),  # copied whole into `fork --checkpoint`
         "step",
         "source",
@@ -236,10 +291,10 @@ def render_history(
             f"{row['spend_usd']:.6f}",
             str(row["created_at"])[:19],
         )
-    console.print(table)
+    print_whole(console, table, table)
     console.print(f"Fork one with: budgetgraph fork {thread} --checkpoint CHECKPOINT_ID", highlight=False)
     if unsettled:
-        attempts = Table(
+        attempts = _table(
             "when", "node", "tier", "model", "USD at most", "state", "why", title="Unsettled attempts"
         )
         for row in unsettled:
@@ -252,4 +307,4 @@ def render_history(
                 row["state"],
                 row["reason"],
             )
-        console.print(attempts)
+        print_whole(console, attempts, attempts)

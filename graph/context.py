@@ -32,12 +32,17 @@ class Context:
         profile: The operator's profile (its models and budgets files) this run
             uses, by name; ``None``: the default profile. A served caller may
             only name the profiles its API key allows.
+        deferred: Send every node's model calls through the provider's batch API,
+            at the batch price (about half), and wait for the answers; ``False``:
+            every call live; ``None``: as the run's input says (``deferred``), else as
+            ``budgets.yaml``'s ``deferred.nodes`` say. Budgets hold either way.
     """
 
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
     review_threshold: int = Field(default=4, ge=1, le=6)
     max_replans: int = Field(default=3, ge=0, le=3)
     profile: str | None = Field(default=None, max_length=64, pattern=NAME_PATTERN)
+    deferred: bool | None = None
     models: Any = Field(
         default=None,
         description="Not accepted: a run names a `profile` the operator declared, never a file.",

@@ -9,11 +9,14 @@ from langgraph.types import StateSnapshot
 
 from budgetgraph.budgets import ModelCall, Totals, usd
 
-Status = Literal["done", "paused", "failed"]
+Status = Literal["done", "paused", "waiting", "failed"]
 
 
 def spend_rows(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
-    """One row per model call or local step, with ``cost_usd`` as a number."""
+    """One row per model call or local step, with ``cost_usd`` as a number.
+
+    A deferred call's row also names its ``batch_id`` (it was priced at the batch price).
+    """
     return [
         {
             "node": c["node"],
@@ -33,6 +36,7 @@ def spend_rows(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
             "saved_micro_usd": c.get("saved_micro_usd", 0),
             "tool_calls": c["tool_calls"],
             "decisions": c["decisions"],
+            **({"batch_id": c["batch_id"]} if "batch_id" in c else {}),
         }
         for c in calls
     ]
@@ -65,20 +69,27 @@ def run_report(
         error: The exception that stopped the run, if one did.
 
     Returns:
-        ``thread_id``, ``status`` (``done`` / ``paused`` / ``failed``), ``plan``,
-        ``analyses`` (``cto``, ``coo``), ``reconciliation``, ``review``,
-        ``replans``, ``interrupt`` (the pending review question, when paused),
+        ``thread_id``, ``status`` (``done`` / ``paused`` for a review / ``waiting``
+        for batch answers / ``failed``), ``plan``, ``analyses`` (``cto``, ``coo``),
+        ``reconciliation``, ``review``, ``replans``, ``interrupt`` (the pending
+        review question, when paused), ``batches`` (when waiting: the deferred
+        calls it waits for, ``node``, ``custom_id`` and ``batch_id``, which is
+        ``null`` until the collector submits it),
         ``next`` (nodes still to run), ``error``, ``decisions`` (every plugin
         decision, with its node: routing, degrading, warnings...) and ``spend`` (``nodes``: one
         row per call, ``total``).
     """
     values: dict[str, Any] = dict(snapshot.values or {})
     interrupts = [i.value for i in snapshot.interrupts]
+    waits = [v for v in interrupts if isinstance(v, dict) and v.get("kind") == "deferred"]
+    interrupts = [v for v in interrupts if v not in waits]
     status: Status
     if error is not None:
         status = "failed"
     elif interrupts:
         status = "paused"
+    elif waits:
+        status = "waiting"
     elif snapshot.next:
         status = "failed"
     else:
@@ -95,6 +106,7 @@ def run_report(
         "review": values.get("review"),
         "replans": values.get("replans", 0),
         "interrupt": interrupts[0] if interrupts else None,
+        "batches": [{k: v for k, v in w.items() if k not in ("kind", "run")} for w in waits],
         "next": list(snapshot.next),
         "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
         "decisions": [{"node": c["node"], **d} for c in calls for d in c["decisions"]],

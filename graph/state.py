@@ -134,6 +134,8 @@ class InputState(TypedDict, total=False):
     task: str
     constraints: Annotated[list[str | ConstraintInput], merge_constraints]
     messages: Annotated[list[AnyMessage], add_messages]
+    deferred: bool
+    """Send the run's model calls through the batch API (see ``Context.deferred``)."""
 
 
 class State(TypedDict, total=False):
@@ -174,6 +176,7 @@ class State(TypedDict, total=False):
     review_threshold: int
     tenant: str
     run_settings: Annotated[RunSettings, merge_run_settings]
+    deferred: bool
     spend: Annotated[list[ModelCall], operator.add]
     node_runs: Annotated[list[NodeRun], operator.add]
 
@@ -189,3 +192,4 @@ class SpecialistInput(TypedDict):
     tenant: NotRequired[str | None]
     replans: NotRequired[int]
     run_settings: NotRequired[RunSettings]
+    deferred: NotRequired[bool | None]

@@ -1,26 +1,53 @@
-"""Spans of model calls and tool calls, with GenAI semantic-convention attributes.
+"""Spans of model calls, pipeline steps and tool calls, with GenAI semantic-convention attributes.
 
-A model call's span (``chat {gen_ai.request.model}``, kind ``CLIENT``) is
-opened by the gateway around one request through the plugin chain; a tool
-call's (``execute_tool {gen_ai.tool.name}``, kind ``INTERNAL``) around one tool
-run. Both are children of the node span current in the calling thread (see
+A node's model call through the gateway is three levels::
+
+    budgetgraph.call cto              INTERNAL: the call through the plugin chain
+    ├── budgetgraph.cache.lookup      INTERNAL: embedding and guard as events
+    ├── budgetgraph.reserve           INTERNAL: the limits plugin's reservation
+    ├── chat gpt-4.1-mini             CLIENT: one request to a model server
+    └── budgetgraph.settle            INTERNAL
+
+- :func:`model_call_span` (``budgetgraph.call {node}``, kind ``INTERNAL``,
+  ``budgetgraph.step`` = ``call``) is opened by the gateway around the chain.
+  It carries the call's spend-table rows summed (exact
+  ``budgetgraph.cost_micro_usd``, ``budgetgraph.calls``), the tier asked for and
+  the tier that answered, the cache outcome, the budget left, and one event
+  per plugin decision (``budgetgraph.{plugin}.{action}``). A cache hit or a
+  local step is such a call with no ``chat`` span below it.
+- :func:`chat_span` (``chat {gen_ai.request.model}``, kind ``CLIENT``) covers
+  exactly one HTTP request to a model server, and its duration is the spend
+  row's ``latency_ms``. Its attributes are those of
+  ``opentelemetry-instrumentation-openai-v2`` for the same request, attribute
+  for attribute (``gen_ai.operation.name``, ``gen_ai.provider.name``,
+  ``gen_ai.request.model``, ``.max_tokens``, ``.temperature``,
+  ``gen_ai.output.type``, ``gen_ai.response.id``, ``.model``,
+  ``.finish_reasons``, ``gen_ai.usage.input_tokens``, ``.output_tokens``,
+  ``openai.response.service_tier``, ``.system_fingerprint``,
+  ``server.address``, ``server.port``), plus ``gen_ai.agent.name``,
+  ``gen_ai.conversation.id`` and the cost: ``gen_ai.usage.cost.amount`` with
+  ``gen_ai.usage.cost.currency`` (semantic-conventions-genai PR #443),
+  OpenInference's ``llm.cost.total`` and ``llm.token_count.*`` (so Arize Phoenix
+  shows it) and the exact ``budgetgraph.cost_micro_usd``. Usage attributes
+  (``gen_ai.usage.*``, ``.cache_read.input_tokens``,
+  ``.reasoning.output_tokens``) are set only when the server reported them; a
+  response without usable usage says ``budgetgraph.usage.source``
+  (``estimated`` or ``refused``) and the tokens counted instead.
+- :func:`step_span` (``budgetgraph.{step}``, kind ``INTERNAL``) is a pipeline
+  step: the cache lookup, the reservation and settlement, the local rules.
+  Each has ``budgetgraph.outcome``; the embedding and the guard are events
+  of the lookup with their duration (``budgetgraph.duration_ms``).
+- :func:`tool_span` (``execute_tool {gen_ai.tool.name}``, kind ``INTERNAL``)
+  covers one tool run.
+
+All are children of the node span current in the calling thread (see
 :mod:`budgetgraph.tracing.runs`).
 
-Attributes of a model call's span:
-
-- ``gen_ai.operation.name`` (``chat``), ``gen_ai.provider.name``,
-  ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.agent.name``
-  (the node), ``gen_ai.conversation.id`` (the thread);
-- ``gen_ai.usage.input_tokens``, ``.output_tokens``,
-  ``.cache_read.input_tokens``, ``.reasoning.output_tokens``: what the server
-  reported in ``usage``;
-- cost: ``gen_ai.usage.cost.amount`` + ``gen_ai.usage.cost.currency``
-  (the open upstream proposal), OpenInference's ``llm.cost.total``, and the
-  exact ``budgetgraph.cost_micro_usd``;
-- ``budgetgraph.tier`` (and ``.tier.requested``), ``budgetgraph.cache_hit``
-  (and on a hit ``budgetgraph.saved_micro_usd``), and the budget left
-  (``budgetgraph.budget.{node,task}.remaining_{tokens,usd}``);
-- one event per plugin decision, ``budgetgraph.{plugin}.{action}``.
+The conventions' stability opt-in is followed: with
+``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`` only the current
+names are emitted; without it the names the conventions renamed in 1.37
+(``gen_ai.system``, ``gen_ai.openai.response.*``) are emitted beside them,
+for backends that still read those.
 
 Prompt and completion text (``gen_ai.input.messages``,
 ``gen_ai.output.messages``) and tool arguments and results are recorded
@@ -39,11 +66,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from budgetgraph.tracing import attributes as attr
-from budgetgraph.tracing.setup import capture_content_from_env, current, get_tracer
-from budgetgraph.tracing.usage import current_usage, usage_attributes
+from budgetgraph.tracing.setup import capture_content_from_env, current, genai_semconv_latest, get_tracer
+from budgetgraph.tracing.usage import current_usage
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +107,7 @@ class BudgetLeft:
 
 
 class CallSpan:
-    """The span of one model call, as :func:`model_call_span` yields it.
+    """The span of one model call through the plugin chain, as :func:`model_call_span` yields it.
 
     Attributes:
         span: The OpenTelemetry span.
@@ -91,8 +119,6 @@ class CallSpan:
         self.node = node
         self.started = time.perf_counter()
         self.recorded = False
-        self.provider: str | None = None
-        self.request_model: str | None = None
 
     def elapsed_s(self) -> float:
         """Seconds since the span started."""
@@ -103,48 +129,46 @@ class CallSpan:
 def model_call_span(
     *, node: str, tier: str, thread_id: str | None, request_model: str | None = None
 ) -> Iterator[CallSpan]:
-    """Open the span of one request through the pipeline, as the current span.
+    """Open the span of one model call through the plugin chain, as the current span.
 
-    The span is named ``chat {gen_ai.request.model}``: the model of the tier
-    asked for, then the model of the tier that answered once
-    :func:`record_result` knows it (the router and the limits may change the
-    tier). An exception from the block marks it failed (``error.type``),
-    except LangGraph's ``interrupt()``, which marks it ``budgetgraph.interrupted``.
+    The span (``budgetgraph.call {node}``, kind ``INTERNAL``) holds the call's
+    pipeline steps and its requests (:func:`chat_span`); a cache hit or a local
+    step has no request below it. An exception from the block marks it failed
+    (``error.type``), except LangGraph's ``interrupt()``, which marks it
+    ``budgetgraph.interrupted``.
 
     Args:
         node: The graph node making the call (``gen_ai.agent.name``).
         tier: The tier asked for (``budgetgraph.tier.requested``).
         thread_id: The run's thread (``gen_ai.conversation.id``).
-        request_model: The model of the tier asked for, if it has one.
+        request_model: The model of the tier asked for, if it has one
+            (``budgetgraph.model.requested``).
 
     Yields:
         The call's span, for :func:`record_result`.
     """
     attributes: dict[str, Any] = {
-        attr.OPERATION: attr.OP_CHAT,
+        attr.STEP: attr.STEP_CALL,
         attr.AGENT_NAME: node,
         attr.TIER_REQUESTED: tier,
-        attr.OI_SPAN_KIND: "LLM",
+        attr.OI_SPAN_KIND: "CHAIN",
     }
     if request_model:
-        attributes[attr.REQUEST_MODEL] = request_model
+        attributes[attr.MODEL_REQUESTED] = request_model
     if thread_id:
         attributes[attr.CONVERSATION_ID] = thread_id
     with get_tracer().start_as_current_span(
-        f"chat {request_model or node}",
-        kind=SpanKind.CLIENT,
+        f"budgetgraph.call {node}",
+        kind=SpanKind.INTERNAL,
         attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
         call = CallSpan(span, node)
-        call.request_model = request_model
         try:
             yield call
         except BaseException as exc:
-            error_type = mark_failed(span, exc)
-            if error_type is not None and not call.recorded:
-                _record_failure_metric(call, error_type)
+            mark_failed(span, exc)
             raise
 
 
@@ -155,24 +179,17 @@ def record_result(
     provider: str | None = DEFAULT_PROVIDER,
     request_model: str | None = None,
     budget_left: BudgetLeft | None = None,
-    server_url: str | None = None,
-    messages: Sequence[Any] = (),
-    output: Any = None,
 ) -> None:
-    """Put the usage and cost of ``calls`` (spend-table rows) on the call's span.
+    """Put the sums of ``calls`` (spend-table rows) and their decisions on the call's span.
 
     Also adds them to the node span's sums and records the metrics.
 
     Args:
         call_span: What :func:`model_call_span` yielded.
         calls: The ``budgets.request.ModelCall`` rows of the result.
-        provider: ``gen_ai.provider.name`` (not set for the local tier).
-        request_model: ``gen_ai.request.model``: the model the answering tier names
-            (default: the row's model).
+        provider: ``gen_ai.provider.name`` of the metrics (not set for the local tier).
+        request_model: ``gen_ai.request.model`` of the metrics (default: the row's model).
         budget_left: What the caps leave after the calls.
-        server_url: The model server's base URL, for ``server.address`` and ``server.port``.
-        messages: The prompt (LangChain messages), recorded only with content capture on.
-        output: The model's message or structured answer, likewise.
 
     Never raises: a telemetry failure is logged and the run goes on.
     """
@@ -189,38 +206,26 @@ def record_result(
         local = last.get("tier") == "local"
         model = str(last.get("model", ""))
         requested = request_model or model
-        provider = None if local else provider
-        call_span.provider, call_span.request_model = provider, requested
         telemetry = current()
         if telemetry is not None and telemetry.instruments is not None:
             for call in calls:
                 # The model round trip as the chat model timed it, not the plugins around it.
                 duration = int(call.get("latency_ms", 0)) / 1000
                 telemetry.instruments.record_call(
-                    call, provider=provider, request_model=requested, duration_s=duration
+                    call, provider=None if local else provider, request_model=requested, duration_s=duration
                 )
         if not span.is_recording():
             return
-        span.update_name(f"chat {requested}")
         attributes: dict[str, Any] = {
-            attr.REQUEST_MODEL: requested,
-            attr.RESPONSE_MODEL: model,
             attr.TIER: str(last.get("tier", "")),
+            attr.MODEL: model,
             attr.CACHE_HIT: bool(last.get("cache_hit", False)),
-            **usage_attributes(
-                input_tokens=sum(int(c.get("input_tokens", 0)) for c in calls),
-                output_tokens=sum(int(c.get("output_tokens", 0)) for c in calls),
-                cache_read_tokens=sum(int(c.get("cache_read_tokens", 0)) for c in calls),
-                reasoning_tokens=sum(int(c.get("reasoning_tokens", 0)) for c in calls),
-                cost_micro_usd=sum(int(c.get("cost_micro_usd", 0)) for c in calls),
-                calls=len(calls),
-                tool_calls=sum(int(c.get("tool_calls", 0)) for c in calls),
-            ),
+            attr.COST_MICRO_USD: sum(int(c.get("cost_micro_usd", 0)) for c in calls),
+            attr.CALLS: len(calls),
+            attr.TOOL_CALLS: sum(int(c.get("tool_calls", 0)) for c in calls),
+            attr.COUNTED_INPUT_TOKENS: sum(int(c.get("input_tokens", 0)) for c in calls),
+            attr.COUNTED_OUTPUT_TOKENS: sum(int(c.get("output_tokens", 0)) for c in calls),
         }
-        if provider:
-            attributes[attr.PROVIDER] = provider
-        if server_url and not local:
-            attributes.update(server_attributes(server_url))
         outcome = next((str(c["cache"]) for c in calls if c.get("cache")), "")
         if outcome:
             attributes[attr.CACHE_OUTCOME] = outcome
@@ -229,11 +234,6 @@ def record_result(
             attributes[attr.SAVED_MICRO_USD] = saved
         if budget_left is not None:
             attributes.update(budget_left.attributes())
-        if _capture_content():
-            if messages:
-                attributes[attr.INPUT_MESSAGES] = json.dumps(input_messages(messages))
-            if output is not None:
-                attributes[attr.OUTPUT_MESSAGES] = json.dumps(output_messages(output))
         span.set_attributes(attributes)
         for call in calls:
             for decision in call.get("decisions", ()):
@@ -247,6 +247,271 @@ def record_result(
                 )
     except Exception:  # telemetry never breaks a run
         logger.debug("Could not record span attributes", exc_info=True)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What a ``chat`` span knows before the request is sent.
+
+    Attributes:
+        node: The graph node (``gen_ai.agent.name``).
+        thread_id: The run's thread (``gen_ai.conversation.id``).
+        model: The model asked for (``gen_ai.request.model``).
+        provider: ``gen_ai.provider.name``.
+        server_url: The server's base URL (``server.address``, ``server.port``).
+        max_tokens: The completion cap sent (``gen_ai.request.max_tokens``), if any.
+        temperature: The temperature sent (``gen_ai.request.temperature``), if any.
+        output_type: ``json`` for a structured answer, ``text`` otherwise (``gen_ai.output.type``).
+        tier: The tier (``budgetgraph.tier``).
+        messages: The prompt (LangChain messages), recorded only with content capture on.
+    """
+
+    node: str
+    thread_id: str | None
+    model: str
+    provider: str
+    server_url: str | None
+    max_tokens: int | None
+    temperature: float | None
+    output_type: str
+    tier: str
+    messages: Sequence[Any] = ()
+
+
+class ChatSpan:
+    """The ``chat`` span of one request, as :func:`chat_span` yields it.
+
+    Attributes:
+        span: The OpenTelemetry span.
+        request: What the request asked for.
+    """
+
+    def __init__(self, span: Span, request: ChatRequest) -> None:
+        self.span = span
+        self.request = request
+        self.started = time.perf_counter()
+        self.started_ns = time.time_ns()
+        self.ended: float | None = None
+        self.ended_ns: int | None = None
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds from the span's start to :meth:`stop` (or to now), rounded."""
+        end = self.ended if self.ended is not None else time.perf_counter()
+        return round((end - self.started) * 1000)
+
+    def stop(self, *, at: float | None = None, batch_id: str | None = None) -> int:
+        """Note that the response is in (the span ends then); return the request's duration (ms).
+
+        That duration is the spend row's ``latency_ms``: the span and the row agree.
+
+        Args:
+            at: When the response came (Unix time, s), for a deferred call whose
+                batch answered earlier; default now.
+            batch_id: The batch that answered a deferred call (``budgetgraph.batch.id``).
+        """
+        if at is None:
+            self.ended, self.ended_ns = time.perf_counter(), time.time_ns()
+        else:
+            self.ended_ns = int(at * 1e9)
+            self.ended = self.started + (self.ended_ns - self.started_ns) / 1e9
+        if batch_id is not None:
+            try:
+                self.span.set_attribute(attr.BATCH_ID, batch_id)
+            except Exception:
+                logger.debug("Could not record the batch id", exc_info=True)
+        return self.elapsed_ms()
+
+    def answered(self, message: Any, call: Mapping[str, Any]) -> None:
+        """Record the response (a LangChain ``AIMessage``) and its spend-table row ``call``.
+
+        Never raises.
+        """
+        try:
+            if not self.span.is_recording():
+                return
+            self.span.set_attributes(response_attributes(message, call))
+            if _capture_content():
+                self.span.set_attribute(attr.OUTPUT_MESSAGES, json.dumps(output_messages(message)))
+        except Exception:
+            logger.debug("Could not record the chat response", exc_info=True)
+
+
+@contextmanager
+def chat_span(request: ChatRequest, *, start_time: float | None = None) -> Iterator[ChatSpan]:
+    """Open the ``CLIENT`` span of exactly one request to a model server, as the current span.
+
+    The span ends when :meth:`ChatSpan.stop` notes the response (else when
+    the block ends), so that it lasts as long as the request. An exception from the block
+    marks the span failed (``error.type``: the HTTP status, or the exception's
+    class) and records ``gen_ai.client.operation.duration`` with it.
+
+    Args:
+        request: What the request asks for.
+        start_time: When the request was made (Unix time, s), for a deferred call
+            queued earlier: its span runs from queueing to the batch's answer.
+
+    Yields:
+        The span; give it the answer with :meth:`ChatSpan.answered`.
+    """
+    latest = _latest()
+    attributes: dict[str, Any] = {
+        attr.OPERATION: attr.OP_CHAT,
+        attr.PROVIDER: request.provider,
+        attr.REQUEST_MODEL: request.model,
+        attr.OUTPUT_TYPE: request.output_type,
+        attr.AGENT_NAME: request.node,
+        attr.TIER: request.tier,
+        attr.OI_SPAN_KIND: "LLM",
+        attr.OI_MODEL_NAME: request.model,
+    }
+    if not latest:
+        attributes[attr.SYSTEM_DEPRECATED] = request.provider
+    if request.thread_id:
+        attributes[attr.CONVERSATION_ID] = request.thread_id
+    if request.max_tokens is not None:
+        attributes[attr.REQUEST_MAX_TOKENS] = request.max_tokens
+    if request.temperature is not None:
+        attributes[attr.REQUEST_TEMPERATURE] = request.temperature
+    if request.server_url:
+        attributes.update(server_attributes(request.server_url))
+    try:
+        if request.messages and _capture_content():
+            attributes[attr.INPUT_MESSAGES] = json.dumps(input_messages(request.messages))
+    except Exception:
+        logger.debug("Could not record the prompt", exc_info=True)
+    with get_tracer().start_as_current_span(
+        f"{attr.OP_CHAT} {request.model}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+        end_on_exit=False,
+        start_time=None if start_time is None else int(start_time * 1e9),
+    ) as span:
+        chat = ChatSpan(span, request)
+        if start_time is not None:
+            chat.started_ns = int(start_time * 1e9)
+            chat.started = time.perf_counter() - (time.time_ns() - chat.started_ns) / 1e9
+        try:
+            yield chat
+        except BaseException as exc:
+            error_type = mark_failed(span, exc)
+            if error_type is not None:
+                _record_failure_metric(request, chat.elapsed_ms() / 1000, error_type)
+            raise
+        finally:
+            span.end(end_time=chat.ended_ns)
+
+
+def response_attributes(message: Any, call: Mapping[str, Any]) -> dict[str, Any]:
+    """The response attributes of a ``chat`` span: openai-v2's, usage only as reported, and cost."""
+    latest = _latest()
+    metadata: Mapping[str, Any] = getattr(message, "response_metadata", None) or {}
+    finish = metadata.get("finish_reason")
+    values: dict[str, Any] = {
+        attr.RESPONSE_MODEL: str(metadata.get("model_name") or call.get("model", "")),
+        attr.RESPONSE_ID: metadata.get("id"),
+        attr.RESPONSE_FINISH_REASONS: [str(finish)] if finish else None,
+        attr.OPENAI_SERVICE_TIER: metadata.get("service_tier"),
+        attr.OPENAI_SYSTEM_FINGERPRINT: metadata.get("system_fingerprint"),
+    }
+    if not latest:
+        values[attr.OPENAI_SERVICE_TIER_DEPRECATED] = values[attr.OPENAI_SERVICE_TIER]
+        values[attr.OPENAI_SYSTEM_FINGERPRINT_DEPRECATED] = values[attr.OPENAI_SYSTEM_FINGERPRINT]
+    source = call.get("usage")
+    usage: Mapping[str, Any] = getattr(message, "usage_metadata", None) or {}
+    if source is None and usage:
+        values[attr.INPUT_TOKENS] = int(usage.get("input_tokens", 0))
+        values[attr.OUTPUT_TOKENS] = int(usage.get("output_tokens", 0))
+        values[attr.OI_PROMPT_TOKENS] = values[attr.INPUT_TOKENS]
+        values[attr.OI_COMPLETION_TOKENS] = values[attr.OUTPUT_TOKENS]
+        values[attr.OI_TOTAL_TOKENS] = values[attr.INPUT_TOKENS] + values[attr.OUTPUT_TOKENS]
+        cache_read = (usage.get("input_token_details") or {}).get("cache_read")
+        if cache_read is not None:
+            values[attr.CACHE_READ_TOKENS] = int(cache_read)
+        reasoning = (usage.get("output_token_details") or {}).get("reasoning")
+        if reasoning is not None:
+            values[attr.REASONING_TOKENS] = int(reasoning)
+    else:
+        values[attr.USAGE_SOURCE] = str(source or "estimated")
+        values[attr.COUNTED_INPUT_TOKENS] = int(call.get("input_tokens", 0))
+        values[attr.COUNTED_OUTPUT_TOKENS] = int(call.get("output_tokens", 0))
+    micro_usd = int(call.get("cost_micro_usd", 0))
+    values.update(
+        {
+            attr.COST_AMOUNT: micro_usd / 1_000_000,
+            attr.COST_CURRENCY: "USD",
+            attr.OI_COST_TOTAL: micro_usd / 1_000_000,
+            attr.COST_MICRO_USD: micro_usd,
+        }
+    )
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class StepSpan:
+    """A pipeline step's span, as :func:`step_span` yields it.
+
+    Attributes:
+        span: The OpenTelemetry span.
+    """
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def outcome(self, outcome: str, **attributes: Any) -> None:
+        """Note how the step ended (``budgetgraph.outcome``) and any other attributes. Never raises."""
+        try:
+            if self.span.is_recording():
+                self.span.set_attribute(attr.OUTCOME, outcome)
+                self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+        except Exception:
+            logger.debug("Could not record the step's outcome", exc_info=True)
+
+
+@contextmanager
+def step_span(step: str, *, node: str | None = None, **attributes: Any) -> Iterator[StepSpan]:
+    """Open the ``INTERNAL`` span of one pipeline step (``budgetgraph.{step}``), as the current span.
+
+    Args:
+        step: One of the ``attributes.STEP_*`` values: ``cache.lookup``, ``reserve``,
+            ``settle``, ``local`` ...
+        node: The node the step works for (``gen_ai.agent.name``).
+        **attributes: More attributes (``None`` values are left out).
+
+    Yields:
+        The span; note the outcome with :meth:`StepSpan.outcome`. An exception
+        from the block marks it failed.
+    """
+    values: dict[str, Any] = {attr.STEP: step, attr.OI_SPAN_KIND: "CHAIN", attr.AGENT_NAME: node}
+    values.update(attributes)
+    with get_tracer().start_as_current_span(
+        f"budgetgraph.{step}",
+        kind=SpanKind.INTERNAL,
+        attributes={k: v for k, v in values.items() if v is not None},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield StepSpan(span)
+        except BaseException as exc:
+            mark_failed(span, exc)
+            raise
+
+
+def step_event(step: str, *, duration_ms: float, **attributes: Any) -> None:
+    """Add a sub-step that has no span of its own (an embedding, a guard verdict) to the current span.
+
+    The event is ``budgetgraph.{step}`` with ``budgetgraph.duration_ms`` and
+    ``attributes`` as ``budgetgraph.{key}`` (``None`` values left out). Never raises.
+    """
+    try:
+        span = trace.get_current_span()
+        if span.is_recording():
+            values: dict[str, Any] = {attr.DURATION_MS: round(duration_ms, 3)}
+            values.update({f"budgetgraph.{k}": v for k, v in attributes.items() if v is not None})
+            span.add_event(f"budgetgraph.{step}", values)
+    except Exception:
+        logger.debug("Could not record the step's event", exc_info=True)
 
 
 class ToolSpan:
@@ -357,13 +622,14 @@ def is_interrupt(error: BaseException) -> bool:
 def mark_failed(span: Span, error: BaseException) -> str | None:
     """Record ``error`` on ``span``: status ERROR, ``error.type`` and an exception event.
 
-    LangGraph's ``interrupt()`` is not a failure: it sets ``budgetgraph.interrupted``.
+    LangGraph's ``interrupt()`` is not a failure, nor a deferred call waiting for its
+    batch (an error with ``waits_for_batch``): they set ``budgetgraph.interrupted``.
 
     Returns:
         The ``error.type`` set, or ``None`` for an interrupt. Never raises.
     """
     try:
-        if is_interrupt(error):
+        if is_interrupt(error) or getattr(error, "waits_for_batch", False):
             span.set_attribute(attr.INTERRUPTED, True)
             return None
         error_type = error_type_of(error)
@@ -377,18 +643,26 @@ def mark_failed(span: Span, error: BaseException) -> str | None:
         return None
 
 
-def _record_failure_metric(call: CallSpan, error_type: str) -> None:
+def _record_failure_metric(request: ChatRequest, duration_s: float, error_type: str) -> None:
     try:
         telemetry = current()
         if telemetry is not None and telemetry.instruments is not None:
             telemetry.instruments.record_failure(
-                provider=call.provider or DEFAULT_PROVIDER,
-                request_model=call.request_model,
-                duration_s=call.elapsed_s(),
+                provider=request.provider,
+                request_model=request.model,
+                duration_s=duration_s,
                 error_type=error_type,
             )
     except Exception:
         logger.debug("Could not record the failure metric", exc_info=True)
+
+
+def _latest() -> bool:
+    """Whether only the latest GenAI conventions are asked for (``setup.genai_semconv_latest``)."""
+    telemetry = current()
+    if telemetry is not None:
+        return telemetry.genai_latest
+    return genai_semconv_latest()
 
 
 def _capture_content() -> bool:

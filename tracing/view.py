@@ -1,10 +1,12 @@
 """A thread's spans from the local store as a tree with times, tokens and cost, and totals.
 
 What ``budgetgraph trace THREAD`` shows (``graph/cli_trace.py`` renders it).
-The totals are summed over the model-call spans (``gen_ai.operation.name`` =
-``chat``), the leaves that carry what the model server reported and what it
-cost; they equal the sum of the thread's run spans, the ledger's spend for
-the thread and the ``spend.total`` of ``budgetgraph run/resume --json``.
+The totals are summed over the call spans (``budgetgraph.step`` = ``call``:
+one per model call through the gateway, whose ``chat`` spans below are its
+requests to model servers; a cache hit or local step has none); they equal
+the sum of the thread's run spans, the ledger's spend for the thread and the
+``spend.total`` of ``budgetgraph run/resume --json``. Traces stored before
+call spans existed are summed over their ``chat`` spans.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal
 from budgetgraph.tracing import attributes as attr
 from budgetgraph.tracing.store import StoredSpan
 
-SpanKindName = Literal["run", "node", "chat", "tool", "other"]
+SpanKindName = Literal["run", "node", "call", "chat", "step", "tool", "other"]
 
 _KINDS: dict[str, SpanKindName] = {
     attr.OP_INVOKE_WORKFLOW: "run",
@@ -36,7 +38,7 @@ class SpanRow:
     Attributes:
         span: The stored span.
         depth: 0 for a root, 1 for its children, ...
-        kind: ``run``, ``node``, ``chat``, ``tool`` or ``other``.
+        kind: ``run``, ``node``, ``call``, ``chat``, ``step`` (a pipeline step), ``tool`` or ``other``.
         offset_ms: Start, from the start of the thread's first span (ms).
         duration_ms: Duration (ms).
     """
@@ -54,13 +56,15 @@ class SpanRow:
 
     @property
     def input_tokens(self) -> int | None:
-        """``gen_ai.usage.input_tokens`` (tokens)."""
-        return self.number(attr.INPUT_TOKENS)
+        """Input tokens: as reported (``gen_ai.usage.input_tokens``), else as counted."""
+        reported = self.number(attr.INPUT_TOKENS)
+        return reported if reported is not None else self.number(attr.COUNTED_INPUT_TOKENS)
 
     @property
     def output_tokens(self) -> int | None:
-        """``gen_ai.usage.output_tokens`` (tokens)."""
-        return self.number(attr.OUTPUT_TOKENS)
+        """Output tokens: as reported (``gen_ai.usage.output_tokens``), else as counted."""
+        reported = self.number(attr.OUTPUT_TOKENS)
+        return reported if reported is not None else self.number(attr.COUNTED_OUTPUT_TOKENS)
 
     @property
     def cost_micro_usd(self) -> int | None:
@@ -170,7 +174,10 @@ def usd(micro_usd: int) -> float:
 
 
 def kind_of(span: StoredSpan) -> SpanKindName:
-    """``run``, ``node``, ``chat``, ``tool`` or ``other``, from ``gen_ai.operation.name``."""
+    """The span's kind, from ``budgetgraph.step`` or else ``gen_ai.operation.name``."""
+    step = span.attributes.get(attr.STEP)
+    if step is not None:
+        return "call" if step == attr.STEP_CALL else "step"
     return _KINDS.get(str(span.attributes.get(attr.OPERATION, "")), "other")
 
 
@@ -207,16 +214,17 @@ def build_view(thread_id: str, spans: Sequence[StoredSpan]) -> TraceView:
     for root in children.get(None, []):
         visit(root, 0)
     chats = [r for r in rows if r.kind == "chat"]
+    calls = [r for r in rows if r.kind == "call"] or chats
 
-    def total(key: str) -> int:
-        return sum(r.number(key) or 0 for r in chats)
+    def total(key: str, over: Sequence[SpanRow] = calls) -> int:
+        return sum(r.number(key) or 0 for r in over)
 
     totals = TraceTotals(
-        input_tokens=total(attr.INPUT_TOKENS),
-        output_tokens=total(attr.OUTPUT_TOKENS),
-        cache_read_tokens=total(attr.CACHE_READ_TOKENS),
+        input_tokens=sum(r.input_tokens or 0 for r in calls),
+        output_tokens=sum(r.output_tokens or 0 for r in calls),
+        cache_read_tokens=total(attr.CACHE_READ_TOKENS, chats),
         cost_micro_usd=total(attr.COST_MICRO_USD),
-        calls=sum(r.number(attr.CALLS) or 1 for r in chats),
+        calls=sum(r.number(attr.CALLS) or 1 for r in calls),
         tool_calls=sum(1 for r in rows if r.kind == "tool"),
         runs=sum(1 for r in rows if r.kind == "run"),
         spans=len(rows),

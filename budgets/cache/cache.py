@@ -44,6 +44,8 @@ from budgetgraph.budgets.cache.base import (
     Vector,
 )
 from budgetgraph.budgets.cache.guard import Guard
+from budgetgraph.tracing.attributes import STEP_EMBED, STEP_GUARD
+from budgetgraph.tracing.spans import step_event
 
 if TYPE_CHECKING:
     from budgetgraph.budgets.cache.index import FaissIndex
@@ -217,7 +219,10 @@ class SemanticCache:
         if vector is None:
             if not self.embedder.fits(text):
                 return Lookup("miss", reason="no exact match; too long for a semantic lookup")
+            embedding = time.perf_counter()
             vector = self.embedder.embed([text])[0]
+            elapsed_ms = (time.perf_counter() - embedding) * 1000
+            step_event(STEP_EMBED, duration_ms=elapsed_ms, embedder=self.embedder.name)
             with space.lock:
                 nearest, fetched = self._search(space, vector), None
         above = [(i, s) for i, s in nearest if s >= floor]
@@ -260,8 +265,15 @@ class SemanticCache:
         # on the paraphrases), so a refusal is a miss.
         candidate, similarity = candidates[0]
         pair = None if candidate.vector is None else (vector, candidate.vector)
+        judging = time.perf_counter()
         verdict = self.guard.judge(
             text, candidate.text, similarity, threshold, pair, embed=self.embedder.embed
+        )
+        step_event(
+            STEP_GUARD,
+            duration_ms=(time.perf_counter() - judging) * 1000,
+            outcome="accepted" if verdict.accepted else "refused",
+            category=verdict.category,
         )
         if verdict.accepted:
             return Lookup("semantic", candidate, similarity, verdict.reason, vector=vector)

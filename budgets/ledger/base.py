@@ -37,6 +37,10 @@ RESERVATION_TTL_S = 900.0
 its process is taken to have died mid-call. Measured by the ledger's clock:
 the host's for SQLite, the Redis server's for Redis."""
 
+DEFERRED_TTL_S = 2 * 24 * 3600.0
+"""The life of a deferred call's reservation (s): the batch's 24-hour completion
+window, and as long again for the collector to resume the run."""
+
 
 @dataclass(frozen=True)
 class Charge:
@@ -209,6 +213,10 @@ class LedgerRecord(TypedDict):
     """The call's wall time (ms); absent from records kept before it was added."""
     decisions: NotRequired[list[dict[str, str]]]
     """The call's plugin decisions (``plugin``, ``action``, ``reason``); absent from older records."""
+    batch_id: NotRequired[str]
+    """A deferred call's batch, once it answered."""
+    deferred: NotRequired[bool]
+    """On an attempt's record: the request went to the batch queue, not to the server."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +275,7 @@ class Ledger(ABC):
         caps: Sequence[Cap],
         *,
         attempt: tuple[str, LedgerRecord] | None = None,
+        ttl_s: float | None = None,
     ) -> Reservation | Refusal:
         """Atomically check ``charge`` against ``caps`` and reserve it on ``scopes``.
 
@@ -283,6 +292,9 @@ class Ledger(ABC):
             attempt: ``(call key, record)``: open the attempt ``CALL_KEY#RESERVATION_ID``
                 (see :class:`Attempt`) in the same transaction, with the record it
                 leaves if it never settles; the reservation's ``attempt`` names it.
+            ttl_s: How long the reservation lives unless settled or released (s);
+                ``None``: :data:`RESERVATION_TTL_S`. A deferred call's lives as long
+                as its batch may take (:data:`DEFERRED_TTL_S`).
 
         Returns:
             The reservation, whose ``scopes`` are the scopes reserved on, or the

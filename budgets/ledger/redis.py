@@ -298,6 +298,7 @@ class RedisLedger(Ledger):
         caps: Sequence[Cap],
         *,
         attempt: tuple[str, LedgerRecord] | None = None,
+        ttl_s: float | None = None,
     ) -> Reservation | Refusal:
         """See :meth:`Ledger.reserve`.
 
@@ -315,6 +316,7 @@ class RedisLedger(Ledger):
         current = {name: name for name in [*scopes, *(c.scope for c in caps)]}  # as given -> as reserved
         rid = uuid.uuid4().hex
         ttl = RESERVATION_TTL_S if self._reservation_ttl_s is None else self._reservation_ttl_s
+        ttl = ttl if ttl_s is None else ttl_s
         call, record = attempt if attempt is not None else ("", None)
         key = f"{call}#{rid}" if attempt is not None else ""
         for _ in range(_RESERVE_ATTEMPTS):

@@ -123,6 +123,7 @@ class SqliteLedger(Ledger):
         caps: Sequence[Cap],
         *,
         attempt: tuple[str, LedgerRecord] | None = None,
+        ttl_s: float | None = None,
     ) -> Reservation | Refusal:
         """See :meth:`Ledger.reserve`."""
         scopes = tuple(dict.fromkeys([*scopes, *(c.scope for c in caps)]))
@@ -148,7 +149,13 @@ class SqliteLedger(Ledger):
             )
             db.execute(
                 "INSERT INTO reservations VALUES (?, ?, ?, ?, ?)",
-                (rid, json.dumps(scopes), charge.tokens, charge.micro_usd, time.time() + RESERVATION_TTL_S),
+                (
+                    rid,
+                    json.dumps(scopes),
+                    charge.tokens,
+                    charge.micro_usd,
+                    time.time() + (RESERVATION_TTL_S if ttl_s is None else ttl_s),
+                ),
             )
             if attempt is not None and key is not None:
                 opened = Attempt(key=key, reservation=reservation, record=attempt[1])

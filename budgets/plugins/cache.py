@@ -53,6 +53,8 @@ from budgetgraph.budgets.config import ModelsConfig
 from budgetgraph.budgets.errors import ConfigError
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
+from budgetgraph.tracing.attributes import REFUSAL_CATEGORY, SIMILARITY, STEP_CACHE_LOOKUP
+from budgetgraph.tracing.spans import step_span
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,8 @@ class CachePlugin:
         """Serve ``request`` from the cache, or call on and store the answer."""
         if request.tier == "local" or not self.settings.enabled_for(request.node):
             return call_next(request)
+        if request.deferred_attempt is not None:
+            return self._answered_by_batch(request, call_next)
         answers: dict[int, _Answer] = {}  # the entry the lookup accepted, decoded once
 
         def accept(entry: Entry) -> bool:
@@ -190,17 +194,22 @@ class CachePlugin:
             return answer is not None
 
         try:
-            cache = self.cache
-            prompt = Prompt(request.messages, request.tools)
-            namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
-            semantic = self.settings.semantic_for(request.node)
-            lookup = cache.lookup(
-                namespace,
-                key=prompt.key,
-                text=prompt.text if semantic else None,
-                threshold=self.settings.threshold_for(request.node),
-                accept=accept,
-            )
+            with step_span(STEP_CACHE_LOOKUP, node=request.node) as step:
+                cache = self.cache
+                prompt = Prompt(request.messages, request.tools)
+                namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
+                semantic = self.settings.semantic_for(request.node)
+                lookup = cache.lookup(
+                    namespace,
+                    key=prompt.key,
+                    text=prompt.text if semantic else None,
+                    threshold=self.settings.threshold_for(request.node),
+                    accept=accept,
+                )
+                step.outcome(
+                    lookup.outcome if lookup.entry is not None or not lookup.refused else "refused",
+                    **{SIMILARITY: lookup.similarity, REFUSAL_CATEGORY: lookup.category},
+                )
         except Exception:
             logger.warning(
                 "Cache lookup failed for node `%s`; calling the model", request.node, exc_info=True
@@ -216,6 +225,21 @@ class CachePlugin:
             call.setdefault("cache", outcome)
         if _cacheable(request, result):
             self._store(cache, request, prompt, namespace, lookup, result, semantic)
+        return result
+
+    def _answered_by_batch(self, request: CallRequest, call_next: CallNext) -> CallResult:
+        """A deferred call asked again: it missed when it was queued; its batch answer fills the cache."""
+        result = call_next(request)
+        if not _cacheable(request, result):
+            return result
+        try:
+            cache = self.cache
+            prompt = Prompt(request.messages, request.tools)
+            namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
+            semantic = self.settings.semantic_for(request.node)
+            self._store(cache, request, prompt, namespace, Lookup("miss"), result, semantic)
+        except Exception:
+            logger.warning("Could not store a batch answer for node `%s`", request.node, exc_info=True)
         return result
 
     def _serve(self, request: CallRequest, lookup: Lookup, answer: _Answer) -> CallResult:

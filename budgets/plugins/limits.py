@@ -66,8 +66,9 @@ from budgetgraph.budgets.caps import (
 )
 from budgetgraph.budgets.chat import may_have_been_billed
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, NodeBudget, OnExceed
-from budgetgraph.budgets.errors import BudgetExceededError
+from budgetgraph.budgets.errors import BudgetExceededError, DeferredPending
 from budgetgraph.budgets.ledger import AlertCheck, Cap, Charge, Ledger, LedgerRecord, Refusal, Reservation
+from budgetgraph.budgets.ledger.base import DEFERRED_TTL_S
 from budgetgraph.budgets.notify import notifier_for
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.pricing import PriceBook
@@ -79,6 +80,15 @@ from budgetgraph.budgets.request import (
     journal_entry,
     ledger_record,
 )
+from budgetgraph.tracing.attributes import (
+    ALERTS,
+    RESERVED_MICRO_USD,
+    RESERVED_TOKENS,
+    STEP_RESERVE,
+    STEP_SETTLE,
+    TIER,
+)
+from budgetgraph.tracing.spans import step_span
 
 logger = logging.getLogger(__name__)
 
@@ -136,18 +146,38 @@ class LimitsPlugin:
         """Reserve, call, settle; or narrow, degrade, go local, ask, or stop."""
         scopes = Scopes.of(request, self._now())
         node_budget = self._budgets.node(request.node)
-        while True:
-            if request.tier == "local":
-                return call_next(request)
-            request, reservation, limits = self._reserve(request, scopes, node_budget)
-            if reservation is not None:
-                break
-        try:
-            request = self._narrow_latency_and_tools(request, node_budget)
-        except BaseException:
-            self._drop(reservation)
-            raise
-        request = request.evolve(attempt_id=reservation.attempt)
+        if request.deferred_attempt is not None:
+            # A deferred call asked again: its reservation, held since it was queued, is settled
+            # from the batch's answer.
+            attempt = request.deferred_attempt
+            reservation = dataclasses.replace(attempt.reservation, attempt=attempt.key)
+            limits = self._limits(request, scopes)
+            request = request.evolve(attempt_id=attempt.key)
+        else:
+            while True:
+                if request.tier == "local":
+                    return call_next(request)
+                with step_span(STEP_RESERVE, node=request.node, **{TIER: request.tier}) as step:
+                    request, reserved, limits = self._reserve(request, scopes, node_budget)
+                    if reserved is None:  # an action changed the request: noted as a decision
+                        step.outcome(request.decisions[-1]["action"] if request.decisions else "changed")
+                    else:
+                        step.outcome(
+                            "reserved",
+                            **{
+                                RESERVED_TOKENS: reserved.charge.tokens,
+                                RESERVED_MICRO_USD: reserved.charge.micro_usd,
+                            },
+                        )
+                if reserved is not None:
+                    reservation = reserved
+                    break
+            try:
+                request = self._narrow_latency_and_tools(request, node_budget)
+            except BaseException:
+                self._drop(reservation)
+                raise
+            request = request.evolve(attempt_id=reservation.attempt)
         try:
             result = call_next(request)
         except openai.APIError as exc:
@@ -156,6 +186,8 @@ class LimitsPlugin:
             if not isinstance(exc, openai.APITimeoutError) or request.timeout_s is None or left is None:
                 raise
             raise latency_exceeded(request, node_budget, left, request.timeout_s * 1000) from exc
+        except DeferredPending:
+            raise  # queued: the reservation stays held until the batch answers
         except BaseException:
             logger.warning(
                 "Node `%s`: the call stopped in flight; attempt `%s` stays open until the run resumes",
@@ -181,7 +213,9 @@ class LimitsPlugin:
         journal = None
         if request.call_id is not None and result.parse_error is None:
             journal = (request.call_id, journal_entry(result))
-        noted = self._ledger.settle(reservation, actual, record, alerts=checks, journal=journal)
+        with step_span(STEP_SETTLE, node=request.node) as step:
+            noted = self._ledger.settle(reservation, actual, record, alerts=checks, journal=journal)
+            step.outcome("settled", **{ALERTS: len(noted)} if noted else {})
         if noted and self._notifier is not None:  # once per cap and level: the ledger noted them first
             self._notifier.send(noted, tenant=request.tenant, node=request.node, thread_id=request.thread_id)
         for alert in noted:
@@ -230,6 +264,8 @@ class LimitsPlugin:
         record = ledger_record(
             row, tenant=request.tenant, thread_id=request.thread_id or "", ts=self._now().isoformat()
         )
+        if request.deferred:
+            record["deferred"] = True
         return request.call_id or f"unthreaded:{request.node}", record
 
     def _drop(self, reservation: Reservation) -> None:
@@ -261,7 +297,7 @@ class LimitsPlugin:
         settings = self._models.endpoints[request.tier].settings
         est_in = request.estimate_input_tokens()
         max_out = request.max_output_tokens or settings.max_output_tokens
-        rates = self._prices.rates(settings.model, settings.provider)
+        rates = self._prices.rates(settings.model, settings.provider, batch=request.deferred)
         # USD per million tokens is micro-USD per token.
         in_rate, out_rate = rates if rates else (Decimal(0), Decimal(0))
 
@@ -288,6 +324,7 @@ class LimitsPlugin:
                 scopes.all(),
                 [limit.cap for limit in limits],
                 attempt=self._attempt(request, charge, est_in),
+                ttl_s=DEFERRED_TTL_S if request.deferred else None,
             )
             if isinstance(outcome, Reservation):
                 return request.evolve(max_output_tokens=max_out), outcome, limits

@@ -92,6 +92,8 @@ class RouterPlugin:
 
     def wrap(self, request: CallRequest, call_next: CallNext) -> CallResult:
         """Route ``request``, call on, and fall back to another tier when its model fails."""
+        if request.deferred_attempt is not None:
+            return call_next(request)  # a queued batch request: its tier was settled when it was queued
         chosen = self._choose(request)
         request = chosen.request
         tried: set[Tier] = {request.tier}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,7 +31,6 @@ from budgetgraph.budgets.ledger import open_ledger
 from budgetgraph.graph import build_graph
 from budgetgraph.graph.cli import app
 from budgetgraph.tracing import TelemetrySettings, configure_telemetry, current, run_span, shutdown_telemetry
-from budgetgraph.tracing.runs import thread_trace_id
 from budgetgraph.tracing.store import SpanStore
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver, ReceivedSpan
@@ -108,15 +109,28 @@ def test_a_run_exports_one_trace_whose_node_costs_add_up_to_the_run_the_ledger_a
     (run,) = [s for s in spans if op(s) == "invoke_workflow"]
     nodes = {s.attributes["gen_ai.agent.name"]: s for s in spans if op(s) == "invoke_agent"}
     chats = [s for s in spans if op(s) == "chat"]
+    calls = {s.span_id: s for s in spans if s.attributes.get("budgetgraph.step") == "call"}
     assert run.parent_span_id is None and run.name == "invoke_workflow decision"
-    assert set(nodes) == NODES and len(spans) == 1 + len(NODES) + len(chats)
+    assert set(nodes) == NODES
     assert all(
         n.parent_span_id == run.span_id and n.name == f"invoke_agent {name}" for name, n in nodes.items()
     )
     cto, coo = nodes["cto"], nodes["coo"]
     assert cto.start_ns < coo.end_ns and coo.start_ns < cto.end_ns, "cto and coo ran side by side"
     by_id = {n.span_id: name for name, n in nodes.items()}
-    assert all(by_id[c.parent_span_id or ""] == c.attributes["gen_ai.agent.name"] for c in chats)
+    # node -> call (the plugin chain) -> chat (one request to the model server)
+    assert len(chats) == len(calls) == len(report["spend"]["nodes"]) == 4
+    for c in chats:
+        call = calls[c.parent_span_id or ""]
+        assert by_id[call.parent_span_id or ""] == c.attributes["gen_ai.agent.name"]
+        assert c.kind == "SPAN_KIND_CLIENT" and call.kind == "SPAN_KIND_INTERNAL"
+    # Each chat span lasts as long as its spend row's latency.
+    rows = sorted(report["spend"]["nodes"], key=lambda r: r["node"])
+    spanned_ms = sorted(
+        ((c.attributes["gen_ai.agent.name"], (c.end_ns - c.start_ns) / 1e6) for c in chats),
+    )
+    for row, (node, duration_ms) in zip(rows, spanned_ms, strict=True):
+        assert row["node"] == node and abs(row["latency_ms"] - duration_ms) <= 50, (row, duration_ms)
 
     # The sums: every node's children, the run's nodes, the ledger and the report agree to the micro-dollar.
     for name, node in nodes.items():
@@ -155,8 +169,10 @@ def test_a_run_exports_one_trace_whose_node_costs_add_up_to_the_run_the_ledger_a
         assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.conversation.id"] == "t1"
         assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == model
         assert a["gen_ai.usage.cost.currency"] == "USD" and a["llm.cost.total"] == cost(c) / 1e6
-        assert a["budgetgraph.tier"] == tier and a["budgetgraph.cache_hit"] is False
-        assert a["budgetgraph.budget.node.remaining_tokens"] > 0  # budgets.yaml's default caps
+        assert a["budgetgraph.tier"] == tier
+        outer = calls[c.parent_span_id or ""].attributes
+        assert outer["budgetgraph.cache_hit"] is False and outer["budgetgraph.cost_micro_usd"] == cost(c)
+        assert outer["budgetgraph.budget.node.remaining_tokens"] > 0  # budgets.yaml's default caps
         assert (
             a["server.address"] == "127.0.0.1" and f"127.0.0.1:{a['server.port']}" in openai_server.base_url
         )
@@ -179,7 +195,12 @@ def test_a_tool_call_is_a_span_between_the_nodes_model_calls(
     spans = collector.spans()
     (cto,) = [s for s in spans if s.name == "invoke_agent cto"]
     below = sorted((s for s in spans if s.parent_span_id == cto.span_id), key=lambda s: s.start_ns)
-    assert [s.name for s in below] == ["chat gpt-4.1-mini", "execute_tool calculate", "chat gpt-4.1-mini"]
+    called = ["budgetgraph.call cto", "execute_tool calculate", "budgetgraph.call cto"]
+    assert [s.name for s in below] == called
+    for call in (below[0], below[2]):
+        assert [s.name for s in spans if s.parent_span_id == call.span_id and op(s) == "chat"] == [
+            "chat gpt-4.1-mini"
+        ]
     tool = below[1]
     assert tool.attributes["gen_ai.tool.name"] == "calculate" and tool.attributes["gen_ai.tool.call.id"]
     assert "gen_ai.tool.call.arguments" not in tool.attributes
@@ -255,6 +276,7 @@ def test_a_failed_run_marks_its_spans_and_the_resume_completes_the_sums(
     assert {s.name for s in failed} == {
         "invoke_workflow decision",
         "invoke_agent reconcile",
+        "budgetgraph.call reconcile",
         "chat gpt-4.1",  # reconcile's planned premium tier
     }
     assert {s.attributes["error.type"] for s in failed if op(s) == "chat"} == {"500"}
@@ -378,20 +400,77 @@ def test_the_python_api_traces_nodes_in_langgraphs_worker_threads(
     )
 
 
-def test_the_served_graph_sets_telemetry_up_and_keeps_a_thread_in_one_trace(
+def test_the_served_graph_sets_telemetry_up_and_keeps_a_thread_under_one_run_span(
     models_file: Path, openai_server: FakeOpenAIServer, clean_env: Path
 ):
     openai_server.set_fields("Reconciliation", risk_score=4)
-    graph = build_graph(checkpointer=InMemorySaver(), models=models_file, configure_telemetry=True)
+    graph = build_graph(checkpointer=InMemorySaver(), models=models_file)
     config = {"configurable": {"thread_id": "served"}}
     assert current() is None
 
-    graph.invoke({"task": TASK}, config)  # no run span: the server runs the graph itself
+    graph.invoke({"task": TASK}, config)  # no run span around it: the server runs the graph itself
     graph.invoke(Command(resume="approve"), config)
 
     assert current() is not None
     shutdown_telemetry()
     stored = SpanStore(clean_env / ".budgetgraph" / "traces.sqlite").spans("served")
     assert {s.name for s in stored} >= {f"invoke_agent {n}" for n in NODES} | {"chat gpt-4.1-mini"}
-    assert {s.trace_id for s in stored} == {f"{thread_trace_id('served'):032x}"}
-    assert len([s for s in stored if s.name == "invoke_agent review"]) == 2
+    paused, resumed = sorted(
+        (s for s in stored if s.name == "invoke_workflow decision"), key=lambda s: s.start_ns
+    )
+    assert [s for s in stored if s.parent_span_id is None] == [paused], "one root: the first run"
+    assert {s.trace_id for s in stored} == {paused.trace_id}
+    assert resumed.parent_span_id == paused.span_id
+    assert (paused.attributes["budgetgraph.run.status"], resumed.attributes["budgetgraph.run.status"]) == (
+        "paused",
+        "done",
+    )
+    reviews = sorted((s for s in stored if s.name == "invoke_agent review"), key=lambda s: s.start_ns)
+    assert [s.parent_span_id for s in reviews] == [paused.span_id, resumed.span_id]
+    nodes = [s for s in stored if s.name.startswith("invoke_agent ")]
+    assert {s.parent_span_id for s in nodes} == {paused.span_id, resumed.span_id}
+
+
+PYTHON_RUN = """
+import sys
+from langgraph.checkpoint.memory import InMemorySaver
+from budgetgraph.graph import build_graph
+
+graph = build_graph(checkpointer=InMemorySaver(), models=sys.argv[1])
+result = graph.invoke({"task": sys.argv[2]}, {"configurable": {"thread_id": "python"}})
+print(sum(c["cost_micro_usd"] for c in result["spend"]))
+"""
+
+
+def run_python(models: str) -> int:
+    """Build and run the graph in a new process, the way a program would: no telemetry call."""
+    done = subprocess.run(
+        [sys.executable, "-c", PYTHON_RUN, models, TASK], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+def test_a_graph_built_in_python_exports_its_trace_with_no_other_call(
+    collector: OTLPReceiver, openai_server: FakeOpenAIServer, models: str
+):
+    spent = run_python(models)
+
+    spans = collector.spans()  # exported at the process's exit
+    (run,) = [s for s in spans if op(s) == "invoke_workflow"]
+    nodes = [s for s in spans if op(s) == "invoke_agent"]
+    assert {s.trace_id for s in spans} == {run.trace_id} and run.parent_span_id is None
+    assert {s.attributes["gen_ai.agent.name"] for s in nodes} == NODES
+    assert {s.parent_span_id for s in nodes} == {run.span_id}
+    assert run.attributes["budgetgraph.run.status"] == "done" and cost(run) == spent > 0
+
+
+def test_sdk_disabled_turns_a_python_graphs_tracing_off(
+    collector: OTLPReceiver, openai_server: FakeOpenAIServer, models: str, monkeypatch, clean_env: Path
+):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+
+    assert run_python(models) > 0
+
+    assert collector.spans() == [] and collector.requests() == []
+    assert not (clean_env / ".budgetgraph" / "traces.sqlite").exists()

@@ -1,17 +1,40 @@
-"""Run and node spans: explicit parents across worker threads, exact sums, resumed runs join the trace."""
+"""Run and node spans: explicit parents across worker threads, exact sums, resumed runs join the trace.
+
+The graph's own run spans are checked on a small LangGraph graph with the
+decision graph's shape (a planner, two parallel branches, a review that may
+interrupt), run every way LangGraph runs a graph.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 import threading
-from typing import Any, TypedDict, get_type_hints
+from pathlib import Path
+from typing import Annotated, Any, TypedDict, get_type_hints
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphInterrupt
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from budgetgraph.tracing import model_call_span, node_span, record_result, run_span, traced_node
+from budgetgraph.tracing import (
+    TelemetrySettings,
+    configure_telemetry,
+    get_tracer,
+    model_call_span,
+    node_span,
+    record_result,
+    run_span,
+    traced_graph,
+    traced_node,
+)
 from budgetgraph.tracing.runs import thread_trace_id
 from tests.unit.tracing.conftest import Captured
 
@@ -65,7 +88,7 @@ def test_node_spans_in_other_threads_are_children_of_the_run_span(telemetry: Cap
     assert root.parent is None
     assert cto.parent is not None and coo.parent is not None
     assert cto.parent.span_id == coo.parent.span_id == root.context.span_id, "siblings under the run"
-    chats = [s for s in telemetry.spans() if s.name.startswith("chat")]
+    chats = [s for s in telemetry.spans() if s.name.startswith("budgetgraph.call")]
     assert {c.parent.span_id for c in chats if c.parent} == {cto.context.span_id, coo.context.span_id}
     assert {s.context.trace_id for s in telemetry.spans()} == {root.context.trace_id}
     assert (root.attributes or {})["budgetgraph.run.status"] == "done"
@@ -134,8 +157,8 @@ def test_without_a_run_or_a_stored_one_a_threads_nodes_share_a_trace_derived_fro
     assert planner.parent is None and cto.parent is None
     assert planner.context.trace_id == cto.context.trace_id == thread_trace_id("t1")
     assert planner.context.span_id != cto.context.span_id
-    (chat,) = [s for s in telemetry.spans() if s.name.startswith("chat") and s.parent == planner.context]
-    assert chat.context.trace_id == thread_trace_id("t1")
+    below = [s for s in telemetry.spans() if s.parent == planner.context]  # the node's model call
+    assert below and {s.context.trace_id for s in telemetry.spans()} == {thread_trace_id("t1")}
 
 
 def test_an_interrupted_node_is_not_a_failed_one_but_a_failing_node_is(telemetry: Captured):
@@ -189,3 +212,150 @@ def test_async_nodes_get_an_async_wrapper(telemetry: Captured):
     assert inspect.iscoroutinefunction(wrapped)
     asyncio.run(wrapped({}, runtime=Runtime()))
     assert [s.name for s in telemetry.spans()] == ["invoke_agent planner"]
+
+
+# -- the graph's own run spans ------------------------------------------------------------
+
+COSTS = {"planner": 1, "cto": 20, "coo": 300}
+MODES = ["invoke", "stream", "ainvoke", "astream"]
+
+
+class Decision(TypedDict, total=False):
+    done: Annotated[list[str], operator.add]
+
+
+def decision_graph(*, review: bool = False, failing: str | None = None) -> Any:
+    """planner -> cto || coo -> review (an interrupt, when ``review``), traced."""
+
+    def agent(name: str) -> Any:
+        def run(state: Decision) -> dict[str, Any]:
+            if name == failing:
+                raise RuntimeError("boom")
+            call(name, COSTS[name])
+            return {"done": [name]}
+
+        return traced_node(name, run)
+
+    def ask(state: Decision) -> dict[str, Any]:
+        return {"done": [str(interrupt("approve?")) if review else "auto"]}
+
+    builder = StateGraph(Decision)
+    for name in COSTS:
+        builder.add_node(name, agent(name))
+    builder.add_node("review", traced_node("review", ask))
+    builder.add_edge(START, "planner")
+    builder.add_edge("planner", "cto")
+    builder.add_edge("planner", "coo")
+    builder.add_edge(["cto", "coo"], "review")
+    builder.add_edge("review", END)
+    return traced_graph(builder.compile(checkpointer=InMemorySaver(), name="decision"))
+
+
+def run_graph(graph: Any, mode: str, graph_input: Any, thread: str = "t1") -> None:
+    """Run ``graph`` to its end or its interrupt the ``mode`` way."""
+    config = {"configurable": {"thread_id": thread}}
+    if mode == "invoke":
+        graph.invoke(graph_input, config)
+    elif mode == "stream":
+        for _ in graph.stream(graph_input, config, stream_mode="updates"):
+            pass
+    elif mode == "ainvoke":
+        asyncio.run(graph.ainvoke(graph_input, config))
+    else:
+
+        async def consume() -> None:
+            async for _ in graph.astream(graph_input, config, stream_mode="updates"):
+                pass
+
+        asyncio.run(consume())
+
+
+def runs_of(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.name == "invoke_workflow decision"), key=lambda s: s.start_time or 0)
+
+
+def nodes_of(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    return [s for s in spans if s.name.startswith("invoke_agent ")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_graph_opens_one_run_span_over_its_node_spans_however_it_is_run(telemetry: Captured, mode: str):
+    run_graph(decision_graph(), mode, {"done": []})
+
+    spans = telemetry.spans()
+    (run,) = runs_of(spans)
+    nodes = nodes_of(spans)
+    assert run.parent is None and {s.context.trace_id for s in spans} == {run.context.trace_id}
+    assert sorted(s.name.split()[1] for s in nodes) == ["coo", "cto", "planner", "review"]
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in nodes)
+    attributes = run.attributes or {}
+    assert attributes["budgetgraph.run.status"] == "done" and attributes["gen_ai.conversation.id"] == "t1"
+    assert attributes["budgetgraph.cost_micro_usd"] == sum(COSTS.values()), "the run sums its nodes"
+    assert attributes["budgetgraph.run.resumed"] is False
+
+
+@pytest.mark.parametrize("mode", ["invoke", "astream"])
+def test_a_paused_run_and_its_resume_are_two_run_spans_under_one_root(telemetry: Captured, mode: str):
+    graph = decision_graph(review=True)
+
+    run_graph(graph, mode, {"done": []})
+    run_graph(graph, mode, Command(resume="approve"))
+
+    spans = telemetry.spans()
+    paused, resumed = runs_of(spans)
+    assert (paused.attributes or {})["budgetgraph.run.status"] == "paused"
+    assert (resumed.attributes or {})["budgetgraph.run.status"] == "done"
+    assert paused.parent is None and {s.context.trace_id for s in spans} == {paused.context.trace_id}
+    assert resumed.parent is not None and resumed.parent.span_id == paused.context.span_id
+    assert (resumed.attributes or {})["budgetgraph.run.resumed"] is True
+    asked, answered = sorted(telemetry.named("invoke_agent review"), key=lambda s: s.start_time or 0)
+    assert asked.parent is not None and asked.parent.span_id == paused.context.span_id
+    assert answered.parent is not None and answered.parent.span_id == resumed.context.span_id
+    assert (asked.attributes or {})["budgetgraph.interrupted"] is True
+
+
+def test_without_the_store_a_resume_starts_a_new_trace_linked_to_the_paused_run(tmp_path: Path):
+    exporter = InMemorySpanExporter()
+    configure_telemetry(
+        TelemetrySettings.from_env({}, store_path=None), span_processors=[SimpleSpanProcessor(exporter)]
+    )
+    graph = decision_graph(review=True)
+
+    run_graph(graph, "invoke", {"done": []})
+    run_graph(graph, "invoke", Command(resume="approve"))
+
+    paused, resumed = runs_of(list(exporter.get_finished_spans()))
+    assert resumed.parent is None and resumed.context.trace_id != paused.context.trace_id
+    assert [(link.context.span_id, dict(link.attributes or {})) for link in resumed.links] == [
+        (paused.context.span_id, {"budgetgraph.link": "previous_run"})
+    ]
+    assert (resumed.attributes or {})["budgetgraph.run.resumed"] is True
+
+
+def test_a_run_span_the_caller_opened_is_the_one_the_nodes_join(telemetry: Captured):
+    with run_span("t1") as run:
+        run_graph(decision_graph(), "invoke", {"done": []})
+        run.finish("done")
+
+    (only,) = runs_of(telemetry.spans())
+    assert only.context.span_id == run.span.get_span_context().span_id
+    assert all(s.parent and s.parent.span_id == only.context.span_id for s in nodes_of(telemetry.spans()))
+
+
+def test_a_run_started_under_the_callers_span_is_its_child(telemetry: Captured):
+    with get_tracer().start_as_current_span("POST /threads/t1/runs") as request:
+        run_graph(decision_graph(), "ainvoke", {"done": []})
+
+    (run,) = runs_of(telemetry.spans())
+    assert run.parent is not None and run.parent.span_id == request.get_span_context().span_id
+
+
+@pytest.mark.parametrize("mode", ["invoke", "astream"])
+def test_a_failing_node_fails_its_run_span(telemetry: Captured, mode: str):
+    with pytest.raises(RuntimeError, match="boom"):
+        run_graph(decision_graph(failing="coo"), mode, {"done": []})
+
+    (run,) = runs_of(telemetry.spans())
+    attributes = run.attributes or {}
+    assert attributes["budgetgraph.run.status"] == "failed" and attributes["error.type"] == "RuntimeError"
+    assert run.status.status_code == StatusCode.ERROR and run.end_time is not None

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.errors import GraphInterrupt
-from opentelemetry.trace import StatusCode
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
+from opentelemetry.trace import SpanKind, StatusCode
 
 from budgetgraph.agents.schemas import PlanBrief
 from budgetgraph.agents.tools import calculate
 from budgetgraph.budgets import Gateway, load_budgets, load_models
 from budgetgraph.graph.builder import NODE_NAMES
 from budgetgraph.tracing import model_call_span, record_result, tool_span
-from budgetgraph.tracing.spans import input_messages, output_messages
+from budgetgraph.tracing.spans import input_messages, output_messages, response_attributes
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.unit.tracing.conftest import Captured, capture
 
@@ -33,22 +34,25 @@ def ask(models_file: Path, budgets_yaml: str = "budgets: {}\n", tmp: Path | None
     return session
 
 
-def test_a_model_call_span_carries_genai_usage_and_cost(
+def test_a_chat_span_carries_genai_usage_and_cost(
     telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer
 ):
     openai_server.set_usage(cached_tokens=10, reasoning_tokens=3)
 
     session = ask(models_file)
 
-    (span,) = telemetry.spans()
+    (span,) = telemetry.named("chat gpt-4.1-mini")
     (call,) = session.calls
     (served,) = openai_server.chat_requests()
     attrs = span.attributes or {}
-    assert span.name == "chat gpt-4.1-mini"
+    assert span.kind == SpanKind.CLIENT
     assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.agent.name"] == "planner"
     assert attrs["gen_ai.provider.name"] == "openai"
     assert attrs["gen_ai.conversation.id"] == "thread-1"
     assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "gpt-4.1-mini"
+    assert attrs["gen_ai.response.id"].startswith("chatcmpl-")
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attrs["gen_ai.output.type"] == "json"
     assert attrs["gen_ai.usage.input_tokens"] == served.usage["prompt_tokens"] == call["input_tokens"]
     assert attrs["gen_ai.usage.output_tokens"] == served.usage["completion_tokens"]
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 10
@@ -56,7 +60,86 @@ def test_a_model_call_span_carries_genai_usage_and_cost(
     assert attrs["budgetgraph.cost_micro_usd"] == call["cost_micro_usd"] > 0
     assert attrs["gen_ai.usage.cost.amount"] == attrs["llm.cost.total"] == call["cost_micro_usd"] / 1e6
     assert attrs["gen_ai.usage.cost.currency"] == "USD"
-    assert attrs["budgetgraph.tier"] == "standard" and attrs["budgetgraph.cache_hit"] is False
+    assert attrs["server.address"] == "127.0.0.1"
+
+
+def test_a_chat_span_lasts_as_long_as_the_spend_rows_latency(
+    telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer
+):
+    openai_server.delay("PlanBrief", 0.3)
+
+    session = ask(models_file)
+
+    (chat,) = telemetry.named("chat gpt-4.1-mini")
+    (call,) = session.calls
+    assert chat.end_time is not None and chat.start_time is not None
+    duration_ms = (chat.end_time - chat.start_time) / 1e6
+    assert call["latency_ms"] >= 300
+    assert abs(duration_ms - call["latency_ms"]) <= 2
+
+
+def test_usage_the_server_did_not_report_is_not_on_the_chat_span(
+    telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer
+):
+    openai_server.inject_faults(1.0, kinds=("missing_usage",))
+
+    session = ask(models_file)
+
+    (call,) = session.calls
+    attrs = telemetry.named("chat gpt-4.1-mini")[0].attributes or {}
+    assert not [k for k in attrs if k.startswith("gen_ai.usage.") and "cost" not in k]
+    assert attrs["budgetgraph.usage.source"] == "estimated"
+    assert attrs["budgetgraph.usage.input_tokens"] == call["input_tokens"] > 0
+    assert attrs["gen_ai.usage.cost.amount"] == call["cost_micro_usd"] / 1e6
+
+
+def test_detail_counts_the_server_did_not_report_are_not_zeros():
+    message = AIMessage(
+        "{}",
+        usage_metadata={"input_tokens": 12, "output_tokens": 3, "total_tokens": 15},
+        response_metadata={"model_name": "gpt-4.1-mini", "finish_reason": "stop", "id": "chatcmpl-1"},
+    )
+
+    attrs = response_attributes(message, row(input_tokens=12, output_tokens=3))
+
+    assert attrs["gen_ai.usage.input_tokens"] == 12 and attrs["gen_ai.usage.output_tokens"] == 3
+    assert "gen_ai.usage.cache_read.input_tokens" not in attrs
+    assert "gen_ai.usage.reasoning.output_tokens" not in attrs
+    assert attrs["gen_ai.response.id"] == "chatcmpl-1"
+
+
+def test_the_renamed_attributes_follow_the_stability_opt_in(monkeypatch: pytest.MonkeyPatch, fresh_semconv):
+    message = AIMessage("{}", response_metadata={"system_fingerprint": "fp_1", "service_tier": "default"})
+
+    old_and_new = response_attributes(message, row())
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http,gen_ai_latest_experimental")
+    monkeypatch.setattr(stability, "_initialized", False)  # read the opt-in again
+    latest = response_attributes(message, row())
+
+    assert old_and_new["gen_ai.openai.response.system_fingerprint"] == "fp_1"
+    assert old_and_new["openai.response.system_fingerprint"] == latest["openai.response.system_fingerprint"]
+    assert "gen_ai.openai.response.system_fingerprint" not in latest
+
+
+def test_the_call_span_holds_the_chat_span_and_the_pipeline_steps(
+    telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer
+):
+    session = ask(models_file)
+
+    (call,) = session.calls
+    (outer,) = telemetry.named("budgetgraph.call planner")
+    (chat,) = telemetry.named("chat gpt-4.1-mini")
+    (reserve,) = telemetry.named("budgetgraph.reserve")
+    (settle,) = telemetry.named("budgetgraph.settle")
+    assert outer.kind == SpanKind.INTERNAL
+    for child in (chat, reserve, settle):
+        assert child.parent is not None and child.parent.span_id == outer.context.span_id
+    attrs = outer.attributes or {}
+    assert attrs["budgetgraph.step"] == "call" and attrs["budgetgraph.tier"] == "standard"
+    assert attrs["budgetgraph.cost_micro_usd"] == call["cost_micro_usd"]
+    assert "gen_ai.operation.name" not in attrs and "llm.cost.total" not in attrs  # not a second LLM span
+    assert (reserve.attributes or {})["budgetgraph.outcome"] == "reserved"
+    assert (reserve.attributes or {})["budgetgraph.reserved.tokens"] > call["input_tokens"]
 
 
 def test_the_budget_left_is_what_the_caps_leave_after_the_call(
@@ -69,7 +152,7 @@ def test_the_budget_left_is_what_the_caps_leave_after_the_call(
         tmp_path,
     )
 
-    (span,) = telemetry.spans()
+    (span,) = telemetry.named("budgetgraph.call planner")
     (call,) = session.calls
     attrs = span.attributes or {}
     tokens = call["input_tokens"] + call["output_tokens"]
@@ -145,8 +228,18 @@ def test_a_cache_hit_and_a_local_step_are_marked_and_cost_what_they_cost(telemet
     assert (hit.attributes or {})["budgetgraph.saved_micro_usd"] == 90
     assert (hit.attributes or {})["budgetgraph.cache.outcome"] == "semantic"
     assert "budgetgraph.cache.outcome" not in (local.attributes or {})  # no lookup
-    assert local.name == "chat local-rules" and (local.attributes or {})["budgetgraph.tier"] == "local"
-    assert "gen_ai.provider.name" not in (local.attributes or {})
+    assert local.name == "budgetgraph.call coo" and (local.attributes or {})["budgetgraph.tier"] == "local"
+    assert hit.kind == local.kind == SpanKind.INTERNAL
+
+
+def test_a_local_step_sends_no_request_and_has_no_client_span(telemetry: Captured, models_file: Path):
+    gateway = Gateway(load_models(models_file), load_budgets(None, node_names=NODE_NAMES))
+    session = gateway.session("planner", thread_id="thread-1")
+    session.ask(PROMPT, PlanBrief, local=lambda: PlanBrief.model_construct(), tier="local")  # type: ignore[arg-type]
+
+    assert not [s for s in telemetry.spans() if s.kind == SpanKind.CLIENT]
+    (step,) = telemetry.named("budgetgraph.local")
+    assert (step.attributes or {})["budgetgraph.outcome"] == "answered"
 
 
 def test_prompts_and_completions_are_not_recorded_by_default(
@@ -154,7 +247,7 @@ def test_prompts_and_completions_are_not_recorded_by_default(
 ):
     ask(models_file)
 
-    (span,) = telemetry.spans()
+    (span,) = telemetry.named("chat gpt-4.1-mini")
     recorded = json.dumps(dict(span.attributes or {})) + json.dumps(
         [dict(e.attributes or {}) for e in span.events]
     )
@@ -171,7 +264,7 @@ def test_prompts_and_completions_are_recorded_when_the_user_opts_in(
 
     ask(models_file)
 
-    (span,) = captured.spans()
+    (span,) = captured.named("chat gpt-4.1-mini")
     messages = json.loads((span.attributes or {})["gen_ai.input.messages"])
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["parts"] == [{"type": "text", "content": "Decide whether to move billing"}]
@@ -188,10 +281,14 @@ def test_a_failed_call_marks_its_span_with_the_error_type(
     with pytest.raises(Exception, match="500|Internal"):
         ask(models_file)
 
-    (span,) = telemetry.spans()
-    assert span.status.status_code == StatusCode.ERROR
-    assert (span.attributes or {})["error.type"] == "500"
-    assert [e.name for e in span.events] == ["exception"]
+    chats = telemetry.named("chat gpt-4.1-mini")
+    assert chats, "each request is a chat span"
+    for span in chats:
+        assert span.status.status_code == StatusCode.ERROR
+        assert (span.attributes or {})["error.type"] == "500"
+        assert [e.name for e in span.events] == ["exception"]
+    (outer,) = telemetry.named("budgetgraph.call planner")
+    assert outer.status.status_code == StatusCode.ERROR
 
 
 def test_an_interrupt_is_not_a_failure(telemetry: Captured):
@@ -234,7 +331,11 @@ def test_the_gateway_spans_a_tool_call_between_its_model_calls(
 
     ask(models_file, tools=[calculate])
 
-    assert [s.name for s in telemetry.spans()] == [
+    wanted = ("chat", "execute_tool")
+    spans = sorted(
+        (s for s in telemetry.spans() if s.name.startswith(wanted)), key=lambda s: s.start_time or 0
+    )
+    assert [s.name for s in spans] == [
         "chat gpt-4.1-mini",
         "execute_tool calculate",
         "chat gpt-4.1-mini",
