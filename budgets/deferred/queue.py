@@ -145,14 +145,23 @@ class BatchQueue:
     """Deferred requests and batches in one SQLite file.
 
     Args:
-        path: The file, created with its folder on first write; ``":memory:"``
-            for one process (tests).
+        path: The file, created with its folder on first use; ``":memory:"``
+            for one process (tests); ``None``: ``.budgetgraph/batches.sqlite`` under
+            the working directory of the first use (nothing is read at construction,
+            so a server builds its graph without touching the disk).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+    def __init__(self, path: str | Path | None) -> None:
+        self._path = None if path is None else str(path)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+
+    @property
+    def path(self) -> str:
+        """The queue's file (``:memory:`` for an in-process queue)."""
+        if self._path is None:
+            self._path = str(Path.cwd() / ".budgetgraph" / "batches.sqlite")
+        return self._path
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -479,10 +488,10 @@ def _request(row: Sequence[Any]) -> QueuedRequest:
 def open_queue(url: str | Path | None) -> BatchQueue:
     """Open the batch queue at ``url``: a path, ``sqlite:///PATH``, or ``memory:``.
 
-    ``None`` is ``.budgetgraph/batches.sqlite`` under the working directory.
+    ``None`` is ``.budgetgraph/batches.sqlite`` under the working directory (resolved on first use).
     """
     if url is None:
-        return BatchQueue(Path.cwd() / ".budgetgraph" / "batches.sqlite")
+        return BatchQueue(None)
     text = str(url)
     if text == "memory:":
         return BatchQueue(":memory:")

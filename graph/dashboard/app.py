@@ -23,8 +23,18 @@ URL: the page asks for the key and sends it with each API request.
 ``budgetgraph dashboard`` on a loopback address is the operator's own view:
 no key, every tenant, with a tenant filter.
 
+**The served collector.** Served by the LangGraph server, the app's lifespan
+(which langgraph-api runs with its own) also runs the collector of deferred
+runs in the background (:mod:`budgetgraph.graph.served_collector`): every
+``deferred.poll_interval_s`` seconds it submits and polls batches and resumes,
+through the server's own API, each run whose batch answers are all in.
+``budgetgraph dashboard`` does not run it (``create_app``'s ``collect`` is off
+there): it is no LangGraph server to resume runs through, and ``budgetgraph
+collect --wait`` is the collector of local runs.
+
 Importing this module builds the app and reads nothing: the settings, the
-YAML files and the ledger are read on the first request.
+YAML files and the ledger are read on the first request (the collector's
+files when the server starts).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,7 +119,7 @@ class _Source:
             return self._config
 
 
-def create_app(*, settings: Settings | None = None, local: bool = False) -> Starlette:
+def create_app(*, settings: Settings | None = None, local: bool = False, collect: bool = False) -> Starlette:
     """Build the dashboard app.
 
     Args:
@@ -116,6 +128,10 @@ def create_app(*, settings: Settings | None = None, local: bool = False) -> Star
         local: Show every tenant without asking for a key (``budgetgraph
             dashboard`` on a loopback address); otherwise each request is
             authenticated and sees its own tenant.
+        collect: Run the served collector of deferred runs for the app's
+            lifespan (:func:`budgetgraph.graph.served_collector.collecting`);
+            it only runs inside langgraph-api, and is off when no model tier
+            has an endpoint. On for the app ``langgraph.json`` mounts.
 
     Returns:
         A Starlette app whose routes are all under ``/budgetgraph``.
@@ -188,7 +204,22 @@ def create_app(*, settings: Settings | None = None, local: bool = False) -> Star
         Route(f"{PREFIX}/api/runs/{{thread_id:path}}", run, methods=["GET"]),
         Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC, check_dir=False), name="budgetgraph-static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=_collector_lifespan(settings) if collect else None)
+
+
+def _collector_lifespan(
+    settings: Settings | None,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the served collector runs in the background while the server does."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from budgetgraph.graph.served_collector import collecting
+
+        async with collecting(settings):
+            yield
+
+    return lifespan
 
 
 async def _call(function: Any, *args: Any) -> Any:
@@ -267,8 +298,9 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"detail": detail}, status_code=status, headers={**API_HEADERS, **(headers or {})})
 
 
-app = create_app()
-"""The dashboard as the LangGraph server mounts it (``langgraph.json``'s ``http.app``)."""
+app = create_app(collect=True)
+"""The dashboard as the LangGraph server mounts it (``langgraph.json``'s ``http.app``), with the
+served collector of deferred runs."""
 
 
 __all__ = ["PREFIX", "Viewer", "app", "create_app"]
