@@ -243,7 +243,6 @@ class ChatModels:
             call["batch_id"] = str(queued.batch_id)
             span.stop(at=done_at, batch_id=queued.batch_id)
             span.answered(message, call)
-        self.queue.consume(custom_id)
         return _result(request, message, call, None)
 
     def _described(self, request: CallRequest, endpoint: Endpoint) -> ChatRequest:

@@ -221,7 +221,6 @@ class Gateway:
         # Expired, cancelled or failed: nothing was billed; the reservation goes back.
         if self.ledger.end_attempt(attempt.key):
             self.ledger.release(attempt.reservation)
-        self.batches.consume(attempt.key)
         reason = json.dumps((queued.result or {}).get("error"))[:300]
         if self.budgets.deferred.on_failure == "stop":
             raise DeferredFailedError(

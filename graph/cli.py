@@ -640,7 +640,13 @@ def collect(
                     if not any(w.ready for w in queue.waiting(waiting.thread_id)):
                         continue  # another collector resumed it since we looked
                     try:
-                        reports.append(_resume_waiting(waiting.thread_id, settings, as_json, quiet))
+                        report = _resume_waiting(waiting.thread_id, settings, as_json, quiet)
+                        # Checkpointed: the answers it took are used, those it waits for are not. A run
+                        # that failed is the user's to resume: the collector is done with it.
+                        failed = report["status"] == "failed"
+                        still = [] if failed else [b["custom_id"] for b in report["batches"]]
+                        queue.resumed(waiting.thread_id, still)
+                        reports.append(report)
                     except _NoSuchRun:
                         if waiting.thread_id not in elsewhere:
                             logging.getLogger(__name__).warning(

@@ -265,6 +265,17 @@ class ServedCollector:
                 raise
             await client.runs.join(thread_id, run["run_id"])
             done = await client.runs.get(thread_id, run["run_id"])
+            # Checkpointed now: the answers it took are used; those its new interrupts wait for are not.
+            after = await client.threads.get_state(thread_id)
+            waits = [
+                i.get("value") for i in after.get("interrupts") or [] if isinstance(i.get("value"), dict)
+            ]
+            still = [
+                str(v["custom_id"]) for v in waits if v.get("kind") == DEFERRED_KIND and v.get("custom_id")
+            ]
+            if done["status"] == "error":
+                still = []  # a failed run is its owner's to resume: the collector is done with it
+            await asyncio.to_thread(self.queue.resumed, thread_id, still)
             return Resumed(thread_id, str(run["run_id"]), str(done["status"]))
 
         resumed = await asyncio.create_task(as_owner(), name=f"budgetgraph-resume-{thread_id}")

@@ -33,8 +33,7 @@ from budgetgraph.budgets.cache.base import Embedder, EntryStore, Eviction
 from budgetgraph.budgets.cache.cache import SemanticCache
 from budgetgraph.budgets.cache.embedders import EndpointEmbedder, LocalEmbedder, endpoint_from_env
 from budgetgraph.budgets.cache.guard import DEFAULT_THRESHOLD, Guard
-from budgetgraph.budgets.cache.stores import DISK, MEMORY, REDIS_SCHEMES, open_store
-from budgetgraph.budgets.cache.stores.redis import DEFAULT_PREFIX
+from budgetgraph.budgets.cache.stores import DEFAULT_PREFIX, DISK, MEMORY, REDIS_SCHEMES, open_store
 from budgetgraph.budgets.cache.verifier import Verifier
 from budgetgraph.budgets.config import ApiKeyEnv
 from budgetgraph.budgets.yamlfile import Number

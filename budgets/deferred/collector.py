@@ -167,6 +167,10 @@ class Collector:
                     uploaded = client.files.create(
                         file=(f"budgetgraph-{token}.jsonl", lines.encode("utf-8")), purpose="batch"
                     )
+                    if not self.queue.confirm(token, len(taken)):
+                        # Slow enough that another collector took the requests back: no batch.
+                        logger.warning("Submission %s was recovered by another collector; not created", token)
+                        break
                     batch = client.batches.create(
                         input_file_id=uploaded.id,
                         endpoint="/v1/chat/completions",
@@ -176,7 +180,7 @@ class Collector:
                 except openai.APIStatusError:
                     self.queue.unsubmit(token)  # refused: no batch exists, the requests wait again
                     raise
-                self.queue.submitted(
+                held = self.queue.submitted(
                     token,
                     batch_id=batch.id,
                     tier=pool.tier,
@@ -184,6 +188,11 @@ class Collector:
                     input_file_id=uploaded.id,
                     status=batch.status,
                 )
+                if held < len(taken):
+                    # Recovered while the batch was being created: its requests are queued again,
+                    # so this batch must not answer them twice.
+                    logger.warning("Batch %s lost its requests to a recovery; cancelling it", batch.id)
+                    client.batches.cancel(batch.id)
                 logger.info("Batch %s: %d requests to %s (%s)", batch.id, len(taken), pool.model, pool.tier)
                 created.append(batch.id)
                 if len(taken) < self.settings.max_requests:

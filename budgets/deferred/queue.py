@@ -16,11 +16,14 @@ A request's life (``requests.state``)::
 - ``submitted``: in a batch (``batch_id``).
 - ``done`` / ``failed``: the batch ended; ``result`` holds the chat completion,
   or the error (an expired, cancelled or failed request).
-- ``consumed``: the resumed node took its answer; kept for its trace and
-  history (``queued_at`` to ``done_at``).
+- ``consumed``: the run was resumed past it (its checkpoint no longer waits
+  for it); kept for its trace and history (``queued_at`` to ``done_at``).
 
 A thread waits while it has requests that are not consumed; it is ready to
-resume when all of them are done or failed. :meth:`BatchQueue.claim_resume`
+resume when all of them are done or failed. The collector marks them consumed
+only after the resume's checkpoints are written (:meth:`BatchQueue.resumed`):
+a collector or run killed in between leaves them answered, so the thread is
+resumed again, and the journal replays the calls that already settled. :meth:`BatchQueue.claim_resume`
 lets one collector at a time resume a thread (a lease, taken over when it runs
 out, so a collector killed mid-resume does not strand the run; a live collector
 renews its lease while it resumes, :meth:`BatchQueue.resuming`).
@@ -215,13 +218,28 @@ class BatchQueue:
             ).fetchone()
         return None if row is None else _request(row)
 
-    def consume(self, custom_id: str) -> None:
-        """Note that the resumed node took the answer of ``custom_id`` (its thread no longer waits for it)."""
+    def resumed(self, thread_id: str, still_waiting: Iterable[str] = ()) -> int:
+        """Note that ``thread_id`` was resumed past its answered requests, but those it still waits for.
+
+        Call it once the resume's checkpoints are written.
+
+        Args:
+            thread_id: The thread.
+            still_waiting: ``custom_id`` of requests the run's checkpoint still waits for
+                (its pending ``deferred`` interrupts).
+
+        Returns:
+            How many requests it marked consumed.
+        """
+        keep = set(still_waiting)
         with self._tx() as db:
-            db.execute(
-                "UPDATE requests SET state = 'consumed' WHERE custom_id = ? AND state IN ('done', 'failed')",
-                (custom_id,),
-            )
+            rows = db.execute(
+                "SELECT custom_id FROM requests WHERE thread_id = ? AND state IN ('done', 'failed')",
+                (thread_id,),
+            ).fetchall()
+            done = [(r[0],) for r in rows if r[0] not in keep]
+            db.executemany("UPDATE requests SET state = 'consumed' WHERE custom_id = ?", done)
+            return len(done)
 
     # -- the collector's side --------------------------------------------------------
 
@@ -259,6 +277,20 @@ class BatchQueue:
                 [(submission, time.time(), r.custom_id) for r in taken],
             )
         return taken
+
+    def confirm(self, submission: str, count: int) -> bool:
+        """Renew a submission just before its batch is created; False if it was recovered meanwhile.
+
+        Args:
+            submission: The token.
+            count: How many requests it took.
+        """
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE requests SET taken_at = ? WHERE submission = ? AND state = 'submitting'",
+                (time.time(), submission),
+            )
+            return cursor.rowcount == count
 
     def submitted(
         self, submission: str, *, batch_id: str, tier: str, model: str, input_file_id: str, status: str

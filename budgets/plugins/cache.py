@@ -53,7 +53,7 @@ from budgetgraph.budgets.config import ModelsConfig
 from budgetgraph.budgets.errors import ConfigError
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
 from budgetgraph.budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
-from budgetgraph.tracing.attributes import REFUSAL_CATEGORY, SIMILARITY, STEP_CACHE_LOOKUP
+from budgetgraph.tracing.attributes import REFUSAL_CATEGORY, SIMILARITY, STEP_CACHE_LOOKUP, STEP_CACHE_STORE
 from budgetgraph.tracing.spans import step_span
 
 logger = logging.getLogger(__name__)
@@ -279,17 +279,19 @@ class CachePlugin:
             calls = [{"name": c["name"], "args": c["args"]} for c in result.tool_calls]
             response = {TOOL_CALLS_KEY: calls, "content": result.message.text if result.message else ""}
         try:
-            cache.put(
-                namespace,
-                key=prompt.key,
-                text=prompt.text if semantic else None,
-                vector=lookup.vector,
-                response=response,
-                model=result.calls[-1]["model"],
-                input_tokens=sum(c["input_tokens"] for c in result.calls),
-                output_tokens=sum(c["output_tokens"] for c in result.calls),
-                cost_micro_usd=sum(c["cost_micro_usd"] for c in result.calls),
-            )
+            with step_span(STEP_CACHE_STORE, node=request.node) as step:
+                cache.put(
+                    namespace,
+                    key=prompt.key,
+                    text=prompt.text if semantic else None,
+                    vector=lookup.vector,
+                    response=response,
+                    model=result.calls[-1]["model"],
+                    input_tokens=sum(c["input_tokens"] for c in result.calls),
+                    output_tokens=sum(c["output_tokens"] for c in result.calls),
+                    cost_micro_usd=sum(c["cost_micro_usd"] for c in result.calls),
+                )
+                step.outcome("stored")
         except Exception:
             logger.warning("Could not store a cache entry for node `%s`", request.node, exc_info=True)
 

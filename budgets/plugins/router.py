@@ -44,6 +44,8 @@ from budgetgraph.budgets.request import CallRequest, CallResult
 from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
 from budgetgraph.budgets.routing.policy import fallback_order, no_endpoint, route
 from budgetgraph.budgets.routing.settings import ROUTER_SECTION, FallbackTrigger, RouterSettings
+from budgetgraph.tracing.attributes import STEP_ROUTE, TIER_REQUESTED
+from budgetgraph.tracing.spans import step_span
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,9 @@ class RouterPlugin:
         """Route ``request``, call on, and fall back to another tier when its model fails."""
         if request.deferred_attempt is not None:
             return call_next(request)  # a queued batch request: its tier was settled when it was queued
-        chosen = self._choose(request)
+        with step_span(STEP_ROUTE, node=request.node, **{TIER_REQUESTED: request.tier}) as step:
+            chosen = self._choose(request)
+            step.outcome(chosen.request.tier)
         request = chosen.request
         tried: set[Tier] = {request.tier}
         while True:

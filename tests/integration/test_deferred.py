@@ -39,7 +39,7 @@ def budgets_file(tmp_path: Path) -> Path:
     path = tmp_path / "budgets.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"deferred": {"window_s": 0, "poll_interval_s": 0.05, "submit_timeout_s": 0.2, "lease_s": 0.6}}
+            {"deferred": {"window_s": 0, "poll_interval_s": 0.05, "submit_timeout_s": 3, "lease_s": 0.6}}
         )
     )
     return path
@@ -121,6 +121,21 @@ def test_a_collected_run_keeps_the_tenant_and_review_threshold_it_was_started_wi
     finally:
         ledger.close()
     assert tenants == {"acme"}
+
+
+def test_a_tool_round_trip_goes_out_in_the_next_batch(
+    files: tuple[str, ...], openai_server: FakeOpenAIServer
+):
+    openai_server.script_tool_calls("cto", [{"name": "calculate", "arguments": {"expression": "6 * 40"}}])
+
+    cli("run", TASK, "--thread", "tools", "--deferred", *files)
+    reports = collect_until_done(files)
+
+    final = reports[-1]
+    cto = [r for r in spend_rows(final) if r["node"] == "cto"]
+    assert final["status"] == "done" and [r["tool_calls"] for r in cto] == [1, 0]
+    assert len({r["batch_id"] for r in cto}) == 2, "the answer after the tool came in a later batch"
+    assert not openai_server.chat_requests(), "nothing was sent live"
 
 
 def test_history_and_resume_show_a_waiting_run_with_its_batches(files: tuple[str, ...]):

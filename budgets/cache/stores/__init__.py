@@ -14,6 +14,10 @@ from pathlib import Path
 
 from budgetgraph.budgets.cache.base import EntryStore, Eviction
 
+DEFAULT_PREFIX = "budgetgraph:cache"
+"""Key prefix of a Redis cache store (``cache.redis_prefix``); defined here so that naming
+it does not import the Redis client."""
+
 DISK = "disk"
 """The ``store`` value of the embedded SQLite store."""
 

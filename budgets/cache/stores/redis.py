@@ -55,10 +55,10 @@ from budgetgraph.budgets.cache.base import (
     NewEntry,
     Sync,
 )
+from budgetgraph.budgets.cache.stores import DEFAULT_PREFIX
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "budgetgraph:cache"
 """Key prefix when none is configured."""
 
 _REMOVE_FN = """
