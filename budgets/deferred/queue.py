@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from budgetgraph.budgets.sqlite_tx import immediate
+from budgetgraph.budgets.sqlite_tx import connect, immediate
 
 RequestState = Literal["queued", "submitting", "submitted", "done", "failed", "consumed"]
 
@@ -171,16 +171,7 @@ class BatchQueue:
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    if self.path != ":memory:":
-                        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                    conn = sqlite3.connect(
-                        self.path, timeout=60, isolation_level=None, check_same_thread=False
-                    )
-                    if self.path != ":memory:":
-                        conn.execute("PRAGMA journal_mode=WAL")
-                        conn.execute("PRAGMA synchronous=NORMAL")
-                    conn.executescript(_SCHEMA)
-                    self._db = conn
+                    self._db = connect(self.path, _SCHEMA)
         return self._db
 
     def _tx(self) -> Any:

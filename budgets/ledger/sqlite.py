@@ -42,7 +42,7 @@ from budgetgraph.budgets.ledger.base import (
     Reservation,
     ScopeTotals,
 )
-from budgetgraph.budgets.sqlite_tx import immediate
+from budgetgraph.budgets.sqlite_tx import connect, immediate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scopes (
@@ -99,18 +99,7 @@ class SqliteLedger(Ledger):
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    if self.path != ":memory:":
-                        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                    conn = sqlite3.connect(
-                        self.path, timeout=60, isolation_level=None, check_same_thread=False
-                    )
-                    if self.path != ":memory:":
-                        # WAL with synchronous=NORMAL: a commit survives the process being
-                        # killed at any point; only a power cut can take the last commits.
-                        conn.execute("PRAGMA journal_mode=WAL")
-                        conn.execute("PRAGMA synchronous=NORMAL")
-                    conn.executescript(_SCHEMA)
-                    self._db = conn
+                    self._db = connect(self.path, _SCHEMA)
         return self._db
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,10 @@ from budgetgraph.tracing import shutdown_telemetry
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver, ReceivedSpan
 
+pytestmark = pytest.mark.usefixtures("fresh_telemetry")
+
 TASK = "Should we move our nightly reports from cron jobs to Airflow? We have 4 data engineers."
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def fresh_telemetry() -> Iterator[None]:
-    shutdown_telemetry()
-    yield
-    shutdown_telemetry()
-
-
-@pytest.fixture
-def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as receiver:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint)
-        yield receiver
 
 
 def run(thread: str, models_file: Path) -> dict[str, Any]:

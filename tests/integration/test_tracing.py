@@ -35,6 +35,8 @@ from budgetgraph.tracing.store import SpanStore
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver, ReceivedSpan
 
+pytestmark = pytest.mark.usefixtures("fresh_telemetry")
+
 TASK = (
     "Should we move our billing service from a monolith to microservices this year? "
     "We have 6 engineers and a PCI audit in 4 months."
@@ -74,20 +76,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(autouse=True)
-def fresh_telemetry() -> Iterator[None]:
-    shutdown_telemetry()
-    yield
-    shutdown_telemetry()
-
-
-@pytest.fixture
-def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as receiver:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint)
-        yield receiver
 
 
 @pytest.fixture
