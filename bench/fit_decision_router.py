@@ -6,15 +6,18 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** ``bench/data/decisions/train.jsonl`` (186 decisions) and
-``holdout.jsonl`` (57, written later by another hand; spent as a holdout,
-now training data): 243 decisions labelled economy, standard or premium.
-Nothing else under ``bench/data/decisions/`` is read unless named by
-``--holdout``, which never refits.
+**Data.** Three files by three writers, 309 decisions labelled economy,
+standard or premium: ``bench/data/decisions/train.jsonl`` (186),
+``holdout.jsonl`` (57) and ``holdout2.jsonl`` (66). The two holdouts were
+each written after a scorer was frozen and scored once; both are spent as
+holdouts and are training data now (issue #18). Nothing else under
+``bench/data/decisions/`` is read unless named by ``--holdout``, which never
+refits; a new holdout is written after this scorer is frozen.
 
 **Inputs per decision**, exactly as the runtime computes them: the keyword
 features of :func:`budgetgraph.budgets.routing.decision.features` and the two
-L2-normalised all-MiniLM-L6-v2 vectors (task; constraints with the note) of
+L2-normalised all-MiniLM-L6-v2 vectors (the task; the whole decision, the
+task with its constraints and note) of
 :func:`~budgetgraph.budgets.routing.decision.embedding_texts`, embedded
 through the runtime's own :data:`~budgetgraph.budgets.routing.decision.EMBEDDING_STATE`.
 
@@ -22,33 +25,39 @@ through the runtime's own :data:`~budgetgraph.budgets.routing.decision.EMBEDDING
 models for ordinal data", JRSS B 42 (1980): ``P(grade >= k) = sigmoid(w.x - cut_k)``
 for k = standard, premium. Ordinal rather than multinomial because the tiers
 are ordered and the runtime needs one 0-1 expected grade that rises with the
-evidence; one weight vector (783 values) instead of two halves the
-parameters on 243 decisions. Keyword features are standardised, embedding
-coordinates centred and scaled by sqrt(384) (so a unit-norm vector's
-coordinates have about unit spread); each block has its own L2 penalty (the
-15 hand-made features and the 768 embedding coordinates are not alike).
-Two keyword features are left out (:data:`EXCLUDED`). The
-penalised likelihood is maximised with L-BFGS (SciPy; scikit-learn has no
-ordinal model); scikit-learn supplies the folds and the AUC. The
-standardisation is folded back into the exported weights, so the runtime
+evidence; one weight vector instead of two halves the parameters. Keyword
+features are standardised, embedding coordinates centred and scaled by
+sqrt(384) (so a unit-norm vector's coordinates have about unit spread); each
+block has its own L2 penalty (the hand-made features and the 768 embedding
+coordinates are not alike). Two keyword features are left out
+(:data:`EXCLUDED`). The penalised likelihood is maximised with L-BFGS (SciPy;
+scikit-learn has no ordinal model); scikit-learn supplies the grouped folds.
+The standardisation is folded back into the exported weights, so the runtime
 applies raw features and raw vectors with numpy alone.
 
-**Cross-validation.** Two schemes, both out-of-fold:
+**Cross-validation.** A new holdout is a new writer, so the choices are made
+on the scheme that imitates one:
 
+- *by writer* (leave one writer out): fit on two writers' files, score the
+  third, each in turn. The penalties are the pair of :data:`L2_GRID` with
+  the lowest log-loss on the held-out writer, averaged over the writers
+  (each writer counts once, whatever its size); the thresholds are chosen
+  on these out-of-fold scores by :func:`choose_thresholds`, each writer
+  weighted alike.
 - *grouped*: 5 folds stratified by tier and grouped by ``domain``
   (``StratifiedGroupKFold``), repeated with :data:`REPEATS` seeds: every
-  decision is scored by models that saw no decision of its domain, which
-  is what the holdouts do on purpose (they break the training set's domain
-  patterns);
-- *by source*: fit on ``train.jsonl``, score ``holdout.jsonl``, and the
-  reverse: a different writer, as a new holdout will be.
+  decision scored by models that saw no decision of its domain. Reported,
+  not chosen on.
 
-The penalties are the pair of :data:`L2_GRID` with the lowest grouped
-out-of-fold ordinal log-loss. The thresholds are chosen on the grouped
-out-of-fold scores by :func:`choose_thresholds`. A *nested* run repeats the
-whole choice (penalties and thresholds) inside each outer grouped fold, and
-on ``train.jsonl`` alone before scoring ``holdout.jsonl``, so that its figures
-judge the procedure on decisions that took no part in any choice.
+A *nested* run repeats the whole choice (penalties and thresholds) without
+the decisions it scores: inside each outer grouped fold, and on two writers
+alone before scoring the third (the inner by-writer scheme is then: fit on
+one, score the other). Its figures judge the procedure on decisions that
+took no part in any choice. They do not judge the keyword lists of
+:mod:`~budgetgraph.budgets.routing.decision`, which were written by people
+who had read all three files: the figures on the file held out flatter them
+(the second holdout's most of all; the stakes features were added after it
+was read), and only a new writer's holdout measures them.
 
 The keyword-only model (the runtime's fallback when the embedder cannot be
 had) is fitted the same way and stored in the same file.
@@ -73,20 +82,22 @@ from budgetgraph.budgets.routing import decision
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "bench" / "data" / "decisions"
-FIT_FILES = ("train.jsonl", "holdout.jsonl")
-"""The labelled files the scorer is fitted on (nothing else in ``DATA`` is read unless named)."""
+FIT_FILES = ("train.jsonl", "holdout.jsonl", "holdout2.jsonl")
+"""The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
+unless named)."""
 WEIGHTS_PATH = REPO / "budgets" / "routing" / decision.WEIGHTS_FILE
 GRADES = {"economy": 0, "standard": 1, "premium": 2}
 SEED = 20261206
 REPEATS = 3
 """Repeats of the grouped 5-fold cross-validation (seeds ``SEED + r``)."""
-L2_GRID = ((1.0, 3.0, 10.0, 30.0), (3.0, 10.0, 30.0, 100.0))
+L2_GRID = ((1.0, 3.0, 10.0, 30.0), (10.0, 30.0, 100.0, 300.0))
 """Penalties tried: on the standardised keyword features, and on the scaled embedding coordinates."""
 EXCLUDED = ("constraints", "words")
 """Keyword features left out of the fit (weight 0): how many constraints a decision has and how
 long it is are how its writer writes, not what is at stake. ``train.jsonl``'s premium decisions
 have 1.8 constraints on average and its economy ones 0.4, but ``holdout.jsonl``'s premium ones
-have 1.2 and its standard ones 1.8; the data README says length was kept from predicting the tier."""
+have 1.2 and its standard ones 1.8, and ``holdout2.jsonl``'s premium ones 0.5 (15 of 22 have
+none); the data README says length was kept from predicting the tier."""
 FITTED = tuple(name for name in decision.FEATURES if name not in EXCLUDED)
 """The keyword features fitted, in the order of the weights."""
 KEYWORD_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -106,11 +117,11 @@ class Decisions:
 
     Attributes:
         rows: The JSON objects, in file order.
-        keywords: float64 ``(n, 15)``, the keyword features in the order of :data:`FITTED`.
-        vectors: float32 ``(n, 2, 384)``: task and context vectors (zeros for an empty context).
+        keywords: float64 ``(n, len(FITTED))``, the keyword features in the order of :data:`FITTED`.
+        vectors: float32 ``(n, 2, 384)``: the task's and the whole decision's vectors.
         grades: int ``(n,)``: 0 economy, 1 standard, 2 premium.
         domains: ``(n,)`` the ``domain`` annotations (the CV groups).
-        sources: ``(n,)`` the file each decision came from.
+        sources: ``(n,)`` the file each decision came from (one writer each).
     """
 
     rows: list[dict[str, Any]]
@@ -168,16 +179,17 @@ class Ordinal:
     """A fitted proportional-odds model on raw inputs (standardisation folded in).
 
     Attributes:
-        keyword: float64 ``(15,)``, weight per raw keyword feature of :data:`FITTED` (log-odds per unit).
+        keyword: float64 ``(len(FITTED),)``, weight per raw keyword feature of :data:`FITTED`
+            (log-odds per unit).
         task: float64 ``(384,)`` or ``(0,)``, weight per task-vector coordinate.
-        context: float64 ``(384,)`` or ``(0,)``, weight per context-vector coordinate.
+        whole: float64 ``(384,)`` or ``(0,)``, weight per whole-decision-vector coordinate.
         offset: The embedding term's centring constant (log-odds): its value at the fitted mean.
         cuts: The two cut points on the raw scale (log-odds).
     """
 
     keyword: np.ndarray
     task: np.ndarray
-    context: np.ndarray
+    whole: np.ndarray
     offset: float
     cuts: tuple[float, float]
 
@@ -187,7 +199,7 @@ class Ordinal:
         out = data.keywords[index] @ self.keyword
         if self.task.size:
             vectors = data.vectors[index].astype(np.float64)
-            out = out + vectors[:, 0] @ self.task + vectors[:, 1] @ self.context - self.offset
+            out = out + vectors[:, 0] @ self.task + vectors[:, 1] @ self.whole - self.offset
         return np.asarray(out)
 
     def score(self, data: Decisions, index: np.ndarray | None = None) -> np.ndarray:
@@ -263,16 +275,14 @@ def fit(data: Decisions, index: np.ndarray, l2_keywords: float, l2_embedding: fl
     w, low, high = result.x[:d], float(result.x[d]), float(result.x[d] + math.exp(result.x[d + 1]))
     keyword = w[: keywords.shape[1]] / spread_k
     shift = float(keyword @ mean_k)  # the keyword centring goes into the cuts
-    task = context = np.zeros(0)
+    task = whole = np.zeros(0)
     offset = 0.0
     if l2_embedding is not None:
         raw = w[keywords.shape[1] :] * scale
         half = raw.size // 2
-        task, context = raw[:half], raw[half:]
+        task, whole = raw[:half], raw[half:]
         offset = float(raw @ mean_v)
-    return Ordinal(
-        keyword=keyword, task=task, context=context, offset=offset, cuts=(low + shift, high + shift)
-    )
+    return Ordinal(keyword=keyword, task=task, whole=whole, offset=offset, cuts=(low + shift, high + shift))
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -286,15 +296,16 @@ def grouped_folds(data: Decisions, index: np.ndarray, seed: int) -> list[tuple[n
     return [(index[a], index[b]) for a, b in folds.split(index, data.grades[index], data.domains[index])]
 
 
-def by_source_folds(data: Decisions) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fit on each source file and score the others."""
-    out = []
-    for source in dict.fromkeys(data.sources):
-        inside = np.flatnonzero(data.sources == source)
-        outside = np.flatnonzero(data.sources != source)
-        if len(inside) and len(outside):
-            out.append((inside, outside))
-    return out
+def writer_folds(data: Decisions, index: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Leave one writer out over ``index``: for each source file in it, fit on the others and score it.
+
+    Raises:
+        ValueError: ``index`` holds fewer than two source files.
+    """
+    names = list(dict.fromkeys(data.sources[index]))
+    if len(names) < 2:
+        raise ValueError(f"leaving one writer out needs two source files, not {names}")
+    return [(index[data.sources[index] != name], index[data.sources[index] == name]) for name in names]
 
 
 def out_of_fold(
@@ -322,16 +333,30 @@ def grouped_oof(
     return np.asarray(scores), float(np.mean(losses))
 
 
+def writer_oof(
+    data: Decisions, index: np.ndarray, l2: tuple[float, float | None]
+) -> tuple[np.ndarray, float]:
+    """Leave-one-writer-out scores over ``index``, ``(len(index),)``, and their log-loss.
+
+    The log-loss is each held-out writer's mean, averaged over the writers (each
+    writer counts once, whatever its size).
+    """
+    scores, losses = out_of_fold(data, writer_folds(data, index), l2)
+    sources = data.sources[index]
+    loss = float(np.mean([losses[index][sources == name].mean() for name in dict.fromkeys(sources)]))
+    return scores[index], loss
+
+
 def choose_l2(
     data: Decisions, index: np.ndarray, keyword_only: bool
 ) -> tuple[tuple[float, float | None], dict]:
-    """The penalties with the lowest grouped out-of-fold log-loss on ``index``, and the loss of each."""
+    """The penalties with the lowest leave-one-writer-out log-loss on ``index``, and the loss of each."""
     grid: list[tuple[float, float | None]] = (
         [(k, None) for k in KEYWORD_GRID]
         if keyword_only
         else [(k, e) for k in L2_GRID[0] for e in L2_GRID[1]]
     )
-    losses = {l2: grouped_oof(data, index, l2)[1] for l2 in grid}
+    losses = {l2: writer_oof(data, index, l2)[1] for l2 in grid}
     return min(losses, key=lambda l2: losses[l2]), losses
 
 
@@ -399,28 +424,37 @@ def figures(grades: np.ndarray, scores: np.ndarray, thresholds: Thresholds) -> d
     return agreement(np.tile(grades, scores.shape[0]), plans)
 
 
-def choose_thresholds(grades: np.ndarray, scores: np.ndarray) -> Thresholds:
-    """Thresholds from out-of-fold scores (``(repeats, n)``), for the targets with the widest margin.
+def choose_thresholds(grades: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> Thresholds:
+    """Thresholds from out-of-fold scores ``(n,)``, for the targets with the widest margin.
+
+    Each writer (``sources``, ``(n,)``) is weighted alike: ``economy_ok(t)`` is
+    the mean over writers of the share of their economy decisions scoring below
+    ``t``, ``premium_ok(t)`` the mean share of their premium decisions at ``t``
+    or above, so the largest file does not set the bands for a new writer.
 
     - ``standard_at``: the score that best separates economy from premium
-      decisions, ``min(P(score < t | economy), P(score >= t | premium))``
-      at its largest; where a range of thresholds ties, its middle, the
-      point farthest from both kinds of error.
+      decisions, ``min(economy_ok(t), premium_ok(t))`` at its largest; where a
+      range of thresholds ties, its middle, the point farthest from both
+      kinds of error.
     - ``premium_at`` (reconcile): the middle of the range from
-      ``standard_at`` up to the highest threshold that sends no fewer premium
-      decisions to premium than ``standard_at`` does (less that, premium
-      decisions would be lost; more margin, more standard decisions on a
-      premium reconcile).
+      ``standard_at`` up to the highest threshold whose ``premium_ok`` is no
+      lower than at ``standard_at`` (less that, premium decisions would be
+      lost; more margin, more standard decisions on a premium reconcile).
     """
-    grades_all = np.tile(grades, scores.shape[0])
-    flat = scores.ravel()
-    economy, premium = flat[grades_all == 0], flat[grades_all == 2]
-    balance = np.array([min((economy < t).mean(), (premium >= t).mean()) for t in THRESHOLD_GRID])
+    names = list(dict.fromkeys(sources))
+
+    def share(grade: int, below: bool, t: float) -> float:
+        found = [scores[(sources == n) & (grades == grade)] for n in names]
+        return float(np.mean([((f < t) if below else (f >= t)).mean() for f in found if f.size]))
+
+    economy_ok = np.array([share(0, True, t) for t in THRESHOLD_GRID])
+    premium_ok = np.array([share(2, False, t) for t in THRESHOLD_GRID])
+    balance = np.minimum(economy_ok, premium_ok)
     best = np.flatnonzero(balance >= balance.max() - 1e-12)
-    standard_at = float(THRESHOLD_GRID[best[len(best) // 2]])
-    kept = (premium >= standard_at).mean()
-    above = [t for t in THRESHOLD_GRID if t >= standard_at and (premium >= t).mean() >= kept - 1e-12]
-    premium_at = float(np.round((standard_at + max(above)) / 2, 2))
+    at = best[len(best) // 2]
+    standard_at = float(THRESHOLD_GRID[at])
+    above = [i for i in range(at, len(THRESHOLD_GRID)) if premium_ok[i] >= premium_ok[at] - 1e-12]
+    premium_at = float(np.round((standard_at + THRESHOLD_GRID[max(above)]) / 2, 2))
     return Thresholds(standard_at=standard_at, premium_at=premium_at)
 
 
@@ -433,7 +467,15 @@ def rounded(found: dict[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Choice:
-    """What the procedure chose on a set of decisions."""
+    """What the procedure chose on a set of decisions.
+
+    Attributes:
+        l2: The penalties (keywords, embedding; ``None`` for the keyword-only model).
+        thresholds: The bands chosen on :attr:`oof`.
+        model: The model fitted on all the decisions.
+        oof: Leave-one-writer-out scores of the decisions, ``(n,)`` in the order of the index.
+        losses: Leave-one-writer-out log-loss of each penalty pair tried.
+    """
 
     l2: tuple[float, float | None]
     thresholds: Thresholds
@@ -443,10 +485,10 @@ class Choice:
 
 
 def choose(data: Decisions, index: np.ndarray, keyword_only: bool = False) -> Choice:
-    """Penalties by grouped CV, thresholds on its out-of-fold scores, and the model on all of ``index``."""
+    """Penalties and thresholds by leaving one writer out, and the model on all of ``index``."""
     l2, losses = choose_l2(data, index, keyword_only)
-    oof, _ = grouped_oof(data, index, l2)
-    thresholds = choose_thresholds(data.grades[index], oof)
+    oof, _ = writer_oof(data, index, l2)
+    thresholds = choose_thresholds(data.grades[index], oof, data.sources[index])
     return Choice(l2=l2, thresholds=thresholds, model=fit(data, index, *l2), oof=oof, losses=losses)
 
 
@@ -455,8 +497,9 @@ def nested(data: Decisions, keyword_only: bool = False) -> dict[str, dict[str, f
 
     - ``grouped``: in each outer grouped fold (one seed), penalties and
       thresholds are chosen on the other folds alone;
-    - ``train -> holdout``: chosen and fitted on ``train.jsonl`` alone, then
-      scoring ``holdout.jsonl`` (how a new holdout is scored).
+    - ``by writer, scoring NAME``: chosen and fitted on the other two writers'
+      files alone (inside, one writer out of two), then scoring ``NAME`` with
+      the thresholds chosen there: how a new writer's holdout is scored.
     """
     out: dict[str, dict[str, float]] = {}
     everyone = np.arange(len(data.grades))
@@ -467,14 +510,11 @@ def nested(data: Decisions, keyword_only: bool = False) -> dict[str, dict[str, f
         plans += [inner.thresholds.tiers(float(s)) for s in inner.model.score(data, held)]
         grades += list(data.grades[held])
     out["grouped, nested"] = agreement(np.asarray(grades), plans)
-    train = np.flatnonzero(data.sources == FIT_FILES[0])
-    holdout = np.flatnonzero(data.sources == FIT_FILES[1])
-    if len(train) and len(holdout):
-        inner = choose(data, train, keyword_only)
-        out["train -> holdout, nested"] = figures(
-            data.grades[holdout], inner.model.score(data, holdout), inner.thresholds
-        )
-        out["train -> holdout, thresholds chosen on train"] = {
+    for kept, held in writer_folds(data, everyone):
+        inner = choose(data, kept, keyword_only)
+        found = figures(data.grades[held], inner.model.score(data, held), inner.thresholds)
+        out[f"by writer, scoring {data.sources[held][0]}, nested"] = {
+            **found,
             "standard_at": inner.thresholds.standard_at,
             "premium_at": inner.thresholds.premium_at,
         }
@@ -489,7 +529,7 @@ def weights_json(main: Choice, fallback: Choice, report: dict[str, Any]) -> dict
         "dims": int(main.model.task.size),
         "weights": {n: round(float(w), 6) for n, w in zip(names, main.model.keyword, strict=True)},
         "task_direction": [round(float(v), 6) for v in main.model.task],
-        "context_direction": [round(float(v), 6) for v in main.model.context],
+        "decision_direction": [round(float(v), 6) for v in main.model.whole],
         "embedding_offset": round(main.model.offset, 6),
         "cuts": [round(c, 6) for c in main.model.cuts],
         "keyword_only": {
@@ -546,7 +586,7 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="Fit and report, but write no weights file.")
     parser.add_argument(
-        "--skip-nested", action="store_true", help="Skip the nested cross-validation (~1 min)."
+        "--skip-nested", action="store_true", help="Skip the nested cross-validation (~2 min)."
     )
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="Where to write the weights file.")
     args = parser.parse_args()
@@ -567,49 +607,49 @@ def main() -> None:
         choice = choose(data, everyone, keyword_only)
         chosen[keyword_only] = choice
         print(f"\n== {label}")
-        print("  grouped out-of-fold log-loss by L2 (keywords, embedding):")
+        print("  leave-one-writer-out log-loss by L2 (keywords, embedding), mean over writers:")
         for l2, loss in sorted(choice.losses.items(), key=lambda item: item[1])[:5]:
             print(f"    {l2}: {loss:.4f}")
         print(f"  chosen L2: {choice.l2}")
-        print(f"  thresholds chosen on grouped out-of-fold scores: {choice.thresholds}")
+        print(f"  thresholds chosen on leave-one-writer-out scores: {choice.thresholds}")
 
     main_choice, fallback = chosen[False], chosen[True]
     thresholds = main_choice.thresholds
     print("\n== figures at the chosen thresholds", thresholds)
-    sources = by_source_folds(data)
+    report["cv"] = {}
     for label, keyword_only in (("keywords + embedding", False), ("keywords only (fallback)", True)):
         choice = chosen[keyword_only]
-        grouped = figures(data.grades, choice.oof, thresholds)
-        by_source, _ = out_of_fold(data, sources, choice.l2)
-        print(f"  {label}")
-        print(f"    grouped {REPEATS}x5-fold (thresholds chosen on it):", rounded(grouped))
+        found = {}
         for name in dict.fromkeys(data.sources):
             inside = data.sources == name
-            print(
-                f"    by source, scoring {name}:",
-                rounded(figures(data.grades[inside], by_source[inside], thresholds)),
-            )
+            found[f"by writer, scoring {name}"] = figures(data.grades[inside], choice.oof[inside], thresholds)
+        found["by writer, all"] = figures(data.grades, choice.oof, thresholds)
+        grouped, _ = grouped_oof(data, everyone, choice.l2)
+        found[f"grouped {REPEATS}x5-fold"] = figures(data.grades, grouped, thresholds)
+        print(f"  {label}")
+        for name, figure in found.items():
+            print(f"    {name}:", rounded(figure))
         if not keyword_only:
-            report["cv"] = {"grouped": rounded(grouped)}
-    print("  reconcile's premium_at, other choices (grouped out-of-fold, keywords + embedding):")
-    for premium_at in sorted({thresholds.premium_at, 0.46, 0.50, 0.55, 0.60}):
-        other = Thresholds(
-            standard_at=thresholds.standard_at, premium_at=max(premium_at, thresholds.standard_at)
-        )
-        found = figures(data.grades, main_choice.oof, other)
+            report["cv"] = {name: rounded(figure) for name, figure in found.items()}
+    print("  reconcile's premium_at, other choices (leave-one-writer-out, keywords + embedding):")
+    for premium_at in sorted({thresholds.premium_at, 0.46, 0.50, 0.55, 0.60, 0.65}):
+        if premium_at < thresholds.standard_at:
+            continue
+        other = Thresholds(standard_at=thresholds.standard_at, premium_at=premium_at)
+        found_other = figures(data.grades, main_choice.oof, other)
         print(
-            f"    premium_at {other.premium_at:.2f}: premium_ok {found['premium_ok']:.3f}, exact "
-            f"{found['exact']:.3f}, standard decisions on a premium reconcile "
-            f"{found['standard_reconcile_premium']:.3f}"
+            f"    premium_at {other.premium_at:.2f}: premium_ok {found_other['premium_ok']:.3f}, exact "
+            f"{found_other['exact']:.3f}, standard decisions on a premium reconcile "
+            f"{found_other['standard_reconcile_premium']:.3f}"
         )
     if not args.skip_nested:
         print("\n== nested: penalties and thresholds chosen without the decisions scored")
         for label, keyword_only in (("keywords + embedding", False), ("keywords only (fallback)", True)):
             print(f"  {label}")
-            for name, found in nested(data, keyword_only).items():
-                print(f"    {name}:", rounded(found))
+            for name, found_nested in nested(data, keyword_only).items():
+                print(f"    {name}:", rounded(found_nested))
                 if not keyword_only:
-                    report["cv"][name.strip()] = rounded(found)
+                    report["cv"][name] = rounded(found_nested)
 
     report["l2"] = {"keywords": main_choice.l2[0], "embedding": main_choice.l2[1]}
     report["keyword_only_l2"] = fallback.l2[0]

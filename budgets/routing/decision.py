@@ -9,10 +9,12 @@ it: the task, its constraints and a re-plan note, in two ways.
 **Its wording**, through the local sentence embedder
 (:class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`: all-MiniLM-L6-v2
 on ONNX Runtime, 384 dimensions, no torch): the task is one text and the
-constraints with the note another, embedded together in one call (about 7 ms
-on two cores). The embedding carries what no list of words does: that a
-cooler left warm overnight is a food-safety call and a badge for a supply
-closet is not.
+whole decision (the task with its constraints and note) another, embedded
+together in one call (about 7 ms on two cores; one text when there are no
+constraints, since the two are then the same). Neither vector is ever empty,
+so whether a writer adds constraints does not move the score by itself. The
+embedding carries what no list of words does: that a cooler left warm
+overnight is a food-safety call and a badge for a supply closet is not.
 
 **Keyword features** that measure what makes a wrong answer expensive:
 
@@ -26,17 +28,24 @@ closet is not.
 - **critical systems**: production, payments, checkout, login, patient safety,
   uptime and recovery targets;
 - **a small team taking on a heavy system** (a 3-person team self-hosting);
+- what is at stake whatever the wording of the rest, with or without
+  constraints: people's **safety** and health (hazards, contamination,
+  medicines, aircraft), **minors**, **personal data** handed on, **legal
+  exposure** (lawyers, regulators, sanctions and export rules, disclosure),
+  **headcount** (people let go), company-wide **scope**, and a **safeguard
+  gap** (a check, inspection or control skipped; no DPA, BAA or contract);
 - and what pulls down: look-up questions (``What is our office address?``),
   routine office matters (snacks, offsites, room bookings), small purchases.
 
 Two measured features weigh nothing in the fitted models: the number of
 constraints and the length. They track how a writer writes, not what is at
-stake (the fit script's ``EXCLUDED`` says how the two labelled files differ).
+stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (``train.jsonl``
-and ``holdout.jsonl``: economy, standard, premium), on the keyword features
-and both embeddings, with L2 penalties chosen by cross-validation. It is
+of the hand-labelled decisions in ``bench/data/decisions/`` (``train.jsonl``,
+``holdout.jsonl`` and ``holdout2.jsonl``, three writers: economy, standard,
+premium), on the keyword features and both embeddings, with L2 penalties
+chosen by leave-one-writer-out cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
 never imported here), which writes its weights to ``decision_weights.json``
 beside this module; here they are applied with numpy. The score is the
@@ -187,6 +196,83 @@ _DERISKED = re.compile(
     r"supports? (?:early|it)|as (?:the|our) (?:\w+ )?suggests?|matches|agreed|available)\b",
     re.I,
 )
+_SAFETY = re.compile(
+    r"\b(?:asbestos|lead (?:paint|pipes?|exposure)|mold|radon|silica|toxic\w*|hazardous|hazards?|hazmat|"
+    r"dangerous goods|flammable|combustible|explosi\w*|lithium|fire (?:marshal|exits?|codes?|alarms?|doors?|"
+    r"suppression|hazards?|risks?|safety|inspect\w*)|sprinklers?|smoke detectors?|carbon monoxide|gas leaks?|"
+    r"arc flash|structural|load-bearing|collaps\w*|scaffold\w*|fall protection|confined spaces?|"
+    r"machine guards?|guarding|light curtains?|interlocks?|emergency stops?|lockout|tagout|respirators?|"
+    r"accidents?|hospitali[sz]\w*|overdos\w*|poison\w*|allergens?|allerg(?:y|ies|ic)|anaphyla\w*|"
+    r"food safety|foodborne|listeria|salmonella|e\.? ?coli|norovirus|botulism|spoil\w*|temperature abuse|"
+    r"cold chain|undercooked|controlled[- ]substances?|opioids?|narcotics?|fentanyl|dosage|doses?|dosing|"
+    r"insulin|medications?|prescriptions?|drugs?|clinical trials?|phase (?:i|ii|iii|1|2|3)\b|gmp|steril\w*|"
+    r"vaccines?|transfusions?|surg(?:ery|eries|ical|eons?)|icu|patient safety|medical devices?|airworth\w*|"
+    r"aircraft|aviation|faa|pilots?|brakes?|911|emergency (?:services|dispatch|rooms?|calls?)|ambulances?|"
+    r"paramedics?|evacuat\w*|quarantin\w*|radiation|pathogens?|biohazard\w*|infections?|elevators?|boilers?|"
+    r"pressure vessels?|drinking water|water supply|power grid|life[- ]safety|safety[- ]critical|"
+    r"safety (?:incidents?|violations?|risks?|defects?|hazards?))\b",
+    re.I,
+)
+_MINORS = re.compile(
+    r"\b(?:child(?:ren)?|children's|kids?|minors?|under (?:1[3-8])\b(?!\s*(?:min|hour|second|%|percent))|"
+    r"k-?(?:5|8|12)\b|kindergarten|preschool\w*|daycare|childcare|pupils?|teen\w*|adolescents?|youth|"
+    r"juveniles?|parental consent|pediatric\w*)\b",
+    re.I,
+)
+_PERSONAL_DATA = re.compile(
+    r"\b(?:personal (?:data|information|details)|pii|phi|sensitive data|ssns?|social security(?: numbers?)?|"
+    r"passport numbers?|dates? of birth|card ?numbers?|cardholder|credit card (?:numbers?|data)|"
+    r"bank account numbers?|biometric\w*|fingerprints?|facial recognition|genetic|dna|"
+    r"(?:medical|health|patient|claims?|employee|customer|user|consumer|member|subscriber|client|student|"
+    r"tenant|personnel)[- ](?:level )?(?:data|records?|lists?|information|details|profiles?|emails?|files?)|"
+    r"(?:email|mailing|newsletter|contact|subscriber) lists?|contacts|location data|geolocation|"
+    r"browsing (?:history|data)|data brokers?|third[- ]part(?:y|ies)|research partners?|patient-level|"
+    r"(?:sell|share) (?:our |the )?(?:\w+ )?data)\b",
+    re.I,
+)
+_LEGAL_EXPOSURE = re.compile(
+    r"\b(?:lawyers?|sue|suing|sued|settle(?:ment)?s?|courts?|judges?|arbitration|cease and desist|"
+    r"demand letters?|(?:litigation |legal )?hold letters?|legal hold|regulators?|inspectors?|whistleblow\w*|"
+    r"antitrust|price-fixing|collusion|brib\w*|kickbacks?|fcpa|corruption|fraud\w*|discriminat\w*|harass\w*|"
+    r"retaliat\w*|wrongful\w*|misclassif\w*|injunction\w*|patents?|infring\w*|copyright\w*|defamat\w*|"
+    r"embargo\w*|ofac|itar|dual[- ]use|end[- ]users?|end[- ]use|final destination|freight forwarders?|"
+    r"transship\w*|customs|gambling|loot ?box\w*|lotter(?:y|ies)|sweepstakes|betting|credit[- ]based|"
+    r"credit scores?|underwriting|fair lending|consumer protection|false advertising|deceptive|"
+    r"deposit insurance|fdic|fiduciary|securities|insider trading|restat\w*|misstat\w*|disclos\w*|"
+    r"notif(?:y|ied|ication) (?:the )?(?:regulators?|authorities|customers|fire marshal|police))\b",
+    re.I,
+)
+_HEADCOUNT = re.compile(
+    r"\b(?:let (?:\w+ ){0,3}go|laid off|redundanc\w*|severance|furlough\w*|reduction in force|"
+    r"eliminat\w* (?:about |around )?(?:\d+ )?(?:roles|positions|jobs)|"
+    r"(?:cut|reduce|cutting|reducing) (?:\w+ ){0,3}(?:staff|headcount|jobs|roles|workforce)|"
+    r"terminat\w* (?:\w+ ){0,2}(?:employees|staff|workers)|hiring freeze|works councils?|unioni[sz]ed|"
+    r"strikes?|collective bargaining)\b",
+    re.I,
+)
+_SCOPE = re.compile(
+    r"\b(?:company-?wide|organi[sz]ation-?wide|org-?wide|"
+    r"across the (?:company|organi[sz]ation|business|board|firm)|nationwide|statewide|city-?wide|worldwide|"
+    r"(?:all|every) (?:\d[\d,]* )?(?:of our )?(?:customers?|"
+    r"users?|employees?|staff|stores?|sites?|locations?|patients?|accounts?|plans?|products?|regions?|orders?|"
+    r"offices?|markets?|clients?|players?|members?|transactions?)|entire (?:\w+ )?(?:company|customer base|"
+    r"fleet|business|platform|org\w*|workforce)|whole (?:company|business|org\w*)|"
+    r"public (?:safety|services?|health)|(?:two|three|four|five|\d+) (?:states|countries))\b",
+    re.I,
+)
+_SAFEGUARD_GAP = re.compile(
+    r"\b(?:(?:skip|bypass|defer|waiv|disabl|turn(?:ing)? off|switch(?:ing)? off|stop|drop|cut|remov|paus|"
+    r"suspend|ignor|overrid|circumvent|delay|postpon|relax|loosen)\w*\s(?:[\w'-]+\s){0,4}?"
+    r"(?:checks?|inspections?|audits?|tests?|testing|reviews?|counts?|guards?|curtains?|alarms?|controls?|"
+    r"safeguards?|screening|verification|mfa|2fa|encryption|backups?|holds?|compliance|monitoring|"
+    r"certification|approvals?|sign-?offs?|qa)|"
+    r"(?:no|without|hasn't|has not|haven't|not|won't|will not|never|refuses? to) (?:\w+ ){0,2}"
+    r"(?:signed|sign|a|any|written)?\s?(?:dpa|baa|contract|agreement|nda|consent|licen[cs]e|permit|approval)|"
+    r"handshake|verbal agreement|unsigned|off the books|left blank|unclear|not (?:yet )?(?:been )?notified|"
+    r"auto-?delet\w*|declared as|mislabel\w*|misdeclar\w*|falsif\w*|backdat\w*|cover(?:ing)? up|"
+    r"under-?report\w*)\b",
+    re.I,
+)
 _SMALL_SPEND = re.compile(r"[$€£]\s?\d{1,3}(?:\.\d+)?\b(?!\s?(?:k|m|b|million|billion|thousand|,\d))", re.I)
 _DECISION = re.compile(
     r"\b(?:should (?:we|our|i)|is it worth|whether to|go/no-go|build or buy|do we need|"
@@ -210,6 +296,13 @@ FEATURES: tuple[str, ...] = (
     "routine",
     "derisked",
     "small_spend",
+    "safety",
+    "minors",
+    "personal_data",
+    "legal_exposure",
+    "headcount",
+    "scope",
+    "safeguard_gap",
     "constraints",
     "decision",
     "words",
@@ -291,6 +384,13 @@ def features(task: str, constraints: Sequence[str] = (), note: str | None = None
         "routine": float(min(len(_ROUTINE.findall(text)), 2)),
         "derisked": float(min(len(_DERISKED.findall(text)), 2)),
         "small_spend": 1.0 if _SMALL_SPEND.search(text) and amount < 1000 else 0.0,
+        "safety": float(min(len(_SAFETY.findall(text)), 3)),
+        "minors": float(min(len(_MINORS.findall(text)), 2)),
+        "personal_data": float(min(len(_PERSONAL_DATA.findall(text)), 3)),
+        "legal_exposure": float(min(len(_LEGAL_EXPOSURE.findall(text)), 3)),
+        "headcount": float(min(len(_HEADCOUNT.findall(text)), 2)),
+        "scope": float(min(len(_SCOPE.findall(text)), 2)),
+        "safeguard_gap": float(min(len(_SAFEGUARD_GAP.findall(text)), 2)),
         "constraints": float(min(len([c for c in constraints if c.strip()]), 4)),
         "decision": 1.0 if _DECISION.search(text) else 0.0,
         "words": math.log1p(len(_WORD.findall(text))),
@@ -301,15 +401,20 @@ def features(task: str, constraints: Sequence[str] = (), note: str | None = None
 
 
 def embedding_texts(task: str, constraints: Sequence[str] = (), note: str | None = None) -> tuple[str, str]:
-    """The two texts the embedder reads: the task, and the constraints with the note.
+    """The two texts the embedder reads: the task, and the whole decision.
 
-    The context text is the non-blank constraints and the note joined with
-    ``"; "``; it is empty when there are none, and its vector is then zeros.
+    The whole decision is the task, a newline, then the non-blank constraints
+    and the note joined with ``"; "``; with none of them it is the task itself.
+    An earlier scorer embedded the constraints alone, a zero vector when there
+    were none, which let the fit learn whether a writer adds constraints: the
+    second holdout's writer gave 15 of 22 premium decisions none, and 9 of
+    those 15 scored below premium.
     """
+    task = task.strip()
     context = [c.strip() for c in constraints if c.strip()] + (
         [note.strip()] if note and note.strip() else []
     )
-    return task.strip(), "; ".join(context)
+    return task, "\n".join([task, "; ".join(context)]) if context else task
 
 
 # --------------------------------------------------------------------------- the fitted model
@@ -326,9 +431,9 @@ class DecisionModel:
     """The fitted scorer: keyword weights, embedding directions and cut points.
 
     The linear predictor of a decision is ``sum(weights[f] * x[f]) + embedding``
-    where ``embedding = task_direction . t + context_direction . c - embedding_offset``
-    (``t``, ``c``: the L2-normalised 384-dimension vectors of
-    :func:`embedding_texts`; the offset centres the term on the fitted
+    where ``embedding = task_direction . t + decision_direction . d - embedding_offset``
+    (``t``, ``d``: the L2-normalised 384-dimension vectors of the task and the
+    whole decision, :func:`embedding_texts`; the offset centres the term on the fitted
     decisions). ``P(grade >= standard) = sigmoid(linear - cuts[0])`` and
     ``P(grade >= premium) = sigmoid(linear - cuts[1])``.
 
@@ -336,7 +441,7 @@ class DecisionModel:
         embedder: The embedder's name the directions were fitted with (``local:all-MiniLM-L6-v2``).
         weights: Keyword feature -> weight (log-odds per unit), the embedding model's.
         task_direction: float64 ``(384,)``, log-odds per unit of the task's vector.
-        context_direction: float64 ``(384,)``, log-odds per unit of the context's vector.
+        decision_direction: float64 ``(384,)``, log-odds per unit of the whole decision's vector.
         embedding_offset: Subtracted from the two projections (log-odds).
         cuts: economy|standard and standard|premium cut points (log-odds).
         keyword_weights: Keyword feature -> weight of the keyword-only model (the fallback).
@@ -346,7 +451,7 @@ class DecisionModel:
     embedder: str
     weights: Mapping[str, float]
     task_direction: np.ndarray
-    context_direction: np.ndarray
+    decision_direction: np.ndarray
     embedding_offset: float
     cuts: tuple[float, float]
     keyword_weights: Mapping[str, float]
@@ -359,16 +464,18 @@ class DecisionModel:
 
     def projection(self, vectors: np.ndarray) -> float:
         """The embedding's part of the linear predictor (log-odds) for ``vectors`` of shape ``(2, dims)``."""
-        task, context = vectors[0], vectors[1]
-        return float(self.task_direction @ task + self.context_direction @ context - self.embedding_offset)
+        task, whole = vectors[0], vectors[1]
+        return float(self.task_direction @ task + self.decision_direction @ whole - self.embedding_offset)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "<weights>") -> DecisionModel:
         """Read the model from the weights file's JSON object.
 
         Raises:
-            ValueError: A key is missing, a keyword weight is not one of
-                :data:`FEATURES`, or a direction's length differs; the message names ``source``.
+            ValueError: A key is missing (a file written before the whole-decision
+                embedding has ``context_direction``, not ``decision_direction``),
+                a keyword weight is not one of :data:`FEATURES`, or a direction's
+                length differs; the message names ``source``.
         """
         try:
             weights = {str(k): float(v) for k, v in data["weights"].items()}
@@ -377,7 +484,7 @@ class DecisionModel:
                 embedder=str(data["embedder"]),
                 weights=weights,
                 task_direction=np.asarray(data["task_direction"], dtype=np.float64),
-                context_direction=np.asarray(data["context_direction"], dtype=np.float64),
+                decision_direction=np.asarray(data["decision_direction"], dtype=np.float64),
                 embedding_offset=float(data["embedding_offset"]),
                 cuts=(float(data["cuts"][0]), float(data["cuts"][1])),
                 keyword_weights={str(k): float(v) for k, v in keyword["weights"].items()},
@@ -388,8 +495,8 @@ class DecisionModel:
         unknown = (set(model.weights) | set(model.keyword_weights)) - set(FEATURES)
         if unknown:
             raise ValueError(f"`{source}` weighs features this scorer does not measure: {sorted(unknown)}")
-        if model.task_direction.shape != model.context_direction.shape or model.task_direction.ndim != 1:
-            raise ValueError(f"`{source}`: the task and context directions differ in shape")
+        if model.task_direction.shape != model.decision_direction.shape or model.task_direction.ndim != 1:
+            raise ValueError(f"`{source}`: the task and decision directions differ in shape")
         return model
 
 
@@ -447,8 +554,11 @@ class DecisionEmbedding:
         return self._failed
 
     def vectors(self, texts: tuple[str, str]) -> np.ndarray | None:
-        """The vectors of ``(task, context)``: float32 ``(2, dims)``, L2-normalised (zeros for empty text).
+        """The vectors of ``(task, whole decision)``: float32 ``(2, dims)``, L2-normalised.
 
+        An empty text's vector is zeros.
+
+        A text given twice (a decision without constraints) is embedded once.
         Returns ``None`` when the embedder cannot be had (logged once).
         """
         with self._lock:
@@ -460,7 +570,7 @@ class DecisionEmbedding:
             try:
                 if self._embedder is None:
                     self._embedder = self._build()
-                wanted = [t for t in texts if t]
+                wanted = list(dict.fromkeys(t for t in texts if t))
                 found = self._embedder.embed(wanted) if wanted else None
             except (ImportError, OSError, RuntimeError) as exc:  # ExportError is a RuntimeError
                 self._failed = f"{type(exc).__name__}: {exc}"
@@ -473,11 +583,9 @@ class DecisionEmbedding:
                 return None
             dims = found.shape[1] if found is not None else _packaged_model().dims
             out = np.zeros((2, dims), dtype=np.float32)
-            row = 0
             for index, text in enumerate(texts):
                 if text and found is not None:
-                    out[index] = found[row]
-                    row += 1
+                    out[index] = found[wanted.index(text)]
             self._memo[texts] = out
             if len(self._memo) > self.MEMO:
                 self._memo.popitem(last=False)

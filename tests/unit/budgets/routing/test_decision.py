@@ -56,7 +56,7 @@ def test_the_packaged_weights_file_is_a_fitted_model_over_the_scorers_features()
         decision.FEATURES
     )
     assert model.cuts[0] < model.cuts[1] and model.keyword_cuts[0] < model.keyword_cuts[1]
-    assert np.linalg.norm(model.task_direction) > 0 and np.linalg.norm(model.context_direction) > 0
+    assert np.linalg.norm(model.task_direction) > 0 and np.linalg.norm(model.decision_direction) > 0
 
 
 def test_a_lookup_runs_its_specialists_on_economy_and_a_risky_move_runs_reconcile_on_premium(bands):
@@ -73,7 +73,7 @@ def test_the_embedding_is_a_driver_and_its_part_is_the_fitted_projection():
     model = decision.load_model()
     found = decision.score_decision(BREACH, ["leaked credentials"], "check the audit trail")
 
-    vectors = LocalEmbedder().embed([BREACH, "leaked credentials; check the audit trail"])
+    vectors = LocalEmbedder().embed([BREACH, f"{BREACH}\nleaked credentials; check the audit trail"])
     assert found.features[decision.EMBEDDING] == pytest.approx(model.projection(vectors), abs=1e-4)
     assert found.contributions[decision.EMBEDDING] == found.features[decision.EMBEDDING]
     keywords_only = decision.score_decision(
@@ -90,10 +90,10 @@ def test_a_decision_is_embedded_once_however_many_nodes_score_it(monkeypatch: py
     scores = {
         decision.score_decision(RISKY, ["4 engineers"]).score for _ in ("planner", "cto", "coo", "reconcile")
     }
-    decision.score_decision(RISKY)  # no constraints: the task alone is embedded
+    decision.score_decision(RISKY)  # no constraints: the task is the whole decision, embedded once
 
     assert len(scores) == 1
-    assert counting.calls == [[RISKY, "4 engineers"], [RISKY]]
+    assert counting.calls == [[RISKY, f"{RISKY}\n4 engineers"], [RISKY]]
 
 
 def test_without_an_exportable_embedding_model_the_scorer_warns_once_and_scores_on_keywords(
@@ -127,6 +127,50 @@ def test_a_weights_file_of_another_shape_is_refused_with_its_name(tmp_path: Path
 
     with pytest.raises(ValueError, match="weights.json"):
         decision.load_model(path)
+
+
+def test_the_whole_decision_is_embedded_with_the_task_and_is_the_task_when_there_is_nothing_else():
+    assert decision.embedding_texts(" Cut the pen test? ") == ("Cut the pen test?", "Cut the pen test?")
+    assert decision.embedding_texts("Cut the pen test?", ["", "contracts require one"], "ask legal") == (
+        "Cut the pen test?",
+        "Cut the pen test?\ncontracts require one; ask legal",
+    )
+
+
+def test_a_weights_file_from_before_the_whole_decision_embedding_is_refused(tmp_path: Path):
+    packaged = json.loads(
+        (Path(decision.__file__).parent / decision.WEIGHTS_FILE).read_text(encoding="utf-8")
+    )
+    packaged["context_direction"] = packaged.pop("decision_direction")
+    path = tmp_path / "old_weights.json"
+    path.write_text(json.dumps(packaged))
+
+    with pytest.raises(ValueError, match="old_weights.json.*decision_direction"):
+        decision.load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("task", "stakes"),
+    [
+        ("Can we skip the boiler inspection at the apartment blocks this winter?", {"safeguard_gap"}),
+        ("Should the plant keep running while the gas leak alarm is being repaired?", {"safety"}),
+        ("Add voice chat between strangers to our game for kids?", {"minors"}),
+        ("Send our patient records to an analytics startup with no BAA?", {"personal_data", "safeguard_gap"}),
+        ("A regulator wants every loan file by Friday; do we hand them all over?", {"legal_exposure"}),
+        ("Let 40 warehouse staff go before the holidays?", {"headcount"}),
+        ("Roll the new expense policy out company-wide next month?", {"scope"}),
+    ],
+)
+def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
+    measured = decision.features(task)
+
+    assert {name for name in stakes if measured[name] > 0} == stakes
+
+
+def test_a_safety_word_in_a_routine_call_is_not_a_stake():
+    measured = decision.features("Move the Friday safety huddle from 7:00 to 7:15 so the van arrives first?")
+
+    assert measured["safety"] == measured["safeguard_gap"] == 0.0
 
 
 def test_scoring_imports_neither_torch_nor_scikit_learn():
