@@ -20,6 +20,7 @@ from budgetgraph.budgets.deferred.queue import open_queue
 from budgetgraph.budgets.ledger import open_ledger
 from budgetgraph.graph.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.otlp_receiver import OTLPReceiver
 
 TASK = (
     "Should we move our nightly reporting from cron jobs to Airflow this quarter? We have 4 data engineers."
@@ -136,6 +137,24 @@ def test_a_tool_round_trip_goes_out_in_the_next_batch(
     assert final["status"] == "done" and [r["tool_calls"] for r in cto] == [1, 0]
     assert len({r["batch_id"] for r in cto}) == 2, "the answer after the tool came in a later batch"
     assert not openai_server.chat_requests(), "nothing was sent live"
+
+
+def test_each_deferred_call_is_a_chat_span_from_queueing_to_its_batch_at_the_batch_price(
+    files: tuple[str, ...], collector: OTLPReceiver
+):
+    cli("run", TASK, "--thread", "spans", "--deferred", *files)
+    reports = collect_until_done(files)
+
+    rows = spend_rows(reports[-1])
+    chats = [s for s in collector.spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(chats) == len(rows) == 4
+    spans = {(s.attributes["budgetgraph.batch.id"], s.attributes["gen_ai.agent.name"]): s for s in chats}
+    assert set(spans) == {(r["batch_id"], r["node"]) for r in rows}
+    for row in rows:
+        span = spans[row["batch_id"], row["node"]]
+        assert span.kind == "SPAN_KIND_CLIENT"
+        assert span.attributes["budgetgraph.cost_micro_usd"] == row["cost_micro_usd"]  # the batch price
+        assert abs((span.end_ns - span.start_ns) / 1e6 - row["latency_ms"]) <= 2  # queued -> batch ended
 
 
 def test_history_and_resume_show_a_waiting_run_with_its_batches(files: tuple[str, ...]):
