@@ -157,6 +157,27 @@ def test_each_deferred_call_is_a_chat_span_from_queueing_to_its_batch_at_the_bat
         assert abs((span.end_ns - span.start_ns) / 1e6 - row["latency_ms"]) <= 2  # queued -> batch ended
 
 
+def test_a_batch_still_validating_or_in_progress_keeps_the_run_waiting(
+    files: tuple[str, ...], openai_server: FakeOpenAIServer
+):
+    openai_server.batch_mode(after_polls=3)
+    cli("run", TASK, "--thread", "slow", "--deferred", *files)
+
+    seen = []
+    for _ in range(2):  # the batch is created validating; the first poll finds it in progress
+        code, document = cli("collect", "--now", *files)
+        assert code == 4 and not document["runs"], "nothing to resume before the batch ends"
+        queue = open_queue(None)
+        try:
+            seen += [row[0] for row in queue._conn.execute("SELECT status FROM batches")]
+        finally:
+            queue.close()
+    reports = collect_until_done(files)
+
+    assert "in_progress" in seen  # created validating, then polled in progress: the run waited
+    assert reports[-1]["status"] == "done"
+
+
 def test_history_and_resume_show_a_waiting_run_with_its_batches(files: tuple[str, ...]):
     cli("run", TASK, "--thread", "h", "--deferred", *files)
     cli("collect", *files)  # submits (window 0) and polls once: the batch is in flight or done
