@@ -34,15 +34,11 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2
-import openai
 from langchain_core.messages import AIMessage, InvalidToolCall, ToolCall
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_function
-from langchain_openai import ChatOpenAI
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgetgraph.budgets.config import Endpoint, ModelsConfig, Tier
@@ -58,8 +54,17 @@ from budgetgraph.budgets.request import (
     tokenizer_name,
     unbilled_call,
 )
+from budgetgraph.lazy import lazy_module
 from budgetgraph.tracing.attributes import STEP_LOCAL
 from budgetgraph.tracing.spans import DEFAULT_PROVIDER, ChatRequest, chat_span, step_span
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+    from openai.types.chat import ChatCompletion
+
+# The OpenAI client is imported at the first model call, not with this module (budgetgraph.lazy).
+openai = lazy_module("openai")
+httpx2 = lazy_module("httpx2")
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +87,29 @@ MAX_TOKENS = 10_000_000
 """No count in a usage report may pass this (tokens): ten times the largest context windows."""
 
 
-class UnusableResponseError(openai.APIConnectionError):
-    """Raised when a request got a ``2xx`` whose body is no usable chat completion.
+@lru_cache(maxsize=1)
+def _unusable_response_error() -> type:
+    """``UnusableResponseError``, made once the OpenAI client is imported (its base class is the client's)."""
 
-    The body was not JSON, was cut off, or was not shaped like a chat
-    completion (a proxy's error page, a broken stream). The server may have
-    billed the answer it could not deliver. It subclasses
-    :class:`openai.APIConnectionError` so that the router's ``connection``
-    trigger and the gateway's retries treat it as the broken exchange it is.
-    """
+    class UnusableResponseError(openai.APIConnectionError):  # type: ignore[misc, name-defined]
+        """Raised when a request got a ``2xx`` whose body is no usable chat completion.
+
+        The body was not JSON, was cut off, or was not shaped like a chat
+        completion (a proxy's error page, a broken stream). The server may have
+        billed the answer it could not deliver. It subclasses
+        :class:`openai.APIConnectionError` so that the router's ``connection``
+        trigger and the gateway's retries treat it as the broken exchange it is.
+        """
+
+    UnusableResponseError.__module__ = __name__
+    return UnusableResponseError
+
+
+def __getattr__(name: str) -> Any:
+    # ``UnusableResponseError`` is made on first use, so importing this module imports no client.
+    if name == "UnusableResponseError":
+        return _unusable_response_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def may_have_been_billed(exc: BaseException) -> bool:
@@ -103,7 +122,7 @@ def may_have_been_billed(exc: BaseException) -> bool:
     """
     if isinstance(exc, openai.APIStatusError):
         return False
-    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, UnusableResponseError):
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, _unusable_response_error()):
         return not _never_sent(exc)
     return True
 
@@ -235,6 +254,8 @@ class ChatModels:
             raise DeferredFailedError(
                 node=request.node, custom_id=custom_id, batch_id=queued.batch_id, reason=reason
             )
+        from openai.types.chat import ChatCompletion
+
         message = _message_of(ChatCompletion.model_validate(queued.result))
         done_at = queued.done_at or time.time()
         with chat_span(self._described(request, endpoint), start_time=queued.queued_at) as span:
@@ -269,7 +290,7 @@ class ChatModels:
             message = self._runnable(chat, request).invoke(list(request.messages))
         except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
             if exc.completion is None:
-                raise UnusableResponseError(message=str(exc), request=exchange.request) from exc
+                raise _unusable_response_error()(message=str(exc), request=exchange.request) from exc
             # Cut at the completion cap (or filtered): billed, but unparsed. Count it, then repair.
             message = _message_of(exc.completion)
         except openai.APIStatusError:
@@ -283,7 +304,7 @@ class ChatModels:
                 # JSON, say): the model's answer, billed, to be counted and repaired.
                 logger.info("Node `%s`: the client could not parse the answer (%s)", request.node, exc)
                 return message
-            raise UnusableResponseError(
+            raise _unusable_response_error()(
                 message=f"HTTP {exchange.status} without a usable chat completion"
                 f" ({type(exc).__name__}: {exc})",
                 request=exchange.request,
@@ -584,6 +605,8 @@ def _message_from_body(body: bytes | None) -> AIMessage | None:
     """The message of a plain response body that is a chat completion, or ``None``."""
     if not body:
         return None
+    from openai.types.chat import ChatCompletion
+
     try:
         completion = ChatCompletion.model_validate_json(body)
     except ValidationError:
@@ -611,6 +634,8 @@ def json_schema_format(schema: type[BaseModel]) -> dict[str, Any]:
 
 def _chat_model(endpoint: Endpoint) -> ChatOpenAI:
     """The tier's client: no retries of its own, and a hook that notes each response's status."""
+    from langchain_openai import ChatOpenAI
+
     settings = endpoint.settings
     return ChatOpenAI(
         model=settings.model,

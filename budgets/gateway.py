@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import openai
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -65,8 +64,11 @@ from budgetgraph.budgets.request import (
     journal_entry,
     ledger_record,
 )
+from budgetgraph.lazy import lazy_module
 from budgetgraph.settings import Settings, load_settings
 from budgetgraph.tracing import BudgetLeft, model_call_span, record_result, tool_span
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
-import openai
 import typer
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -65,8 +64,11 @@ from budgetgraph.graph.progress import STREAM_MODES, show_progress
 from budgetgraph.graph.report import run_report
 from budgetgraph.graph.serde import RefusedCheckpointError
 from budgetgraph.graph.threads import checkpoint_history, copy_checkpoint, edit_summary
+from budgetgraph.lazy import lazy_module
 from budgetgraph.settings import Settings
 from budgetgraph.tracing import RunSpan, configure_telemetry, run_span, shutdown_telemetry
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 _EXIT_BY_STATUS = {
     "done": EXIT_DONE,

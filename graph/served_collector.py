@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 from langgraph_sdk.schema import Command
 
 from budgetgraph.budgets.config import DeferredSettings
@@ -70,7 +69,10 @@ from budgetgraph.graph.builder import DEFERRED_KIND, load_config
 from budgetgraph.graph.collect import COLLECTED
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.serving import DEFAULT_TENANT, PROFILE_PERMISSION, Serving, load_serving
+from budgetgraph.lazy import lazy_module
 from budgetgraph.settings import Settings, load_settings
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 if TYPE_CHECKING:
     from langgraph_sdk.client import LangGraphClient

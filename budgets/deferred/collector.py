@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
-
 from budgetgraph.budgets.config import DeferredSettings, ModelsConfig
 from budgetgraph.budgets.deferred.queue import BatchQueue
+from budgetgraph.lazy import lazy_module
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 logger = logging.getLogger(__name__)
 

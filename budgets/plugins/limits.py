@@ -50,8 +50,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import openai
-
 from budgetgraph.budgets.caps import (
     Scopes,
     caps_for,
@@ -80,6 +78,7 @@ from budgetgraph.budgets.request import (
     journal_entry,
     ledger_record,
 )
+from budgetgraph.lazy import lazy_module
 from budgetgraph.tracing.attributes import (
     ALERTS,
     RESERVED_MICRO_USD,
@@ -89,6 +88,8 @@ from budgetgraph.tracing.attributes import (
     TIER,
 )
 from budgetgraph.tracing.spans import step_span
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import openai
-
 from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, rooms, tightest_usd
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
 from budgetgraph.budgets.ledger import Ledger
@@ -44,8 +42,11 @@ from budgetgraph.budgets.request import CallRequest, CallResult
 from budgetgraph.budgets.routing.cooldown import COOLDOWNS, Cooldowns
 from budgetgraph.budgets.routing.policy import fallback_order, no_endpoint, route
 from budgetgraph.budgets.routing.settings import ROUTER_SECTION, FallbackTrigger, RouterSettings
+from budgetgraph.lazy import lazy_module
 from budgetgraph.tracing.attributes import STEP_ROUTE, TIER_REQUESTED
 from budgetgraph.tracing.spans import step_span
+
+openai = lazy_module("openai")  # imported at the first model call (see budgetgraph.lazy)
 
 logger = logging.getLogger(__name__)
 

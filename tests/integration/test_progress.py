@@ -198,3 +198,16 @@ def test_piped_local_rules_rows_are_not_cut_at_80_columns(tmp_path: Path):
     rows = spend_rows(run.stdout)
     assert {(r[2], r[3], r[6]) for r in rows} == {("local", "local-rules", "0.000000")}
     assert "…" not in run.stdout
+
+
+def test_the_cli_starts_without_importing_the_model_client():
+    # The OpenAI client is a third of the start; it is imported at the first model call.
+    code = (
+        "import sys, budgetgraph.graph.cli; "
+        "print([m for m in ('openai.types.chat', 'langchain_openai') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert done.stdout.strip() == "[]", done.stdout
