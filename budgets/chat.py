@@ -42,7 +42,7 @@ from langchain_core.utils.function_calling import convert_to_openai_function
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from budgetgraph.budgets.config import Endpoint, ModelsConfig, Tier
-from budgetgraph.budgets.deferred.queue import BatchQueue, QueuedRequest
+from budgetgraph.budgets.deferred.queue import PENDING_STATES, BatchQueue, QueuedRequest
 from budgetgraph.budgets.errors import DeferredFailedError, DeferredPending
 from budgetgraph.budgets.pricing import PriceBook
 from budgetgraph.budgets.request import (
@@ -247,7 +247,7 @@ class ChatModels:
                 )
             )
             raise DeferredPending(node=request.node, custom_id=custom_id, batch_id=None)
-        if queued.state in ("queued", "submitting", "submitted"):
+        if queued.state in PENDING_STATES:
             raise DeferredPending(node=request.node, custom_id=custom_id, batch_id=queued.batch_id)
         if queued.state == "failed" or queued.result is None:
             reason = json.dumps((queued.result or {}).get("error"))[:300]

@@ -47,7 +47,7 @@ from pydantic import BaseModel
 from budgetgraph.budgets.caps import Scopes, caps_for, latency_exceeded, latency_left_ms, rooms
 from budgetgraph.budgets.chat import ChatModels
 from budgetgraph.budgets.config import BudgetsConfig, ModelsConfig, Tier
-from budgetgraph.budgets.deferred.queue import BatchQueue, open_queue
+from budgetgraph.budgets.deferred.queue import PENDING_STATES, BatchQueue, open_queue
 from budgetgraph.budgets.errors import DeferredFailedError, DeferredPending, ModelOutputError
 from budgetgraph.budgets.estimates import Estimator
 from budgetgraph.budgets.ledger import Ledger, open_ledger, scope_part
@@ -214,7 +214,7 @@ class Gateway:
             DeferredFailedError: The batch request failed and ``on_failure`` is ``stop``.
         """
         queued = self.batches.get(attempt.key)
-        if queued is not None and queued.state in ("queued", "submitting", "submitted"):
+        if queued is not None and queued.state in PENDING_STATES:
             raise DeferredPending(node=request.node, custom_id=attempt.key, batch_id=queued.batch_id)
         if queued is None or queued.state in ("done", "consumed"):
             return request.evolve(

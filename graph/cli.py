@@ -476,10 +476,9 @@ def history(
 
 def _deferred_of(settings: Settings, thread: str) -> dict[str, Any]:
     """Whether the run waits for batch answers, and every batch that held one of its calls."""
-    path = settings.batch_queue or Path.cwd() / ".budgetgraph" / "batches.sqlite"
-    if not Path(path).is_file():
+    queue = open_queue(settings.batch_queue)
+    if not Path(queue.path).is_file():  # never created: no run of this directory was deferred
         return {"waiting": False, "pending": 0, "batch_ids": []}
-    queue = open_queue(path)
     try:
         waiting = queue.waiting(thread)
         return {
@@ -669,7 +668,8 @@ def collect(
     else:
         for report in reports:
             render_report(stdout_console(), report)
-        err.print(f"Resumed {len(reports)} run(s); {len(still)} still wait for batch answers.")
+        runs = len({r["thread_id"] for r in reports})
+        err.print(f"{len(reports)} resume(s) of {runs} run(s); {len(still)} run(s) still wait for answers.")
     raise typer.Exit(EXIT_WAITING if still else EXIT_DONE)
 
 

@@ -9,6 +9,7 @@ nodes run again and find their answers in the batch queue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langgraph.types import Command, StateSnapshot
@@ -19,10 +20,21 @@ COLLECTED = "collected"
 """The resume value a waiting node gets (it asks its call again whatever the value)."""
 
 
+def batch_waits(values: Iterable[Any]) -> list[dict[str, Any]]:
+    """Those of the interrupt ``values`` that are nodes waiting for batch answers."""
+    return [v for v in values if isinstance(v, dict) and v.get("kind") == DEFERRED_KIND]
+
+
 def deferred_waits(snapshot: StateSnapshot) -> list[dict[str, Any]]:
     """The interrupt values of the nodes that wait for batch answers."""
-    values = [i.value for i in snapshot.interrupts]
-    return [v for v in values if isinstance(v, dict) and v.get("kind") == DEFERRED_KIND]
+    return batch_waits(i.value for i in snapshot.interrupts)
+
+
+def resume_value(interrupt_ids: Sequence[str]) -> Any:
+    """What resumes waiting nodes: :data:`COLLECTED`, by interrupt id when there are several."""
+    if len(interrupt_ids) == 1:
+        return COLLECTED
+    return {interrupt_id: COLLECTED for interrupt_id in interrupt_ids}
 
 
 def waits_only_for_batches(snapshot: StateSnapshot) -> bool:
@@ -53,6 +65,4 @@ def resume_command(snapshot: StateSnapshot) -> Command[Any] | None:
     """
     if not snapshot.interrupts:
         return None
-    if len(snapshot.interrupts) == 1:
-        return Command(resume=COLLECTED)
-    return Command(resume={i.id: COLLECTED for i in snapshot.interrupts})
+    return Command(resume=resume_value([i.id for i in snapshot.interrupts]))

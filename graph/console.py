@@ -254,6 +254,15 @@ def _status(report: dict[str, Any]) -> Text:
         offered = [answers[a] for a in interrupt.get("actions") or ("approve", "reject") if a in answers]
         text += f"Resume with: budgetgraph resume {thread} {' | '.join(offered)}"
         return Text(text, style="bold yellow")
+    if report["status"] == "waiting":
+        waits = report.get("batches") or []
+        nodes = ", ".join(dict.fromkeys(str(w.get("node")) for w in waits))
+        batches = ", ".join(sorted({str(w["batch_id"]) for w in waits if w.get("batch_id")})) or "queued"
+        return Text(
+            f"Waiting for batch answers: {nodes} ({batches}).\n"
+            f"Collect them with: budgetgraph collect --wait (it resumes {thread})",
+            style="bold yellow",
+        )
     if report["status"] == "failed":
         err = report.get("error") or {}
         where = ", ".join(report.get("next") or [])

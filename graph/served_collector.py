@@ -65,8 +65,8 @@ from budgetgraph.budgets.config import DeferredSettings
 from budgetgraph.budgets.deferred.collector import Collector
 from budgetgraph.budgets.deferred.queue import BatchQueue, open_queue
 from budgetgraph.graph.auth import OWNER_KEY
-from budgetgraph.graph.builder import DEFERRED_KIND, load_config
-from budgetgraph.graph.collect import COLLECTED
+from budgetgraph.graph.builder import load_config
+from budgetgraph.graph.collect import batch_waits, resume_value
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.serving import DEFAULT_TENANT, PROFILE_PERMISSION, Serving, load_serving
 from budgetgraph.lazy import lazy_module
@@ -233,11 +233,7 @@ class ServedCollector:
             return None
         state = await client.threads.get_state(thread_id)
         interrupts = list(state.get("interrupts") or [])
-        kinds = [
-            (i.get("value") or {}).get("kind") if isinstance(i.get("value"), dict) else None
-            for i in interrupts
-        ]
-        if any(kind != DEFERRED_KIND for kind in kinds):
+        if len(batch_waits(i.get("value") for i in interrupts)) < len(interrupts):
             return None  # it waits for a human too: whoever answers resumes it
         if not interrupts and not state.get("next"):
             return None  # nothing left to run
@@ -269,12 +265,8 @@ class ServedCollector:
             done = await client.runs.get(thread_id, run["run_id"])
             # Checkpointed now: the answers it took are used; those its new interrupts wait for are not.
             after = await client.threads.get_state(thread_id)
-            waits = [
-                i.get("value") for i in after.get("interrupts") or [] if isinstance(i.get("value"), dict)
-            ]
-            still = [
-                str(v["custom_id"]) for v in waits if v.get("kind") == DEFERRED_KIND and v.get("custom_id")
-            ]
+            waits = batch_waits(i.get("value") for i in after.get("interrupts") or [])
+            still = [str(v["custom_id"]) for v in waits if v.get("custom_id")]
             if done["status"] == "error":
                 still = []  # a failed run is its owner's to resume: the collector is done with it
             await asyncio.to_thread(self.queue.resumed, thread_id, still)
@@ -336,9 +328,7 @@ def resume_of(interrupts: Sequence[Mapping[str, Any]]) -> Command | None:
     """
     if not interrupts:
         return None
-    if len(interrupts) == 1:
-        return {"resume": COLLECTED}
-    return {"resume": {str(i["id"]): COLLECTED for i in interrupts}}
+    return {"resume": resume_value([str(i["id"]) for i in interrupts])}
 
 
 def carried_context(run: Mapping[str, Any]) -> dict[str, Any]:

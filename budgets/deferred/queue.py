@@ -48,7 +48,10 @@ from budgetgraph.budgets.sqlite_tx import connect, immediate
 
 RequestState = Literal["queued", "submitting", "submitted", "done", "failed", "consumed"]
 
-WAITING_STATES: tuple[RequestState, ...] = ("queued", "submitting", "submitted", "done", "failed")
+PENDING_STATES: tuple[RequestState, ...] = ("queued", "submitting", "submitted")
+"""States of a request not answered yet."""
+
+WAITING_STATES: tuple[RequestState, ...] = (*PENDING_STATES, "done", "failed")
 """States of a request whose thread still waits for it to be consumed."""
 
 _SCHEMA = """
@@ -401,7 +404,7 @@ class BatchQueue:
             batches, counts = by_thread.setdefault(str(thread), (set(), [0, 0]))
             if batch:
                 batches.add(str(batch))
-            counts[0 if state in ("queued", "submitting", "submitted") else 1] += 1
+            counts[0 if state in PENDING_STATES else 1] += 1
         return [
             Waiting(thread, tuple(sorted(batches)), counts[0], counts[1])
             for thread, (batches, counts) in sorted(by_thread.items())

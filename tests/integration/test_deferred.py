@@ -178,6 +178,14 @@ def test_a_batch_still_validating_or_in_progress_keeps_the_run_waiting(
     assert reports[-1]["status"] == "done"
 
 
+def test_the_run_table_says_the_run_waits_and_how_to_go_on(files: tuple[str, ...]):
+    result = runner.invoke(app, ["run", TASK, "--thread", "shown", "--deferred", "--quiet", *files])
+
+    assert result.exit_code == 4
+    assert "Waiting for batch answers: planner (queued)" in result.stdout
+    assert "budgetgraph collect --wait" in result.stdout and "Done." not in result.stdout
+
+
 def test_history_and_resume_show_a_waiting_run_with_its_batches(files: tuple[str, ...]):
     cli("run", TASK, "--thread", "h", "--deferred", *files)
     cli("collect", *files)  # submits (window 0) and polls once: the batch is in flight or done
