@@ -90,9 +90,9 @@ def node_result(payload: Mapping[str, Any], seconds: float) -> NodeResult:
         return NodeResult(node, "failed", seconds=seconds, note=" ".join(note.split()))
     if payload.get("interrupts"):
         value = payload["interrupts"][0].get("value")
-        budget = isinstance(value, Mapping) and value.get("kind") == "budget"
-        note = "waiting for a budget approval" if budget else "waiting for review"
-        return NodeResult(node, "paused", seconds=seconds, note=note)
+        kind = value.get("kind") if isinstance(value, Mapping) else None
+        notes = {"budget": "waiting for a budget approval", "deferred": "waiting for its batch answer"}
+        return NodeResult(node, "paused", seconds=seconds, note=notes.get(str(kind), "waiting for review"))
     calls = list(result.get("spend") or [])
     total = spend_total(calls)
     note = ""

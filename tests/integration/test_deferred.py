@@ -179,9 +179,10 @@ def test_a_batch_still_validating_or_in_progress_keeps_the_run_waiting(
 
 
 def test_the_run_table_says_the_run_waits_and_how_to_go_on(files: tuple[str, ...]):
-    result = runner.invoke(app, ["run", TASK, "--thread", "shown", "--deferred", "--quiet", *files])
+    result = runner.invoke(app, ["run", TASK, "--thread", "shown", "--deferred", *files])
 
     assert result.exit_code == 4
+    assert "planner paused: waiting for its batch answer" in result.stderr
     assert "Waiting for batch answers: planner (queued)" in result.stdout
     assert "budgetgraph collect --wait" in result.stdout and "Done." not in result.stdout
 
