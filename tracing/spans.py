@@ -117,12 +117,6 @@ class CallSpan:
     def __init__(self, span: Span, node: str) -> None:
         self.span = span
         self.node = node
-        self.started = time.perf_counter()
-        self.recorded = False
-
-    def elapsed_s(self) -> float:
-        """Seconds since the span started."""
-        return time.perf_counter() - self.started
 
 
 @contextmanager
@@ -194,7 +188,6 @@ def record_result(
     Never raises: a telemetry failure is logged and the run goes on.
     """
     try:
-        call_span.recorded = True
         usage = current_usage()
         for call in calls:
             if usage is not None:
