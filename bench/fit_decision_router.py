@@ -6,20 +6,24 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Three files by three writers, 309 decisions labelled economy,
+**Data.** Five files by five writers, 423 decisions labelled economy,
 standard or premium: ``bench/data/decisions/train.jsonl`` (186),
-``holdout.jsonl`` (57) and ``holdout2.jsonl`` (66). The two holdouts were
-each written after a scorer was frozen and scored once; both are spent as
-holdouts and are training data now (issue #18). Nothing else under
-``bench/data/decisions/`` is read unless named by ``--holdout``, which never
-refits; a new holdout is written after this scorer is frozen.
+``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48) and
+``train5.jsonl`` (66). The three holdouts were each written after a scorer
+was frozen and scored once; they are spent as holdouts and are training
+data now (issue #18). Nothing else under ``bench/data/decisions/`` is read
+unless named by ``--holdout``, which never refits; a new holdout is written
+after this scorer is frozen.
 
 **Inputs per decision**, exactly as the runtime computes them: the keyword
-features of :func:`budgetgraph.budgets.routing.decision.features` and the two
-L2-normalised all-MiniLM-L6-v2 vectors (the task; the whole decision, the
-task with its constraints and note) of
-:func:`~budgetgraph.budgets.routing.decision.embedding_texts`, embedded
+features of :func:`budgetgraph.budgets.routing.decision.features` and the
+L2-normalised all-MiniLM-L6-v2 vector of the whole decision (the task with
+its constraints and note,
+:func:`~budgetgraph.budgets.routing.decision.decision_subject`), embedded
 through the runtime's own :data:`~budgetgraph.budgets.routing.decision.EMBEDDING_STATE`.
+The task's own vector, which an earlier scorer added, is left out: leaving
+one writer out, it changed premium_ok and economy_ok by at most 0.02 overall
+and cost a second embedding for every decision with constraints.
 
 **Model.** Proportional-odds (ordinal logistic) regression, McCullagh, "Regression
 models for ordinal data", JRSS B 42 (1980): ``P(grade >= k) = sigmoid(w.x - cut_k)``
@@ -28,7 +32,7 @@ are ordered and the runtime needs one 0-1 expected grade that rises with the
 evidence; one weight vector instead of two halves the parameters. Keyword
 features are standardised, embedding coordinates centred and scaled by
 sqrt(384) (so a unit-norm vector's coordinates have about unit spread); each
-block has its own L2 penalty (the hand-made features and the 768 embedding
+block has its own L2 penalty (the hand-made features and the 384 embedding
 coordinates are not alike). Two keyword features are left out
 (:data:`EXCLUDED`). The penalised likelihood is maximised with L-BFGS (SciPy;
 scikit-learn has no ordinal model); scikit-learn supplies the grouped folds.
@@ -38,8 +42,8 @@ applies raw features and raw vectors with numpy alone.
 **Cross-validation.** A new holdout is a new writer, so the choices are made
 on the scheme that imitates one:
 
-- *by writer* (leave one writer out): fit on two writers' files, score the
-  third, each in turn. The penalties are the pair of :data:`L2_GRID` with
+- *by writer* (leave one writer out): fit on the other writers' files, score
+  the one left out, each in turn. The penalties are the pair of :data:`L2_GRID` with
   the lowest log-loss on the held-out writer, averaged over the writers
   (each writer counts once, whatever its size); the thresholds are chosen
   on these out-of-fold scores by :func:`choose_thresholds`, each writer
@@ -50,12 +54,12 @@ on the scheme that imitates one:
   not chosen on.
 
 A *nested* run repeats the whole choice (penalties and thresholds) without
-the decisions it scores: inside each outer grouped fold, and on two writers
-alone before scoring the third (the inner by-writer scheme is then: fit on
-one, score the other). Its figures judge the procedure on decisions that
+the decisions it scores: inside each outer grouped fold, and on the other
+writers alone before scoring the one left out (the inner by-writer scheme
+then leaves one of those out in turn). Its figures judge the procedure on decisions that
 took no part in any choice. They do not judge the keyword lists of
 :mod:`~budgetgraph.budgets.routing.decision`, which were written by people
-who had read all three files: the figures on the file held out flatter them
+who had read the first three files: the figures on the file held out flatter them
 (the second holdout's most of all; the stakes features were added after it
 was read), and only a new writer's holdout measures them.
 
@@ -82,7 +86,7 @@ from budgetgraph.budgets.routing import decision
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "bench" / "data" / "decisions"
-FIT_FILES = ("train.jsonl", "holdout.jsonl", "holdout2.jsonl")
+FIT_FILES = ("train.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "train5.jsonl")
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""
 WEIGHTS_PATH = REPO / "budgets" / "routing" / decision.WEIGHTS_FILE
@@ -118,7 +122,7 @@ class Decisions:
     Attributes:
         rows: The JSON objects, in file order.
         keywords: float64 ``(n, len(FITTED))``, the keyword features in the order of :data:`FITTED`.
-        vectors: float32 ``(n, 2, 384)``: the task's and the whole decision's vectors.
+        vectors: float32 ``(n, 384)``: the whole decision's vectors.
         grades: int ``(n,)``: 0 economy, 1 standard, 2 premium.
         domains: ``(n,)`` the ``domain`` annotations (the CV groups).
         sources: ``(n,)`` the file each decision came from (one writer each).
@@ -151,7 +155,7 @@ def measure(rows: list[dict[str, Any]]) -> Decisions:
         constraints = row.get("constraints") or []
         measured = decision.features(row["task"], constraints)
         keywords.append([measured[name] for name in FITTED])
-        found = decision.EMBEDDING_STATE.vectors(decision.embedding_texts(row["task"], constraints))
+        found = decision.EMBEDDING_STATE.vector(decision.decision_subject(row["task"], constraints))
         if found is None:
             raise RuntimeError(f"cannot embed: {decision.EMBEDDING_STATE.unavailable}")
         vectors.append(found)
@@ -181,15 +185,13 @@ class Ordinal:
     Attributes:
         keyword: float64 ``(len(FITTED),)``, weight per raw keyword feature of :data:`FITTED`
             (log-odds per unit).
-        task: float64 ``(384,)`` or ``(0,)``, weight per task-vector coordinate.
-        whole: float64 ``(384,)`` or ``(0,)``, weight per whole-decision-vector coordinate.
+        direction: float64 ``(384,)`` or ``(0,)``, weight per decision-vector coordinate.
         offset: The embedding term's centring constant (log-odds): its value at the fitted mean.
         cuts: The two cut points on the raw scale (log-odds).
     """
 
     keyword: np.ndarray
-    task: np.ndarray
-    whole: np.ndarray
+    direction: np.ndarray
     offset: float
     cuts: tuple[float, float]
 
@@ -197,9 +199,8 @@ class Ordinal:
         """The linear predictor ``w.x`` of decisions ``index`` (all by default), log-odds, ``(n,)``."""
         index = np.arange(len(data.grades)) if index is None else index
         out = data.keywords[index] @ self.keyword
-        if self.task.size:
-            vectors = data.vectors[index].astype(np.float64)
-            out = out + vectors[:, 0] @ self.task + vectors[:, 1] @ self.whole - self.offset
+        if self.direction.size:
+            out = out + data.vectors[index].astype(np.float64) @ self.direction - self.offset
         return np.asarray(out)
 
     def score(self, data: Decisions, index: np.ndarray | None = None) -> np.ndarray:
@@ -237,11 +238,11 @@ def fit(data: Decisions, index: np.ndarray, l2_keywords: float, l2_embedding: fl
     blocks = [(keywords - mean_k) / spread_k]
     penalties = [np.full(keywords.shape[1], l2_keywords)]
     scale = 0.0
-    mean_v = np.zeros((2, 0))
+    mean_v = np.zeros(0)
     if l2_embedding is not None:
-        vectors = data.vectors[index].astype(np.float64).reshape(len(index), -1)
+        vectors = data.vectors[index].astype(np.float64)
         mean_v = vectors.mean(axis=0)
-        scale = math.sqrt(data.vectors.shape[2])
+        scale = math.sqrt(data.vectors.shape[1])
         blocks.append((vectors - mean_v) * scale)
         penalties.append(np.full(vectors.shape[1], l2_embedding))
     x, penalty, y = np.hstack(blocks), np.concatenate(penalties), data.grades[index]
@@ -275,14 +276,12 @@ def fit(data: Decisions, index: np.ndarray, l2_keywords: float, l2_embedding: fl
     w, low, high = result.x[:d], float(result.x[d]), float(result.x[d] + math.exp(result.x[d + 1]))
     keyword = w[: keywords.shape[1]] / spread_k
     shift = float(keyword @ mean_k)  # the keyword centring goes into the cuts
-    task = whole = np.zeros(0)
+    direction = np.zeros(0)
     offset = 0.0
     if l2_embedding is not None:
-        raw = w[keywords.shape[1] :] * scale
-        half = raw.size // 2
-        task, whole = raw[:half], raw[half:]
-        offset = float(raw @ mean_v)
-    return Ordinal(keyword=keyword, task=task, whole=whole, offset=offset, cuts=(low + shift, high + shift))
+        direction = w[keywords.shape[1] :] * scale
+        offset = float(direction @ mean_v)
+    return Ordinal(keyword=keyword, direction=direction, offset=offset, cuts=(low + shift, high + shift))
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -497,8 +496,8 @@ def nested(data: Decisions, keyword_only: bool = False) -> dict[str, dict[str, f
 
     - ``grouped``: in each outer grouped fold (one seed), penalties and
       thresholds are chosen on the other folds alone;
-    - ``by writer, scoring NAME``: chosen and fitted on the other two writers'
-      files alone (inside, one writer out of two), then scoring ``NAME`` with
+    - ``by writer, scoring NAME``: chosen and fitted on the other writers'
+      files alone (inside, one writer out at a time), then scoring ``NAME`` with
       the thresholds chosen there: how a new writer's holdout is scored.
     """
     out: dict[str, dict[str, float]] = {}
@@ -526,10 +525,9 @@ def weights_json(main: Choice, fallback: Choice, report: dict[str, Any]) -> dict
     names = FITTED
     return {
         "embedder": "local:all-MiniLM-L6-v2",
-        "dims": int(main.model.task.size),
+        "dims": int(main.model.direction.size),
         "weights": {n: round(float(w), 6) for n, w in zip(names, main.model.keyword, strict=True)},
-        "task_direction": [round(float(v), 6) for v in main.model.task],
-        "decision_direction": [round(float(v), 6) for v in main.model.whole],
+        "direction": [round(float(v), 6) for v in main.model.direction],
         "embedding_offset": round(main.model.offset, 6),
         "cuts": [round(c, 6) for c in main.model.cuts],
         "keyword_only": {

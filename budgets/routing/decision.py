@@ -400,21 +400,19 @@ def features(task: str, constraints: Sequence[str] = (), note: str | None = None
 # --------------------------------------------------------------------------- the texts embedded
 
 
-def embedding_texts(task: str, constraints: Sequence[str] = (), note: str | None = None) -> tuple[str, str]:
-    """The two texts the embedder reads: the task, and the whole decision.
+def decision_subject(task: str, constraints: Sequence[str] = (), note: str | None = None) -> str:
+    """The whole decision on one line: what the scorer embeds and the cache compares.
 
-    The whole decision is the task, a newline, then the non-blank constraints
-    and the note joined with ``"; "``; with none of them it is the task itself.
-    An earlier scorer embedded the constraints alone, a zero vector when there
-    were none, which let the fit learn whether a writer adds constraints: the
-    second holdout's writer gave 15 of 22 premium decisions none, and 9 of
-    those 15 scored below premium.
+    The task, then the non-blank constraints and the re-plan note joined with
+    ``"; "``, with every run of whitespace made one space; with no constraint
+    and no note it is the task itself. A graph passes it as its calls'
+    :attr:`~budgetgraph.budgets.request.CallRequest.subject`, and the cache
+    embeds the subject as :func:`~budgetgraph.budgets.cache.text.normalize`
+    gives it back, which for text already in NFKC form is this very string:
+    the embedder then hands the cache the vector it computed for the scorer.
     """
-    task = task.strip()
-    context = [c.strip() for c in constraints if c.strip()] + (
-        [note.strip()] if note and note.strip() else []
-    )
-    return task, "\n".join([task, "; ".join(context)]) if context else task
+    context = [c.strip() for c in [*constraints, note or ""] if c.strip()]
+    return " ".join(" ".join([task, "; ".join(context)]).split())
 
 
 # --------------------------------------------------------------------------- the fitted model
@@ -428,21 +426,20 @@ EMBEDDING = "embedding"
 
 @dataclass(frozen=True)
 class DecisionModel:
-    """The fitted scorer: keyword weights, embedding directions and cut points.
+    """The fitted scorer: keyword weights, an embedding direction and cut points.
 
     The linear predictor of a decision is ``sum(weights[f] * x[f]) + embedding``
-    where ``embedding = task_direction . t + decision_direction . d - embedding_offset``
-    (``t``, ``d``: the L2-normalised 384-dimension vectors of the task and the
-    whole decision, :func:`embedding_texts`; the offset centres the term on the fitted
+    where ``embedding = direction . d - embedding_offset`` (``d``: the
+    L2-normalised 384-dimension vector of the whole decision,
+    :func:`decision_subject`; the offset centres the term on the fitted
     decisions). ``P(grade >= standard) = sigmoid(linear - cuts[0])`` and
     ``P(grade >= premium) = sigmoid(linear - cuts[1])``.
 
     Attributes:
-        embedder: The embedder's name the directions were fitted with (``local:all-MiniLM-L6-v2``).
+        embedder: The embedder's name the direction was fitted with (``local:all-MiniLM-L6-v2``).
         weights: Keyword feature -> weight (log-odds per unit), the embedding model's.
-        task_direction: float64 ``(384,)``, log-odds per unit of the task's vector.
-        decision_direction: float64 ``(384,)``, log-odds per unit of the whole decision's vector.
-        embedding_offset: Subtracted from the two projections (log-odds).
+        direction: float64 ``(384,)``, log-odds per unit of the decision's vector.
+        embedding_offset: Subtracted from the projection (log-odds).
         cuts: economy|standard and standard|premium cut points (log-odds).
         keyword_weights: Keyword feature -> weight of the keyword-only model (the fallback).
         keyword_cuts: Cut points of the keyword-only model (log-odds).
@@ -450,8 +447,7 @@ class DecisionModel:
 
     embedder: str
     weights: Mapping[str, float]
-    task_direction: np.ndarray
-    decision_direction: np.ndarray
+    direction: np.ndarray
     embedding_offset: float
     cuts: tuple[float, float]
     keyword_weights: Mapping[str, float]
@@ -459,23 +455,22 @@ class DecisionModel:
 
     @property
     def dims(self) -> int:
-        """Dimensions of each embedding (384)."""
-        return int(self.task_direction.shape[0])
+        """Dimensions of the embedding (384)."""
+        return int(self.direction.shape[0])
 
-    def projection(self, vectors: np.ndarray) -> float:
-        """The embedding's part of the linear predictor (log-odds) for ``vectors`` of shape ``(2, dims)``."""
-        task, whole = vectors[0], vectors[1]
-        return float(self.task_direction @ task + self.decision_direction @ whole - self.embedding_offset)
+    def projection(self, vector: np.ndarray) -> float:
+        """The embedding's part of the linear predictor (log-odds) for a ``(dims,)`` vector."""
+        return float(self.direction @ vector - self.embedding_offset)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "<weights>") -> DecisionModel:
         """Read the model from the weights file's JSON object.
 
         Raises:
-            ValueError: A key is missing (a file written before the whole-decision
-                embedding has ``context_direction``, not ``decision_direction``),
-                a keyword weight is not one of :data:`FEATURES`, or a direction's
-                length differs; the message names ``source``.
+            ValueError: A key is missing (a file written before the scorer embedded
+                the whole decision alone has ``task_direction`` and ``decision_direction``,
+                not ``direction``), a keyword weight is not one of :data:`FEATURES`, or
+                the direction is not one-dimensional; the message names ``source``.
         """
         try:
             weights = {str(k): float(v) for k, v in data["weights"].items()}
@@ -483,8 +478,7 @@ class DecisionModel:
             model = cls(
                 embedder=str(data["embedder"]),
                 weights=weights,
-                task_direction=np.asarray(data["task_direction"], dtype=np.float64),
-                decision_direction=np.asarray(data["decision_direction"], dtype=np.float64),
+                direction=np.asarray(data["direction"], dtype=np.float64),
                 embedding_offset=float(data["embedding_offset"]),
                 cuts=(float(data["cuts"][0]), float(data["cuts"][1])),
                 keyword_weights={str(k): float(v) for k, v in keyword["weights"].items()},
@@ -495,8 +489,8 @@ class DecisionModel:
         unknown = (set(model.weights) | set(model.keyword_weights)) - set(FEATURES)
         if unknown:
             raise ValueError(f"`{source}` weighs features this scorer does not measure: {sorted(unknown)}")
-        if model.task_direction.shape != model.decision_direction.shape or model.task_direction.ndim != 1:
-            raise ValueError(f"`{source}`: the task and decision directions differ in shape")
+        if model.direction.ndim != 1:
+            raise ValueError(f"`{source}`: the embedding direction is not one-dimensional")
         return model
 
 
@@ -524,7 +518,7 @@ def _packaged_model() -> DecisionModel:
 class DecisionEmbedding:
     """Embeds decisions for the scorer: one embedder per process, loaded on first use, or none.
 
-    The embedder is built on the first :meth:`vectors` (by default a
+    The embedder is built on the first :meth:`vector` (by default a
     :class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`, which exports
     its ONNX file in a child process the first time on a machine, about 8 s).
     If it cannot embed - the model files are missing, the export fails, ONNX
@@ -532,20 +526,21 @@ class DecisionEmbedding:
     later call returns ``None`` at once, so the scorer falls back to the
     keyword features without retrying the export on every decision. The
     planner scores one decision once per node; the latest :data:`MEMO`
-    decisions' vectors are kept, so a plan embeds its decision once.
+    decisions' vectors are kept, so a plan embeds its decision once (and the
+    local embedder keeps the vector for the cache's lookups of the same text).
 
     Args:
         make: Builds the embedder (default: ``LocalEmbedder()``); called once, on first use.
     """
 
     MEMO = 64
-    """Decisions whose vectors are kept (a few KB each)."""
+    """Decisions whose vectors are kept (1.5 KB each)."""
 
     def __init__(self, make: Callable[[], Embedder] | None = None) -> None:
         self._make = make
         self._embedder: Embedder | None = None
         self._failed: str | None = None
-        self._memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -553,25 +548,21 @@ class DecisionEmbedding:
         """Why embedding failed (the first error), or ``None`` while it works or was not tried."""
         return self._failed
 
-    def vectors(self, texts: tuple[str, str]) -> np.ndarray | None:
-        """The vectors of ``(task, whole decision)``: float32 ``(2, dims)``, L2-normalised.
+    def vector(self, text: str) -> np.ndarray | None:
+        """The vector of ``text`` (a :func:`decision_subject`): float32 ``(dims,)``, L2-normalised.
 
-        An empty text's vector is zeros.
-
-        A text given twice (a decision without constraints) is embedded once.
         Returns ``None`` when the embedder cannot be had (logged once).
         """
         with self._lock:
-            if texts in self._memo:
-                self._memo.move_to_end(texts)
-                return self._memo[texts]
+            if text in self._memo:
+                self._memo.move_to_end(text)
+                return self._memo[text]
             if self._failed is not None:
                 return None
             try:
                 if self._embedder is None:
                     self._embedder = self._build()
-                wanted = list(dict.fromkeys(t for t in texts if t))
-                found = self._embedder.embed(wanted) if wanted else None
+                found = np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
             except (ImportError, OSError, RuntimeError) as exc:  # ExportError is a RuntimeError
                 self._failed = f"{type(exc).__name__}: {exc}"
                 logger.warning(
@@ -581,15 +572,10 @@ class DecisionEmbedding:
                     self._failed,
                 )
                 return None
-            dims = found.shape[1] if found is not None else _packaged_model().dims
-            out = np.zeros((2, dims), dtype=np.float32)
-            for index, text in enumerate(texts):
-                if text and found is not None:
-                    out[index] = found[wanted.index(text)]
-            self._memo[texts] = out
+            self._memo[text] = found
             if len(self._memo) > self.MEMO:
                 self._memo.popitem(last=False)
-            return out
+            return found
 
     def _build(self) -> Embedder:
         if self._make is not None:
@@ -642,9 +628,9 @@ def score_decision(
     """
     model = _packaged_model()
     measured = features(task, constraints, note)
-    vectors = EMBEDDING_STATE.vectors(embedding_texts(task, constraints, note))
-    if vectors is not None and vectors.shape[1] == model.dims:
-        measured[EMBEDDING] = model.projection(vectors)
+    vector = EMBEDDING_STATE.vector(decision_subject(task, constraints, note))
+    if vector is not None and vector.shape[0] == model.dims:
+        measured[EMBEDDING] = model.projection(vector)
         fitted, fitted_cuts = {**model.weights, EMBEDDING: 1.0}, model.cuts
     else:
         fitted, fitted_cuts = dict(model.keyword_weights), model.keyword_cuts
@@ -659,8 +645,8 @@ __all__ = [
     "DecisionEmbedding",
     "DecisionModel",
     "DecisionScore",
+    "decision_subject",
     "decision_text",
-    "embedding_texts",
     "features",
     "largest_amount",
     "load_model",

@@ -6,12 +6,14 @@ import json
 import logging
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from budgetgraph.budgets import load_budgets
+from budgetgraph.budgets.cache import embedders
 from budgetgraph.budgets.cache.embedders import LocalEmbedder
 from budgetgraph.budgets.routing import decision
 from budgetgraph.budgets.routing.complexity import scored
@@ -56,7 +58,7 @@ def test_the_packaged_weights_file_is_a_fitted_model_over_the_scorers_features()
         decision.FEATURES
     )
     assert model.cuts[0] < model.cuts[1] and model.keyword_cuts[0] < model.keyword_cuts[1]
-    assert np.linalg.norm(model.task_direction) > 0 and np.linalg.norm(model.decision_direction) > 0
+    assert model.direction.shape == (384,) and np.linalg.norm(model.direction) > 0
 
 
 def test_a_lookup_runs_its_specialists_on_economy_and_a_risky_move_runs_reconcile_on_premium(bands):
@@ -73,8 +75,8 @@ def test_the_embedding_is_a_driver_and_its_part_is_the_fitted_projection():
     model = decision.load_model()
     found = decision.score_decision(BREACH, ["leaked credentials"], "check the audit trail")
 
-    vectors = LocalEmbedder().embed([BREACH, f"{BREACH}\nleaked credentials; check the audit trail"])
-    assert found.features[decision.EMBEDDING] == pytest.approx(model.projection(vectors), abs=1e-4)
+    (vector,) = LocalEmbedder().embed([f"{BREACH} leaked credentials; check the audit trail"])
+    assert found.features[decision.EMBEDDING] == pytest.approx(model.projection(vector), abs=1e-4)
     assert found.contributions[decision.EMBEDDING] == found.features[decision.EMBEDDING]
     keywords_only = decision.score_decision(
         BREACH, ["leaked credentials"], "check the audit trail", weights=model.weights
@@ -90,10 +92,10 @@ def test_a_decision_is_embedded_once_however_many_nodes_score_it(monkeypatch: py
     scores = {
         decision.score_decision(RISKY, ["4 engineers"]).score for _ in ("planner", "cto", "coo", "reconcile")
     }
-    decision.score_decision(RISKY)  # no constraints: the task is the whole decision, embedded once
+    decision.score_decision(RISKY)  # another decision: the task alone
 
     assert len(scores) == 1
-    assert counting.calls == [[RISKY, f"{RISKY}\n4 engineers"], [RISKY]]
+    assert counting.calls == [[f"{RISKY} 4 engineers"], [RISKY]]
 
 
 def test_without_an_exportable_embedding_model_the_scorer_warns_once_and_scores_on_keywords(
@@ -105,6 +107,7 @@ def test_without_an_exportable_embedding_model_the_scorer_warns_once_and_scores_
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     monkeypatch.setattr(decision, "EMBEDDING_STATE", decision.DecisionEmbedding())
+    monkeypatch.setattr(embedders, "_RECENT", OrderedDict())  # the texts other tests embedded
     model = decision.load_model()
 
     with caplog.at_level(logging.WARNING, logger=decision.__name__):
@@ -129,23 +132,23 @@ def test_a_weights_file_of_another_shape_is_refused_with_its_name(tmp_path: Path
         decision.load_model(path)
 
 
-def test_the_whole_decision_is_embedded_with_the_task_and_is_the_task_when_there_is_nothing_else():
-    assert decision.embedding_texts(" Cut the pen test? ") == ("Cut the pen test?", "Cut the pen test?")
-    assert decision.embedding_texts("Cut the pen test?", ["", "contracts require one"], "ask legal") == (
-        "Cut the pen test?",
-        "Cut the pen test?\ncontracts require one; ask legal",
+def test_the_subject_is_the_whole_decision_on_one_line_and_the_task_when_there_is_nothing_else():
+    assert decision.decision_subject(" Cut the  pen test? ") == "Cut the pen test?"
+    assert decision.decision_subject("Cut the pen test?\n", ["", "contracts require one"], "ask legal") == (
+        "Cut the pen test? contracts require one; ask legal"
     )
 
 
-def test_a_weights_file_from_before_the_whole_decision_embedding_is_refused(tmp_path: Path):
+def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp_path: Path):
     packaged = json.loads(
         (Path(decision.__file__).parent / decision.WEIGHTS_FILE).read_text(encoding="utf-8")
     )
-    packaged["context_direction"] = packaged.pop("decision_direction")
+    direction = packaged.pop("direction")
+    packaged["task_direction"] = packaged["decision_direction"] = direction
     path = tmp_path / "old_weights.json"
     path.write_text(json.dumps(packaged))
 
-    with pytest.raises(ValueError, match="old_weights.json.*decision_direction"):
+    with pytest.raises(ValueError, match="old_weights.json.*direction"):
         decision.load_model(path)
 
 
