@@ -370,6 +370,7 @@ class Gateway:
         step: str = "",
         deferred: bool = False,
         wait: Callable[[DeferredPending], object] | None = None,
+        subject: str | None = None,
     ) -> NodeSession:
         """Open a session for one run of ``node``.
 
@@ -385,6 +386,8 @@ class Gateway:
             wait: Called when a deferred call's answer is not in yet; it pauses the
                 run (the graph's interrupt) and returns once the run is resumed, and
                 the call is asked again. ``None``: :class:`DeferredPending` is raised.
+            subject: What the node's calls are about (the run's decision), for the
+                semantic cache (:attr:`CallRequest.subject`); ``None``: each prompt's text.
         """
         return NodeSession(
             self,
@@ -395,6 +398,7 @@ class Gateway:
             step=step,
             deferred=deferred and thread_id is not None,
             wait=wait,
+            subject=subject,
         )
 
     @property
@@ -421,6 +425,7 @@ class NodeSession:
         step: str = "",
         deferred: bool = False,
         wait: Callable[[DeferredPending], object] | None = None,
+        subject: str | None = None,
     ) -> None:
         self._gateway = gateway
         self._node = node
@@ -430,6 +435,7 @@ class NodeSession:
         self._step = step
         self._deferred = deferred
         self._wait = wait
+        self._subject = subject
         self._round_trips = 0
         self.calls: list[ModelCall] = []
 
@@ -551,6 +557,7 @@ class NodeSession:
             thread_id=self._thread_id,
             tenant=self._tenant,
             deferred=self._deferred,
+            subject=self._subject,
         )
 
 

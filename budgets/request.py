@@ -264,6 +264,11 @@ class CallRequest:
         deferred_attempt: The open attempt of this call whose request is in the
             batch queue (set when the call is asked again): its reservation and
             tier are the call's, and the chat model takes its answer from the queue.
+        subject: What the call is about, for the semantic cache: the text it embeds
+            and guards in place of the prompt's human messages (a graph passes its
+            run's decision, so every node's lookup compares decisions and shares one
+            embedding). ``None``: the prompt's own text. The exact key is always the
+            whole prompt's.
     """
 
     node: str
@@ -289,6 +294,7 @@ class CallRequest:
     cache: CacheOutcome | None = None
     deferred: bool = False
     deferred_attempt: Attempt | None = None
+    subject: str | None = None
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""

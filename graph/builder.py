@@ -44,6 +44,7 @@ from budgetgraph.budgets import (
 )
 from budgetgraph.budgets.errors import DeferredPending
 from budgetgraph.budgets.ledger import Ledger, open_ledger
+from budgetgraph.budgets.routing.decision import decision_subject
 from budgetgraph.graph.context import Context
 from budgetgraph.graph.dependencies import constraints_for, fingerprint, plan_view
 from budgetgraph.graph.review import ReviewAnswer, parse_answer, summary_message
@@ -293,6 +294,7 @@ class _Nodes:
         tenant: str | None,
         recorded: RunSettings | None,
         deferred: bool | None = None,
+        subject: str | None = None,
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
@@ -310,6 +312,7 @@ class _Nodes:
             tenant=tenant,
             step=info.checkpoint_id if info else "",
             deferred=deferred,
+            subject=subject,
             wait=functools.partial(
                 _wait_for_batch,
                 run={
@@ -339,10 +342,16 @@ class _Nodes:
                 "node_runs": [_run("planner", inputs, reused=True)],
                 **settings_update,
             }
-        session = self._session(
-            "planner", state.get("spend", []), runtime, tenant, recorded, state.get("deferred")
-        )
         general = [c["text"] for c in constraints_for("planner", constraints)]
+        session = self._session(
+            "planner",
+            state.get("spend", []),
+            runtime,
+            tenant,
+            recorded,
+            state.get("deferred"),
+            subject=decision_subject(task, general, note),
+        )
         made = agents.plan(
             session, self._gateway(runtime, recorded), task=task, constraints=general, note=note
         )
@@ -360,16 +369,18 @@ class _Nodes:
     def specialist(self, state: SpecialistInput, runtime: Runtime[Context]) -> dict[str, Any]:
         step = PlanStep.model_validate(state["step"])
         recorded = state.get("run_settings")
+        plan = Plan.model_validate(_plain(state["plan"]))
+        constraints = [c["text"] for c in constraints_for(step.node, state["constraints"])]
         session = self._session(
-            step.node, state["spend"], runtime, state.get("tenant"), recorded, state.get("deferred")
+            step.node,
+            state["spend"],
+            runtime,
+            state.get("tenant"),
+            recorded,
+            state.get("deferred"),
+            subject=decision_subject(state["task"], constraints, plan.replan_note),
         )
-        analysis = agents.analyze(
-            session,
-            step,
-            Plan.model_validate(_plain(state["plan"])),
-            task=state["task"],
-            constraints=[c["text"] for c in constraints_for(step.node, state["constraints"])],
-        )
+        analysis = agents.analyze(session, step, plan, task=state["task"], constraints=constraints)
         inputs = _specialist_inputs(step.node, state)
         record = {**analysis.model_dump(mode="json"), "authored_by": _author(session), "inputs": inputs}
         return {
@@ -383,7 +394,15 @@ class _Nodes:
         analyses = state.get("analyses") or {}
         recorded = state.get("run_settings")
         session = self._session(
-            "reconcile", state.get("spend", []), runtime, state.get("tenant"), recorded, state.get("deferred")
+            "reconcile",
+            state.get("spend", []),
+            runtime,
+            state.get("tenant"),
+            recorded,
+            state.get("deferred"),
+            subject=decision_subject(
+                state["task"], _texts(state), (state.get("plan") or {}).get("replan_note")
+            ),
         )
         result = agents.reconcile(
             session,

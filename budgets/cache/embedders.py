@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,12 @@ _TOKENIZERS: dict[tuple[str, int | None], Tokenizer] = {}
 """Tokenizers loaded in this process, by ``tokenizer.json`` and truncation length (``None``: none):
 every embedder of one model shares them (each holds about 7 MB; ``encode`` is thread-safe)."""
 _TOKENIZERS_LOCK = threading.Lock()
+RECENT = 256
+"""Single texts whose vectors :class:`LocalEmbedder` keeps (1.5 KB each), shared by every embedder
+of one model in the process: a run's decision is embedded once for the router and once more for
+nobody (the cache's lookups for the planner, CTO and COO read the same text)."""
+_RECENT: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
 
 
 def _normalised(vectors: Any) -> Matrix:
@@ -236,12 +243,33 @@ class LocalEmbedder(_LocalModel):
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts``; returns shape ``(len(texts), 384)``, float32, L2-normalised.
 
+        A single text's vector is kept among the process's :data:`RECENT` latest and
+        read from there when the same text comes again (the router and the cache embed
+        a run's decision once between them); batches always run the model.
+
         Raises:
             ExportError: On the first call only: the model files are missing, the
                 model does not pool by mean, or the export failed (a :class:`RuntimeError`).
         """
         if not texts:
             return np.zeros((0, LOCAL_DIM), dtype=np.float32)
+        if len(texts) > 1:
+            return self._forward(texts)
+        key = (str(self._path), texts[0])
+        with _RECENT_LOCK:
+            vector = _RECENT.get(key)
+            if vector is not None:
+                _RECENT.move_to_end(key)
+                return vector.reshape(1, -1).copy()
+        out = self._forward(texts)
+        with _RECENT_LOCK:
+            _RECENT[key] = out[0].copy()
+            if len(_RECENT) > RECENT:
+                _RECENT.popitem(last=False)
+        return out
+
+    def _forward(self, texts: Sequence[str]) -> Matrix:
+        """Embed ``texts`` with the model (no memo): :meth:`embed`'s shape and errors."""
         session, encoder = self._loaded()
         if len(texts) > 1:
             encodings = encoder.encode_batch(list(texts))

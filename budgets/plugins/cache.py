@@ -202,7 +202,7 @@ class CachePlugin:
                 lookup = cache.lookup(
                     namespace,
                     key=prompt.key,
-                    text=prompt.text if semantic else None,
+                    text=_semantic_text(request, prompt) if semantic else None,
                     threshold=self.settings.threshold_for(request.node),
                     accept=accept,
                 )
@@ -283,7 +283,7 @@ class CachePlugin:
                 cache.put(
                     namespace,
                     key=prompt.key,
-                    text=prompt.text if semantic else None,
+                    text=_semantic_text(request, prompt) if semantic else None,
                     vector=lookup.vector,
                     response=response,
                     model=result.calls[-1]["model"],
@@ -318,6 +318,17 @@ def _answer_of(request: CallRequest, entry: Entry) -> _Answer | None:
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("Cached answer %s does not fit `%s`: %s", entry.id, request.schema.__name__, exc)
         return None
+
+
+def _semantic_text(request: CallRequest, prompt: Prompt) -> str | None:
+    """The text a semantic lookup embeds and guards: the request's subject, else its prompt's.
+
+    ``None`` (exact match only) when the conversation holds more than human
+    messages (a tool round trip, a repair), subject or not.
+    """
+    if prompt.text is None or not request.subject:
+        return prompt.text
+    return normalize(request.subject)
 
 
 def _cacheable(request: CallRequest, result: CallResult) -> bool:

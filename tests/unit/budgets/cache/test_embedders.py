@@ -268,6 +268,26 @@ def test_texts_come_back_in_their_order_whatever_the_batching(onnx_dir: Path):
     assert LocalEmbedder(onnx_dir=onnx_dir).embed([]).shape == (0, 384)
 
 
+def test_a_text_embedded_again_by_any_embedder_of_the_model_reuses_its_vector(
+    onnx_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    runs: list[list[str]] = []
+    forward = LocalEmbedder._forward
+    monkeypatch.setattr(
+        LocalEmbedder, "_forward", lambda self, texts: runs.append(list(texts)) or forward(self, texts)
+    )
+    text = "Should we move our billing service to microservices this year? (reused vector)"
+
+    first = LocalEmbedder(onnx_dir=onnx_dir).embed([text])
+    again = LocalEmbedder(onnx_dir=onnx_dir).embed([text])  # the router's, then the cache's
+    batch = LocalEmbedder(onnx_dir=onnx_dir).embed([text, "another text"])
+
+    assert runs == [[text], [text, "another text"]]  # batches always run the model
+    assert np.array_equal(first, again) and np.allclose(batch[0], first[0], atol=1e-5)
+    again[0, 0] = 9.0  # a caller's copy: the kept vector stays as it was
+    assert np.array_equal(LocalEmbedder(onnx_dir=onnx_dir).embed([text]), first)
+
+
 def test_embedders_of_one_file_share_one_session_opened_once_under_concurrency(onnx_dir: Path):
     embedders = [LocalEmbedder(onnx_dir=onnx_dir, threads=1) for _ in range(4)]
     threads = [threading.Thread(target=e.embed, args=(["concurrent first use"],)) for e in embedders]

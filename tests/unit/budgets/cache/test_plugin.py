@@ -135,6 +135,25 @@ def test_a_paraphrase_is_a_semantic_hit(models: ModelsConfig):
     assert served.calls[0]["decisions"][-1]["action"] == "hit-semantic"
 
 
+def test_the_subject_not_the_prompt_is_what_a_semantic_lookup_compares(models: ModelsConfig):
+    plugin, model = plugin_for(models), Model()
+    brief = "Objective: decide on the billing split. Questions: who owns the PCI scope?"
+    plugin.wrap(request(messages=[SYSTEM, HumanMessage(f"{TASK}\n\n{brief}")]).evolve(subject=TASK), model)
+
+    # Another brief around the same decision: the subjects match, so the answer is served.
+    other_brief = f"{TASK}\n\nObjective: staffing. Questions: can 6 engineers carry it?"
+    served = plugin.wrap(request(messages=[SYSTEM, HumanMessage(other_brief)]).evolve(subject=TASK), model)
+    # A prompt close to the first about another decision: the subjects differ, the guard refuses.
+    opposite = TASK.replace("to microservices", "back to a monolith")
+    near = request(messages=[SYSTEM, HumanMessage(f"{TASK}\n\n{brief} Who signs off?")])
+    refused = plugin.wrap(near.evolve(subject=opposite), model)
+
+    assert served.calls[0]["decisions"][-1]["action"] == "hit-semantic"
+    assert not refused.calls[0]["cache_hit"]
+    assert len(model.requests) == 2
+    assert model.requests[1].subject == opposite
+
+
 def test_a_guard_refusal_is_recorded_on_the_call_that_follows(models: ModelsConfig):
     plugin, model = plugin_for(models), Model()
     plugin.wrap(request(TASK), model)
