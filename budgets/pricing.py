@@ -28,6 +28,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
 from genai_prices import Usage, calc_price
+from genai_prices.types import ModelPrice, PriceCalculation
 
 from budgetgraph.budgets.config import PriceOverride
 from budgetgraph.budgets.request import MICRO
@@ -79,6 +80,7 @@ class PriceBook:
         discounts = batch_discounts if batch_discounts is not None else DEFAULT_BATCH_DISCOUNTS
         self._discounts = {k: Decimal(str(v)) for k, v in discounts.items()}
         self._rates: dict[tuple[str, str | None, bool], tuple[Decimal, Decimal] | None] = {}
+        self._linear: dict[tuple[str, str | None, bool], _Linear | None] = {}
 
     def price(
         self,
@@ -137,6 +139,10 @@ class PriceBook:
                 + output_tokens * override.output_per_mtok
             ) / _PER_MTOK
             return Price(usd=usd, known=True)
+        key = (model, provider, context is not None)
+        linear = self._linear.get(key)
+        if linear is not None:
+            return Price(usd=linear.usd(input_tokens, output_tokens, cache_read_tokens), known=True)
         try:
             calc = calc_price(
                 Usage(
@@ -151,6 +157,8 @@ class PriceBook:
         except LookupError:
             _warn_unpriced(model)
             return Price(usd=Decimal(0), known=False)
+        if key not in self._linear:
+            self._linear[key] = _Linear.of(calc)
         return Price(usd=Decimal(calc.total_price), known=True)
 
     def rates(
@@ -169,6 +177,38 @@ class PriceBook:
         if not inp.known:
             return None
         return inp.usd, out.usd
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A model's flat per-token rates (USD per million tokens), read from genai-prices once.
+
+    genai-prices' own arithmetic takes about 110 us a call; a model priced at
+    flat rates (one price, not tiered by prompt size nor varying by date) costs
+    the same from these three numbers, exactly (Decimal).
+    """
+
+    input_mtok: Decimal
+    cache_read_mtok: Decimal
+    output_mtok: Decimal
+
+    @classmethod
+    def of(cls, calc: PriceCalculation) -> _Linear | None:
+        """The flat rates of the model ``calc`` priced, or ``None`` when its price is not flat."""
+        price = calc.model_price
+        if not isinstance(calc.model.prices, ModelPrice):  # prices that change over time
+            return None
+        cache_read = price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok
+        rates = (price.input_mtok or Decimal(0), cache_read or Decimal(0), price.output_mtok or Decimal(0))
+        if not all(type(rate) is Decimal for rate in rates):  # tiered by prompt size
+            return None
+        return cls(*rates)
+
+    def usd(self, input_tokens: int, output_tokens: int, cache_read_tokens: int) -> Decimal:
+        """The price of the tokens (USD)."""
+        uncached = input_tokens - cache_read_tokens
+        cached = cache_read_tokens * self.cache_read_mtok
+        return (uncached * self.input_mtok + cached + output_tokens * self.output_mtok) / _PER_MTOK
 
 
 @lru_cache(maxsize=256)

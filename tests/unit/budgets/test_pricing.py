@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
+
+import pytest
+from genai_prices import Usage, calc_price
 
 from budgetgraph.budgets.config import PriceOverride
 from budgetgraph.budgets.pricing import PriceBook
@@ -36,3 +40,18 @@ def test_micro_dollars_round_half_even():
     book = PriceBook({"m": PriceOverride(input_per_mtok=Decimal("1.5"), output_per_mtok=Decimal(0))})
     assert book.price("m", input_tokens=1, output_tokens=0).micro_usd == 2
     assert book.price("m", input_tokens=3, output_tokens=0).micro_usd == 4
+
+
+@pytest.mark.parametrize("model", ["gpt-4.1-mini-2025-04-14", "gpt-5", "o3", "gemini-2.5-pro"])
+def test_every_price_after_the_first_equals_genai_prices_own_to_the_last_digit(model: str):
+    # gpt-4.1-mini and gpt-5 are priced at flat rates, read once; o3's prices change with
+    # the date and gemini-2.5-pro's with the prompt's size, so genai-prices prices every call.
+    book, draw = PriceBook(), random.Random(7)
+    for _ in range(300):
+        inp = draw.randint(0, 400_000)
+        out, cached = draw.randint(0, 30_000), draw.randint(0, inp)
+        expected = calc_price(Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached), model)
+
+        found = book.price(model, input_tokens=inp, output_tokens=out, cache_read_tokens=cached)
+
+        assert found.usd == Decimal(expected.total_price) and found.known
