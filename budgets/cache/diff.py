@@ -10,25 +10,42 @@ this order:
   or writes otherwise ("$180k" / "$18k", "6 months" / "6 weeks");
 - ``negation``: a negation cue in one request only ("should not", "without");
 - ``direction``: an opposite relation word after the same term ("migrate
-  *to* X" / "*from* X"), two terms that trade places around the same
-  relation word ("from A to B" / "from B to A", "X under Y" / "Y under X"),
-  or one stem under opposite prefixes ("upgrade" / "downgrade");
+  *to* X" / "*from* X"), terms that cross the same relation word ("from
+  React Native to Swift" / "from Swift to React Native", "replace our
+  recruiters with an RPO" / "an RPO with our recruiters", "X under Y" /
+  "Y under X"; in a decision only), or one stem under opposite prefixes
+  ("upgrade" / "downgrade");
 - ``polarity``: words of opposite valence in the VADER lexicon ("risks" /
-  "benefits", "worst" / "best") or under a negating prefix ("advantages" /
-  "disadvantages");
+  "benefits", "worst" / "best"), one word replaced by one far from it in
+  valence in a request ("go wrong" / "go right"), or words under a negating
+  prefix ("advantages" / "disadvantages");
 - ``actor``: another name where the stored request had one (team, site,
   region, vendor, product, model, person, time);
 - ``qualifier``: content words added or dropped where the rest is the same
   ("for the EU region only", "temporarily", "if the round fails");
 - ``action``: a word replaced by one that does not mean the same, in
   otherwise the same request ("buy" / "lease", "open" / "close"); a noun or
-  adjective replaced so is an ``actor`` or a ``qualifier``.
+  adjective replaced so is an ``actor`` or a ``qualifier``. In a decision the
+  verb asked about ("should we *buy*", "is it worth *selling*") is compared
+  however much the rest is reworded.
+
+Replaced words are judged only when one of the requests is a request (a
+question, or a first person: :attr:`TextFeatures.request`). Two statements
+("Albumentations is a Python library" / "package") have no decision to change;
+they are left to the cosine threshold after the checks on numbers, negation,
+relation words, opposites and names.
 
 Paraphrases differ too, in function words, word order, politeness and sentence
-form ("is it a good idea to" for "should we"), in inflection, and in words of
-like meaning. Replaced words count as the same when their embeddings (the
-cache's own embedder, on the words alone) are at least
-:attr:`Rules.synonym_similarity` apart from every opposition test above.
+form ("is it a good idea to" for "should we"; phatic clauses are dropped by
+:func:`budgetgraph.budgets.cache.text.features`), in inflection, in
+abbreviations ("ER" / "emergency room", "k8s" / "Kubernetes", "Q3" / "third
+quarter", "Eng" / "Engineering": :func:`_abbreviations`), in how an amount is
+written ("36 months" / "3 years"), and in words of like meaning. Replaced words
+count as the same when their embeddings (the cache's own embedder, on the words
+alone) are at least :attr:`Rules.synonym_similarity` apart
+(:attr:`Rules.decision_synonym_similarity` in a decision, where antonyms such as
+"buy" / "sell" embed as close as synonyms), names never, and only after every
+opposition test above.
 A request reworded throughout (more than :attr:`Rules.reworded_share` of its
 content words without a counterpart) is left to the cosine threshold, which
 rises with the share (:attr:`Rules.reworded_slope`): paraphrases written
@@ -38,6 +55,7 @@ freely share few words, and then no span stands out as *the* difference.
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,12 +64,15 @@ import numpy as np
 
 from budgetgraph.budgets.cache.lexicon import (
     DISCOURSE,
+    FRAMING,
+    FUNCTION_WORDS,
     RELATIONS,
     opposite_affix,
     opposite_relation,
     opposite_valence,
+    valence,
 )
-from budgetgraph.budgets.cache.text import TextFeatures, Token
+from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token
 
 CATEGORIES = ("action", "direction", "polarity", "actor", "negation", "quantity", "qualifier")
 """The kinds of difference that change a decision, as :func:`compare` names them."""
@@ -106,6 +127,14 @@ class Rules:
     """Unmatched content share up to which a negation in one request only refuses."""
     swap_gain: float = 0.04
     """Gain in alignment ratio that exchanging two terms must bring for a swap."""
+    decision_synonym_similarity: float = 0.8
+    """:attr:`synonym_similarity` when both requests ask for a decision: antonyms embed as
+    close as synonyms ("bear" / "bull"), so there a replaced word must be nearer still."""
+    valence_gap: float = 2.0
+    """Gap in VADER valence between a replaced word and its replacement that makes the change a
+    ``polarity`` one in a decision ("wrong" -2.1 / "right" unrated)."""
+    window: int = 3
+    """Content words read on each side of a relation word for a crossed swap (:func:`_crossed`)."""
 
 
 def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed | None = None) -> Comparison:
@@ -123,21 +152,26 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         changes the decision.
     """
     share = _unmatched_share(new, stored)
-    spans = _spans(new, stored)
+    covered = _abbreviations(new, stored)
+    spans = _spans(new, stored, covered)
     changed = sum(1 for a, b in spans if _weight(a) + _weight(b))
-    limit = rules.decision_edit if _asks_decision(new) and _asks_decision(stored) else rules.small_edit
+    decision = _asks_decision(new) and _asks_decision(stored)
+    limit = rules.decision_edit if decision else rules.small_edit
     reworded = changed > limit
-    decision = limit == rules.decision_edit
-    found = _quantity(new, stored, decision=decision) or _negation(new, stored, share, rules)
-    if found is not None:
-        return Comparison(found, share, reworded)
     found = (
-        _relation(new, stored, spans)
-        or _swap(new, stored, rules)
-        or _opposites(spans)
-        or _names(new, stored, spans)
+        _quantity(new, stored, covered, decision=decision)
+        or _negation(new, stored, share, rules)
+        or _units(spans)
+        or _relation(new, stored, spans)
     )
-    if found is None and not reworded:
+    if found is None and decision:
+        found = _crossed(new, stored, rules) or _swap(new, stored, rules)
+    if found is None and (new.request or stored.request):
+        found = _valence_gap(spans, rules)
+    found = found or _opposites(spans) or _names(spans, covered)
+    if found is None and decision:
+        found = _main_actions(new, stored, rules, embed)
+    if found is None and not reworded and (decision or new.request or stored.request):
         found = _edits(spans, rules, embed, decision=decision)
     return Comparison(found, share, reworded)
 
@@ -145,14 +179,23 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
 # ---------------------------------------------------------------------- numbers and negation
 
 
-def _quantity(new: TextFeatures, stored: TextFeatures, *, decision: bool) -> Difference | None:
-    """A changed number; in a decision, also a number on one side only ("for 30 days" added)."""
-    mine, theirs = Counter(new.numbers), Counter(stored.numbers)
-    only_new, only_stored = mine - theirs, theirs - mine
-    if (only_new and only_stored) or (decision and (only_new or only_stored)):
+def _quantity(
+    new: TextFeatures, stored: TextFeatures, covered: frozenset[int], *, decision: bool
+) -> Difference | None:
+    """A changed number; in a decision, also a number on one side only ("for 30 days" added).
+
+    Numbers spelling out a code of the other request ("third quarter" / "Q3") do not count.
+    """
+    spelled = Counter(t.lemma for f in (new, stored) for t in f.tokens if t.number and id(t) in covered)
+    numbers = _changed(Counter(new.numbers) - spelled, Counter(stored.numbers) - spelled, decision=decision)
+    amounts = _changed(Counter(new.amounts) - spelled, Counter(stored.amounts) - spelled, decision=decision)
+    if numbers and amounts:  # "36 months" / "3 years" and "three more years" / "three years" pass
+        only_new, only_stored = numbers
         return Difference(
             "quantity", f"{_numbers(new, only_new) or 'none'} vs {_numbers(stored, only_stored) or 'none'}"
         )
+    if new.amounts == stored.amounts and (new.amounts != new.numbers or stored.amounts != stored.numbers):
+        return None
     units: dict[str, set[str]] = {}
     for value, unit in stored.quantities:
         units.setdefault(value, set()).add(unit)
@@ -164,9 +207,30 @@ def _quantity(new: TextFeatures, stored: TextFeatures, *, decision: bool) -> Dif
     return None
 
 
+def _changed(
+    mine: Counter[str], theirs: Counter[str], *, decision: bool
+) -> tuple[Counter[str], Counter[str]] | None:
+    """The values of each side without a counterpart, when they make a difference."""
+    only_new, only_stored = mine - theirs, theirs - mine
+    if (only_new and only_stored) or (decision and (only_new or only_stored)):
+        return only_new, only_stored
+    return None
+
+
 def _numbers(f: TextFeatures, values: Counter[str]) -> str:
     written = dict(f.number_forms)
-    return ", ".join(sorted(written.get(v, v) for v in values))
+    return ", ".join(sorted(written.get(v.split(" ")[0], v) for v in values))
+
+
+def _units(spans: list[Span]) -> Difference | None:
+    """A unit replaced by another outside a number ("400 tickets a *week*" / "a *day*")."""
+    for old, fresh in spans:
+        for a in old:
+            for b in fresh:
+                ua, ub = UNITS.get(a.lemma), UNITS.get(b.lemma)
+                if a.content and b.content and ua and ub and ua != ub:
+                    return Difference("quantity", f"`{a.text}` vs `{b.text}`")
+    return None
 
 
 def _negation(new: TextFeatures, stored: TextFeatures, share: float, rules: Rules) -> Difference | None:
@@ -185,20 +249,22 @@ Span = tuple[list[Token], list[Token]]
 """One differing stretch of the alignment: the stored request's tokens and the new one's."""
 
 
-def _spans(new: TextFeatures, stored: TextFeatures) -> list[Span]:
-    """The differing stretches, less the content words that only moved (found anywhere in the other)."""
+def _spans(new: TextFeatures, stored: TextFeatures, covered: frozenset[int] = frozenset()) -> list[Span]:
+    """The differing stretches, less the content words that only moved and the abbreviations.
+
+    A content word found anywhere in the other request only moved; ``covered``
+    holds the abbreviations and their expansions (by ``id``, :func:`_abbreviations`).
+    """
     matcher = difflib.SequenceMatcher(None, stored.sequence, new.sequence, autojunk=False)
     spans: list[Span] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
         old = [
-            t for t in stored.tokens[i1:i2] if not (t.content and (t.lemmas & new.words or _expands(t, new)))
+            t for t in stored.tokens[i1:i2] if not (t.content and (t.lemmas & new.words or id(t) in covered))
         ]
         fresh = [
-            t
-            for t in new.tokens[j1:j2]
-            if not (t.content and (t.lemmas & stored.words or _expands(t, stored)))
+            t for t in new.tokens[j1:j2] if not (t.content and (t.lemmas & stored.words or id(t) in covered))
         ]
         if old or fresh:
             spans.append((old, fresh))
@@ -208,8 +274,15 @@ def _spans(new: TextFeatures, stored: TextFeatures) -> list[Span]:
 MODALS = frozenset("should shall can could would must may might".split())
 """Auxiliaries that open a decision question ("should we", "can the team")."""
 
-ASKING = frozenset("whether worth wise idea risk downside upside benefit cost tradeoff option".split())
-"""Lemmas that frame a request as a decision ("assess whether", "is it worth")."""
+ASKING = (
+    frozenset(
+        "whether worth wise idea sense risk downside upside benefit cost saving tradeoff option case "
+        "scenario pro con advantage disadvantage argument recommend advise".split()
+    )
+    | FRAMING
+)
+"""Lemmas that frame a request as a decision ("assess whether", "is it worth", "does it make
+sense", "what is the bear case")."""
 
 
 def _asks_decision(f: TextFeatures) -> bool:
@@ -222,6 +295,52 @@ def _asks_decision(f: TextFeatures) -> bool:
 
 
 asks_decision = _asks_decision
+
+INFINITIVE_FRAMES = frozenset("idea wise sense whether advisable better time".split())
+"""Lemmas after which "to" opens the action asked about ("is it a good idea *to* lease")."""
+
+
+def _main_action(f: TextFeatures) -> Token | None:
+    """The verb a decision request asks about, when its form shows it.
+
+    "should *we* lease", "*we* should lease", "is it worth leasing", "a good idea to
+    lease", "whether to lease"; a framing verb ("should we consider leasing") passes
+    the question on to the next verb. ``None`` for other forms (a passive, a named
+    subject), which the span comparison judges instead.
+    """
+    tokens = f.tokens
+    for i, token in enumerate(tokens[:-1]):
+        after = tokens[i + 1]
+        start = None
+        if token.lemma in MODALS and "PRON" in after.tags and i + 2 < len(tokens):
+            start = i + 2  # "should we lease"
+        elif "PRON" in token.tags and after.lemma in MODALS and i + 2 < len(tokens):
+            start = i + 2  # "whether we should lease"
+        elif token.lemma == "worth":
+            start = i + 1  # "worth leasing"
+        elif token.lemma in INFINITIVE_FRAMES and after.lemma == "to" and i + 2 < len(tokens):
+            start = i + 2  # "a good idea to lease"
+        if start is None:
+            continue
+        for verb in tokens[start : start + 3]:
+            if not verb.content or "VERB" not in verb.tags:
+                break
+            if verb.lemma not in DISCOURSE:
+                return verb
+    return None
+
+
+def _main_actions(
+    new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed | None
+) -> Difference | None:
+    """Another action asked about, however the rest is worded ("should we *buy*" / "should we *sell*")."""
+    a, b = _main_action(stored), _main_action(new)
+    if a is None or b is None or a.lemmas & b.lemmas or a.lemma in new.words or b.lemma in stored.words:
+        return None
+    left, _ = _without_synonyms([a], [b], rules.decision_synonym_similarity, embed)
+    if left:
+        return Difference("action", f"`{a.text}` vs `{b.text}`")
+    return None
 
 
 def _weight(tokens: list[Token]) -> int:
@@ -286,6 +405,65 @@ def _swap(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference |
     return None
 
 
+def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference | None:
+    """Terms that cross a relation word: before it in one request, after it in the other, both ways.
+
+    "from *React Native* to *Swift*" / "from *Swift* to *React Native*", "replace *our
+    recruiters* with *an RPO*" / "replace *an RPO* with *our recruiters*", "put *support*
+    under *sales*" / "put *sales* under *support*". Up to :attr:`Rules.window` content words
+    are read on each side, within the sentence; a term found on the same side in both
+    requests does not count, so a clause moved whole (a passive for an active) is no swap.
+    """
+    if ("by" in new.sequence) != ("by" in stored.sequence):
+        return None  # a passive for an active: "take over X" / "X be taken over by"
+    for i, a in enumerate(stored.tokens):
+        if a.lemma not in RELATIONS:
+            continue
+        before_s, after_s = _around(stored, i, rules.window)
+        for j, b in enumerate(new.tokens):
+            if b.lemma != a.lemma:
+                continue
+            before_n, after_n = _around(new, j, rules.window)
+            ahead = (before_s & after_n) - before_n
+            behind = (after_s & before_n) - after_n
+            if ahead and behind:
+                return Difference(
+                    "direction",
+                    f"`{sorted(ahead)[0]}` and `{sorted(behind)[0]}` trade places around `{a.text}`",
+                )
+    return None
+
+
+def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], frozenset[str]]:
+    """Lemmas of up to ``window`` content words before and after token ``i``, within its sentence."""
+    sentence = f.sentence_of[i] if f.sentence_of else 0
+    before = [
+        t.lemma
+        for k, t in enumerate(f.tokens[:i])
+        if t.content and t.lemma not in DISCOURSE and (not f.sentence_of or f.sentence_of[k] == sentence)
+    ][-window:]
+    after = [
+        t.lemma
+        for k, t in enumerate(f.tokens[i + 1 :], start=i + 1)
+        if t.content and t.lemma not in DISCOURSE and (not f.sentence_of or f.sentence_of[k] == sentence)
+    ][:window]
+    return frozenset(before), frozenset(after)
+
+
+def _valence_gap(spans: list[Span], rules: Rules) -> Difference | None:
+    """One word replaced by one far from it in VADER valence ("go *wrong*" / "go *right*")."""
+    for old, fresh in spans:
+        dropped, added = [t for t in old if t.content], [t for t in fresh if t.content]
+        if len(dropped) != 1 or len(added) != 1:
+            continue
+        a, b = dropped[0], added[0]
+        if a.lemma in DISCOURSE and b.lemma in DISCOURSE:
+            continue
+        if abs(valence(a.lemma) - valence(b.lemma)) >= rules.valence_gap:
+            return Difference("polarity", f"`{a.text}` vs `{b.text}`")
+    return None
+
+
 def _first_positions(f: TextFeatures) -> dict[str, int]:
     positions: dict[str, int] = {}
     for i, t in enumerate(f.tokens):
@@ -319,33 +497,116 @@ def _opposites(spans: list[Span]) -> Difference | None:
 # ---------------------------------------------------------------------- names and replaced words
 
 
-def _names(new: TextFeatures, stored: TextFeatures, spans: list[Span]) -> Difference | None:
-    names_new = [t for _, fresh in spans for t in fresh if t.entity and t.content and not _expands(t, stored)]
-    names_stored = [t for old, _ in spans for t in old if t.entity and t.content and not _expands(t, new)]
+def _names(spans: list[Span], covered: frozenset[int]) -> Difference | None:
+    names_new = [t for _, fresh in spans for t in fresh if t.entity and t.content and id(t) not in covered]
+    names_stored = [t for old, _ in spans for t in old if t.entity and t.content and id(t) not in covered]
     if names_new and names_stored:
         return Difference("actor", f"`{names_stored[0].text}` vs `{names_new[0].text}`")
     return None
 
 
-def _expands(token: Token, other: TextFeatures) -> bool:
-    if not token.entity:
-        return False
-    return _acronym_of(token, other)
+# ---------------------------------------------------------------------- abbreviations
+
+_NUMERONYM = re.compile(r"([^\W\d_])(\d+)([^\W\d_])")
 
 
-def _acronym_of(token: Token, other: TextFeatures) -> bool:
-    """Whether ``token`` is an acronym of words in ``other`` ("EU" / "European Union"), or the reverse."""
-    letters = token.text.replace(".", "")
-    if len(letters) >= 2 and letters.isupper():
-        words = [t.text for t in other.tokens if t.text[:1].isupper()]
-        initials = "".join(w[0] for w in words)
-        return letters in initials
-    # a word of an expansion ("European") against the acronym in the other request ("EU")
-    return any(
-        len(t.text) >= 2 and t.text.isupper() and token.text[:1] in t.text and not t.lemmas & token.lemmas
-        for t in other.tokens
-        if t.entity
-    )
+def _abbreviations(new: TextFeatures, stored: TextFeatures) -> frozenset[int]:
+    """The tokens (by ``id``) of an abbreviation in one request and its expansion in the other.
+
+    Three forms: an initialism ("ER" / "emergency room", "SaaS" /
+    "software-as-a-service", "EOY" / "end of the year": the initials of
+    consecutive words, function words optional); a numeronym ("k8s" /
+    "Kubernetes": first and last letter, the count between); a clipping
+    ("Eng" / "Engineering", "org" / "organization": the whole shorter word
+    begins the longer, at least two letters longer, not a compound name such
+    as "Java" / "JavaScript").
+    """
+    covered: set[int] = set()
+    for short, long in ((new, stored), (stored, new)):
+        for token in short.tokens:
+            if not token.content or token.lemmas & long.words:
+                continue
+            run = _expansion(token, long)
+            if run:
+                covered.add(id(token))
+                covered.update(id(t) for t in run)
+    return frozenset(covered)
+
+
+def _expansion(token: Token, other: TextFeatures) -> list[Token]:
+    text = token.text
+    numeronym = _NUMERONYM.fullmatch(text)
+    if numeronym is not None:
+        first, count, last = numeronym.group(1).lower(), int(numeronym.group(2)), numeronym.group(3).lower()
+        return [
+            t
+            for t in other.tokens
+            if len(t.text) == count + 2 and t.text[0].lower() == first and t.text[-1].lower() == last
+        ][:1]
+    code = _CODE.fullmatch(text)
+    if code is not None:  # "Q3" / "third quarter", "H1" / "first half", "F500" / "Fortune 500"
+        return _spelled_code(code.group(1).lower(), code.group(2), other.tokens)
+    letters = text.replace(".", "")
+    if len(letters) > 2 and letters.endswith("s") and letters[:-1].isupper():
+        letters = letters[:-1]  # "VMs", "SSDs"
+    if 2 <= len(letters) <= 6 and letters.isalpha() and sum(ch.isupper() for ch in letters) >= 2:
+        return _initialism(letters.lower(), other.tokens)
+    if len(text) >= 3 and text.isalpha():
+        lower = text.lower()
+        for t in other.tokens:
+            rest = t.text[len(text) :]
+            if t.content and len(rest) >= 2 and t.text.lower().startswith(lower) and not rest[0].isupper():
+                return [t]
+    return []
+
+
+_CODE = re.compile(r"([^\W\d_]{1,2})(\d+)")
+
+
+def _spelled_code(letter: str, digits: str, tokens: Sequence[Token]) -> list[Token]:
+    """Two adjacent tokens: a word starting with ``letter`` and the number or ordinal ``digits``."""
+    values = {
+        repr(float(digits)),
+        f"{int(digits)}st",
+        f"{int(digits)}nd",
+        f"{int(digits)}rd",
+        f"{int(digits)}th",
+    }
+    for first, second in zip(tokens, tokens[1:], strict=False):
+        for word, number in ((first, second), (second, first)):
+            if (
+                number.number
+                and number.lemma in values
+                and (word.content or word.unit)
+                and word.text.lower().startswith(letter)
+            ):
+                return [first, second]
+    return []
+
+
+def _initialism(letters: str, tokens: Sequence[Token]) -> list[Token]:
+    """The first run of ``tokens`` whose initials spell ``letters`` (function words may be skipped)."""
+    for start, token in enumerate(tokens):
+        if token.content and token.text[:1].lower() == letters[0]:
+            run = _initials_from(letters, tokens, start)
+            if run is not None:
+                return run
+    return []
+
+
+def _initials_from(letters: str, tokens: Sequence[Token], i: int) -> list[Token] | None:
+    if not letters:
+        return []
+    if i >= len(tokens) or tokens[i].number or tokens[i].negation:
+        return None
+    token = tokens[i]
+    if token.text[:1].lower() == letters[0]:
+        rest = _initials_from(letters[1:], tokens, i + 1)
+        if rest is not None:
+            return [token, *rest]
+    if token.lemma in FUNCTION_WORDS and i > 0:
+        return _initials_from(letters, tokens, i + 1)
+    return None
 
 
 def _edits(spans: list[Span], rules: Rules, embed: Embed | None, *, decision: bool) -> Difference | None:
@@ -358,7 +619,8 @@ def _edits(spans: list[Span], rules: Rules, embed: Embed | None, *, decision: bo
         dropped = [t for t in old if t.content and t.lemma not in DISCOURSE]
         added = [t for t in fresh if t.content and t.lemma not in DISCOURSE]
         if dropped and added:
-            left_dropped, left_added = _without_synonyms(dropped, added, rules, embed)
+            cutoff = rules.decision_synonym_similarity if decision else rules.synonym_similarity
+            left_dropped, left_added = _without_synonyms(dropped, added, cutoff, embed)
             if left_dropped and left_added:
                 a, b = left_dropped[0], left_added[0]
                 return Difference(_kind(a, b), f"`{a.text}` vs `{b.text}`")
@@ -384,15 +646,23 @@ def _restricts(content: list[Token], span: list[Token]) -> bool:
 
 
 def _without_synonyms(
-    dropped: list[Token], added: list[Token], rules: Rules, embed: Embed | None
+    dropped: list[Token], added: list[Token], cutoff: float, embed: Embed | None
 ) -> tuple[list[Token], list[Token]]:
-    """The replaced words left once each word with a synonym on the other side is set aside."""
+    """The replaced words left once each word with a synonym on the other side is set aside.
+
+    A synonym is a word at cosine ``cutoff`` or more (each word embedded alone).
+
+    Names are never synonyms: "Android" and "iOS" embed close, and are other products.
+    """
     if embed is None:
         return dropped, added
-    vectors = np.asarray(embed([t.text.lower() for t in dropped + added]), dtype=np.float32)
+    # one word a call: the embedder keeps the vectors of single texts, so a word is run once
+    vectors = np.vstack([np.asarray(embed([t.text.lower()]), dtype=np.float32) for t in dropped + added])
     similarity = vectors[: len(dropped)] @ vectors[len(dropped) :].T
-    keep_dropped = [t for i, t in enumerate(dropped) if similarity[i].max() < rules.synonym_similarity]
-    keep_added = [t for j, t in enumerate(added) if similarity[:, j].max() < rules.synonym_similarity]
+    names = np.array([t.entity for t in dropped])[:, None] | np.array([t.entity for t in added])[None, :]
+    similarity = np.where(names, -1.0, similarity)
+    keep_dropped = [t for i, t in enumerate(dropped) if similarity[i].max() < cutoff]
+    keep_added = [t for j, t in enumerate(added) if similarity[:, j].max() < cutoff]
     return keep_dropped, keep_added
 
 

@@ -24,8 +24,9 @@ them on the spend row's decision, and ``budgetgraph cache eval`` counts them
 per category of labelled pair.
 
 The constants were fitted on ``bench/data/decision_pairs/train.jsonl`` and
-checked on ``paraphrase_pairs.jsonl`` and QQP (``budgetgraph cache eval``; see
-``bench/cache_bench.py``); the decision holdout was only scored.
+``extra_train.jsonl`` and checked on ``paraphrase_pairs.jsonl`` and QQP
+(``budgetgraph cache eval``; see ``bench/cache_bench.py``); ``holdout.jsonl``
+and ``extra_holdout.jsonl`` were only scored.
 """
 
 from __future__ import annotations

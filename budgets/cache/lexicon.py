@@ -35,7 +35,7 @@ from functools import lru_cache
 CLOSED_CLASSES: Mapping[str, frozenset[str]] = {
     "DET": frozenset(
         "a an the this that these those each every any some all both either neither no another such "
-        "what which whatever whichever".split()
+        "what which whatever whichever much many several few".split()
     ),
     "PRON": frozenset(
         "i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his "
@@ -53,7 +53,9 @@ CLOSED_CLASSES: Mapping[str, frozenset[str]] = {
         "might must shall should will would ought".split()
     ),
     "CCONJ": frozenset("and or but nor so yet plus".split()),
-    "SCONJ": frozenset("if whether because although though while when where unless once how why".split()),
+    "SCONJ": frozenset(
+        "if whether because although though while when where unless once how why given".split()
+    ),
     "PART": frozenset("not to 's".split()),
 }
 """Universal Dependencies' closed classes for English (determiners, pronouns, adpositions,
@@ -126,15 +128,40 @@ OPPOSITE_PREFIXES: tuple[tuple[str, str, str], ...] = (
 MIN_STEM = 4
 """Shortest stem an opposite prefix is read on ("in"/"out" + "side" passes; "un" + "it" does not)."""
 
-DISCOURSE: frozenset[str] = frozenset(
-    "please kindly thank thanks honestly quick question tell know think wonder opinion view idea good "
-    "wise sensible sense make worth advisable advise recommend recommendation right correct best way "
-    "actually currently basically really just".split()
+FRAMING: frozenset[str] = frozenset(
+    "consider assess decide determine evaluate weigh identify estimate call whether".split()
+)
+"""Lemmas of the imperative and deliberative forms of a decision request ("assess whether we
+should", "we are considering", "make a call on whether to", "identify the risks"): they
+recast the request without changing the decision asked for."""
+
+DISCOURSE: frozenset[str] = (
+    frozenset(
+        "please kindly thank thanks honestly quick question tell know think wonder opinion view idea good "
+        "wise sensible sense make worth advisable advise recommend recommendation right correct best way "
+        "actually currently basically really just".split()
+    )
+    | FRAMING
 )
 """Lemmas that recast a request without changing it: politeness ("could you tell me",
 "please"), and the sentence forms of "should we" ("is it a good idea to", "would it be
 wise to", "does it make sense to", "what is the best way to"). A span made only of these
 and function words is filler, not a qualifier."""
+
+PHATIC: frozenset[str] = frozenset(
+    "hi hello hey dear greeting morning afternoon evening team folks everyone sorry bother apologize "
+    "apology thank thanks appreciate grateful hope well fine follow following earlier note check "
+    "checking wonder wondering question quick one moment time advance advise let know input thought "
+    "feedback ask curious mind again reminder ping".split()
+)
+"""Lemmas of phatic talk: greetings, thanks, apologies, follow-ups and requests for an opinion
+("Hi team, quick question:", "Thanks in advance.", "Following up on my earlier note:",
+"Let me know what you think."). Only a whole sentence or clause of these, function words and
+:data:`DISCOURSE` words is filler (``budgetgraph.budgets.cache.text.features`` drops it);
+alone, "check" or "team" can carry a decision."""
+
+GREETINGS: frozenset[str] = frozenset("hi hello hey dear greetings morning".split())
+"""Words that open a greeting clause, which may name its addressee ("Hi Sam,", "Hello team,")."""
 
 _LEXICON_LOCK = threading.Lock()
 _VALENCE: dict[str, float] | None = None
@@ -190,11 +217,12 @@ def analyse(word: str) -> tuple[str, frozenset[str], frozenset[str]]:
 
     found = getAllLemmas(lower)
     lemmas = {lemma.lower() for forms in found.values() for lemma in forms}
+    closed = set(tags)
     if not tags:
         tags = set(found)
     canonical = lower
     for tag in ("VERB", "NOUN", "ADJ", "ADV"):
-        if tag in found:
+        if tag in found and not closed - {"AUX"}:  # "given" (SCONJ) stays itself; "is" (AUX) is "be"
             canonical = found[tag][0].lower()
             break
     return canonical, frozenset(lemmas | {lower, canonical}), frozenset(tags or {"X"})
@@ -240,9 +268,12 @@ def opposite_valence(a: str, b: str) -> bool:
 __all__ = [
     "CLOSED_CLASSES",
     "DISCOURSE",
+    "FRAMING",
     "FUNCTION_WORDS",
+    "GREETINGS",
     "NEGATIONS",
     "OPPOSITE_PREFIXES",
+    "PHATIC",
     "RELATIONS",
     "RELATION_OPPOSITES",
     "analyse",

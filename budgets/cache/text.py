@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from budgetgraph.budgets.cache.lexicon import FUNCTION_WORDS, NEGATIONS, analyse
+from budgetgraph.budgets.cache.lexicon import DISCOURSE, FUNCTION_WORDS, GREETINGS, NEGATIONS, PHATIC, analyse
 
 _SPACE = re.compile(r"\s+")
 _TOKEN = re.compile(
@@ -31,32 +31,38 @@ _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SENTENCE_START = '.?!:;"(\n*-'
 
 NUMBER_WORDS: Mapping[str, str] = {
-    "zero": "0",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-    "eleven": "11",
-    "twelve": "12",
-    "fifteen": "15",
-    "twenty": "20",
-    "thirty": "30",
-    "forty": "40",
-    "fifty": "50",
+    **{
+        word: str(value)
+        for value, word in enumerate(
+            "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+            "sixteen seventeen eighteen nineteen".split()
+        )
+        if word != "_"
+    },
+    **{
+        word: str(10 * tens)
+        for tens, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)
+    },
+    "dozen": "12",
     "hundred": "100",
     "thousand": "1000",
     "million": "1000000",
     "billion": "1000000000",
-    "first": "1st",
-    "second": "2nd",
-    "third": "3rd",
-    "fourth": "4th",
-    "fifth": "5th",
+    **{
+        word: f"{value}{suffix}"
+        for value, word, suffix in (
+            (1, "first", "st"),
+            (2, "second", "nd"),
+            (3, "third", "rd"),
+            (4, "fourth", "th"),
+            (5, "fifth", "th"),
+            (6, "sixth", "th"),
+            (7, "seventh", "th"),
+            (8, "eighth", "th"),
+            (9, "ninth", "th"),
+            (10, "tenth", "th"),
+        )
+    },
     "last": "last",
     "half": "0.5",
     "double": "x2",
@@ -93,10 +99,25 @@ UNITS: Mapping[str, str] = {
     **dict.fromkeys(("usd", "dollar", "$"), "USD"),
     **dict.fromkeys(("eur", "euro", "€"), "EUR"),
     **dict.fromkeys(("gbp", "pound", "£"), "GBP"),
-    **dict.fromkeys(("percent", "%"), "%"),
+    **dict.fromkeys(("percent", "pct", "%"), "%"),
+    **dict.fromkeys(("ft", "foot", "feet"), "ft"),
 }
 """Unit lemmas right after a number, and the unit they name: "200 ms" is not "200 s",
-and "4 months" is not "4 weeks". Units of time, size, money and share."""
+and "4 months" is not "4 weeks". Units of time, size, money, share and length."""
+
+SECONDS: Mapping[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "day": 86400.0,
+    "week": 7 * 86400.0,
+    "month": 365.25 * 86400.0 / 12,
+    "quarter": 365.25 * 86400.0 / 4,
+    "year": 365.25 * 86400.0,
+}
+"""Each unit of time in seconds (a month is a twelfth of a Julian year), so that "36 months"
+and "3 years", or "90 minutes" and "1.5 hours", are the same amount."""
 
 
 def normalize(text: str) -> str:
@@ -174,7 +195,12 @@ class Token:
     @property
     def content(self) -> bool:
         """True for a word that can carry the decision: not a function word, number or negation."""
-        return not (self.number or self.negation or self.lemma in FUNCTION_WORDS)
+        return not (self.number or self.negation or self.unit or self.lemma in FUNCTION_WORDS)
+
+    @property
+    def unit(self) -> bool:
+        """True for a unit written right after a number ("4 *months*", "49 *USD*")."""
+        return "UNIT" in self.tags
 
 
 @dataclass(frozen=True)
@@ -192,6 +218,12 @@ class TextFeatures:
         entities: Lemmas of the name tokens.
         entity_forms: ``(lemma, as written)`` for each name, for messages.
         quantities: ``(number, unit)`` for each number followed by a unit.
+        sentence_of: The sentence (0, 1, ...) of each token.
+        request: Whether the text asks something of its reader: a question mark, or a
+            first person ("we", "our", "me"), as requests to an assistant have; a
+            statement ("The method returns a table.") has neither.
+        amounts: Each number as an amount: a duration in seconds ("36 months" and
+            "3 years" give the same), else its canonical value; sorted.
     """
 
     tokens: tuple[Token, ...]
@@ -204,6 +236,9 @@ class TextFeatures:
     entities: frozenset[str]
     entity_forms: tuple[tuple[str, str], ...]
     quantities: frozenset[tuple[str, str]] = frozenset()
+    amounts: tuple[str, ...] = ()
+    sentence_of: tuple[int, ...] = ()
+    request: bool = True
 
 
 @lru_cache(maxsize=8192)
@@ -228,15 +263,8 @@ def features(text: str) -> TextFeatures:
                 if previous is not None and previous.number and raw.lower() in MULTIPLIERS:
                     scaled = _scale(previous.lemma, MULTIPLIERS[raw.lower()])
                     if scaled is not None:  # "2 million" is one number
-                        tokens[-1] = Token(
-                            previous.text + " " + raw,
-                            scaled,
-                            frozenset({scaled}),
-                            previous.tags,
-                            False,
-                            previous.start,
-                        )
-                        forms[scaled] = previous.text + " " + raw
+                        tokens[-1] = _merged(previous, raw, scaled)
+                        forms[scaled] = tokens[-1].text
                         continue
                 lemma, lemmas, tags = value, frozenset({value}), frozenset({"NUM"})
                 forms.setdefault(value, raw)
@@ -249,16 +277,36 @@ def features(text: str) -> TextFeatures:
                 lemma, lemmas, tags = value, frozenset({value}), frozenset({"NUM"})
                 forms.setdefault(value, raw)
                 quantities.add((value, UNITS[joined.group(2).lower()]))
-            elif len(raw) >= 2 and raw.isupper() and raw.isalpha():
-                lemma, lemmas, tags = raw, frozenset({raw}), frozenset({"PROPN"})  # "US" is no pronoun
             else:
-                lemma, lemmas, tags = analyse(raw)
-                if previous is not None and previous.number and lemma in UNITS:
-                    quantities.add((previous.lemma, UNITS[lemma]))
+                if len(raw) >= 2 and raw.isupper() and raw.isalpha():
+                    lemma, lemmas, tags = raw, frozenset({raw}), frozenset({"PROPN"})  # "US" is no pronoun
+                elif (
+                    clitic := raw.lower().replace("’", "'").split("'")[0]
+                ) in FUNCTION_WORDS and clitic != raw.lower():
+                    lemma, lemmas, tags = analyse(clitic)  # "we're", "I'd", "it's"
+                else:
+                    lemma, lemmas, tags = analyse(raw)
+                unit = UNITS.get(lemma.lower()) or UNITS.get(raw.lower())
+                if previous is not None and previous.number and unit is not None:
+                    quantities.add((previous.lemma, unit))
+                    if unit == "%" and not previous.lemma.endswith("%"):  # "ten percent" is "10%"
+                        share = previous.lemma + "%"
+                        tokens[-1] = _merged(previous, raw, share)
+                        forms[share] = tokens[-1].text
+                        continue
+                    tags = frozenset({"UNIT"})
                 elif lemma == "no" and index == 0 and text[match.end() : match.end() + 1] in ",.!":
                     lemma, lemmas = "no,", frozenset({"no,"})  # "No, ..." opening an answer is no negation
         entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
+    tokens = _without_filler(text, tokens)
+    sentence_of: list[int] = []
+    end = 0
+    for token in tokens:
+        sentence_of.append(
+            (sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(text[end : token.start]))
+        )
+        end = token.start + len(token.text)
     numbers = sorted(t.lemma for t in tokens if t.number)
     entities = {t.lemma: t.text for t in tokens if t.entity and t.content}
     return TextFeatures(
@@ -272,7 +320,81 @@ def features(text: str) -> TextFeatures:
         entities=frozenset(entities),
         entity_forms=tuple(sorted(entities.items())),
         quantities=frozenset(quantities),
+        sentence_of=tuple(sentence_of),
+        request="?" in text or any(t.lemma in FIRST_PERSON for t in tokens),
+        amounts=tuple(
+            sorted(
+                _amount(t, tokens[i + 1] if i + 1 < len(tokens) else None)
+                for i, t in enumerate(tokens)
+                if t.number
+            )
+        ),
     )
+
+
+def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
+    """``tokens`` less the clauses that are phatic talk or sentence framing only.
+
+    A clause runs to the next comma, colon or sentence end. It is filler when it
+    has a :data:`~budgetgraph.budgets.cache.lexicon.PHATIC` or
+    :data:`~budgetgraph.budgets.cache.lexicon.DISCOURSE` word and otherwise only
+    function words ("Thanks in advance.", "Quick question:", "Good idea?"), or
+    when it is a short greeting ("Hi Sam,"). A clause with a number, a negation
+    or a name (outside a greeting) is never filler; nor is the last clause left.
+    """
+    clauses: list[list[Token]] = []
+    end = 0
+    for token in tokens:
+        if not clauses or not _CLAUSE_END.isdisjoint(text[end : token.start]):
+            clauses.append([])
+        clauses[-1].append(token)
+        end = token.start + len(token.text)
+    kept = [c for c in clauses if not _filler(c)]
+    if len(kept) == len(clauses) or not kept:
+        return tokens
+    return [t for c in kept for t in c]
+
+
+_CLAUSE_END = frozenset(",.?!:;")
+_SENTENCE_END = frozenset(".?!;")
+
+FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
+"""Pronouns of the first person: a text with one speaks for its writer (a request, not a statement)."""
+
+
+def _filler(clause: list[Token]) -> bool:
+    if clause[0].lemma in GREETINGS and len(clause) <= 3 and not any(t.number or t.negation for t in clause):
+        return True
+    talk = [t for t in clause if _talk(t)]
+    return bool(talk) and all(
+        (_talk(t) or _function(t)) and not (t.number or t.negation or t.entity) for t in clause
+    )
+
+
+def _talk(token: Token) -> bool:
+    return bool(token.lemmas & PHATIC or token.lemmas & DISCOURSE)
+
+
+def _function(token: Token) -> bool:
+    """A function word, also with a clitic ("you're", "I'd")."""
+    lower = token.text.lower().replace("’", "'")
+    return token.lemma in FUNCTION_WORDS or lower.split("'")[0] in FUNCTION_WORDS
+
+
+def _merged(previous: Token, raw: str, value: str) -> Token:
+    """``previous`` (a number) joined with the word after it into one number token."""
+    return Token(previous.text + " " + raw, value, frozenset({value}), previous.tags, False, previous.start)
+
+
+def _amount(number: Token, after: Token | None) -> str:
+    """A number's amount: in seconds when a unit of time follows it, else its canonical value."""
+    unit = UNITS.get(after.lemma) if after is not None and after.unit else None
+    if unit in SECONDS:
+        try:
+            return f"{round(float(number.lemma) * SECONDS[unit], 3)!r} s"
+        except ValueError:
+            pass
+    return number.lemma
 
 
 def _scale(value: str, factor: float) -> str | None:
@@ -291,10 +413,10 @@ def _is_entity(text: str, start: int, token: str) -> bool:
         return True
     if any(ch.isdigit() for ch in token) and any(ch.isalpha() for ch in token):
         return True  # Q3, FY25, GPT-4o, S3
+    if any(ch.isupper() for ch in token[1:]):
+        return True  # iOS, eBay, SaaS
     if not token[0].isupper():
         return False
-    if any(ch.isupper() for ch in token[1:]):
-        return True
     before = text[:start].rstrip()
     return not (before == "" or before[-1] in _SENTENCE_START)
 
@@ -302,6 +424,7 @@ def _is_entity(text: str, start: int, token: str) -> bool:
 __all__ = [
     "MULTIPLIERS",
     "NUMBER_WORDS",
+    "SECONDS",
     "UNITS",
     "TextFeatures",
     "Token",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from budgetgraph.budgets.cache import Guard
@@ -172,3 +173,127 @@ def test_two_candidates_almost_equally_near_make_the_lookup_ambiguous():
 def test_without_the_guard_only_the_threshold_counts():
     verdict = Guard(enabled=False).judge("learn Java", "learn Python", 0.80, 0.78)
     assert verdict.accepted
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Should we rewrite the mobile app from native Swift and Kotlin to React Native?",
+            "Should we rewrite the mobile app from React Native to native Swift and Kotlin?",
+            "direction",
+        ),
+        (
+            "Should we replace our RPO provider with in-house recruiters?",
+            "Should we replace our in-house recruiters with an RPO provider?",
+            "direction",
+        ),
+        (
+            "Should the sales org be placed under customer success?",
+            "Does it make sense to put the customer success team under the sales org?",
+            "direction",
+        ),
+        (
+            "Walk me through what could go right with a five-year deal with our cocoa supplier.",
+            "Walk me through what could go wrong with a five-year deal with our cocoa supplier.",
+            "polarity",
+        ),
+        (
+            "Can our two support agents handle 400 tickets a day?",
+            "Can our two support agents handle 400 tickets a week?",
+            "quantity",
+        ),
+        (
+            "Can we migrate 500 TB of customer files to S3 this weekend?",
+            "Can we migrate 500 GB of customer files to S3 this weekend?",
+            "quantity",
+        ),
+        (
+            "Should we train two store managers on the new POS?",
+            "Should we train a dozen store managers on the new POS?",
+            "quantity",
+        ),
+        ("Should we keep log data for 6 years?", "Should we keep log data for 6 months?", "quantity"),
+        (
+            "Is it worth selling the Tulsa warehouse before the lease review?",
+            "Should we buy the Tulsa warehouse outright before the lease review?",
+            "action",
+        ),
+    ],
+)
+def test_swaps_of_several_words_rates_and_one_sided_valence_are_refused(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.97, 0.78)
+    assert not verdict.accepted
+    assert verdict.category == category, verdict.reason
+
+
+def test_other_names_are_never_synonyms_however_close_they_embed():
+    def everything_alike(texts):
+        return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+    verdict = GUARD.judge(
+        "Should we move the iOS team to a weekly release cadence?",
+        "Should we move the Android team to a weekly release cadence?",
+        0.97,
+        0.78,
+        embed=everything_alike,
+    )
+    assert not verdict.accepted and verdict.category == "actor"
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Hi team, quick question: should we cap overtime at the Reno warehouse? Thanks in advance.",
+            "Should we cap overtime at the Reno warehouse?",
+        ),
+        (
+            "I'd really appreciate your view: should we raise our Series B now or wait?",
+            "Should we raise our Series B now or wait?",
+        ),
+        (
+            "We're considering converting our contractors in Poland to employees. Good idea?",
+            "Should we convert our contractors in Poland to employees?",
+        ),
+        (
+            "Should our emergency room add a triage nurse on weekends?",
+            "Should our ER add a triage nurse on weekends?",
+        ),
+        (
+            "Should we adopt single sign-on for all our software-as-a-service tools?",
+            "Should we adopt SSO for all our SaaS tools?",
+        ),
+        ("Should we move our 30 microservices to Kubernetes?", "Should we move our 30 microservices to k8s?"),
+        (
+            "Should we migrate the orders database before the third quarter?",
+            "Should we migrate the orders database before Q3?",
+        ),
+        ("Is a ten percent discount too generous?", "Is a 10% discount too generous?"),
+        ("Should we commit to AWS for 3 years?", "Should we commit to AWS for 36 months?"),
+        ("Should we cap meetings at 90 minutes?", "Should we cap meetings at 1.5 hours?"),
+        ("Should we raise the Pro plan to 59 USD?", "Should we raise the Pro plan to $59?"),
+    ],
+)
+def test_filler_clauses_abbreviations_and_equal_amounts_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.97, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+def test_a_replaced_word_refuses_a_request_but_not_a_documentation_statement():
+    statement = GUARD.judge(
+        "Albumentations is a Python package for data augmentation.",
+        "Albumentations is a Python library for data augmentation.",
+        0.98,
+        0.78,
+    )
+    request = GUARD.judge(
+        "Should we adopt the package for data augmentation?",
+        "Should we adopt the library for data augmentation?",
+        0.98,
+        0.78,
+    )
+    assert statement.accepted, statement.reason
+    assert not request.accepted and request.category == "actor"
