@@ -68,6 +68,7 @@ def plan(
     task: str,
     constraints: Sequence[str],
     note: str | None = None,
+    all_constraints: Sequence[str] | None = None,
 ) -> Plan:
     """Frame the decision with a model (through ``session``) and plan one step per specialist.
 
@@ -75,8 +76,11 @@ def plan(
         session: The planner node's session with the gateway.
         gateway: For the tiers' models, prices, budgets and ledger.
         task: The decision to review.
-        constraints: Constraint texts.
+        constraints: The constraint texts the planner reads.
         note: The reviewer's note when this is a re-plan.
+        all_constraints: Every constraint text of the decision, the specialists'
+            too: the router scores the whole decision, as ``budgetgraph plan``
+            does (``None``: ``constraints``).
 
     Returns:
         The plan, with an estimate per step (see :func:`plan_steps`).
@@ -90,7 +94,8 @@ def plan(
     if note:
         content += REPLAN_NOTE_TEMPLATE.format(note=note)
     texts = list(constraints) + ([note] if note else [])
-    decision = gateway.estimator.score(task, constraints, note)
+    every = constraints if all_constraints is None else all_constraints
+    decision = gateway.estimator.score(task, every, note)
     tier, reason = gateway.estimator.planned_tier("planner", decision)
     brief = session.ask(
         [SystemMessage(PLANNER_SYSTEM), HumanMessage(content)],
@@ -108,6 +113,7 @@ def plan(
         thread_id=session.thread_id,
         tenant=session.tenant,
         history=session.history,
+        decision=decision,
     )
     if stop is not None:
         logger.info("Plan is infeasible and a cap says stop: %s", made.reason)
@@ -170,6 +176,7 @@ def plan_steps(
     tenant: str = "default",
     history: Sequence[ModelCall] = (),
     now: datetime | None = None,
+    decision: Complexity | None = None,
 ) -> tuple[Plan, BudgetExceededError | None]:
     """Plan one step per specialist within every budget (see the module docstring).
 
@@ -184,6 +191,8 @@ def plan_steps(
         tenant: Who pays (its window scopes).
         history: The run's calls so far, from its state (node and task spend).
         now: The current time (default: now, UTC).
+        decision: The decision's score, when the caller has it (default: scored
+            from ``task``, ``constraints`` and ``note``).
 
     Returns:
         The plan, and the error to raise when a ``stop`` cap makes it
@@ -196,7 +205,8 @@ def plan_steps(
     budget = gateway.estimator
     questions: dict[str, list[str]] = {"cto": brief.cto_questions, "coo": brief.coo_questions}
     figures = bool(_FIGURES.search(" ".join([task, *constraints])))
-    decision = budget.score(task, constraints, note)  # quality priors depend on it, routed or not
+    if decision is None:  # quality priors depend on it, routed or not
+        decision = budget.score(task, constraints, note)
     score = decision.score
     planner_ran = any(c["node"] == "planner" for c in history)
     # A planner that has run spent already (in ``history``, so in every cap's room);

@@ -343,6 +343,10 @@ class _Nodes:
                 **settings_update,
             }
         general = [c["text"] for c in constraints_for("planner", constraints)]
+        # The router scores, and every node's cache lookup compares, the whole decision: a
+        # constraint only the CTO reads still makes the COO's lookup miss (a hit lost, never a
+        # wrong one), and one embedding per run serves them all.
+        every = [c["text"] for c in constraints]
         session = self._session(
             "planner",
             state.get("spend", []),
@@ -350,10 +354,15 @@ class _Nodes:
             tenant,
             recorded,
             state.get("deferred"),
-            subject=decision_subject(task, general, note),
+            subject=decision_subject(task, every, note),
         )
         made = agents.plan(
-            session, self._gateway(runtime, recorded), task=task, constraints=general, note=note
+            session,
+            self._gateway(runtime, recorded),
+            task=task,
+            constraints=general,
+            note=note,
+            all_constraints=every,
         )
         return {
             **settings_update,
@@ -378,7 +387,7 @@ class _Nodes:
             state.get("tenant"),
             recorded,
             state.get("deferred"),
-            subject=decision_subject(state["task"], constraints, plan.replan_note),
+            subject=decision_subject(state["task"], _texts(state), plan.replan_note),
         )
         analysis = agents.analyze(session, step, plan, task=state["task"], constraints=constraints)
         inputs = _specialist_inputs(step.node, state)

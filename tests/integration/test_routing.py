@@ -208,3 +208,22 @@ def test_each_tier_off_the_default_carries_its_reason_on_the_spend_row(
             if row["tier"] != "standard":  # models.yaml's default_tier
                 (why,) = [d for d in row["decisions"] if d["plugin"] == "plan"]
                 assert why["reason"].startswith("decision score ") and why["reason"].endswith(row["tier"])
+
+
+def test_a_risk_named_only_in_a_technical_constraint_is_scored_alike_by_plan_and_run(
+    tmp_path, openai_server: FakeOpenAIServer
+):
+    # The planner's prompt reads general constraints only; the router scores the whole decision.
+    task = "Should we switch the team chat tool to the vendor our new CTO likes?"
+    risk = "the new tool would store every patient record on its servers, with no encryption at rest"
+    args = routed_files(tmp_path, openai_server)
+
+    _, bare = cli_json("plan", task, *args)
+    code, plan = cli_json("plan", task, "--constraint", risk, *args)
+    run_code, report = cli_json("run", task, "--constraint", risk, "--review-threshold", "6", *args)
+
+    assert code == 0 and run_code == 0
+    planned = {s["node"]: s["tier"] for s in plan["steps"]}
+    assert planned["reconcile"] == "premium" != {s["node"]: s["tier"] for s in bare["steps"]}["reconcile"]
+    assert {s["node"]: s["tier"] for s in report["plan"]["steps"]} == planned
+    assert {row["node"]: row["tier"] for row in report["spend"]["nodes"]} == planned
