@@ -1,13 +1,15 @@
 """What budgetgraph adds per model call over a bare LangGraph graph making the same calls.
 
 Both graphs run planner -> (cto, coo in parallel) -> reconcile against one
-local OpenAI-compatible server that answers at once, with the same structured
+local OpenAI-compatible server that answers at once (in a process of its own), with the same structured
 outputs (``PlanBrief``, ``Analysis``, ``Reconciliation``) through
 ``langchain-openai``, and an in-memory checkpointer. The bare graph calls
 ``ChatOpenAI(...).with_structured_output`` in each node; budgetgraph runs
 ``build_graph`` (gateway, router, limits on the default SQLite ledger, plans
 and spend rows; cache and telemetry off). Runs alternate, and the difference
-of the medians over the four calls of a run is the overhead per call.
+of the medians over the four calls of a run is the overhead per call; the
+median of each round's difference is printed beside it (steadier on a busy
+machine, where the two medians drift apart).
 
 With ``--cache`` a third graph runs beside them: budgetgraph with the
 semantic cache on (``router -> cache -> limits``, the ``disk`` store under a
@@ -31,13 +33,17 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import multiprocessing
 import operator
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -134,6 +140,37 @@ def bare_graph(base_url: str) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
+def _serve(conn: Connection) -> None:
+    """The child process: run the fake server, send its URL, answer request counts until told to stop."""
+    with FakeOpenAIServer() as server:
+        conn.send(server.base_url)
+        while conn.recv() == "count":
+            conn.send(len(server.chat_requests()))
+
+
+@contextlib.contextmanager
+def served() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A fake OpenAI server in a process of its own: its base URL, and a count of its chat requests.
+
+    A model server is another process; in this one, its threads would take the GIL
+    from both graphs' threads and time them both (the bare graph's median was 10 ms a
+    run longer that way).
+    """
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=_serve, args=(theirs,), daemon=True)
+    child.start()
+    try:
+
+        def requests() -> int:
+            ours.send("count")
+            return int(ours.recv())
+
+        yield str(ours.recv()), requests
+    finally:
+        ours.send("stop")
+        child.join(timeout=10)
+
+
 def tasks(count: int, *, distinct: bool) -> list[str]:
     """``count`` tasks: :data:`TASK` each time, or the first ``count`` decisions of :data:`DECISIONS`."""
     if not distinct:
@@ -154,11 +191,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["OTEL_SDK_DISABLED"] = "true"
     home = Path.cwd()
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer() as server:
+    with tempfile.TemporaryDirectory() as tmp, served() as (base_url, requests):
         folder = Path(tmp)
         os.chdir(folder)  # the cache's disk store lives under the working directory
         try:
-            models = load_models(write_models(folder / "models.yaml", server.base_url))
+            models = load_models(write_models(folder / "models.yaml", base_url))
 
             def gateway(chain: tuple[str, ...], ledger: str, *, cache: bool) -> Gateway:
                 return Gateway(
@@ -170,7 +207,7 @@ def main() -> None:
                 )
 
             graphs: dict[str, Any] = {
-                "bare": bare_graph(server.base_url),
+                "bare": bare_graph(base_url),
                 "budgetgraph": build_graph(
                     gateway=gateway(("router", "limits"), "ledger.sqlite", cache=False),
                     checkpointer=InMemorySaver(),
@@ -191,12 +228,12 @@ def main() -> None:
             def run(name: str, task: str, i: int) -> None:
                 if args.cache and name != "bare":  # the decision is new to this run's scorer
                     decision.EMBEDDING_STATE = decision.DecisionEmbedding(lambda: embedder)
-                before = len(server.chat_requests())
+                before = requests()
                 started = time.perf_counter()
                 state = graphs[name].invoke({"task": task}, {"configurable": {"thread_id": f"{name}-{i}"}})
                 timed[name].append(time.perf_counter() - started)
                 if i >= 0:
-                    calls[name] += len(server.chat_requests()) - before
+                    calls[name] += requests() - before
                     if name == "budgetgraph+cache":
                         outcomes.update(str(row.get("cache")) for row in state.get("spend", []))
 
@@ -215,7 +252,11 @@ def main() -> None:
         line = f"{name + ':':19s} median {ms:6.1f} ms a run over {len(values)} runs, {per_run:.2f} calls each"
         if name != "bare":
             added = (ms - bare_ms) / CALLS
-            line += f"; ratio {ms / bare_ms:.2f}; added per model call: {added:.2f} ms"
+            paired = statistics.median(a - b for a, b in zip(values, timed["bare"], strict=True)) * 1000
+            line += (
+                f"; ratio {ms / bare_ms:.2f}; added per model call: {added:.2f} ms"
+                f" (median of the rounds' differences: {paired / CALLS:.2f} ms)"
+            )
         print(line)
     if args.cache:
         print("cache outcomes (spend rows): " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))

@@ -321,8 +321,7 @@ class CallRequest:
         """
         chars = self.prompt_chars() + len(schema_json(self.schema))
         chars += sum(len(text) for text in self._tool_call_texts())
-        for tool in self.tools:
-            chars += len(json.dumps(convert_to_openai_tool(tool)))
+        chars += sum(len(tool_json(tool)) for tool in self.tools)
         return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(self.messages)
 
     def count_input_tokens(self, model: str) -> int:
@@ -337,7 +336,7 @@ class CallRequest:
         """
         texts = [m.text for m in self.messages] + self._tool_call_texts()
         sent_tools = () if self.max_tool_calls == 0 else self.tools  # none are offered then
-        texts += [json.dumps(convert_to_openai_tool(tool)) for tool in sent_tools]
+        texts += [tool_json(tool) for tool in sent_tools]
         counted = sum(count_tokens(text, model) for text in texts) + schema_tokens(self.schema, model)
         return counted + MESSAGE_OVERHEAD_TOKENS * len(self.messages) + REPLY_PRIMING_TOKENS
 
@@ -409,6 +408,21 @@ def from_journal(entry: Mapping[str, Any], request: CallRequest) -> CallResult:
         parse_error=entry.get("parse_error"),
         calls=[ModelCall(**c) for c in entry.get("calls", [])],  # type: ignore[typeddict-item]
     )
+
+
+_TOOL_JSON: dict[int, tuple[BaseTool, str]] = {}
+"""Tools' JSON by ``id``, each kept with its tool (so an id is never reused while it is here)."""
+
+
+def tool_json(tool: BaseTool) -> str:
+    """``tool``'s OpenAI tool definition as JSON, serialised once per tool object."""
+    found = _TOOL_JSON.get(id(tool))
+    if found is None or found[0] is not tool:
+        found = (tool, json.dumps(convert_to_openai_tool(tool)))
+        if len(_TOOL_JSON) >= 256:  # tools built per call: keep the memo small
+            _TOOL_JSON.clear()
+        _TOOL_JSON[id(tool)] = found
+    return found[1]
 
 
 @lru_cache(maxsize=512)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -588,7 +589,13 @@ def _author(session: NodeSession) -> str:
 
 def _source(source: str) -> str | None:
     """A loaded file's path as the run records it: absolute, or ``None`` for a packaged file."""
-    return None if source.startswith("<") else str(Path(source).resolve())
+    return None if source.startswith("<") else _resolved(source, os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(source: str, cwd: str) -> str:
+    """``source`` made absolute from ``cwd`` with links resolved (every node of every run asks)."""
+    return str((Path(cwd) / source).resolve())
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,9 @@ from budgetgraph.budgets.ledger.base import (
     ScopeTotals,
 )
 from budgetgraph.budgets.sqlite_tx import connect, immediate
+
+RECLAIM_EVERY_S = 1.0
+"""Least time (s) between two scans for expired reservations by one ledger object."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scopes (
@@ -88,6 +91,9 @@ class SqliteLedger(Ledger):
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._read_db: sqlite3.Connection | None = None
+        self._read_lock = threading.RLock()
+        self._reclaimed_at = float("-inf")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -104,6 +110,28 @@ class SqliteLedger(Ledger):
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._conn, self._lock)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads, held under its own lock.
+
+        A file gets a second, query-only connection: under WAL its reads never wait
+        for the writer's transactions (a parallel branch's reservation or settlement)
+        and see every committed one. ``:memory:`` has one connection, so reads share
+        the writer's.
+        """
+        if self.path == ":memory:":
+            with self._lock:
+                yield self._conn
+            return
+        with self._read_lock:
+            if self._read_db is None:
+                self._conn  # noqa: B018 - creates the file and its schema first
+                self._read_db = sqlite3.connect(
+                    self.path, timeout=60, isolation_level=None, check_same_thread=False
+                )
+                self._read_db.execute("PRAGMA query_only=1")
+            yield self._read_db
 
     def reserve(
         self,
@@ -131,10 +159,11 @@ class SqliteLedger(Ledger):
             rid = uuid.uuid4().hex
             key = None if attempt is None else f"{attempt[0]}#{rid}"
             reservation = Reservation(id=rid, scopes=scopes, charge=charge, attempt=key)
-            db.executemany("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", [(x,) for x in scopes])
             db.executemany(
-                "UPDATE scopes SET r_tokens = r_tokens + ?, r_micro_usd = r_micro_usd + ? WHERE scope = ?",
-                [(charge.tokens, charge.micro_usd, scope) for scope in scopes],
+                "INSERT INTO scopes (scope, r_tokens, r_micro_usd) VALUES (?, ?, ?) ON CONFLICT (scope)"
+                " DO UPDATE SET r_tokens = r_tokens + excluded.r_tokens,"
+                " r_micro_usd = r_micro_usd + excluded.r_micro_usd",
+                [(scope, charge.tokens, charge.micro_usd) for scope in scopes],
             )
             db.execute(
                 "INSERT INTO reservations VALUES (?, ?, ?, ?, ?)",
@@ -196,23 +225,23 @@ class SqliteLedger(Ledger):
 
     def totals_of(self, scopes: Sequence[str]) -> dict[str, ScopeTotals]:
         """See :meth:`Ledger.totals_of`: one query."""
-        with self._lock:
-            return _totals_of(self._conn, scopes)
+        with self._read() as db:
+            return _totals_of(db, scopes)
 
     def open_call(self, journal_key: str | None, scopes: Sequence[str]) -> CallStart:
-        """See :meth:`Ledger.open_call`: one read transaction."""
-        with self._lock:
-            db = self._conn
-            db.execute("BEGIN")
-            try:
-                journal = attempts = None
-                if journal_key is not None:
-                    row = db.execute("SELECT data FROM journal WHERE key = ?", (journal_key,)).fetchone()
-                    journal = json.loads(row[0]) if row else None
-                    attempts = _open_attempts(db, journal_key + "#")
-                totals = _totals_of(db, scopes)
-            finally:
-                db.execute("COMMIT")
+        """See :meth:`Ledger.open_call`: three reads.
+
+        Not one transaction: the journal entry and the attempts are this call's own
+        (nobody else writes them while it runs), and the totals guide the router;
+        the reservation reads them again in its write transaction.
+        """
+        with self._read() as db:
+            journal = attempts = None
+            if journal_key is not None:
+                row = db.execute("SELECT data FROM journal WHERE key = ?", (journal_key,)).fetchone()
+                journal = json.loads(row[0]) if row else None
+                attempts = _open_attempts(db, journal_key + "#")
+            totals = _totals_of(db, scopes)
         return CallStart(journal, attempts or [], totals)
 
     def finish_call(
@@ -237,8 +266,8 @@ class SqliteLedger(Ledger):
             query += " AND ts >= ?"
             args.append(since.astimezone(UTC).isoformat())
         args.append(max(0, min(limit, HISTORY_KEPT)))
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
     def prune_journal(self, thread_prefix: str) -> int:
@@ -280,14 +309,14 @@ class SqliteLedger(Ledger):
         if since is not None:
             query += " WHERE ts >= ?"
             args.append(since.astimezone(UTC).isoformat())
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY ts", args).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY ts", args).fetchall()
         return [{"scope": r[0], "limit": r[1], "threshold": r[2], "ts": r[3]} for r in rows]
 
     def journal_get(self, key: str) -> dict[str, Any] | None:
         """See :meth:`Ledger.journal_get`."""
-        with self._lock:
-            row = self._conn.execute("SELECT data FROM journal WHERE key = ?", (key,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT data FROM journal WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def journal_put(self, key: str, entry: dict[str, Any]) -> None:
@@ -310,8 +339,8 @@ class SqliteLedger(Ledger):
 
     def open_attempts(self, prefix: str = "") -> list[Attempt]:
         """See :meth:`Ledger.open_attempts`."""
-        with self._lock:
-            return _open_attempts(self._conn, prefix)
+        with self._read() as db:
+            return _open_attempts(db, prefix)
 
     def keep_unsettled(self, record: LedgerRecord, charge: Charge, scopes: Sequence[str]) -> None:
         """See :meth:`Ledger.keep_unsettled`."""
@@ -335,12 +364,16 @@ class SqliteLedger(Ledger):
         if tenant is not None:
             query += " AND tenant = ?"
             args.append(tenant)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY id", args).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id", args).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
+        with self._read_lock:
+            if self._read_db is not None:
+                self._read_db.close()
+                self._read_db = None
         with self._lock:
             if self._db is not None:
                 self._db.close()
@@ -348,29 +381,39 @@ class SqliteLedger(Ledger):
 
     @staticmethod
     def _drop(db: sqlite3.Connection, reservation_id: str) -> bool:
-        row = db.execute(
-            "SELECT scopes, tokens, micro_usd FROM reservations WHERE id = ?", (reservation_id,)
-        ).fetchone()
-        if row is None:  # already reclaimed as expired
+        rows = db.execute(
+            "DELETE FROM reservations WHERE id = ? RETURNING scopes, tokens, micro_usd", (reservation_id,)
+        ).fetchall()  # all of them: a RETURNING statement is done once its rows are read
+        if not rows:  # already reclaimed as expired
             return False
+        row = rows[0]
         db.executemany(
             "UPDATE scopes SET r_tokens = r_tokens - ?, r_micro_usd = r_micro_usd - ? WHERE scope = ?",
             [(row[1], row[2], scope) for scope in json.loads(row[0])],
         )
-        db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
         return True
 
     def _reclaim(self, db: sqlite3.Connection) -> None:
+        """Drop expired reservations, at most once every :data:`RECLAIM_EVERY_S` (in a write transaction).
+
+        A reservation expires after :data:`RESERVATION_TTL_S` (15 minutes): a second
+        more before its room comes back changes nothing, and a reservation that
+        finds none expired still pays a scan of the table.
+        """
+        now = time.monotonic()
+        if now - self._reclaimed_at < RECLAIM_EVERY_S:
+            return
+        self._reclaimed_at = now
         for (rid,) in db.execute("SELECT id FROM reservations WHERE expires < ?", (time.time(),)).fetchall():
             self._drop(db, rid)
 
 
 def _add_spend(db: sqlite3.Connection, scopes: Sequence[str], actual: Charge) -> None:
     unique = list(dict.fromkeys(scopes))
-    db.executemany("INSERT OR IGNORE INTO scopes (scope) VALUES (?)", [(x,) for x in unique])
     db.executemany(
-        "UPDATE scopes SET tokens = tokens + ?, micro_usd = micro_usd + ? WHERE scope = ?",
-        [(actual.tokens, actual.micro_usd, scope) for scope in unique],
+        "INSERT INTO scopes (scope, tokens, micro_usd) VALUES (?, ?, ?) ON CONFLICT (scope)"
+        " DO UPDATE SET tokens = tokens + excluded.tokens, micro_usd = micro_usd + excluded.micro_usd",
+        [(scope, actual.tokens, actual.micro_usd) for scope in unique],
     )
 
 

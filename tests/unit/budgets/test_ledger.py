@@ -103,6 +103,7 @@ def test_expired_reservations_are_reclaimed(ledger: Ledger, monkeypatch: pytest.
     import budgetgraph.budgets.ledger.sqlite as sqlite_mod
 
     monkeypatch.setattr(sqlite_mod, "RESERVATION_TTL_S", -1.0)
+    monkeypatch.setattr(sqlite_mod, "RECLAIM_EVERY_S", 0.0)  # SQLite scans at most once a second
     monkeypatch.setattr(redis_mod, "RESERVATION_TTL_S", -1.0)
     ledger.reserve(Charge(0, 100), [], [CAP])  # its process "died"
 
