@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from budgetgraph.budgets.caps import Room, StepOption, over
+from budgetgraph.budgets.caps import Room, StepOption, fits, over
 
 
 def _rank(steps: Sequence[StepOption], quality_per_usd: float) -> tuple[float, int, int, int]:
@@ -63,7 +63,7 @@ def beam_search(
     beam: list[tuple[StepOption, ...]] = [()]
     for step_options in options:
         grown = [(*partial, option) for partial in beam for option in step_options]
-        fitting = [plan for plan in grown if not over(plan, caps)]
+        fitting = [plan for plan in grown if fits(plan, caps)]
         fitting.sort(key=lambda plan: _rank(plan, quality_per_usd))
         beam = fitting[:width]
         if not beam:

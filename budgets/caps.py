@@ -23,7 +23,7 @@ gateway's span attributes and the planner read the rooms.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -350,6 +350,18 @@ def over(steps: Iterable[StepOption], found: Iterable[Room]) -> list[Room]:
     return passed
 
 
+def fits(steps: Sequence[StepOption], found: Iterable[Room]) -> bool:
+    """Whether ``steps`` together pass none of the caps ``found`` (:func:`over` empty), checked lazily."""
+    for room in found:
+        used = 0
+        for step in steps:
+            if room.node is None or step.node == room.node:
+                used += step.uses(room.unit)
+        if used > room.left:
+            return False
+    return True
+
+
 def exceeded(node: str, room: Room, needed: int) -> BudgetExceededError:
     """The error a call of ``node`` needing ``needed`` (in the room's unit) meets at ``room``."""
     return BudgetExceededError(
@@ -460,6 +472,7 @@ __all__ = [
     "latency_exceeded",
     "latency_left_ms",
     "one_tier_down",
+    "fits",
     "over",
     "plain",
     "rooms",

@@ -270,6 +270,30 @@ class SqliteLedger(Ledger):
             rows = db.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
+    def recent_usage_of(
+        self, keys: Sequence[tuple[str, str, str]], *, limit: int, since: datetime | None = None
+    ) -> dict[tuple[str, str, str], list[tuple[int, int]]]:
+        """See :meth:`Ledger.recent_usage_of`: one query, each key's part read through the index."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        window = max(0, min(limit, HISTORY_KEPT))
+        after = "" if since is None else " AND ts >= ?"
+        part = (
+            "SELECT * FROM (SELECT ? AS k, id, input_tokens, output_tokens FROM usage"
+            f" WHERE node = ? AND tier = ? AND model = ?{after} ORDER BY id DESC LIMIT ?)"
+        )
+        bound = [] if since is None else [since.astimezone(UTC).isoformat()]
+        args: list[Any] = []
+        for index, key in enumerate(unique):
+            args += [index, *key, *bound, window]
+        with self._read() as db:
+            rows = db.execute(" UNION ALL ".join([part] * len(unique)), args).fetchall()
+        out: dict[tuple[str, str, str], list[tuple[int, int, int]]] = {key: [] for key in unique}
+        for index, row_id, inp, outp in rows:
+            out[unique[index]].append((int(row_id), int(inp), int(outp)))
+        return {key: [(a, b) for _, a, b in sorted(found, reverse=True)] for key, found in out.items()}
+
     def prune_journal(self, thread_prefix: str) -> int:
         """See :meth:`Ledger.prune_journal`."""
         if not thread_prefix:

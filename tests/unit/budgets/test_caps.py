@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from budgetgraph.budgets import CallRequest, Totals, load_budgets
-from budgetgraph.budgets.caps import Scopes, caps_for, held_totals, one_tier_down, rooms, shown, tightest_usd
+from budgetgraph.budgets.caps import (
+    Room,
+    Scopes,
+    StepOption,
+    caps_for,
+    fits,
+    held_totals,
+    one_tier_down,
+    over,
+    rooms,
+    shown,
+    tightest_usd,
+)
 from budgetgraph.budgets.ledger import Charge, LedgerRecord, open_ledger
 from budgetgraph.graph.builder import NODE_NAMES
 
@@ -118,3 +131,35 @@ def test_one_tier_down_and_units():
         "local",
     ]
     assert shown("micro_usd", 12_500) == "0.0125 USD" and shown("latency_ms", 300) == "300 ms"
+
+
+def test_fits_is_true_exactly_when_over_finds_no_cap_passed():
+    draw = random.Random(3)
+    for _ in range(300):
+        steps = [
+            StepOption(
+                node=draw.choice(["cto", "coo"]),
+                path=draw.choice(["llm", "tool", "local"]),
+                tier="standard",
+                tokens=draw.randint(0, 900),
+                micro_usd=draw.randint(0, 900),
+                latency_ms=1,
+                tool_calls=0,
+                quality=0.5,
+            )
+            for _ in range(draw.randint(0, 3))
+        ]
+        found = [
+            Room(
+                limit="max_tokens",
+                scope="s",
+                unit=draw.choice(["tokens", "micro_usd"]),
+                cap=draw.randint(0, 1500),
+                spent=draw.randint(0, 500),
+                on_exceed="downgrade",
+                node=draw.choice([None, "cto", "coo"]),
+            )
+            for _ in range(draw.randint(0, 4))
+        ]
+
+        assert fits(steps, found) == (not over(steps, found))

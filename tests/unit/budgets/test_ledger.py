@@ -181,3 +181,20 @@ def test_sqlite_spend_survives_a_restart(tmp_path: Path):
     again = open_ledger(url)
     assert again.totals("day").spent == Charge(5, 50)
     assert len(again.records()) == 1
+
+
+def test_recent_usage_of_many_keys_reads_what_each_key_reads_newest_first(ledger: Ledger):
+    old = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    written = [("cto", "standard", old), ("cto", "standard", None), ("coo", "economy", None)]
+    for i, (node, tier, ts) in enumerate([*written, ("cto", "standard", None)]):
+        row = {**record(1, ts=ts), "node": node, "tier": tier, "input_tokens": 10 + i}
+        row["output_tokens"] = 20 + i
+        ledger.record(["run"], Charge(1, 1), LedgerRecord(**row))  # type: ignore[typeddict-item]
+    keys = [("cto", "standard", "m"), ("coo", "economy", "m"), ("planner", "premium", "m")]
+    since = datetime.now(UTC) - timedelta(days=30)
+
+    found = ledger.recent_usage_of([*keys, keys[0]], limit=5, since=since)
+
+    assert found == {key: ledger.recent_usage(*key, limit=5, since=since) for key in keys}
+    assert found[keys[0]] == [(13, 23), (11, 21)] and found[keys[2]] == []
+    assert ledger.recent_usage_of(keys, limit=1)[keys[0]] == [(13, 23)]
