@@ -133,8 +133,16 @@ class AppliedCap:
         return Cap(self.scope, self.limit, self.unit, self.cap)  # type: ignore[arg-type]
 
 
+_APPLIED: dict[tuple[int, str, Scopes, str], tuple[BudgetsConfig, tuple[AppliedCap, ...]]] = {}
+""":func:`caps_for`'s answers by ``id(budgets)``, node, scopes and tenant, each kept with its
+budgets (so an id is not reused while it is here); cleared past 512 entries."""
+
+
 def caps_for(budgets: BudgetsConfig, node: str, scopes: Scopes, tenant: str) -> list[AppliedCap]:
     """Every cap that applies to ``node``'s calls: the node's, then the task's, then the windows'.
+
+    Computed once per budgets, node, scopes and tenant (the router, the limits and the
+    gateway each ask for every call).
 
     Args:
         budgets: The loaded ``budgets.yaml``.
@@ -142,6 +150,16 @@ def caps_for(budgets: BudgetsConfig, node: str, scopes: Scopes, tenant: str) -> 
         scopes: The call's ledger scopes (:meth:`Scopes.named`).
         tenant: Who pays (for the windows).
     """
+    key = (id(budgets), node, scopes, tenant)
+    found = _APPLIED.get(key)
+    if found is None or found[0] is not budgets:
+        if len(_APPLIED) >= 512:
+            _APPLIED.clear()
+        found = _APPLIED[key] = (budgets, tuple(_applied(budgets, node, scopes, tenant)))
+    return list(found[1])
+
+
+def _applied(budgets: BudgetsConfig, node: str, scopes: Scopes, tenant: str) -> list[AppliedCap]:
     out: list[AppliedCap] = []
 
     def add(
