@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
+from budgetgraph.budgets.cache.confirm import cache_savings
 from budgetgraph.budgets.caps import Scopes, caps_for, hour_allowance, rooms
 from budgetgraph.budgets.config import TIERS, BudgetsConfig, ModelsConfig
 from budgetgraph.budgets.ledger import Ledger, LedgerRecord
@@ -83,8 +84,10 @@ def build_report(
         ``latency`` (``by_node`` and ``by_model``, see :func:`latency_rows`);
         ``runs`` (count, calls, tokens and average cost per run, and ``recent``:
         see :func:`recent_runs`); ``cache`` (see :func:`_cache_summary`);
-        ``routing`` (see :func:`routing_savings`); ``savings`` (the cache's,
-        routing's and their sum, ``net_usd``); ``usage`` (see
+        ``routing`` (see :func:`routing_savings`); ``savings`` (the cache's net of
+        what confirming its hits cost, ``cache_usd``, with ``cache_gross_usd``,
+        ``confirm_usd`` and ``confirmations``; routing's; and their sum,
+        ``net_usd``); ``usage`` (see
         :func:`_usage_summary`); ``unsettled`` (see :func:`unsettled_attempts`;
         ``attempts``, ``open``, ``tokens`` and ``cost_usd`` upper bounds, and
         the ``rows``); ``alerts`` (each with its ``tenant``); ``premium`` (what
@@ -98,7 +101,7 @@ def build_report(
     runs = {r["thread_id"] for r in records}
     routing = routing_savings(records, models)
     cache = _cache_summary(records)
-    cache_saved = sum(r["saved_micro_usd"] for r in records)
+    cache_saved = cache_savings(records)
     owners = {r["thread_id"]: r["tenant"] for r in [*records, *unsettled] if r["thread_id"]}
     tenants = sorted({r["tenant"] for r in records} | (set(budgets.tenants) if budgets else set()))
     report: dict[str, Any] = {
@@ -131,9 +134,12 @@ def build_report(
         "routing": routing,
         "savings": {
             "cache_usd": cache["saved_usd"],
+            "cache_gross_usd": float(usd(cache_saved.gross_micro_usd)),
+            "confirm_usd": float(usd(cache_saved.confirm_micro_usd)),
+            "confirmations": cache_saved.confirmations,
             "routing_usd": routing["saved_usd"],
-            "net_micro_usd": cache_saved + routing["saved_micro_usd"],
-            "net_usd": float(usd(cache_saved + routing["saved_micro_usd"])),
+            "net_micro_usd": cache_saved.net_micro_usd + routing["saved_micro_usd"],
+            "net_usd": float(usd(cache_saved.net_micro_usd + routing["saved_micro_usd"])),
         },
         "usage": _usage_summary(records),
         "unsettled": {
@@ -542,7 +548,9 @@ def _cache_summary(records: Sequence[LedgerRecord]) -> dict[str, Any]:
         the split was kept), ``misses`` (refusals included), ``refusals``
         (misses because the guard refused the nearest candidate), ``lookups``,
         ``hit_rate`` (hits per lookup) and ``saved_usd``: what the hits' answers
-        cost when they were first made.
+        cost when they were first made, less what confirming hits by model cost
+        (:func:`~budgetgraph.budgets.cache.confirm.cache_savings`; the report's
+        ``savings`` shows both figures).
     """
     outcomes = [r.get("cache", "") for r in records]
     hits = sum(r["cache_hit"] for r in records)
@@ -557,7 +565,7 @@ def _cache_summary(records: Sequence[LedgerRecord]) -> dict[str, Any]:
         "refusals": refusals,
         "lookups": lookups,
         "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
-        "saved_usd": float(usd(sum(r["saved_micro_usd"] for r in records))),
+        "saved_usd": float(usd(cache_savings(records).net_micro_usd)),
     }
 
 

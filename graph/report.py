@@ -8,6 +8,7 @@ from typing import Any, Literal
 from langgraph.types import StateSnapshot
 
 from budgetgraph.budgets import ModelCall, Totals, usd
+from budgetgraph.budgets.cache.confirm import cache_savings
 
 Status = Literal["done", "paused", "waiting", "failed"]
 
@@ -43,8 +44,14 @@ def spend_rows(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
 
 
 def spend_total(calls: Sequence[ModelCall]) -> dict[str, Any]:
-    """Tokens and cost of ``calls`` together."""
+    """Tokens and cost of ``calls`` together, and what the cache saved.
+
+    ``saved_usd`` is the cache hits' saving net of what confirming hits by model
+    cost (``confirm_usd``, already part of ``cost_usd``); ``saved_gross_usd`` is
+    the hits' alone (see :func:`~budgetgraph.budgets.cache.confirm.cache_savings`).
+    """
     totals = Totals.of(calls)
+    saved = cache_savings(calls)
     return {
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "output_tokens": sum(c["output_tokens"] for c in calls),
@@ -52,6 +59,10 @@ def spend_total(calls: Sequence[ModelCall]) -> dict[str, Any]:
         "cost_micro_usd": totals.cost_micro_usd,
         "latency_ms": totals.latency_ms,
         "calls": len(calls),
+        "saved_usd": float(usd(saved.net_micro_usd)),
+        "saved_micro_usd": saved.net_micro_usd,
+        "saved_gross_usd": float(usd(saved.gross_micro_usd)),
+        "confirm_usd": float(usd(saved.confirm_micro_usd)),
     }
 
 

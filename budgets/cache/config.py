@@ -9,9 +9,23 @@ Example::
       store: disk                  # or redis://host:6379/0 (shared between processes)
       embedder: local              # or {base_url: ..., model: text-embedding-3-small}
       verifier: verifier.json      # optional: from `budgetgraph cache calibrate`
+      confirm:                     # optional: ask a model about near hits
+        band: [0.78, 0.90]         # similarities in [0.78, 0.90) are confirmed first
       nodes:
         reconcile: {threshold: 0.9}
         planner: {semantic: false} # exact matches only
+        cto: {confirm: {band: [0.80, 0.95]}}
+        coo: {confirm: false}      # the guard alone decides for this node
+
+``confirm`` (off unless set) asks the cheapest model tier whether a semantic
+candidate that passed the guard, but whose cosine similarity lies in ``band``
+(``low`` included, ``high`` not), answers the new request: a "no" refuses it
+like the guard would (category ``confirm``); above the band the candidate is
+served without asking. The question is a model call of its own, priced and
+held by the ``limits`` plugin and shown in the spend table; the reports' cache
+saving is net of it. With no tier that has an endpoint (everything ``local``,
+offline) nothing is asked and the guard alone decides. See
+:mod:`budgetgraph.budgets.cache.confirm`.
 
 The settings (:mod:`budgetgraph.settings`) may override two of these:
 ``BUDGETGRAPH_CACHE_URL`` (``--store``) the ``store``, and ``BUDGETGRAPH_CACHE=off``
@@ -61,6 +75,28 @@ class EndpointEmbedderSettings(_Strict):
     """The model's input window (tokens); longer requests get exact matches only."""
 
 
+class ConfirmSettings(_Strict):
+    """When a semantic hit is confirmed by a model before it is served (``cache: confirm:``)."""
+
+    band: tuple[Number, Number]
+    """``[low, high]``: cosine similarities at which a candidate the guard passed is confirmed
+    first (``low <= similarity < high``); at ``high`` and above it is served without asking,
+    and under the threshold it is a miss already."""
+
+    @field_validator("band")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 1:
+            raise ValueError("give `[low, high]` with 0 <= low < high <= 1")
+        return value
+
+    def asks(self, similarity: float) -> bool:
+        """Whether a candidate at ``similarity`` (cosine) is confirmed before it is served."""
+        low, high = self.band
+        return low <= similarity < high
+
+
 class NodeCacheSettings(_Strict):
     """Overrides for one node's calls; unset fields keep the section's value."""
 
@@ -70,6 +106,15 @@ class NodeCacheSettings(_Strict):
     """Cosine similarity a semantic hit needs."""
     semantic: StrictBool | None = None
     """False serves exact matches only."""
+    confirm: ConfirmSettings | StrictBool | None = None
+    """This node's confirmation band, or ``false`` for none (the guard alone decides)."""
+
+    @field_validator("confirm")
+    @classmethod
+    def _false_or_band(cls, value: ConfirmSettings | bool | None) -> ConfirmSettings | bool | None:
+        if value is True:
+            raise ValueError("give `false` (never confirm) or `{band: [low, high]}`")
+        return value
 
 
 class CacheSettings(_Strict):
@@ -100,6 +145,9 @@ class CacheSettings(_Strict):
     directory): a duplicate classifier run after the guard's checks, in place of its key-term
     check for short requests. Off by default; see
     :mod:`budgetgraph.budgets.cache.verifier`."""
+    confirm: ConfirmSettings | None = None
+    """Confirm semantic hits in a band of similarity with the cheapest model tier before
+    serving them; ``None`` (the default): never asked. See :mod:`budgetgraph.budgets.cache.confirm`."""
     nodes: dict[str, NodeCacheSettings] = {}
     """Per-node overrides, by graph node name (``planner``, ``cto``, ``coo``, ``reconcile``)."""
 
@@ -146,6 +194,13 @@ class CacheSettings(_Strict):
         """Whether ``node``'s calls get semantic lookups."""
         override = self.nodes.get(node)
         return override.semantic if override is not None and override.semantic is not None else self.semantic
+
+    def confirm_for(self, node: str) -> ConfirmSettings | None:
+        """``node``'s confirmation band, or ``None`` when its semantic hits are never confirmed."""
+        override = self.nodes.get(node)
+        if override is None or override.confirm is None:
+            return self.confirm
+        return override.confirm if isinstance(override.confirm, ConfirmSettings) else None
 
 
 def build_embedder(settings: CacheSettings, env: Mapping[str, str] | None = None) -> Embedder:
@@ -246,6 +301,7 @@ def open_configured_store(settings: CacheSettings, *, cwd: Path | None = None) -
 __all__ = [
     "DEFAULT_PATH",
     "CacheSettings",
+    "ConfirmSettings",
     "EndpointEmbedder",
     "EndpointEmbedderSettings",
     "NodeCacheSettings",

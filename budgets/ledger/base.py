@@ -164,6 +164,21 @@ HISTORY_KEPT = 1000
 """The most recent calls per node, tier and model that :meth:`Ledger.recent_usage` can return."""
 
 
+def in_usage_history(record: LedgerRecord) -> bool:
+    """Whether ``record`` is a call behind the estimates (:meth:`Ledger.recent_usage`).
+
+    Not a cache hit, an unsettled attempt or a local step, which used no model
+    tokens of their own, nor a question the cache asked a model to confirm a near
+    hit (the ``cache``/``confirm`` decision): a few tokens that say nothing about
+    what the node's own calls take.
+    """
+    if record.get("cache_hit") or record.get("usage") == "unsettled" or record["tier"] == "local":
+        return False
+    return not any(
+        d.get("plugin") == "cache" and d.get("action") == "confirm" for d in record.get("decisions", [])
+    )
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a reservation was refused: the first cap it would have passed.

@@ -58,6 +58,7 @@ from budgetgraph.budgets.ledger.base import (
     Refusal,
     Reservation,
     ScopeTotals,
+    in_usage_history,
 )
 
 logger = logging.getLogger(__name__)
@@ -488,7 +489,7 @@ class RedisLedger(Ledger):
     def _usage(self, record: LedgerRecord) -> tuple[str, str]:
         """The usage history list of ``record``'s node, tier and model, and its entry ('' for none)."""
         key = self._key(f"usage:{record['node']}|{record['tier']}|{record['model']}")
-        if record.get("cache_hit") or record.get("usage") == "unsettled" or record["tier"] == "local":
+        if not in_usage_history(record):
             return key, ""
         return key, json.dumps([record["ts"], record["input_tokens"], record["output_tokens"]])
 

@@ -41,6 +41,7 @@ from budgetgraph.budgets.ledger.base import (
     Refusal,
     Reservation,
     ScopeTotals,
+    in_usage_history,
 )
 from budgetgraph.budgets.sqlite_tx import connect, immediate
 
@@ -494,7 +495,7 @@ def _insert_record(db: sqlite3.Connection, record: LedgerRecord) -> None:
         "INSERT INTO records (ts, tenant, data) VALUES (?, ?, ?)",
         (record["ts"], record["tenant"], json.dumps(record)),
     )
-    if not record.get("cache_hit") and record.get("usage") != "unsettled" and record["tier"] != "local":
+    if in_usage_history(record):
         db.execute(
             "INSERT INTO usage (ts, node, tier, model, input_tokens, output_tokens)"
             " VALUES (?, ?, ?, ?, ?, ?)",

@@ -18,6 +18,14 @@ namespace (:func:`namespace_of`) by exact key first; only a request whose
 non-system messages are all human messages gets a semantic lookup (a
 conversation carrying tool results or earlier answers must match exactly).
 
+A semantic candidate the guard passed at a similarity inside the node's
+``cache: confirm: band`` is confirmed first by the cheapest model tier
+(:mod:`budgetgraph.budgets.cache.confirm`): the question goes down the rest of
+the chain as a call of its own (the ``limits`` plugin holds it on the ledger),
+and its rows come back with those of the call it decided: before the served
+row, or before the model's answer when the verdict is "no" (a refusal with
+category ``confirm``, as a guard refusal is recorded).
+
 A cache failure (Redis down, a broken file) never fails the call: it is
 logged and the model is called as if the cache were not there.
 """
@@ -25,11 +33,13 @@ logged and the model is called as if the cache were not there.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,13 +57,35 @@ from budgetgraph.budgets.cache.config import (
     build_cache,
     load_verifier,
 )
+from budgetgraph.budgets.cache.confirm import (
+    CATEGORY,
+    Confirmation,
+    Confirmer,
+    refused_counts,
+)
 from budgetgraph.budgets.cache.text import normalize
 from budgetgraph.budgets.cache.verifier import Verifier, VerifierError
 from budgetgraph.budgets.config import ModelsConfig
 from budgetgraph.budgets.errors import ConfigError
+from budgetgraph.budgets.ledger import Ledger
 from budgetgraph.budgets.plugins.base import CallNext, PluginContext, register
-from budgetgraph.budgets.request import CacheOutcome, CallRequest, CallResult, Decision, unbilled_call, usd
-from budgetgraph.tracing.attributes import REFUSAL_CATEGORY, SIMILARITY, STEP_CACHE_LOOKUP, STEP_CACHE_STORE
+from budgetgraph.budgets.pricing import PriceBook
+from budgetgraph.budgets.request import (
+    CacheOutcome,
+    CallRequest,
+    CallResult,
+    Decision,
+    ledger_record,
+    unbilled_call,
+    usd,
+)
+from budgetgraph.tracing.attributes import (
+    REFUSAL_CATEGORY,
+    SIMILARITY,
+    STEP_CACHE_CONFIRM,
+    STEP_CACHE_LOOKUP,
+    STEP_CACHE_STORE,
+)
 from budgetgraph.tracing.spans import step_span
 
 logger = logging.getLogger(__name__)
@@ -135,6 +167,9 @@ class CachePlugin:
         cache: A ready cache (tests); otherwise one is opened on first use, so
             building a gateway touches no file and no server.
         verifier: The verifier ``settings.verifier`` names, already loaded.
+        prices: To find the cheapest tier for confirmations (default: ``models.yaml``'s prices).
+        ledger: Where a served row's record is kept when its confirmation's record was
+            kept already as it settled (the gateway keeps a result's records all or none).
     """
 
     name = "cache"
@@ -147,10 +182,17 @@ class CachePlugin:
         env: Mapping[str, str] | None = None,
         cache: SemanticCache | None = None,
         verifier: Verifier | None = None,
+        prices: PriceBook | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self._verifier = verifier
         self._models = models
+        self._ledger = ledger
+        if prices is None:
+            prices = PriceBook(models.file.prices, models.file.batch_discounts)
+        self.confirmer = Confirmer(models, prices)
+        """Asks the cheapest tier about candidates in a node's confirmation band."""
         self._env = dict(env or {})
         self._cache = cache
         self._lock = threading.Lock()
@@ -199,10 +241,11 @@ class CachePlugin:
                 prompt = Prompt(request.messages, request.tools)
                 namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
                 semantic = self.settings.semantic_for(request.node)
+                text = _semantic_text(request, prompt) if semantic else None
                 lookup = cache.lookup(
                     namespace,
                     key=prompt.key,
-                    text=_semantic_text(request, prompt) if semantic else None,
+                    text=text,
                     threshold=self.settings.threshold_for(request.node),
                     accept=accept,
                 )
@@ -215,17 +258,86 @@ class CachePlugin:
                 "Cache lookup failed for node `%s`; calling the model", request.node, exc_info=True
             )
             return call_next(request)
+        confirmed: Confirmation | None = None
         if lookup.entry is not None:
-            return self._serve(request, lookup, answers[lookup.entry.id])
-        if lookup.refused:
+            if lookup.outcome == "semantic" and text is not None:
+                confirmed = self._confirm(request, call_next, cache, namespace, lookup, text)
+            if confirmed is None or confirmed.same is not False:
+                served = self._serve(request, lookup, answers[lookup.entry.id], confirmed)
+                return served if confirmed is None else self._joined(request, confirmed, served)
+            assert lookup.similarity is not None
+            request = request.decide(self.name, "refused", confirmed.refusal(lookup.similarity))
+            # The question's spend counts before this call's; the ledger is read afresh.
+            node_spent, task_spent = request.node_spent, request.task_spent
+            for call in confirmed.calls:
+                node_spent, task_spent = node_spent + call, task_spent + call
+            request = request.evolve(node_spent=node_spent, task_spent=task_spent, held=None)
+        elif lookup.refused:
             request = request.decide(self.name, "refused", lookup.refused[0])
-        outcome: CacheOutcome = "refused" if lookup.refused else "miss"
+        outcome: CacheOutcome = "refused" if lookup.refused or confirmed is not None else "miss"
         result = call_next(request.evolve(cache=outcome))
         for call in result.calls:
             call.setdefault("cache", outcome)
         if _cacheable(request, result):
             self._store(cache, request, prompt, namespace, lookup, result, semantic)
-        return result
+        return result if confirmed is None else self._joined(request, confirmed, result)
+
+    def _confirm(
+        self,
+        request: CallRequest,
+        call_next: CallNext,
+        cache: SemanticCache,
+        namespace: Namespace,
+        lookup: Lookup,
+        text: str,
+    ) -> Confirmation | None:
+        """Confirm a semantic hit in the node's band; ``None`` when it is outside (or none is set).
+
+        A "no" moves the lookup from the hits to the refusals in the namespace's counters.
+        """
+        band = self.settings.confirm_for(request.node)
+        entry, similarity = lookup.entry, lookup.similarity
+        assert entry is not None and similarity is not None
+        if band is None or not band.asks(similarity):
+            return None
+        with step_span(STEP_CACHE_CONFIRM, node=request.node, **{SIMILARITY: similarity}) as step:
+            confirmed = self.confirmer.confirm(
+                request, call_next, entry=entry, text=text, similarity=similarity, band=band
+            )
+            if confirmed.same is False:
+                step.outcome("refused", **{REFUSAL_CATEGORY: CATEGORY})
+            else:
+                step.outcome("confirmed" if confirmed.same else "unconfirmed")
+        if confirmed.same is False:
+            try:
+                cache.store.record(namespace, refused_counts(entry))
+            except Exception:  # counters are best effort, as the lookup's own are
+                logger.warning("Could not count a confirmation's refusal", exc_info=True)
+        return confirmed
+
+    def _joined(self, request: CallRequest, confirmed: Confirmation, result: CallResult) -> CallResult:
+        """``result`` with the question's rows first, each row's ledger record kept exactly once.
+
+        The ``limits`` plugin keeps a one-row answer's record as it settles it, and the
+        gateway keeps a result's records only when none was kept: when the question's
+        record was kept and ``result``'s was not (a cache hit's), the latter is kept here.
+        The gateway journals the whole result under the call's key.
+        """
+        if not confirmed.calls:
+            return result
+        kept = result.kept
+        if confirmed.kept != result.kept:
+            late = list(result.calls) if confirmed.kept else list(confirmed.calls)
+            if self._ledger is not None:
+                ts = datetime.now(UTC).isoformat()
+                thread = request.thread_id or ""
+                records = [ledger_record(c, tenant=request.tenant, thread_id=thread, ts=ts) for c in late]
+                self._ledger.finish_call(None, None, records)
+                kept = True
+            else:
+                logger.warning("Node `%s`: no ledger to keep a confirmed call's records", request.node)
+        calls = [*confirmed.calls, *result.calls]
+        return dataclasses.replace(result, calls=calls, kept=kept, journaled=False)
 
     def _answered_by_batch(self, request: CallRequest, call_next: CallNext) -> CallResult:
         """A deferred call asked again: it missed when it was queued; its batch answer fills the cache."""
@@ -242,12 +354,15 @@ class CachePlugin:
             logger.warning("Could not store a batch answer for node `%s`", request.node, exc_info=True)
         return result
 
-    def _serve(self, request: CallRequest, lookup: Lookup, answer: _Answer) -> CallResult:
+    def _serve(
+        self, request: CallRequest, lookup: Lookup, answer: _Answer, confirmed: Confirmation | None = None
+    ) -> CallResult:
         entry = lookup.entry
         assert entry is not None
         output, tool_calls = answer
         action = "hit-exact" if lookup.outcome == "exact" else "hit-semantic"
-        reason = f"{lookup.reason}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
+        how = f"; {confirmed.served_note()}" if confirmed is not None else ""
+        reason = f"{lookup.reason}{how}; saves {usd(entry.cost_micro_usd):f} USD ({entry.model})"
         call = unbilled_call(
             node=request.node,
             tier=request.tier,
@@ -358,7 +473,9 @@ def _factory(context: PluginContext) -> CachePlugin:
             loc = ("cache", "verifier")
             problem = document.problem(loc, str(exc)) if document else f"`cache.verifier`: {exc}"
             raise ConfigError(path=context.budgets.source, problems=[problem]) from exc
-    return CachePlugin(settings, context.models, env=env, verifier=verifier)
+    return CachePlugin(
+        settings, context.models, env=env, verifier=verifier, prices=context.prices, ledger=context.ledger
+    )
 
 
 register("cache", _factory)

@@ -198,3 +198,12 @@ def test_recent_usage_of_many_keys_reads_what_each_key_reads_newest_first(ledger
     assert found == {key: ledger.recent_usage(*key, limit=5, since=since) for key in keys}
     assert found[keys[0]] == [(13, 23), (11, 21)] and found[keys[2]] == []
     assert ledger.recent_usage_of(keys, limit=1)[keys[0]] == [(13, 23)]
+
+
+def test_a_question_the_cache_put_to_a_model_stays_out_of_the_estimates_history(ledger: Ledger):
+    asked = {**record(1), "decisions": [{"plugin": "cache", "action": "confirm", "reason": "near hit"}]}
+    ledger.record(["run"], Charge(1, 1), LedgerRecord(**asked))  # type: ignore[typeddict-item]
+    ledger.record(["run"], Charge(1, 1), record(2))
+
+    assert ledger.recent_usage("cto", "standard", "m", limit=5) == [(1, 1)]
+    assert len(ledger.records()) == 2

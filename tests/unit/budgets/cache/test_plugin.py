@@ -435,3 +435,161 @@ def plugin_context(models: ModelsConfig, budgets):
         ledger=open_ledger("memory:"),
         settings=load_settings(),
     )
+
+
+# -- confirmation by model (issue #19) -------------------------------------------------
+
+PARAPHRASE = TASK.replace("Should we move", "Should we really move")  # cosine 0.966 with TASK
+
+
+def confirming(models: ModelsConfig, band: list[float]) -> CachePlugin:
+    settings = CacheSettings.model_validate({"threshold": 0.5, "confirm": {"band": band}})
+    return plugin_for(models, settings)
+
+
+def questions(server: FakeOpenAIServer) -> list:
+    return [r for r in server.chat_requests() if r.schema == "CacheConfirmation"]
+
+
+def answers(server: FakeOpenAIServer) -> list:
+    return [r for r in server.chat_requests() if r.schema == "Verdict"]
+
+
+@pytest.fixture
+def served(tmp_path: Path, openai_server: FakeOpenAIServer) -> tuple[ModelsConfig, Callable]:
+    """Models on the fake server, and the chat model as the rest of the chain."""
+    from budgetgraph.budgets.chat import ChatModels
+    from budgetgraph.budgets.pricing import PriceBook
+
+    models = load_models(write_models(tmp_path / "served.yaml", openai_server.base_url))
+    return models, ChatModels(models, PriceBook(models.file.prices)).invoke
+
+
+def test_a_hit_in_the_confirmation_band_is_asked_about_and_served_on_yes(
+    served: tuple[ModelsConfig, Callable], openai_server: FakeOpenAIServer
+):
+    models, chat = served
+    openai_server.set_fields("CacheConfirmation", same_decision=True, reason="Same decision, reworded.")
+    plugin = confirming(models, [0.5, 0.99])
+    first = plugin.wrap(request(TASK), chat)
+
+    result = plugin.wrap(request(PARAPHRASE), chat)
+
+    assert len(answers(openai_server)) == 1 and result.output == first.output
+    (question,) = questions(openai_server)
+    assert question.body["model"] == "gpt-4.1-nano"  # economy: the cheapest tier by price
+    assert TASK in question.messages[-1]["content"] and PARAPHRASE in question.messages[-1]["content"]
+    asked, hit = result.calls
+    assert asked["node"] == "cto" and asked["tier"] == "economy" and not asked["cache_hit"]
+    assert asked["input_tokens"] > 0 and asked["output_tokens"] > 0 and asked["cost_micro_usd"] > 0
+    assert "cache" not in asked and "saved_micro_usd" not in asked
+    (decision,) = asked["decisions"]
+    assert (decision["plugin"], decision["action"]) == ("cache", "confirm")
+    assert decision["reason"].startswith("similarity 0.966 in the band [0.5, 0.99)")
+    assert hit["cache_hit"] and hit["cache"] == "semantic" and hit["saved_micro_usd"] > 0
+    assert "confirmed by gpt-4.1-nano" in hit["decisions"][-1]["reason"]
+    assert "Same decision, reworded." in hit["decisions"][-1]["reason"]
+
+
+def test_a_no_refuses_the_candidate_like_the_guard_with_its_reason_on_the_row(
+    served: tuple[ModelsConfig, Callable], openai_server: FakeOpenAIServer
+):
+    models, chat = served
+    openai_server.set_fields("CacheConfirmation", same_decision=False, reason="The new one asks for speed.")
+    plugin = confirming(models, [0.5, 0.99])
+    plugin.wrap(request(TASK), chat)
+
+    result = plugin.wrap(request(PARAPHRASE), chat)
+
+    assert len(questions(openai_server)) == 1 and len(answers(openai_server)) == 2
+    asked, called = result.calls
+    assert asked["decisions"][0]["action"] == "confirm" and asked["cost_micro_usd"] > 0
+    assert not called["cache_hit"] and called["cache"] == "refused" and called["cost_micro_usd"] > 0
+    refusal = called["decisions"][-1]
+    assert refusal["plugin"] == "cache" and refusal["action"] == "refused"
+    assert refusal["reason"].startswith("confirm: The new one asks for speed. (similarity 0.966")
+    (stats,) = plugin.cache.store.stats()
+    assert stats.counts.semantic_hits == 0 and stats.counts.saved_micro_usd == 0
+    assert stats.counts.misses == 2 and stats.counts.refusals == 1
+    assert stats.counts.refusals_by_category() == {"other": 1}
+
+
+def test_a_hit_above_the_band_is_served_without_asking(
+    served: tuple[ModelsConfig, Callable], openai_server: FakeOpenAIServer
+):
+    models, chat = served
+    plugin = confirming(models, [0.5, 0.95])
+    plugin.wrap(request(TASK), chat)
+
+    result = plugin.wrap(request(PARAPHRASE), chat)
+
+    assert questions(openai_server) == [] and len(answers(openai_server)) == 1
+    (hit,) = result.calls
+    assert hit["cache"] == "semantic" and "confirm" not in hit["decisions"][-1]["reason"]
+
+
+def test_a_verdict_is_asked_once_per_stored_entry_and_request(
+    served: tuple[ModelsConfig, Callable], openai_server: FakeOpenAIServer
+):
+    models, chat = served
+    openai_server.set_fields("CacheConfirmation", same_decision=True, reason="Same.")
+    plugin = confirming(models, [0.5, 0.99])
+    plugin.wrap(request(TASK), chat)
+    plugin.wrap(request(PARAPHRASE), chat)
+
+    again = plugin.wrap(request(PARAPHRASE), chat)
+
+    assert len(questions(openai_server)) == 1 and len(answers(openai_server)) == 1
+    (hit,) = again.calls  # no question, so no row for one
+    assert hit["cache_hit"] and "confirmed by remembered verdict: Same." in hit["decisions"][-1]["reason"]
+
+
+def test_without_a_model_endpoint_nothing_is_asked_and_the_guard_decides(tmp_path: Path):
+    path = tmp_path / "offline.yaml"
+    path.write_text(
+        "default_tier: standard\ntiers:\n"
+        + "".join(
+            f"  {t}: {{model: {m}}}\n" for t, m in (("economy", "a"), ("standard", "b"), ("premium", "c"))
+        )
+    )
+    models = load_models(path, env={})
+    plugin, model = confirming(models, [0.5, 0.99]), Model()
+    plugin.wrap(request(TASK), model)
+
+    result = plugin.wrap(request(PARAPHRASE), model)
+
+    assert len(model.requests) == 1  # the first call only: no question was sent down the chain
+    (hit,) = result.calls
+    assert (
+        hit["cache_hit"] and "not confirmed (no model tier has an endpoint)" in hit["decisions"][-1]["reason"]
+    )
+
+
+def test_the_question_goes_to_the_cheapest_tier_by_price_not_the_lowest(tmp_path: Path):
+    from budgetgraph.budgets.cache.confirm import cheapest_tier
+    from budgetgraph.budgets.pricing import PriceBook
+
+    path = tmp_path / "inverted.yaml"
+    path.write_text(
+        "default_tier: standard\ntiers:\n"
+        "  economy: {model: gpt-4.1, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  standard: {model: gpt-4.1-mini, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  premium: {model: gpt-4.1-nano, base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    models = load_models(path, env={})
+
+    assert cheapest_tier(models, PriceBook(models.file.prices), input_tokens=400) == "premium"
+
+
+def test_the_confirmation_settings_are_validated_with_their_lines(tmp_path: Path):
+    budgets = budgets_file(
+        tmp_path,
+        "budgets: {}\ncache:\n  confirm: {band: [0.9, 0.8]}\n  nodes:\n    cto: {confirm: true}\n",
+    )
+
+    with pytest.raises(ConfigError) as info:
+        budgets.section("cache", CacheSettings)
+
+    problems = "\n".join(info.value.problems)
+    assert "budgets.yaml:3: `cache.confirm.band`: Value error, give `[low, high]`" in problems
+    assert "budgets.yaml:5: `cache.nodes.cto.confirm`" in problems
