@@ -33,7 +33,7 @@ is the routing's price ratio, not what models of different sizes would write.
 
 Usage::
 
-    python bench/decision_replay.py                     # train, and holdout2 when it exists
+    python bench/decision_replay.py                     # train, and holdout4 (the latest holdout)
     python bench/decision_replay.py --sets train --limit 20
     python bench/decision_replay.py --sets train,holdout --skip-spent
     python bench/decision_replay.py --bands 0.42,0.42    # other router.decision thresholds
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument(
         "--sets",
         default=None,
-        help="Comma-separated sets under bench/data/decisions/ (default: train, and holdout2 if there).",
+        help="Comma-separated sets under bench/data/decisions/ (default: train, and holdout4 if there).",
     )
     parser.add_argument("--limit", type=int, default=None, help="At most N decisions per set (a quick run).")
     parser.add_argument("--skip-spent", action="store_true", help="Skip the nearly-spent-budget pass.")
@@ -274,7 +274,7 @@ def main() -> None:
     names = (
         [s.strip() for s in args.sets.split(",") if s.strip()]
         if args.sets
-        else ["train", *(["holdout2"] if (DATA / "holdout2.jsonl").exists() else [])]
+        else ["train", *(["holdout4"] if (DATA / "holdout4.jsonl").exists() else [])]
     )
     logging.basicConfig(level=logging.WARNING)
     budgets = packaged_budgets()
