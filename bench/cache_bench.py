@@ -30,8 +30,16 @@ guard on and off; for QQP also a threshold sweep, and the pairwise setting
 pair shares a text with it; ``--verifier-pairs N`` draws N of them), as
 ``budgetgraph cache calibrate --exclude-sample 5000 --min-recall 0.45`` fits one.
 
+**Decision pairs.** Beside those rows, the labelled decision requests of
+``bench/data/decision_pairs/`` (``train``, ``holdout``, ``extra_train``,
+``extra_holdout``), pair by pair at the default threshold, guard on and off
+(and with the verifier when one is fitted): the hard negatives let through
+(false hits over pairs labelled 0), the paraphrases kept (correct hits over
+pairs labelled 1) and the precision, next to the same figures for the QQP
+sample pair by pair from the same run.
+
 Usage: python bench/cache_bench.py [--sizes 1000 10000 100000] [--redis URL]
-       [--data DIR] [--skip-latency] [--skip-quality] [--verifier-pairs N]
+       [--data DIR] [--decisions DIR] [--skip-latency] [--skip-quality] [--verifier-pairs N]
 
 Needs Redis (``REDIS_URL``, default ``redis://127.0.0.1:6379/0``); every key it
 writes is under a fresh prefix and deleted at the end. A full run takes about
@@ -258,11 +266,14 @@ class Remembering:
         return np.vstack([self.seen[t] for t in texts])
 
 
-def quality(data: Path, embedder: LocalEmbedder, verifier_pairs: int | None) -> dict[str, Any]:
+def quality(
+    data: Path, decisions: Path, embedder: LocalEmbedder, verifier_pairs: int | None
+) -> dict[str, Any]:
     remembering = Remembering(embedder)
     paraphrase = read_pairs(data / "paraphrase_pairs.jsonl")
     rows = read_pairs(data / "qqp_pairs.jsonl.gz")
     qqp = random.Random(0).sample(rows, 5000)
+    decision_sets = {name: read_pairs(decisions / f"{name}.jsonl") for name in DECISION_SETS}
     started = time.perf_counter()
 
     def run(
@@ -284,6 +295,15 @@ def quality(data: Path, embedder: LocalEmbedder, verifier_pairs: int | None) -> 
         result["sweep"][threshold] = {
             (g, p): run(qqp, threshold, g, p) for g in (True, False) for p in (False, True)
         }
+    result["decisions"] = {
+        g: {name: run(pairs, DEFAULT_THRESHOLD, g, pairwise=True) for name, pairs in decision_sets.items()}
+        for g in (True, False)
+    }
+    at_default = result["sweep"].get(DEFAULT_THRESHOLD)  # the QQP row: the sweep's, when it has the default
+    for g in (True, False):
+        result["decisions"][g][QQP_PAIRWISE] = (
+            at_default[(g, True)] if at_default else run(qqp, DEFAULT_THRESHOLD, g, pairwise=True)
+        )
     result["seconds"] = time.perf_counter() - started
     if verifier_pairs != 0:
         # Fitted as `cache calibrate --exclude-sample 5000 --exclude-seed 0` fits (on a draw of those pairs).
@@ -297,7 +317,15 @@ def quality(data: Path, embedder: LocalEmbedder, verifier_pairs: int | None) -> 
             "sweep": {
                 t: {p: run(qqp, t, pairwise=p, verifier=verifier) for p in (False, True)} for t in SWEEP
             },
+            "decisions": {
+                name: run(pairs, DEFAULT_THRESHOLD, pairwise=True, verifier=verifier)
+                for name, pairs in decision_sets.items()
+            },
         }
+        at_default = result["verifier"]["sweep"].get(DEFAULT_THRESHOLD)
+        result["verifier"]["decisions"][QQP_PAIRWISE] = (
+            at_default[True] if at_default else run(qqp, DEFAULT_THRESHOLD, pairwise=True, verifier=verifier)
+        )
         result["verifier_seconds"] = time.perf_counter() - started - result["seconds"]
     return result
 
@@ -309,6 +337,12 @@ a margin over the 0.40 target, since the sample's recall can come out below the 
 
 SWEEP = (0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92)
 """QQP thresholds scored."""
+
+DECISION_SETS = ("train", "holdout", "extra_train", "extra_holdout")
+"""Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``)."""
+
+QQP_PAIRWISE = "qqp 5k (seed 0)"
+"""The QQP sample's row among the decision-pair rows (pair by pair, default threshold)."""
 
 
 def fmt(value: float) -> str:
@@ -383,9 +417,38 @@ def report_quality(q: dict[str, Any]) -> None:
         "belongs to another pair); bound: the precision if every false hit on the pair's own text_a were\n"
         "refused, the ceiling of any guard that compares the request with one stored text."
     )
+    report_decisions("guard on", q["decisions"][True])
+    report_decisions("guard off (cosine only)", q["decisions"][False])
     print(f"(evaluations took {q['seconds']:.0f} s, embedding included)")
     if "verifier" in q:
         report_verifier(q["verifier"], q["verifier_seconds"])
+
+
+DECISIONS_HEADER = (
+    f"{'':<18} {'pairs':>6} {'negatives let through':>22} {'paraphrases kept':>22} {'precision':>9}  "
+    "let through by category"
+)
+
+
+def ratio(part: int, whole: int) -> str:
+    """``part/whole (share)``."""
+    return f"{part}/{whole} ({part / whole:.3f})" if whole else "-"
+
+
+def report_decisions(setting: str, runs: dict[str, EvalResult]) -> None:
+    """Pair by pair on the decision-pair files and the QQP sample: what the guard lets through and keeps."""
+    print(f"\nDecision pairs and QQP, pair by pair at {DEFAULT_THRESHOLD}, {setting}")
+    print(DECISIONS_HEADER)
+    print("-" * len(DECISIONS_HEADER))
+    for name, r in runs.items():
+        negatives = r.pairs - r.positives
+        through = ", ".join(
+            f"{c} {h}/{n}" for c, (n, h) in sorted(r.categories.items()) if c != "paraphrase" and h
+        )
+        print(
+            f"{name:<18} {r.pairs:>6} {ratio(r.false_hits, negatives):>22} "
+            f"{ratio(r.correct_hits, r.positives):>22} {r.precision:>9.4f}  {through or '-'}"
+        )
 
 
 def print_best(setting: str, runs: list[tuple[float, EvalResult]]) -> None:
@@ -422,6 +485,7 @@ def report_verifier(v: dict[str, Any], seconds: float) -> None:
     for pairwise in (False, True):
         setting = f"{'pairwise' if pairwise else 'retrieval'}, verifier"
         print_best(setting, [(t, runs[pairwise]) for t, runs in v["sweep"].items()])
+    report_decisions("guard and verifier", v["decisions"])
     print(f"(fitting and these evaluations took {seconds:.0f} s, embedding included)")
 
 
@@ -433,6 +497,12 @@ def main() -> None:
         "--data",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic-cache",
+    )
+    parser.add_argument(
+        "--decisions",
+        type=Path,
+        default=Path(__file__).resolve().parent / "data" / "decision_pairs",
+        help="folder of the decision-pair files (train, holdout, extra_train, extra_holdout .jsonl)",
     )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
@@ -450,7 +520,7 @@ def main() -> None:
     if not args.skip_latency:
         report_latency(latency(args.sizes, args.redis, embedder))
     if not args.skip_quality:
-        report_quality(quality(args.data, embedder, args.verifier_pairs))
+        report_quality(quality(args.data, args.decisions, embedder, args.verifier_pairs))
     print(f"\nTotal {time.perf_counter() - started:.0f} s on {os.cpu_count()} CPUs.")
 
 
