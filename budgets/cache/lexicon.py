@@ -66,8 +66,10 @@ FUNCTION_WORDS: frozenset[str] = frozenset().union(*CLOSED_CLASSES.values()) | f
 )
 """Words that never carry a decision by themselves (closed classes, expletive ``there``, clitics)."""
 
-NEGATIONS: frozenset[str] = frozenset("not no never none nothing nobody neither nor cannot without".split())
-"""Negation cues; ``n't`` contractions count as ``not``."""
+NEGATIONS: frozenset[str] = frozenset(
+    "not no never none nothing nobody neither nor cannot without unless".split()
+)
+"""Negation cues; ``n't`` contractions count as ``not``, and ``unless`` is "if not"."""
 
 RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
     ("to", "from", "direction"),
@@ -163,6 +165,25 @@ alone, "check" or "team" can carry a decision."""
 GREETINGS: frozenset[str] = frozenset("hi hello hey dear greetings morning".split())
 """Words that open a greeting clause, which may name its addressee ("Hi Sam,", "Hello team,")."""
 
+SIDES: Mapping[str, int] = {
+    **dict.fromkeys(
+        "benefit advantage upside pro plus merit strength opportunity gain profit revenue income "
+        "earnings saving savings return payoff reward win success succeed help".split(),
+        1,
+    ),
+    **dict.fromkeys(
+        "risk drawback disadvantage downside con minus weakness threat danger loss cost expense "
+        "spend penalty pitfall liability harm hurt fail failure burden".split(),
+        -1,
+    ),
+}
+"""The two sides of a cost-benefit question, as nouns (and their verbs) that name what a
+decision brings (+1) or takes (-1): "the *upsides* of" / "the *downsides* of", "what
+would we *save*" / "what would it *cost*", "extra *revenue*" / "extra *cost*". VADER rates
+some of them ("benefit" +2.0, "risk" -1.1) and leaves the accounting ones unrated ("cost",
+"saving", "revenue", "upside", "drawback"), which are the ones a business request asks about;
+this closed set completes it. :func:`side` reads both."""
+
 _LEXICON_LOCK = threading.Lock()
 _VALENCE: dict[str, float] | None = None
 
@@ -255,6 +276,14 @@ def opposite_relation(a: str, b: str) -> str | None:
     return None
 
 
+def side(word: str) -> int:
+    """Which side of a cost-benefit question ``word`` names (:data:`SIDES`): +1, -1, or 0 for neither.
+
+    Words VADER rates on opposite sides ("threats" / "strengths") are :func:`opposite_valence`'s.
+    """
+    return SIDES.get(word.lower(), 0)
+
+
 def opposite_valence(a: str, b: str) -> bool:
     """Whether ``a`` and ``b`` lie on opposite sides of VADER's scale.
 
@@ -276,9 +305,11 @@ __all__ = [
     "PHATIC",
     "RELATIONS",
     "RELATION_OPPOSITES",
+    "SIDES",
     "analyse",
     "opposite_affix",
     "opposite_relation",
     "opposite_valence",
+    "side",
     "valence",
 ]

@@ -219,6 +219,7 @@ class TextFeatures:
         entity_forms: ``(lemma, as written)`` for each name, for messages.
         quantities: ``(number, unit)`` for each number followed by a unit.
         sentence_of: The sentence (0, 1, ...) of each token.
+        questions: The sentences (as in ``sentence_of``) that end in a question mark.
         request: Whether the text asks something of its reader: a question mark, or a
             first person ("we", "our", "me"), as requests to an assistant have; a
             statement ("The method returns a table.") has neither.
@@ -238,6 +239,7 @@ class TextFeatures:
     quantities: frozenset[tuple[str, str]] = frozenset()
     amounts: tuple[str, ...] = ()
     sentence_of: tuple[int, ...] = ()
+    questions: frozenset[int] = frozenset()
     request: bool = True
 
 
@@ -266,6 +268,11 @@ def features(text: str) -> TextFeatures:
                         tokens[-1] = _merged(previous, raw, scaled)
                         forms[scaled] = tokens[-1].text
                         continue
+                spelled = _spelled_on(previous, raw) if previous is not None else None
+                if spelled is not None and previous is not None:  # "one hundred fifty" is 150
+                    tokens[-1] = _merged(previous, raw, spelled, number=True)
+                    forms[spelled] = tokens[-1].text
+                    continue
                 lemma, lemmas, tags = value, frozenset({value}), frozenset({"NUM"})
                 forms.setdefault(value, raw)
                 if raw[0] in UNITS:
@@ -301,12 +308,16 @@ def features(text: str) -> TextFeatures:
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
     tokens = _without_filler(text, tokens)
     sentence_of: list[int] = []
+    questions: set[int] = set()
     end = 0
     for token in tokens:
-        sentence_of.append(
-            (sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(text[end : token.start]))
-        )
+        gap = text[end : token.start]
+        if sentence_of and "?" in gap:
+            questions.add(sentence_of[-1])
+        sentence_of.append((sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(gap)))
         end = token.start + len(token.text)
+    if sentence_of and "?" in text[end:]:
+        questions.add(sentence_of[-1])
     numbers = sorted(t.lemma for t in tokens if t.number)
     entities = {t.lemma: t.text for t in tokens if t.entity and t.content}
     return TextFeatures(
@@ -321,6 +332,7 @@ def features(text: str) -> TextFeatures:
         entity_forms=tuple(sorted(entities.items())),
         quantities=frozenset(quantities),
         sentence_of=tuple(sentence_of),
+        questions=frozenset(questions),
         request="?" in text or any(t.lemma in FIRST_PERSON for t in tokens),
         amounts=tuple(
             sorted(
@@ -341,21 +353,44 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     function words ("Thanks in advance.", "Quick question:", "Good idea?"), or
     when it is a short greeting ("Hi Sam,"). A clause with a number, a negation
     or a name (outside a greeting) is never filler; nor is the last clause left.
+
+    A preamble is filler too: a clause closed by a colon, full stop or exclamation
+    mark, before a question, in which the writer talks to the reader about the asking
+    (:func:`_aside`: "I'm just trying to figure this out:", "Hope your week is going
+    well.", "quick question when you get a chance:").
     """
     clauses: list[list[Token]] = []
+    closers: list[str] = []
     end = 0
     for token in tokens:
-        if not clauses or not _CLAUSE_END.isdisjoint(text[end : token.start]):
+        gap = text[end : token.start]
+        if not clauses or not _CLAUSE_END.isdisjoint(gap):
+            if clauses:
+                closers.append(gap)
             clauses.append([])
         clauses[-1].append(token)
         end = token.start + len(token.text)
-    kept = [c for c in clauses if not _filler(c)]
+    closers.append(text[end:])
+    asked = [i for i, closer in enumerate(closers) if "?" in closer]
+    kept = [
+        c
+        for i, c in enumerate(clauses)
+        if not (
+            _filler(c) or (asked and i < asked[-1] and not _PREAMBLE_END.isdisjoint(closers[i]) and _aside(c))
+        )
+    ]
     if len(kept) == len(clauses) or not kept:
         return tokens
     return [t for c in kept for t in c]
 
 
 _CLAUSE_END = frozenset(",.?!:;")
+_PREAMBLE_END = frozenset(".!:")
+
+SPEECH_PERSONS = frozenset("i me my mine myself you your yours yourself".split())
+"""Pronouns of the writer alone and of the reader: a clause with one and nothing of the
+decision in it talks about the asking ("I'm just checking", "hope you're well"); the first
+person plural ("we", "our") speaks for the organisation, and its clauses are context."""
 _SENTENCE_END = frozenset(".?!;")
 
 FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
@@ -371,6 +406,24 @@ def _filler(clause: list[Token]) -> bool:
     )
 
 
+def _aside(clause: list[Token]) -> bool:
+    """Whether a clause talks to the reader about the asking, not about the decision.
+
+    It has a pronoun of :data:`SPEECH_PERSONS` or a phatic word, and no number,
+    negation, name, condition ("if", "unless", "once") or first person plural.
+    """
+    if not any(t.lemma in SPEECH_PERSONS or t.lemmas & PHATIC for t in clause):
+        return False
+    return not any(
+        t.number
+        or t.negation
+        or (t.entity and t.lemma not in SPEECH_PERSONS)
+        or t.lemma in FIRST_PERSON - SPEECH_PERSONS
+        or ("SCONJ" in t.tags and t.lemma != "when")
+        for t in clause
+    )
+
+
 def _talk(token: Token) -> bool:
     return bool(token.lemmas & PHATIC or token.lemmas & DISCOURSE)
 
@@ -381,9 +434,10 @@ def _function(token: Token) -> bool:
     return token.lemma in FUNCTION_WORDS or lower.split("'")[0] in FUNCTION_WORDS
 
 
-def _merged(previous: Token, raw: str, value: str) -> Token:
-    """``previous`` (a number) joined with the word after it into one number token."""
-    return Token(previous.text + " " + raw, value, frozenset({value}), previous.tags, False, previous.start)
+def _merged(previous: Token, raw: str, value: str, *, number: bool = False) -> Token:
+    """``previous`` (a number, or "one" when ``number``) and the word after it as one number token."""
+    tags = frozenset({"NUM"}) if number else previous.tags
+    return Token(previous.text + " " + raw, value, frozenset({value}), tags, False, previous.start)
 
 
 def _amount(number: Token, after: Token | None) -> str:
@@ -395,6 +449,38 @@ def _amount(number: Token, after: Token | None) -> str:
         except ValueError:
             pass
     return number.lemma
+
+
+SCALES: Mapping[str, float] = {"hundred": 1e2, "thousand": 1e3, "million": 1e6, "billion": 1e9}
+"""Number words that multiply the count before them ("one hundred", "two thousand")."""
+
+
+def _spelled_on(previous: Token, raw: str) -> str | None:
+    """The value of a spelled number continued by the word ``raw``, else ``None``.
+
+    "one" + "hundred" is 100 ("one" is otherwise a pronoun), "two hundred" is 200,
+    "one hundred" + "fifty" is 150 and "twenty" + "five" is 25: a scale word multiplies
+    a spelled count before it, a smaller spelled number adds to a round one before it.
+    """
+    word = raw.lower()
+    if not all(w.lower() in NUMBER_WORDS or w.lower() == "one" for w in previous.text.split()):
+        return None
+    if word in SCALES:
+        count = 1.0 if previous.text.lower() == "one" else _float(previous.lemma)
+        return None if count is None else repr(count * SCALES[word])
+    before, after = _float(previous.lemma), _float(NUMBER_WORDS.get(word, ""))
+    if not previous.number or before is None or after is None or after >= 100:
+        return None
+    if (before >= 100 and before % 100 == 0) or (20 <= before < 100 and before % 10 == 0 and after < 10):
+        return repr(before + after)
+    return None
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def _scale(value: str, factor: float) -> str | None:

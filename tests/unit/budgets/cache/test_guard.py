@@ -297,3 +297,110 @@ def test_a_replaced_word_refuses_a_request_but_not_a_documentation_statement():
     )
     assert statement.accepted, statement.reason
     assert not request.accepted and request.category == "actor"
+
+
+def _everything_alike(texts):
+    """An embedder under which every word is a synonym of every other."""
+    return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+
+def _every_word_apart(texts):
+    """An embedder under which no two different words are synonyms."""
+    rows = np.zeros((len(texts), 64), dtype=np.float32)
+    for i, text in enumerate(texts):
+        rows[i, sum(map(ord, text)) % 64] = 1.0
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category", "embed"),
+    [
+        (
+            "What savings would we get by self-hosting our Kubernetes clusters?",
+            "What costs would we incur by self-hosting our Kubernetes clusters?",
+            "polarity",
+            _everything_alike,
+        ),
+        (
+            "List the drawbacks of switching our field techs to a four-day week.",
+            "List the advantages of switching our field techs to a four-day week.",
+            "polarity",
+            _everything_alike,
+        ),
+        (
+            "How much extra revenue would we make per year by running the plant on three shifts?",
+            "How much extra would it cost per year to run the plant on three shifts?",
+            "polarity",
+            _everything_alike,
+        ),
+        (
+            "Should we continue the pilot unless the vendor misses the June deadline?",
+            "Should we continue the pilot if the vendor misses the June deadline?",
+            "negation",
+            _everything_alike,
+        ),
+        (
+            "Should legal litigate the patent claim from Norwell instead of paying the proposed $250k?",
+            "Should legal settle the patent claim from Norwell at the proposed $250k?",
+            "action",
+            _every_word_apart,
+        ),
+        (
+            "Should design report into engineering rather than product?",
+            "Should design report into product rather than engineering?",
+            "direction",
+            _everything_alike,
+        ),
+    ],
+)
+def test_other_sides_unless_noun_subjects_and_crossed_terms_are_refused(
+    query: str, cached: str, category: str, embed
+):
+    verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=embed)
+    assert not verdict.accepted
+    assert verdict.category == category and verdict.reason.startswith(f"{category}: ")
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Honestly, I'm just trying to figure this out: should we hire a recruiter for the search?",
+            "Should we hire a recruiter for the search?",
+        ),
+        (
+            "Hello! Hope your week is going well. Should our hospital network standardize on one pump model?",
+            "Should our hospital network standardize on one pump model?",
+        ),
+        (
+            "Should we book the offsite for one hundred fifty people?",
+            "Should we book the offsite for 150 people?",
+        ),
+    ],
+)
+def test_asides_to_the_reader_and_spelled_compound_numbers_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.97, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+def test_context_in_the_first_person_plural_is_no_aside():
+    verdict = GUARD.judge(
+        "We just lost our biggest customer: should we hire an external recruiter for the search?",
+        "Should we hire an external recruiter for the search?",
+        0.97,
+        0.78,
+    )
+    assert not verdict.accepted
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        ("one hundred fifty people", ("150.0",)),
+        ("twenty five engineers", ("25.0",)),
+        ("two hundred vans", ("200.0",)),
+        ("one of the teams", ()),
+    ],
+)
+def test_spelled_numbers_are_read_whole(text: str, numbers: tuple[str, ...]):
+    assert features(text).numbers == numbers
