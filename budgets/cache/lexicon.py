@@ -71,10 +71,15 @@ NEGATIONS: frozenset[str] = frozenset(
 )
 """Negation cues; ``n't`` contractions count as ``not``, and ``unless`` is "if not"."""
 
+TOWARD_WORDS = ("to", "into", "onto", "toward", "towards")
+"""Prepositions of a movement's goal: "move the platform *to* ClickHouse"."""
+AWAY_WORDS = ("from", "off", "out", "away")
+"""Prepositions and particles of a movement's source: "move the platform *off* ClickHouse"."""
+
 RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
-    ("to", "from", "direction"),
-    ("into", "out", "direction"),
-    ("onto", "off", "direction"),
+    *((toward, away, "direction") for toward in TOWARD_WORDS for away in AWAY_WORDS),
+    ("in", "out", "direction"),
+    ("on", "off", "direction"),
     ("up", "down", "direction"),
     ("over", "under", "direction"),
     ("above", "below", "direction"),
@@ -92,7 +97,7 @@ RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
 """Closed-class words whose swap reverses a request, and the category of the change."""
 
 RELATIONS: frozenset[str] = frozenset(
-    "to from into onto than vs versus over under before after against instead with for toward towards "
+    "to from into onto off than vs versus over under before after against instead with for toward towards "
     "above below".split()
 )
 """Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS"."""

@@ -404,3 +404,23 @@ def test_context_in_the_first_person_plural_is_no_aside():
 )
 def test_spelled_numbers_are_read_whole(text: str, numbers: tuple[str, ...]):
     assert features(text).numbers == numbers
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should we move our $180k-a-year analytics platform off self-hosted ClickHouse?",
+            "Should we move our $180k-a-year analytics platform to self-hosted ClickHouse?",
+        ),
+        (
+            "Should we take the billing service out of the monolith?",
+            "Should we fold the billing service into the monolith?",
+        ),
+        ("Should we turn off the legacy VPN this quarter?", "Should we turn on the legacy VPN this quarter?"),
+    ],
+)
+def test_a_movement_toward_a_system_against_one_away_from_it_is_a_reversed_direction(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
+
+    assert not verdict.accepted and verdict.category in ("direction", "action")
