@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from budgetgraph.budgets.deferred.queue import open_queue
 from budgetgraph.budgets.ledger import open_ledger
+from budgetgraph.budgets.plugins import limits as limits_plugin
 from budgetgraph.graph.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver
@@ -233,8 +234,14 @@ def test_a_batch_that_does_not_complete_releases_its_reservations_and_goes_live_
 
 
 def test_queued_reservations_count_against_the_caps(
-    files: tuple[str, ...], budgets_file: Path, openai_server: FakeOpenAIServer
+    files: tuple[str, ...],
+    budgets_file: Path,
+    openai_server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
 ):
+    # The second run waits for the first run's reservation to settle before it acts; it will
+    # not settle while the test holds it, so the wait is cut from 30 s to 1 s.
+    monkeypatch.setattr(limits_plugin, "CONTENTION_WAIT_S", 1.0)
     settings = yaml.safe_load(budgets_file.read_text())
     settings["windows"] = {"daily": {"max_cost_usd": 0.0012, "on_exceed": "stop"}}
     budgets_file.write_text(yaml.safe_dump(settings))
