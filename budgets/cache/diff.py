@@ -403,7 +403,9 @@ def _relation(new: TextFeatures, stored: TextFeatures, spans: list[Span]) -> Dif
     for old, fresh in spans:
         for a in old:
             for b in fresh:
-                category = opposite_relation(a.lemma, b.lemma)
+                # As written too: "most" and "least" lemmatise to "much" and "less".
+                written = opposite_relation(a.text.lower(), b.text.lower())
+                category = opposite_relation(a.lemma, b.lemma) or written
                 if category and _next_content(stored, a) & _next_content(new, b):
                     return Difference(category, f"`{a.text}` vs `{b.text}`")
     return None

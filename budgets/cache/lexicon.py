@@ -67,9 +67,10 @@ FUNCTION_WORDS: frozenset[str] = frozenset().union(*CLOSED_CLASSES.values()) | f
 """Words that never carry a decision by themselves (closed classes, expletive ``there``, clitics)."""
 
 NEGATIONS: frozenset[str] = frozenset(
-    "not no never none nothing nobody neither nor cannot without unless".split()
+    "not no never none nothing nobody neither nor cannot without unless non".split()
 )
-"""Negation cues; ``n't`` contractions count as ``not``, and ``unless`` is "if not"."""
+"""Negation cues; ``n't`` contractions count as ``not``, ``unless`` is "if not", and ``non``
+is the prefix of a hyphenated word ("non-compliant"), which the tokenizer splits off."""
 
 TOWARD_WORDS = ("to", "into", "onto", "toward", "towards")
 """Prepositions of a movement's goal: "move the platform *to* ClickHouse"."""
@@ -84,6 +85,7 @@ RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
     ("over", "under", "direction"),
     ("above", "below", "direction"),
     ("before", "after", "direction"),
+    ("ahead", "behind", "direction"),
     ("inside", "outside", "direction"),
     ("toward", "away", "direction"),
     ("with", "without", "negation"),
@@ -98,7 +100,7 @@ RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
 
 RELATIONS: frozenset[str] = frozenset(
     "to from into onto off than vs versus over under before after against instead with for toward towards "
-    "above below".split()
+    "above below ahead behind".split()
 )
 """Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS"."""
 

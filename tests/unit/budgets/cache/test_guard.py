@@ -424,3 +424,31 @@ def test_a_movement_toward_a_system_against_one_away_from_it_is_a_reversed_direc
     verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
 
     assert not verdict.accepted and verdict.category in ("direction", "action")
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Which of our three carriers is the most reliable for overnight freight?",
+            "Which of our three carriers is the least reliable for overnight freight?",
+            "direction",
+        ),
+        (
+            "Is our payroll vendor non-compliant with SOC 2 after the audit?",
+            "Is our payroll vendor compliant with SOC 2 after the audit?",
+            "negation",
+        ),
+        (
+            "Should we put Android ahead of iOS on next year's mobile roadmap?",
+            "Should we put iOS ahead of Android on next year's mobile roadmap?",
+            "direction",
+        ),
+    ],
+)
+def test_superlatives_as_written_a_hyphenated_non_and_an_order_are_refused(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
+
+    assert not verdict.accepted and verdict.category == category
