@@ -31,8 +31,8 @@ pair shares a text with it; ``--verifier-pairs N`` draws N of them), as
 ``budgetgraph cache calibrate --exclude-sample 5000 --min-recall 0.45`` fits one.
 
 **Decision pairs.** Beside those rows, the labelled decision requests of
-``bench/data/decision_pairs/`` (``train``, ``holdout``, ``extra_train``,
-``extra_holdout``), pair by pair at the default threshold, guard on and off
+``bench/data/decision_pairs/`` (:data:`DECISION_SETS`), pair by pair at the
+default threshold, guard on and off
 (and with the verifier when one is fitted): the hard negatives let through
 (false hits over pairs labelled 0), the paraphrases kept (correct hits over
 pairs labelled 1) and the precision, next to the same figures for the QQP
@@ -273,7 +273,11 @@ def quality(
     paraphrase = read_pairs(data / "paraphrase_pairs.jsonl")
     rows = read_pairs(data / "qqp_pairs.jsonl.gz")
     qqp = random.Random(0).sample(rows, 5000)
-    decision_sets = {name: read_pairs(decisions / f"{name}.jsonl") for name in DECISION_SETS}
+    decision_sets = {
+        name: read_pairs(decisions / f"{name}.jsonl")
+        for name in DECISION_SETS
+        if (decisions / f"{name}.jsonl").exists()
+    }
     started = time.perf_counter()
 
     def run(
@@ -338,8 +342,17 @@ a margin over the 0.40 target, since the sample's recall can come out below the 
 SWEEP = (0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92)
 """QQP thresholds scored."""
 
-DECISION_SETS = ("train", "holdout", "extra_train", "extra_holdout")
-"""Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``)."""
+DECISION_SETS = (
+    "train",
+    "holdout",
+    "extra_train",
+    "extra_holdout",
+    "fresh_train",
+    "fresh_holdout",
+    "final_holdout",
+)
+"""Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
+were written; a file that is not there is left out."""
 
 QQP_PAIRWISE = "qqp 5k (seed 0)"
 """The QQP sample's row among the decision-pair rows (pair by pair, default threshold)."""
@@ -502,7 +515,7 @@ def main() -> None:
         "--decisions",
         type=Path,
         default=Path(__file__).resolve().parent / "data" / "decision_pairs",
-        help="folder of the decision-pair files (train, holdout, extra_train, extra_holdout .jsonl)",
+        help="folder of the decision-pair files (see DECISION_SETS)",
     )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
