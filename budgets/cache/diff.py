@@ -168,7 +168,9 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         or _units(spans)
         or _relation(new, stored, spans)
     )
-    if found is None and decision:
+    if found is None and (decision or new.request or stored.request):
+        # A request ("we want to move X to Y", "should we ...?") whose terms trade roles asks
+        # another thing; statements (documentation) reorder clauses too freely to be read so.
         found = _crossed(new, stored, rules) or _swap(new, stored, rules)
     if found is None and (new.request or stored.request):
         found = _valence_gap(spans, rules)

@@ -100,7 +100,7 @@ RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
 
 RELATIONS: frozenset[str] = frozenset(
     "to from into onto off than vs versus over under before after against instead with for toward towards "
-    "above below ahead behind".split()
+    "above below ahead behind by".split()
 )
 """Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS"."""
 

@@ -452,3 +452,22 @@ def test_superlatives_as_written_a_hyphenated_non_and_an_order_are_refused(
     verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
 
     assert not verdict.accepted and verdict.category == category
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should Indianapolis orders be fulfilled by the Reno DC during the holiday peak?",
+            "Should Reno orders be fulfilled by the Indianapolis DC during the holiday peak?",
+        ),
+        (
+            "We want to move $150k of the events budget to paid search. Thoughts?",
+            "We want to move $150k of the paid search budget to events. Thoughts?",
+        ),
+    ],
+)
+def test_terms_that_trade_roles_in_a_passive_or_a_first_person_statement_are_refused(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
+
+    assert not verdict.accepted and verdict.category == "direction"
