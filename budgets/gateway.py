@@ -371,6 +371,7 @@ class Gateway:
         deferred: bool = False,
         wait: Callable[[DeferredPending], object] | None = None,
         subject: str | None = None,
+        semantic: bool = True,
     ) -> NodeSession:
         """Open a session for one run of ``node``.
 
@@ -388,6 +389,8 @@ class Gateway:
                 the call is asked again. ``None``: :class:`DeferredPending` is raised.
             subject: What the node's calls are about (the run's decision), for the
                 semantic cache (:attr:`CallRequest.subject`); ``None``: each prompt's text.
+            semantic: ``False``: the node's calls are looked up by their exact key only
+                (:attr:`CallRequest.semantic`).
         """
         return NodeSession(
             self,
@@ -399,6 +402,7 @@ class Gateway:
             deferred=deferred and thread_id is not None,
             wait=wait,
             subject=subject,
+            semantic=semantic,
         )
 
     @property
@@ -426,6 +430,7 @@ class NodeSession:
         deferred: bool = False,
         wait: Callable[[DeferredPending], object] | None = None,
         subject: str | None = None,
+        semantic: bool = True,
     ) -> None:
         self._gateway = gateway
         self._node = node
@@ -436,6 +441,7 @@ class NodeSession:
         self._deferred = deferred
         self._wait = wait
         self._subject = subject
+        self._semantic = semantic
         self._round_trips = 0
         self.calls: list[ModelCall] = []
 
@@ -558,6 +564,7 @@ class NodeSession:
             tenant=self._tenant,
             deferred=self._deferred,
             subject=self._subject,
+            semantic=self._semantic,
         )
 
 

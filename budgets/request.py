@@ -269,6 +269,9 @@ class CallRequest:
             run's decision, so every node's lookup compares decisions and shares one
             embedding). ``None``: the prompt's own text. The exact key is always the
             whole prompt's.
+        semantic: ``False``: the cache looks this call up by its exact key only, because
+            the answer depends on inputs its subject does not hold (a reconcile whose
+            analyses were just written, not served from the cache).
     """
 
     node: str
@@ -295,6 +298,7 @@ class CallRequest:
     deferred: bool = False
     deferred_attempt: Attempt | None = None
     subject: str | None = None
+    semantic: bool = True
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""

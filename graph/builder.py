@@ -296,6 +296,7 @@ class _Nodes:
         recorded: RunSettings | None,
         deferred: bool | None = None,
         subject: str | None = None,
+        semantic: bool = True,
     ) -> NodeSession:
         info = runtime.execution_info
         # The run's own tenant pays: a resume or an edit with another context does not move it.
@@ -314,6 +315,7 @@ class _Nodes:
             step=info.checkpoint_id if info else "",
             deferred=deferred,
             subject=subject,
+            semantic=semantic,
             wait=functools.partial(
                 _wait_for_batch,
                 run={
@@ -413,6 +415,9 @@ class _Nodes:
             subject=decision_subject(
                 state["task"], _texts(state), (state.get("plan") or {}).get("replan_note")
             ),
+            # A reconciliation answers its analyses as much as the decision: one stored for a
+            # like decision is served only when both analyses were served from the cache too.
+            semantic=_from_cache(state.get("spend", []), ("cto", "coo")),
         )
         result = agents.reconcile(
             session,
@@ -578,6 +583,12 @@ def _task_of(state: State) -> str:
 
 def _texts(state: State) -> list[str]:
     return [c["text"] for c in state.get("constraints") or []]
+
+
+def _from_cache(spend: Sequence[ModelCall], nodes: Sequence[str]) -> bool:
+    """Whether the latest call of each of ``nodes`` in ``spend`` was answered from the cache."""
+    latest = {row["node"]: row for row in spend if row["node"] in nodes}
+    return len(latest) == len(nodes) and all(row.get("cache_hit") for row in latest.values())
 
 
 def _author(session: NodeSession) -> str:

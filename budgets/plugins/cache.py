@@ -240,7 +240,7 @@ class CachePlugin:
                 cache = self.cache
                 prompt = Prompt(request.messages, request.tools)
                 namespace = namespace_of(request, prompt, self._models, cache.embedder.name)
-                semantic = self.settings.semantic_for(request.node)
+                semantic = request.semantic and self.settings.semantic_for(request.node)
                 text = _semantic_text(request, prompt) if semantic else None
                 lookup = cache.lookup(
                     namespace,
@@ -279,7 +279,11 @@ class CachePlugin:
         for call in result.calls:
             call.setdefault("cache", outcome)
         if _cacheable(request, result):
-            self._store(cache, request, prompt, namespace, lookup, result, semantic)
+            # Stored for semantic lookups even when this lookup was exact only
+            # (`request.semantic`): a later request whose other inputs match may use it.
+            self._store(
+                cache, request, prompt, namespace, lookup, result, self.settings.semantic_for(request.node)
+            )
         return result if confirmed is None else self._joined(request, confirmed, result)
 
     def _confirm(

@@ -137,8 +137,29 @@ def test_every_node_compares_the_whole_decision_its_constraints_included(
     # A technical constraint that changes the question: the planner's prompt does not hold it,
     # but its decision does, so no node is answered for another decision.
     assert not any(r["cache_hit"] for r in changed["spend"])
-    refusals = [d for r in changed["spend"] for d in r["decisions"] if d["action"] == "refused"]
-    assert len(refusals) == 4
+    refusals = [r["node"] for r in changed["spend"] for d in r["decisions"] if d["action"] == "refused"]
+    # The reconcile reads the new analyses, so it is looked up by its exact prompt only.
+    assert sorted(refusals) == ["coo", "cto", "planner"]
+
+
+def test_a_reconciliation_is_served_for_a_like_decision_only_when_its_analyses_were_too(
+    models_file: Path, openai_server: FakeOpenAIServer, tmp_path: Path
+):
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("cache:\n  nodes:\n    cto: {semantic: false}\n")  # the CTO answers anew
+    gateway = Gateway(
+        load_models(models_file), load_budgets(budgets, node_names=NODE_NAMES), default_chain=CHAIN
+    )
+    graph = build_graph(gateway=gateway, checkpointer=InMemorySaver())
+    graph.invoke({"task": TASK}, config("first"))
+    reworded_task = TASK.replace("Should we move our billing service", "Should our billing service move")
+
+    reworded = graph.invoke({"task": reworded_task}, config("reworded"))
+
+    outcomes = {r["node"]: r["cache"] for r in reworded["spend"]}
+    assert outcomes["planner"] == outcomes["coo"] == "semantic" and outcomes["cto"] == "miss"
+    # The stored reconciliation weighed another CTO analysis than the one just written.
+    assert outcomes["reconcile"] == "miss"
 
 
 def test_the_cli_shows_the_hits_and_the_cache_commands_report_and_clear_them(
