@@ -390,7 +390,7 @@ class _Nodes:
             state.get("tenant"),
             recorded,
             state.get("deferred"),
-            subject=decision_subject(state["task"], _texts(state), plan.replan_note),
+            subject=_subject(state),
         )
         analysis = agents.analyze(session, step, plan, task=state["task"], constraints=constraints)
         inputs = _specialist_inputs(step.node, state)
@@ -412,9 +412,7 @@ class _Nodes:
             state.get("tenant"),
             recorded,
             state.get("deferred"),
-            subject=decision_subject(
-                state["task"], _texts(state), (state.get("plan") or {}).get("replan_note")
-            ),
+            subject=_subject(state),
             # A reconciliation answers its analyses as much as the decision: one stored for a
             # like decision is served only when both analyses were served from the cache too.
             semantic=_from_cache(state.get("spend", []), ("cto", "coo")),
@@ -581,8 +579,13 @@ def _task_of(state: State) -> str:
     return task
 
 
-def _texts(state: State) -> list[str]:
+def _texts(state: State | SpecialistInput) -> list[str]:
     return [c["text"] for c in state.get("constraints") or []]
+
+
+def _subject(state: State | SpecialistInput) -> str:
+    """The run's decision as its plan stands: the task, every constraint and the plan's re-plan note."""
+    return decision_subject(state["task"], _texts(state), (state.get("plan") or {}).get("replan_note"))
 
 
 def _from_cache(spend: Sequence[ModelCall], nodes: Sequence[str]) -> bool:

@@ -49,6 +49,7 @@ from budgetgraph.budgets.cache.base import Counts, Entry
 from budgetgraph.budgets.cache.config import ConfirmSettings
 from budgetgraph.budgets.config import MODEL_TIERS, ModelsConfig, Tier
 from budgetgraph.budgets.errors import BudgetExceededError
+from budgetgraph.budgets.ledger.base import CACHE_CONFIRMATION, is_cache_confirmation
 from budgetgraph.budgets.plugins.base import CallNext
 from budgetgraph.budgets.pricing import PriceBook
 from budgetgraph.budgets.request import CallRequest, ModelCall
@@ -59,10 +60,8 @@ openai = lazy_module("openai")  # imported at the first model call (see budgetgr
 
 logger = logging.getLogger(__name__)
 
-PLUGIN = "cache"
-"""The plugin whose decision marks a confirmation's rows."""
-ACTION = "confirm"
-"""The action of that decision (``cache``/``confirm`` on the spend row)."""
+PLUGIN, ACTION = CACHE_CONFIRMATION
+"""The decision that marks a confirmation's rows: ``cache``/``confirm`` on the spend row."""
 CATEGORY = "confirm"
 """The refusal category of a "no" (counted under ``refused_other`` in ``cache stats``)."""
 
@@ -318,9 +317,8 @@ def refused_counts(entry: Entry) -> Counts:
     return counts
 
 
-def is_confirmation(row: Mapping[str, Any]) -> bool:
-    """Whether a spend-table row or ledger record is a confirmation's (decision ``cache``/``confirm``)."""
-    return any(d.get("plugin") == PLUGIN and d.get("action") == ACTION for d in row.get("decisions") or ())
+is_confirmation = is_cache_confirmation
+"""Whether a spend-table row or ledger record is a confirmation's (decision ``cache``/``confirm``)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -164,6 +164,17 @@ HISTORY_KEPT = 1000
 """The most recent calls per node, tier and model that :meth:`Ledger.recent_usage` can return."""
 
 
+CACHE_CONFIRMATION: tuple[str, str] = ("cache", "confirm")
+"""The decision (plugin, action) on the rows of a question the cache put to a model to
+confirm a near hit (:mod:`budgetgraph.budgets.cache.confirm`)."""
+
+
+def is_cache_confirmation(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` (a spend row or a ledger record) is a cache confirmation's question."""
+    plugin, action = CACHE_CONFIRMATION
+    return any(d.get("plugin") == plugin and d.get("action") == action for d in row.get("decisions") or ())
+
+
 def in_usage_history(record: LedgerRecord) -> bool:
     """Whether ``record`` is a call behind the estimates (:meth:`Ledger.recent_usage`).
 
@@ -174,9 +185,7 @@ def in_usage_history(record: LedgerRecord) -> bool:
     """
     if record.get("cache_hit") or record.get("usage") == "unsettled" or record["tier"] == "local":
         return False
-    return not any(
-        d.get("plugin") == "cache" and d.get("action") == "confirm" for d in record.get("decisions", [])
-    )
+    return not is_cache_confirmation(record)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,11 @@ FEATURES: tuple[str, ...] = (
 """The features, in the order of the weights."""
 
 
+def capped(pattern: re.Pattern[str], text: str, cap: int) -> float:
+    """How many times ``pattern`` matches in ``text``, counted up to ``cap``."""
+    return float(min(len(pattern.findall(text)), cap))
+
+
 def features(text: str) -> dict[str, float]:
     """Measure ``text``: one value per name in :data:`FEATURES`.
 
@@ -160,22 +165,22 @@ def features(text: str) -> dict[str, float]:
         "instruction_words": math.log1p(len(_WORD.findall(instruction))),
         "payload_words": math.log1p(payload_words),
         "code_block": 1.0 if fences or code_lines >= 3 else 0.0,
-        "inline_code": float(min(len(_INLINE_CODE.findall(instruction)), 3)),
-        "analysis": float(min(len(_ANALYSIS.findall(instruction)), 3)),
-        "comparison": float(min(len(_COMPARISON.findall(instruction)), 2)),
-        "alternatives": float(min(len(_ALTERNATIVE.findall(instruction)), 2)),
-        "tradeoff": float(min(len(_TRADEOFF.findall(instruction)), 3)),
-        "numbers": float(min(len(_NUMBER.findall(instruction)), 4)),
-        "clauses": float(min(len(_CLAUSE.findall(instruction)), 6)),
+        "inline_code": capped(_INLINE_CODE, instruction, 3),
+        "analysis": capped(_ANALYSIS, instruction, 3),
+        "comparison": capped(_COMPARISON, instruction, 2),
+        "alternatives": capped(_ALTERNATIVE, instruction, 2),
+        "tradeoff": capped(_TRADEOFF, instruction, 3),
+        "numbers": capped(_NUMBER, instruction, 4),
+        "clauses": capped(_CLAUSE, instruction, 6),
         "questions": float(min(instruction.count("?"), 3)),
         "lookup": 1.0 if _LOOKUP.match(first) else 0.0,
         "rote": 1.0 if _ROTE.match(first) else 0.0,
-        "decision": float(min(len(_DECISION.findall(instruction)), 2)),
-        "judgement": float(min(len(_JUDGEMENT.findall(instruction)), 2)),
+        "decision": capped(_DECISION, instruction, 2),
+        "judgement": capped(_JUDGEMENT, instruction, 2),
         "reasoning": 1.0 if _REASONING.match(first) else 0.0,
-        "org": float(min(len(_ORG.findall(instruction)), 4)),
-        "scope": float(min(len(_SCOPE.findall(instruction)), 3)),
-        "regulated": float(min(len(_REGULATED.findall(instruction)), 2)),
+        "org": capped(_ORG, instruction, 4),
+        "scope": capped(_SCOPE, instruction, 3),
+        "regulated": capped(_REGULATED, instruction, 2),
     }
 
 

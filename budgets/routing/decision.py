@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from budgetgraph.budgets.routing.complexity import Complexity, scored
+from budgetgraph.budgets.routing.complexity import Complexity, capped, scored
 
 if TYPE_CHECKING:
     from budgetgraph.budgets.cache.base import Embedder
@@ -373,24 +373,24 @@ def features(task: str, constraints: Sequence[str] = (), note: str | None = None
         "money": max(math.log10(amount) - 2.0, 0.0) if amount > 0 else 0.0,
         "scale": max(math.log10(scale) - 1.0, 0.0) if scale > 0 else 0.0,
         "small_team_burden": 1.0 if _small_team(text) and _BURDEN.search(text) else 0.0,
-        "irreversible": float(min(len(_IRREVERSIBLE.findall(text)), 3)),
-        "regulated": float(min(len(_REGULATED.findall(text)), 3)),
-        "security": float(min(len(_SECURITY.findall(text)), 3)),
-        "critical": float(min(len(_CRITICAL.findall(text)), 3)),
-        "strategic": float(min(len(_STRATEGIC.findall(text)), 2)),
-        "emergency": float(min(len(_EMERGENCY.findall(text)), 2)),
-        "commitment": float(min(len(_COMMITMENT.findall(text)), 2)),
+        "irreversible": capped(_IRREVERSIBLE, text, 3),
+        "regulated": capped(_REGULATED, text, 3),
+        "security": capped(_SECURITY, text, 3),
+        "critical": capped(_CRITICAL, text, 3),
+        "strategic": capped(_STRATEGIC, text, 2),
+        "emergency": capped(_EMERGENCY, text, 2),
+        "commitment": capped(_COMMITMENT, text, 2),
         "lookup": 1.0 if _LOOKUP.match(first) and not _DECISION.search(first) else 0.0,
-        "routine": float(min(len(_ROUTINE.findall(text)), 2)),
-        "derisked": float(min(len(_DERISKED.findall(text)), 2)),
+        "routine": capped(_ROUTINE, text, 2),
+        "derisked": capped(_DERISKED, text, 2),
         "small_spend": 1.0 if _SMALL_SPEND.search(text) and amount < 1000 else 0.0,
-        "safety": float(min(len(_SAFETY.findall(text)), 3)),
-        "minors": float(min(len(_MINORS.findall(text)), 2)),
-        "personal_data": float(min(len(_PERSONAL_DATA.findall(text)), 3)),
-        "legal_exposure": float(min(len(_LEGAL_EXPOSURE.findall(text)), 3)),
-        "headcount": float(min(len(_HEADCOUNT.findall(text)), 2)),
-        "scope": float(min(len(_SCOPE.findall(text)), 2)),
-        "safeguard_gap": float(min(len(_SAFEGUARD_GAP.findall(text)), 2)),
+        "safety": capped(_SAFETY, text, 3),
+        "minors": capped(_MINORS, text, 2),
+        "personal_data": capped(_PERSONAL_DATA, text, 3),
+        "legal_exposure": capped(_LEGAL_EXPOSURE, text, 3),
+        "headcount": capped(_HEADCOUNT, text, 2),
+        "scope": capped(_SCOPE, text, 2),
+        "safeguard_gap": capped(_SAFEGUARD_GAP, text, 2),
         "constraints": float(min(len([c for c in constraints if c.strip()]), 4)),
         "decision": 1.0 if _DECISION.search(text) else 0.0,
         "words": math.log1p(len(_WORD.findall(text))),
