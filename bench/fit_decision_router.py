@@ -6,14 +6,15 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Five files by five writers, 423 decisions labelled economy,
+**Data.** Seven files by seven writers, 531 decisions labelled economy,
 standard or premium: ``bench/data/decisions/train.jsonl`` (186),
-``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48) and
-``train5.jsonl`` (66). The three holdouts were each written after a scorer
-was frozen and scored once; they are spent as holdouts and are training
-data now (issue #18). Nothing else under ``bench/data/decisions/`` is read
-unless named by ``--holdout``, which never refits; a new holdout is written
-after this scorer is frozen.
+``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
+``train5.jsonl`` (66), ``holdout4.jsonl`` (54) and ``holdout5.jsonl`` (54).
+The five holdouts were each written after a scorer was frozen and scored
+once; they are spent as holdouts and are training data now (issue #18).
+Nothing else under ``bench/data/decisions/`` is read unless named by
+``--holdout``, which never refits; a new holdout is written after this
+scorer is frozen.
 
 **Inputs per decision**, exactly as the runtime computes them: the keyword
 features of :func:`budgetgraph.budgets.routing.decision.features` and the
@@ -86,7 +87,15 @@ from budgetgraph.budgets.routing import decision
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "bench" / "data" / "decisions"
-FIT_FILES = ("train.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "train5.jsonl")
+FIT_FILES = (
+    "train.jsonl",
+    "holdout.jsonl",
+    "holdout2.jsonl",
+    "holdout3.jsonl",
+    "train5.jsonl",
+    "holdout4.jsonl",
+    "holdout5.jsonl",
+)
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""
 WEIGHTS_PATH = REPO / "budgets" / "routing" / decision.WEIGHTS_FILE

@@ -8,11 +8,9 @@ it: the task, its constraints and a re-plan note, in two ways.
 
 **Its wording**, through the local sentence embedder
 (:class:`~budgetgraph.budgets.cache.embedders.LocalEmbedder`: all-MiniLM-L6-v2
-on ONNX Runtime, 384 dimensions, no torch): the task is one text and the
-whole decision (the task with its constraints and note) another, embedded
-together in one call (about 7 ms on two cores; one text when there are no
-constraints, since the two are then the same). Neither vector is ever empty,
-so whether a writer adds constraints does not move the score by itself. The
+on ONNX Runtime, 384 dimensions, no torch): the whole decision on one line
+(:func:`decision_subject`), embedded once (about 8 ms on two cores; the
+cache's lookups for the run reuse the vector). The
 embedding carries what no list of words does: that a cooler left warm
 overnight is a food-safety call and a badge for a supply closet is not.
 
@@ -42,10 +40,10 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (``train.jsonl``,
-``holdout.jsonl`` and ``holdout2.jsonl``, three writers: economy, standard,
-premium), on the keyword features and both embeddings, with L2 penalties
-chosen by leave-one-writer-out cross-validation. It is
+of the hand-labelled decisions in ``bench/data/decisions/`` (531 decisions by
+seven writers, one file each: economy, standard, premium), on the keyword
+features and the embedding, with L2 penalties chosen by leave-one-writer-out
+cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
 never imported here), which writes its weights to ``decision_weights.json``
 beside this module; here they are applied with numpy. The score is the
@@ -216,7 +214,8 @@ _SAFETY = re.compile(
 _MINORS = re.compile(
     r"\b(?:child(?:ren)?|children's|kids?|minors?|under (?:1[3-8])\b(?!\s*(?:min|hour|second|%|percent))|"
     r"k-?(?:5|8|12)\b|kindergarten|preschool\w*|daycare|childcare|pupils?|teen\w*|adolescents?|youth|"
-    r"juveniles?|parental consent|pediatric\w*)\b",
+    r"juveniles?|parental consent|pediatric\w*|under-1[0-8]s?|\d(?:st|nd|rd|th)[- ]grade\w*|"
+    r"grade[- ]?school\w*|elementary|middle school\w*|high school\w*)\b",
     re.I,
 )
 _PERSONAL_DATA = re.compile(
@@ -227,7 +226,11 @@ _PERSONAL_DATA = re.compile(
     r"tenant|personnel)[- ](?:level )?(?:data|records?|lists?|information|details|profiles?|emails?|files?)|"
     r"(?:email|mailing|newsletter|contact|subscriber) lists?|contacts|location data|geolocation|"
     r"browsing (?:history|data)|data brokers?|third[- ]part(?:y|ies)|research partners?|patient-level|"
-    r"(?:sell|share) (?:our |the )?(?:\w+ )?data)\b",
+    r"(?:sell|share) (?:our |the )?(?:\w+ )?data|lab results|test results|diagnos\w*|"
+    r"(?:medical|health) (?:history|results|records|information|info|conditions?)|"
+    r"another (?:company|customer|client|tenant|user|patient|family|account|member)'s|"
+    r"other (?:companies|customers|clients|tenants|users|patients|members)'?s? "
+    r"(?:data|invoices|records|orders|files|accounts|details|messages))\b",
     re.I,
 )
 _LEGAL_EXPOSURE = re.compile(
@@ -270,7 +273,9 @@ _SAFEGUARD_GAP = re.compile(
     r"(?:signed|sign|a|any|written)?\s?(?:dpa|baa|contract|agreement|nda|consent|licen[cs]e|permit|approval)|"
     r"handshake|verbal agreement|unsigned|off the books|left blank|unclear|not (?:yet )?(?:been )?notified|"
     r"auto-?delet\w*|declared as|mislabel\w*|misdeclar\w*|falsif\w*|backdat\w*|cover(?:ing)? up|"
-    r"under-?report\w*)\b",
+    r"under-?report\w*|(?:free|personal|consumer|private) (?:gmail|dropbox|whatsapp|email|e-mail|"
+    r"phones?|cell ?phones?|devices?|laptops?|accounts?)|"
+    r"gmail|whatsapp|personal (?:google|dropbox|icloud))\b",
     re.I,
 )
 _SMALL_SPEND = re.compile(r"[$€£]\s?\d{1,3}(?:\.\d+)?\b(?!\s?(?:k|m|b|million|billion|thousand|,\d))", re.I)
