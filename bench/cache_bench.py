@@ -350,6 +350,8 @@ DECISION_SETS = (
     "fresh_train",
     "fresh_holdout",
     "final_holdout",
+    "dev2",
+    "last_holdout",
 )
 """Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
 were written; a file that is not there is left out."""

@@ -43,6 +43,7 @@ from budgetgraph.budgets.cache.base import (
     Sync,
     Vector,
 )
+from budgetgraph.budgets.cache.diff import may_expand
 from budgetgraph.budgets.cache.guard import Guard
 from budgetgraph.tracing.attributes import STEP_EMBED, STEP_GUARD
 from budgetgraph.tracing.spans import step_event
@@ -204,7 +205,7 @@ class SemanticCache:
         # the nearest entries share one store round trip; changes in the catch-up mean a new search.
         # An IVF index holds float16 vectors: its scores are within ~1e-3 of the cosine, so
         # candidates just under the threshold are fetched too and scored on their stored vectors.
-        floor = threshold - RESCORE_MARGIN
+        floor = self.guard.floor(threshold) - RESCORE_MARGIN
         fetched: dict[int, Entry] | None
         with space.lock:
             nearest = self._search(space, vector)
@@ -245,7 +246,10 @@ class SemanticCache:
         scored = [(entries[i], _cosine(vector, entries[i].vector, s)) for i, s in above if i in entries]
         candidates = sorted((c for c in scored if c[1] >= threshold), key=lambda c: -c[1])
         if not candidates and scored:
-            return _below(max(s for _, s in scored), threshold, vector)
+            nearest_entry, best = max(scored, key=lambda c: c[1])
+            if best < self.guard.floor(threshold) or not may_expand(text, nearest_entry.text):
+                return _below(best, threshold, vector)
+            candidates = [(nearest_entry, best)]  # the guard judges it: abbreviations written out
         if not candidates:
             return Lookup("miss", reason="nearest entries have expired", vector=vector)
         if len(candidates) > 1:
@@ -277,6 +281,8 @@ class SemanticCache:
         )
         if verdict.accepted:
             return Lookup("semantic", candidate, similarity, verdict.reason, vector=vector)
+        if verdict.category == "similarity":  # under the threshold, and more than abbreviations differ
+            return _below(similarity, threshold, vector)
         return Lookup(
             "miss",
             similarity=similarity,

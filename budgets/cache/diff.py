@@ -39,11 +39,16 @@ they are left to the cosine threshold after the checks on numbers, negation,
 relation words, opposites and names.
 
 Paraphrases differ too, in function words, word order, politeness and sentence
-form ("is it a good idea to" for "should we"; phatic clauses are dropped by
-:func:`budgetgraph.budgets.cache.text.features`), in inflection, in
+form ("is it a good idea to" for "should we"; phatic clauses, a frame before
+"whether" such as "I need a decision on" and a "no rush" are dropped by
+:func:`budgetgraph.budgets.cache.text.features`; "to" before a verb, as in
+"to cut costs", relates no terms), in inflection, in
 abbreviations ("ER" / "emergency room", "k8s" / "Kubernetes", "Q3" / "third
 quarter", "Eng" / "Engineering": :func:`_abbreviations`), in how an amount is
-written ("36 months" / "3 years"), and in words of like meaning. Replaced words
+written ("36 months" / "3 years"), and in words of like meaning. A request
+that differs from a stored one only in abbreviations written out is served
+under the threshold too (:func:`expands`), since the embedder puts "SLA" far
+from "service level agreement". Replaced words
 count as the same when their embeddings (the cache's own embedder, on the words
 alone) are at least :attr:`Rules.synonym_similarity` apart
 (:attr:`Rules.decision_synonym_similarity` in a decision, where antonyms such as
@@ -131,6 +136,11 @@ class Rules:
     """Unmatched content share up to which a negation in one request only refuses."""
     swap_gain: float = 0.04
     """Gain in alignment ratio that exchanging two terms must bring for a swap."""
+    swap_alignment: float = 0.6
+    """Alignment ratio (difflib) the two requests need before a swap is looked for: a swap
+    leaves the rest in place (0.68 to 0.86 in the labelled swaps); clauses moved around
+    ("With steel up 18%, should we ..., even though ..." / "Even though ..., should we ...
+    with steel up 18%?") leave 0.46."""
     decision_synonym_similarity: float = 0.8
     """:attr:`synonym_similarity` when both requests ask for a decision: antonyms embed as
     close as synonyms ("bear" / "bull"), so there a replaced word must be nearer still."""
@@ -182,6 +192,35 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
     if found is None and not reworded and (decision or new.request or stored.request):
         found = _edits(spans, rules, embed, decision=decision)
     return Comparison(found, share, reworded)
+
+
+def expands(new: TextFeatures, stored: TextFeatures) -> bool:
+    """Whether the two requests differ only in abbreviations written out in one of them.
+
+    "Should we sign an SLA with the new ISP?" / "... a service level agreement with the
+    new internet service provider?": every content word of each has a counterpart in the
+    other, an abbreviation's being its expansion (:func:`_abbreviations`), and the numbers
+    agree. all-MiniLM-L6-v2 puts such pairs at cosine 0.44 to 0.77, under any threshold
+    that keeps near misses out; the guard serves them on this alignment instead
+    (:attr:`~budgetgraph.budgets.cache.guard.Guard.expansion_floor`).
+    """
+    covered = _abbreviations(new, stored)
+    if not covered or _quantity(new, stored, covered, decision=True) is not None:
+        return False
+    return all(_weight(old) + _weight(fresh) == 0 for old, fresh in _spans(new, stored, covered))
+
+
+_ABBREVIATION = re.compile(
+    r"\b(?:[A-Za-z]*[A-Z][a-z]*[A-Z][A-Za-z]*|[A-Za-z]+\d+[A-Za-z]*|\d+[A-Za-z]{2,})\b"
+)
+"""A token that may abbreviate ("SLA", "SaaS", "AEs", "K8s", "Q3", "3PL"): two capitals or
+letters and digits together."""
+
+
+def may_expand(new: str, stored: str) -> bool:
+    """A cheap screen before :func:`expands`: whether one text has an abbreviation the other lacks."""
+    mine, theirs = set(_ABBREVIATION.findall(new)), set(_ABBREVIATION.findall(stored))
+    return mine != theirs
 
 
 # ---------------------------------------------------------------------- numbers and negation
@@ -299,6 +338,8 @@ def _asks_decision(f: TextFeatures) -> bool:
     for i, lemma in enumerate(lemmas[:-1]):
         if lemma in MODALS and (f.tokens[i + 1].tags & {"PRON", "DET"} or f.tokens[i + 1].entity):
             return True
+        if lemma in INFINITIVE_FRAMES and lemmas[i + 1] == "to":
+            return True  # "is it time to archive", "would it be wise to"
         if lemma in MODALS and _opens_question(f, i):
             return True  # "Should design report into product?"
     return bool(ASKING.intersection(lemmas))
@@ -430,6 +471,8 @@ def _swap(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference |
     first_stored = _first_positions(stored)
     shared = [w for w in first_stored if w in first_new]
     base = difflib.SequenceMatcher(None, stored.sequence, new.sequence, autojunk=False).ratio()
+    if base < rules.swap_alignment:
+        return None  # reordered throughout: clauses moved, not two terms
     for i, x in enumerate(shared):
         for y in shared[i + 1 :]:
             sx, sy, nx, ny = first_stored[x], first_stored[y], first_new[x], first_new[y]
@@ -460,12 +503,12 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
     if ("by" in new.sequence) != ("by" in stored.sequence):
         return None  # a passive for an active: "take over X" / "X be taken over by"
     for i, a in enumerate(stored.tokens):
-        if a.lemma not in RELATIONS:
+        if not _is_relation(stored, i):
             continue
         before_s, after_s = _around(stored, i, rules.window)
         for j, b in enumerate(new.tokens):
-            if b.lemma != a.lemma:
-                continue
+            if b.lemma != a.lemma or not _is_relation(new, j) or _verb_next(stored, i) != _verb_next(new, j):
+                continue  # "move payroll *to* Gusto" is not "*to* cut admin time"
             before_n, after_n = _around(new, j, rules.window)
             ahead = (before_s & after_n) - before_n
             behind = (after_s & before_n) - after_n
@@ -475,6 +518,35 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
                     f"`{sorted(ahead)[0]}` and `{sorted(behind)[0]}` trade places around `{a.text}`",
                 )
     return None
+
+
+def _is_relation(f: TextFeatures, i: int) -> bool:
+    """Whether token ``i`` is a relation word (:data:`RELATIONS`), "to" before a verb aside.
+
+    "to" that marks an infinitive ("*to* reduce costs", "*to* have a vendor handle it")
+    relates no terms; before a word that can be a noun too ("to cut", "to mass timber"),
+    a name ("to React Native") or an inflected form ("to paid search") it counts.
+    """
+    token = f.tokens[i]
+    if token.lemma not in RELATIONS:
+        return False
+    following = f.tokens[i + 1] if i + 1 < len(f.tokens) else None
+    if token.lemma != "to" or following is None or following.entity:
+        return True
+    base = following.lemma == following.text.lower()  # "to reduce", not "to paid search"
+    return not ("AUX" in following.tags or (following.tags == {"VERB"} and base))
+
+
+def _verb_next(f: TextFeatures, i: int) -> bool:
+    """Whether token ``i`` is "to" before a word that can be a verb in its base form (no name)."""
+    following = f.tokens[i + 1] if i + 1 < len(f.tokens) else None
+    return (
+        f.tokens[i].lemma == "to"
+        and following is not None
+        and not following.entity
+        and "VERB" in following.tags
+        and following.lemma == following.text.lower()
+    )
 
 
 def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], frozenset[str]]:
@@ -536,7 +608,16 @@ def _first_positions(f: TextFeatures) -> dict[str, int]:
 
 
 def _relations(f: TextFeatures, start: int, end: int) -> set[str]:
-    return {t.lemma for t in f.tokens[start + 1 : end] if t.lemma in RELATIONS}
+    """Relation words between tokens ``start`` and ``end`` in the sentence of both."""
+    found = set()
+    for k in range(start + 1, end):
+        token = f.tokens[k]
+        if not _is_relation(f, k):
+            continue
+        if f.sentence_of and len({f.sentence_of[start], f.sentence_of[k], f.sentence_of[end]}) > 1:
+            continue
+        found.add(token.lemma)
+    return found
 
 
 def _opposites(spans: list[Span]) -> Difference | None:
@@ -593,7 +674,15 @@ def _abbreviations(new: TextFeatures, stored: TextFeatures) -> frozenset[int]:
             if run:
                 covered.add(id(token))
                 covered.update(id(t) for t in run)
+                after = long.tokens.index(run[-1]) + 1
+                if after < len(long.tokens) and long.tokens[after].lemma in EXPANSION_HEADS:
+                    covered.add(id(long.tokens[after]))  # "3PL" / "third-party logistics provider"
     return frozenset(covered)
+
+
+EXPANSION_HEADS = frozenset("provider vendor company firm service system platform tool team program".split())
+"""Head nouns an expansion often adds to what its abbreviation names: "a BPO" / "a business
+process outsourcing *provider*", "an HRIS" / "a human resources information *system*"."""
 
 
 def _expansion(token: Token, other: TextFeatures) -> list[Token]:
@@ -607,8 +696,11 @@ def _expansion(token: Token, other: TextFeatures) -> list[Token]:
             if len(t.text) == count + 2 and t.text[0].lower() == first and t.text[-1].lower() == last
         ][:1]
     code = _CODE.fullmatch(text)
-    if code is not None:  # "Q3" / "third quarter", "H1" / "first half", "F500" / "Fortune 500"
+    if code is not None:  # "Q3" / "third quarter", "H1" / "first half", "F500" / "Fortune 500", "Sev1"
         return _spelled_code(code.group(1).lower(), code.group(2), other.tokens)
+    leading = _LEADING.fullmatch(text)
+    if leading is not None:  # "3PL" / "third-party logistics", "2FA" / "two-factor authentication"
+        return _numbered_initialism(leading.group(1), leading.group(2).lower(), other.tokens)
     letters = text.replace(".", "")
     if len(letters) > 2 and letters.endswith("s") and letters[:-1].isupper():
         letters = letters[:-1]  # "VMs", "SSDs"
@@ -623,7 +715,12 @@ def _expansion(token: Token, other: TextFeatures) -> list[Token]:
     return []
 
 
-_CODE = re.compile(r"([^\W\d_]{1,2})(\d+)")
+_CODE = re.compile(r"([^\W\d_]{1,4})(\d+)")
+_ORDINALS = frozenset(
+    f"{n}{suffix}" for n, suffix in ((1, "st"), (2, "nd"), (3, "rd"), *((n, "th") for n in range(4, 11)))
+)
+_SPELLED_INITIALS = frozenset({"non", *_ORDINALS})
+_LEADING = re.compile(r"(\d)([^\W\d_]{1,4})")
 
 
 def _spelled_code(letter: str, digits: str, tokens: Sequence[Token]) -> list[Token]:
@@ -647,22 +744,48 @@ def _spelled_code(letter: str, digits: str, tokens: Sequence[Token]) -> list[Tok
     return []
 
 
+def _numbered_initialism(digit: str, letters: str, tokens: Sequence[Token]) -> list[Token]:
+    """A number ``digit`` (as a count or an ordinal) followed by words with the initials ``letters``."""
+    values = {repr(float(digit)), *(o for o in _ORDINALS if o.startswith(digit) and o[1:].isalpha())}
+    for i, token in enumerate(tokens[:-1]):
+        if token.number and token.lemma in values:
+            run = _initials_from(letters, tokens, i + 1)
+            if run:
+                return [token, *run]
+    return []
+
+
 def _initialism(letters: str, tokens: Sequence[Token]) -> list[Token]:
     """The first run of ``tokens`` whose initials spell ``letters`` (function words may be skipped)."""
     for start, token in enumerate(tokens):
-        if token.content and token.text[:1].lower() == letters[0]:
+        if (token.content or _spelled_initial(token)) and token.text[:1].lower() == letters[0]:
             run = _initials_from(letters, tokens, start)
             if run is not None:
                 return run
     return []
 
 
+def _spelled_initial(token: Token) -> bool:
+    """Whether ``token`` is a spelled ordinal or the prefix "non", which give an initialism a letter.
+
+    "*third*-party administrator" for "TPA", "*non*-disclosure agreement" for "NDA".
+    """
+    return token.text.isalpha() and token.lemma in _SPELLED_INITIALS
+
+
 def _initials_from(letters: str, tokens: Sequence[Token], i: int) -> list[Token] | None:
     if not letters:
         return []
-    if i >= len(tokens) or tokens[i].number or tokens[i].negation:
+    if i >= len(tokens):
+        return None
+    if (tokens[i].number or tokens[i].negation) and not _spelled_initial(tokens[i]):
         return None
     token = tokens[i]
+    humps = "".join(ch for ch in token.text if ch.isupper()).lower()
+    if len(humps) > 1 and token.text[:1].isupper() and letters.startswith(humps):
+        rest = _initials_from(letters[len(humps) :], tokens, i + 1)  # "GitHub Actions" for "GHA"
+        if rest is not None:
+            return [token, *rest]
     if token.text[:1].lower() == letters[0]:
         rest = _initials_from(letters[1:], tokens, i + 1)
         if rest is not None:
@@ -739,4 +862,4 @@ def _kind(a: Token, b: Token) -> str:
     return "qualifier"
 
 
-__all__ = ["CATEGORIES", "Comparison", "Difference", "Rules", "compare"]
+__all__ = ["CATEGORIES", "Comparison", "Difference", "Rules", "compare", "expands", "may_expand"]

@@ -11,6 +11,9 @@ guard finds nothing that changes the decision. In order:
    a negation, a reversed direction or order, the opposite polarity, another
    actor, an added qualifier, another action. Any of these refuses, whatever
    the cosine: all-MiniLM-L6-v2 puts such pairs at 0.85 to 0.99.
+   Requests that differ only in abbreviations written out ("SLA" / "service
+   level agreement") are judged so from :attr:`Guard.expansion_floor` up,
+   under the threshold, since the embedder puts them far apart.
 3. **Rewording.** Requests worded differently throughout have no single span
    to judge; their required similarity rises with the share of content words
    without a counterpart (:attr:`Guard.reworded_slope`).
@@ -36,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from budgetgraph.budgets.cache.diff import CATEGORIES, Embed, Rules, compare
+from budgetgraph.budgets.cache.diff import CATEGORIES, Embed, Rules, compare, expands, may_expand
 from budgetgraph.budgets.cache.text import features
 
 if TYPE_CHECKING:
@@ -88,6 +91,15 @@ class Guard:
     """Similarity added to the requirement per unit share of unmatched content words (cosine)."""
     verifier: Verifier | None = None
     """Duplicate classifier run after the checks above pass; ``None`` runs none."""
+    expansion_floor: float = 0.4
+    """Cosine from which a candidate under the threshold is still judged when the two requests
+    differ only in abbreviations written out (:func:`~budgetgraph.budgets.cache.diff.expands`):
+    all-MiniLM-L6-v2 puts "an SLA with the new 3PL" and "a service level agreement with the
+    new third-party logistics provider" at 0.49. Ignored when the guard is off."""
+
+    def floor(self, threshold: float) -> float:
+        """The lowest cosine at which a candidate may be served (cosine, -1 to 1)."""
+        return min(threshold, self.expansion_floor) if self.enabled else threshold
 
     def ambiguous(self, best: float, second: float | None, threshold: float) -> bool:
         """Whether a lookup whose two nearest candidates score ``best`` and ``second`` is a guess."""
@@ -138,7 +150,14 @@ class Guard:
         self, query: str, candidate: str, similarity: float, threshold: float, embed: Embed | None = None
     ) -> Verdict:
         """The checks before the verifier (:meth:`judge`'s arguments and verdict)."""
-        if similarity < threshold:
+        expanded = (
+            similarity < threshold
+            and self.enabled
+            and similarity >= self.expansion_floor
+            and may_expand(query, candidate)
+            and expands(features(query), features(candidate))
+        )
+        if similarity < threshold and not expanded:
             return Verdict(False, threshold, f"similarity: {similarity:.3f} < {threshold:.2f}", "similarity")
         if not self.enabled:
             return Verdict(True, threshold, f"similarity {similarity:.3f} >= {threshold:.2f}")
@@ -147,6 +166,12 @@ class Guard:
         if found is not None:
             return Verdict(
                 False, 1.0, f"{found.category}: {found.detail} (similarity {similarity:.3f})", found.category
+            )
+        if expanded:
+            return Verdict(
+                True,
+                self.expansion_floor,
+                f"abbreviations written out: similarity {similarity:.3f} under {threshold:.2f}",
             )
         required = threshold
         note = ""

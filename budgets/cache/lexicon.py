@@ -100,9 +100,11 @@ RELATION_OPPOSITES: tuple[tuple[str, str, str], ...] = (
 
 RELATIONS: frozenset[str] = frozenset(
     "to from into onto off than vs versus over under before after against instead with for toward towards "
-    "above below ahead behind by".split()
+    "above below ahead behind by through via 1st first then afterwards".split()
 )
-"""Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS"."""
+"""Words that give the terms around them different roles: "from AWS to GCP" / "from GCP to AWS",
+"reroute Rotterdam cargo *through* Antwerp" / "Antwerp cargo through Rotterdam", "trench *first*
+and pour afterwards" / "pour first and trench afterwards" ("first" is read as the number "1st")."""
 
 OPPOSITE_PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("up", "down", "direction"),
@@ -175,12 +177,14 @@ GREETINGS: frozenset[str] = frozenset("hi hello hey dear greetings morning".spli
 SIDES: Mapping[str, int] = {
     **dict.fromkeys(
         "benefit advantage upside pro plus merit strength opportunity gain profit revenue income "
-        "earnings saving savings return payoff reward win success succeed help".split(),
+        "earnings saving savings return payoff reward win success succeed help tailwind improve "
+        "improvement better best right upswing".split(),
         1,
     ),
     **dict.fromkeys(
         "risk drawback disadvantage downside con minus weakness threat danger loss cost expense "
-        "spend penalty pitfall liability harm hurt fail failure burden".split(),
+        "spend penalty pitfall liability harm hurt fail failure burden headwind deteriorate "
+        "deterioration worsen worse worst wrong downturn".split(),
         -1,
     ),
 }
@@ -189,7 +193,8 @@ decision brings (+1) or takes (-1): "the *upsides* of" / "the *downsides* of", "
 would we *save*" / "what would it *cost*", "extra *revenue*" / "extra *cost*". VADER rates
 some of them ("benefit" +2.0, "risk" -1.1) and leaves the accounting ones unrated ("cost",
 "saving", "revenue", "upside", "drawback"), which are the ones a business request asks about;
-this closed set completes it. :func:`side` reads both."""
+this closed set completes it, with the directions of an outcome ("improve" / "deteriorate",
+"what could go *right*" / "go *wrong*", "tailwinds" / "headwinds"). :func:`side` reads both."""
 
 _LEXICON_LOCK = threading.Lock()
 _VALENCE: dict[str, float] | None = None
@@ -288,7 +293,11 @@ def side(word: str) -> int:
 
     Words VADER rates on opposite sides ("threats" / "strengths") are :func:`opposite_valence`'s.
     """
-    return SIDES.get(word.lower(), 0)
+    lower = word.lower()
+    found = SIDES.get(lower, 0)
+    if not found and len(lower) > 4 and lower.endswith("s"):
+        found = SIDES.get(lower[:-1], 0)  # plurals no lexicon lemmatises ("tailwinds")
+    return found
 
 
 def opposite_valence(a: str, b: str) -> bool:

@@ -306,7 +306,7 @@ def features(text: str) -> TextFeatures:
                     lemma, lemmas = "no,", frozenset({"no,"})  # "No, ..." opening an answer is no negation
         entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
-    tokens = _without_filler(text, tokens)
+    tokens = _without_frame(_without_filler(text, _without_reassurance(text, tokens)))
     sentence_of: list[int] = []
     questions: set[int] = set()
     end = 0
@@ -382,6 +382,51 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     if len(kept) == len(clauses) or not kept:
         return tokens
     return [t for c in kept for t in c]
+
+
+_REASSURANCE = re.compile(r"\bno (?:rush|hurry|worries|pressure|stress)\b", re.I)
+"""Reassurance, not negation: "No rush.", "no hurry on this"."""
+
+
+def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
+    """``tokens`` less the words of a reassurance (:data:`_REASSURANCE`)."""
+    spans = [match.span() for match in _REASSURANCE.finditer(text)]
+    if not spans:
+        return tokens
+    return [t for t in tokens if not any(start <= t.start < end for start, end in spans)]
+
+
+FRAME_WORDS: frozenset[str] = frozenset(
+    "need want like love decision decide take view input thought advice answer figure understand know "
+    "wonder ask tell let help call clarity".split()
+)
+"""Lemmas of a request's frame, which asks for the decision without being part of it: "*I need a
+decision on* whether to close", "*we want to know* if it makes sense", "*tell me* whether"."""
+
+_OPENERS = frozenset({"whether", "if"})
+
+
+def _without_frame(tokens: list[Token]) -> list[Token]:
+    """``tokens`` less a frame that opens the request before "whether" or "if".
+
+    The frame is every word before the first "whether" or "if", when those are
+    only function words and :data:`FRAME_WORDS`, phatic or discourse words, with
+    no number, name or negation: "I need a decision on whether to close the store"
+    reads "whether to close the store", as "Should we close the store?" asks. A
+    condition that opens the request ("If the round fails, should we ...") has no
+    frame before it.
+    """
+    opener = next((i for i, t in enumerate(tokens) if t.lemma in _OPENERS), None)
+    if not opener:
+        return tokens
+    frame = tokens[:opener]
+    if any(t.number or t.negation or (t.entity and t.lemma.lower() != "i") for t in frame):
+        return tokens
+    if not all(_function(t) or _talk(t) or t.lemma in FRAME_WORDS for t in frame):
+        return tokens
+    if not any(t.lemma in FRAME_WORDS or _talk(t) for t in frame):
+        return tokens
+    return tokens[opener:]
 
 
 _CLAUSE_END = frozenset(",.?!:;")

@@ -337,3 +337,34 @@ def test_a_request_between_two_stored_ones_is_refused_as_ambiguous():
 
     assert found.outcome == "miss" and found.reason.startswith("ambiguous: two entries at 0.981 and 0.981")
     assert found.refused == (found.reason,)
+
+
+def _at_cosine(similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    stored, query = np.zeros(64, dtype=np.float32), np.zeros(64, dtype=np.float32)
+    stored[0] = 1.0
+    query[0], query[1] = similarity, np.sqrt(1 - similarity**2)
+    return stored, query
+
+
+def test_an_abbreviation_written_out_is_served_under_the_threshold_and_nothing_else_is():
+    cache = SemanticCache(MemoryStore(), HashingEmbedder(), guard=Guard())
+    stored, query = _at_cosine(0.55)
+    text = "Should we sign an MSA with the new MSP?"
+    cache.put(namespace(), key=exact_key(text), text=text, vector=stored, response={"answer": 1}, model="m")
+
+    def ask(asked: str, vector: np.ndarray):
+        return cache.lookup(namespace(), key=exact_key(asked), text=asked, threshold=0.78, vector=vector)
+
+    written_out = ask(
+        "Should we sign a master services agreement with the new managed service provider?", query
+    )
+    assert written_out.outcome == "semantic" and written_out.reason.startswith("abbreviations written out")
+    other = ask(
+        "Should we cancel the master services agreement with the new managed service provider?", query
+    )
+    assert other.outcome == "miss" and other.reason == "nearest 0.550 < 0.78"
+    _, far = _at_cosine(0.3)
+    assert (
+        ask("Should we sign a master services agreement with the new managed service provider?", far).outcome
+        == "miss"
+    )

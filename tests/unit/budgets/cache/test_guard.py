@@ -48,9 +48,49 @@ def test_an_opening_no_is_not_a_negation():
     assert features("It is not optional.").negations == 1
 
 
-def test_candidates_below_the_threshold_are_never_served():
+def test_candidates_below_the_threshold_are_not_served():
     verdict = GUARD.judge("reset my password", "reset my password", 0.70, 0.78)
     assert not verdict.accepted and verdict.category == "similarity"
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should we sign a master services agreement with the new managed service provider?",
+            "Should we sign an MSA with the new MSP?",
+        ),
+        ("Should every vendor sign a non-disclosure agreement?", "Should every vendor sign an NDA?"),
+        (
+            "Should we require two-factor authentication for the knowledge base?",
+            "Should we require 2FA for the KB?",
+        ),
+        ("Should our third-party logistics provider run returns?", "Should our 3PL run returns?"),
+        ("Should we drop GitLab Runner for GitHub Actions?", "Should we drop GitLab Runner for GHA?"),
+    ],
+)
+def test_abbreviations_written_out_are_served_under_the_threshold(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.55, 0.78)
+    assert verdict.accepted, verdict.reason
+    assert verdict.reason.startswith("abbreviations written out: similarity 0.550 under 0.78")
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "similarity"),
+    [
+        (  # another action besides the expansion
+            "Should we cancel the master services agreement with the new managed service provider?",
+            "Should we sign an MSA with the new MSP?",
+            0.55,
+        ),
+        ("Should we sign a master services agreement?", "Should we sign an MSA?", 0.35),  # under the floor
+        ("Should we renew the MSA for 2 years?", "Renew the master services agreement for 3 years?", 0.6),
+    ],
+)
+def test_under_the_threshold_only_a_pure_expansion_is_served(query: str, cached: str, similarity: float):
+    verdict = GUARD.judge(query, cached, similarity, 0.78)
+    assert not verdict.accepted and verdict.category == "similarity"
+    assert not Guard(enabled=False).judge(query, cached, 0.6, 0.78).accepted
 
 
 @pytest.mark.parametrize(
@@ -471,3 +511,67 @@ def test_terms_that_trade_roles_in_a_passive_or_a_first_person_statement_are_ref
     verdict = GUARD.judge(query, cached, 0.99, 0.78, embed=_everything_alike)
 
     assert not verdict.accepted and verdict.category == "direction"
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (  # a frame before "whether" asks for the decision without being part of it
+            "I need a decision on whether to renew the Datadog contract in June.",
+            "Should we renew the Datadog contract in June?",
+        ),
+        (
+            "We would like to know if it makes sense to repaint the Fresno warehouse floor.",
+            "Does repainting the Fresno warehouse floor make sense?",
+        ),
+        ("Should we renew the Datadog contract? No rush.", "Should we renew the Datadog contract?"),
+        (  # a purpose clause moved: "to" before a verb relates no terms
+            "Should we move payroll to Gusto to cut admin time?",
+            "To cut admin time, should we move payroll to Gusto?",
+        ),
+        (  # clauses moved around, not two terms exchanged
+            "With fuel up 20%, should we add a night shuttle to the depot, even though it costs a driver?",
+            "Even though it costs a driver, should we add a night shuttle to the depot with fuel up 20%?",
+        ),
+    ],
+)
+def test_frames_reassurance_and_moved_clauses_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Should we migrate billing first and upgrade the CRM afterwards?",
+            "Should we upgrade the CRM first and migrate billing afterwards?",
+            "direction",
+        ),
+        (
+            "Should we ship Boston orders through the Newark hub this winter?",
+            "Should we ship Newark orders through the Boston hub this winter?",
+            "direction",
+        ),
+        (
+            "What are the tailwinds for opening a second bakery in Leeds?",
+            "What are the headwinds for opening a second bakery in Leeds?",
+            "polarity",
+        ),
+        (
+            "If the clinic moved to online booking only, what could go right?",
+            "What could go wrong if our clinic switches to booking online only?",
+            "polarity",
+        ),
+        (  # "is it time to" asks for a decision: the verb asked about is compared
+            "Is it time to delete the old Jira projects from before 2020?",
+            "Now that we moved, is it time to archive the old Jira projects from before 2020?",
+            "action",
+        ),
+    ],
+)
+def test_an_order_reversed_a_route_swapped_and_the_other_outcome_are_refused(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
