@@ -507,8 +507,8 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
             continue
         before_s, after_s = _around(stored, i, rules.window)
         for j, b in enumerate(new.tokens):
-            if b.lemma != a.lemma or not _is_relation(new, j) or _verb_next(stored, i) != _verb_next(new, j):
-                continue  # "move payroll *to* Gusto" is not "*to* cut admin time"
+            if b.lemma != a.lemma or not _is_relation(new, j):
+                continue
             before_n, after_n = _around(new, j, rules.window)
             ahead = (before_s & after_n) - before_n
             behind = (after_s & before_n) - after_n
@@ -537,30 +537,23 @@ def _is_relation(f: TextFeatures, i: int) -> bool:
     return not ("AUX" in following.tags or (following.tags == {"VERB"} and base))
 
 
-def _verb_next(f: TextFeatures, i: int) -> bool:
-    """Whether token ``i`` is "to" before a word that can be a verb in its base form (no name)."""
-    following = f.tokens[i + 1] if i + 1 < len(f.tokens) else None
-    return (
-        f.tokens[i].lemma == "to"
-        and following is not None
-        and not following.entity
-        and "VERB" in following.tags
-        and following.lemma == following.text.lower()
-    )
-
-
 def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], frozenset[str]]:
-    """Lemmas of up to ``window`` content words before and after token ``i``, within its sentence."""
-    sentence = f.sentence_of[i] if f.sentence_of else 0
+    """Lemmas of up to ``window`` content words before and after token ``i``, within its clause.
+
+    A clause ends at a comma too: "To cut admin time, should we move payroll to Gusto?" does
+    not put "time" before the "to" of "to Gusto".
+    """
+    parts = f.clause_of or f.sentence_of
+    clause = parts[i] if parts else 0
     before = [
         t.lemma
         for k, t in enumerate(f.tokens[:i])
-        if t.content and t.lemma not in DISCOURSE and (not f.sentence_of or f.sentence_of[k] == sentence)
+        if t.content and t.lemma not in DISCOURSE and (not parts or parts[k] == clause)
     ][-window:]
     after = [
         t.lemma
         for k, t in enumerate(f.tokens[i + 1 :], start=i + 1)
-        if t.content and t.lemma not in DISCOURSE and (not f.sentence_of or f.sentence_of[k] == sentence)
+        if t.content and t.lemma not in DISCOURSE and (not parts or parts[k] == clause)
     ][:window]
     return frozenset(before), frozenset(after)
 

@@ -219,6 +219,7 @@ class TextFeatures:
         entity_forms: ``(lemma, as written)`` for each name, for messages.
         quantities: ``(number, unit)`` for each number followed by a unit.
         sentence_of: The sentence (0, 1, ...) of each token.
+        clause_of: The clause (0, 1, ...) of each token: sentences split at commas, colons and semicolons too.
         questions: The sentences (as in ``sentence_of``) that end in a question mark.
         request: Whether the text asks something of its reader: a question mark, or a
             first person ("we", "our", "me"), as requests to an assistant have; a
@@ -239,6 +240,7 @@ class TextFeatures:
     quantities: frozenset[tuple[str, str]] = frozenset()
     amounts: tuple[str, ...] = ()
     sentence_of: tuple[int, ...] = ()
+    clause_of: tuple[int, ...] = ()
     questions: frozenset[int] = frozenset()
     request: bool = True
 
@@ -308,6 +310,7 @@ def features(text: str) -> TextFeatures:
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
     tokens = _without_frame(_without_filler(text, _without_reassurance(text, tokens)))
     sentence_of: list[int] = []
+    clause_of: list[int] = []
     questions: set[int] = set()
     end = 0
     for token in tokens:
@@ -315,6 +318,7 @@ def features(text: str) -> TextFeatures:
         if sentence_of and "?" in gap:
             questions.add(sentence_of[-1])
         sentence_of.append((sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(gap)))
+        clause_of.append((clause_of[-1] if clause_of else 0) + (not _CLAUSE_END.isdisjoint(gap)))
         end = token.start + len(token.text)
     if sentence_of and "?" in text[end:]:
         questions.add(sentence_of[-1])
@@ -332,6 +336,7 @@ def features(text: str) -> TextFeatures:
         entity_forms=tuple(sorted(entities.items())),
         quantities=frozenset(quantities),
         sentence_of=tuple(sentence_of),
+        clause_of=tuple(clause_of),
         questions=frozenset(questions),
         request="?" in text or any(t.lemma in FIRST_PERSON for t in tokens),
         amounts=tuple(

@@ -549,6 +549,11 @@ def test_frames_reassurance_and_moved_clauses_are_served(query: str, cached: str
             "direction",
         ),
         (
+            "Should we move our nightly builds from Azure-hosted agents to self-hosted agents on Hetzner?",
+            "Should we move our nightly builds from self-hosted agents on Hetzner to Azure-hosted agents?",
+            "direction",
+        ),
+        (
             "Should we ship Boston orders through the Newark hub this winter?",
             "Should we ship Newark orders through the Boston hub this winter?",
             "direction",
