@@ -79,6 +79,7 @@ from budgetgraph.budgets.cache.lexicon import (
     opposite_relation,
     opposite_valence,
     side,
+    synonyms,
     valence,
 )
 from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token
@@ -829,7 +830,9 @@ def _without_synonyms(
 ) -> tuple[list[Token], list[Token]]:
     """The replaced words left once each word with a synonym on the other side is set aside.
 
-    A synonym is a word at cosine ``cutoff`` or more (each word embedded alone).
+    A synonym is a word at cosine ``cutoff`` or more (each word embedded alone), or one
+    WordNet puts in a synset with it as a part of speech both can take
+    (:func:`~budgetgraph.budgets.cache.lexicon.synonyms`: "hire" / "employ").
 
     Names are never synonyms: "Android" and "iOS" embed close, and are other products.
     """
@@ -839,6 +842,10 @@ def _without_synonyms(
     vectors = np.vstack([np.asarray(embed([t.text.lower()]), dtype=np.float32) for t in dropped + added])
     similarity = vectors[: len(dropped)] @ vectors[len(dropped) :].T
     names = np.array([t.entity for t in dropped])[:, None] | np.array([t.entity for t in added])[None, :]
+    for i, a in enumerate(dropped):  # WordNet's synonyms, as the same part of speech
+        for j, b in enumerate(added):
+            if similarity[i, j] < cutoff and synonyms(a.lemma, b.lemma, a.tags & b.tags):
+                similarity[i, j] = 1.0
     similarity = np.where(names, -1.0, similarity)
     keep_dropped = [t for i, t in enumerate(dropped) if similarity[i].max() < cutoff]
     keep_added = [t for j, t in enumerate(added) if similarity[:, j].max() < cutoff]

@@ -14,23 +14,40 @@ Where a maintained package has the knowledge, it comes from there:
   "benefits", "worst" / "best", "hurt" / "help") ask the opposite side of a
   question.
 
+- **Synonyms**: Princeton WordNet 3.0 (Miller, 1995) as Debian's ``wordnet-base``
+  installs it (``/usr/share/wordnet``; ``BUDGETGRAPH_WORDNET`` names another
+  directory in WordNet's database format, ``wndb(5WN)``): two words that share a
+  synset as the same part of speech mean the same ("hire" / "employ", "terminate" /
+  "end", "auto" / "car"). :func:`synonyms` reads the index files; when they are not
+  there it says so once in a warning and finds none, and the guard falls back on the
+  embedder alone.
+
 What no maintained package on PyPI ships is written here, each class named
 for what it is: the closed word classes of Universal Dependencies (a finite,
 grammatical set, not a list of "unimportant" words), the pairs of opposite
 relation words, and the derivational prefixes that turn a word into its
 opposite or its reverse (English morphology: "upgrade" / "downgrade",
-"centralize" / "decentralize", "advantage" / "disadvantage"). WordNet would
-give antonyms, but neither its data nor NLTK's is on PyPI from its
-maintainers (checked: ``wn`` and ``nltk`` download their data at run time;
-``oewn-core`` is code only; ``wordnet-lookup`` has no relations).
+"centralize" / "decentralize", "advantage" / "disadvantage"). WordNet's data
+is on no PyPI package from its maintainers (checked: ``wn`` and ``nltk``
+download their data at run time; ``oewn-core`` is code only;
+``wordnet-lookup`` has no relations), hence Debian's; NLTK's reader refuses
+that directory (it lacks NLTK's ``lexnames`` file and lies outside NLTK's
+allowed data paths), and a synonym test needs only the index files' synset
+offsets, so :func:`synonyms` reads them itself.
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib.resources
+import logging
+import os
+import re
 import threading
+from array import array
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 
 CLOSED_CLASSES: Mapping[str, frozenset[str]] = {
     "DET": frozenset(
@@ -196,6 +213,15 @@ some of them ("benefit" +2.0, "risk" -1.1) and leaves the accounting ones unrate
 this closed set completes it, with the directions of an outcome ("improve" / "deteriorate",
 "what could go *right*" / "go *wrong*", "tailwinds" / "headwinds"). :func:`side` reads both."""
 
+WORDNET_DIR = Path("/usr/share/wordnet")
+"""Where Debian's ``wordnet-base`` puts WordNet 3.0 (``BUDGETGRAPH_WORDNET`` overrides it)."""
+
+WORDNET_POS: Mapping[str, str] = {"VERB": "verb", "NOUN": "noun", "ADJ": "adj", "ADV": "adv"}
+"""Universal POS tags and WordNet's index files (``index.verb``, ...)."""
+
+logger = logging.getLogger(__name__)
+_WORDNET: dict[str, tuple[bytes, array[int]] | None] = {}
+
 _LEXICON_LOCK = threading.Lock()
 _VALENCE: dict[str, float] | None = None
 
@@ -259,6 +285,73 @@ def analyse(word: str) -> tuple[str, frozenset[str], frozenset[str]]:
             canonical = found[tag][0].lower()
             break
     return canonical, frozenset(lemmas | {lower, canonical}), frozenset(tags or {"X"})
+
+
+def _wordnet_index(pos: str) -> tuple[bytes, array[int]] | None:
+    """WordNet's ``index.<pos>`` and the start of each entry line, or ``None`` when it is not installed.
+
+    The entries are sorted by lemma (``wndb(5WN)``), so a lemma is found by binary search.
+    """
+    with _LEXICON_LOCK:
+        if pos not in _WORDNET:
+            directory = Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
+            try:
+                data = (directory / f"index.{pos}").read_bytes()
+            except OSError as exc:
+                if not any(found is None for found in _WORDNET.values()):
+                    logger.warning(
+                        "WordNet not found (%s): the cache's guard tests replaced words for synonymy with "
+                        "the embedder only; install Debian's `wordnet-base` or set BUDGETGRAPH_WORDNET",
+                        exc,
+                    )
+                _WORDNET[pos] = None
+            else:
+                starts = array("l", [0] if data[:1] != b" " else [])
+                starts.extend(
+                    m.end() for m in _LINE.finditer(data) if data[m.end() : m.end() + 1] not in (b" ", b"")
+                )
+                _WORDNET[pos] = (data, starts)
+        return _WORDNET[pos]
+
+
+_LINE = re.compile(rb"\n")
+
+
+@lru_cache(maxsize=8192)
+def synsets(word: str, tag: str) -> frozenset[str]:
+    """WordNet's synsets (byte offsets, as written) of ``word`` as the part of speech ``tag``.
+
+    Args:
+        word: A lemma ("hire", "auto"); lower-cased, spaces as ``_``.
+        tag: A Universal POS tag of :data:`WORDNET_POS`; any other gives none.
+
+    Returns:
+        The synset offsets, empty when the word is not in WordNet or WordNet is not installed.
+    """
+    pos = WORDNET_POS.get(tag)
+    found = _wordnet_index(pos) if pos else None
+    if found is None:
+        return frozenset()
+    data, starts = found
+    key = word.lower().replace(" ", "_").encode("utf-8", "replace")
+
+    def lemma_at(i: int) -> bytes:
+        start = starts[i]
+        return data[start : data.index(b" ", start)]
+
+    at = bisect.bisect_left(range(len(starts)), key, key=lemma_at)
+    if at == len(starts) or lemma_at(at) != key:
+        return frozenset()
+    end = data.find(b"\n", starts[at])
+    fields = data[starts[at] : end if end >= 0 else len(data)].split()
+    # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
+    count = int(fields[2])
+    return frozenset(f.decode() for f in fields[len(fields) - count :])
+
+
+def synonyms(a: str, b: str, tags: frozenset[str]) -> bool:
+    """Whether WordNet puts ``a`` and ``b`` in one synset as one of the parts of speech ``tags``."""
+    return any(synsets(a, tag) & synsets(b, tag) for tag in tags if tag in WORDNET_POS)
 
 
 def opposite_affix(a: str, b: str) -> str | None:
@@ -327,5 +420,7 @@ __all__ = [
     "opposite_relation",
     "opposite_valence",
     "side",
+    "synonyms",
+    "synsets",
     "valence",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -580,3 +582,68 @@ def test_an_order_reversed_a_route_swapped_and_the_other_outcome_are_refused(
 ):
     verdict = GUARD.judge(query, cached, 0.95, 0.78)
     assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+def _wordnet_or_skip() -> None:
+    from budgetgraph.budgets.cache.lexicon import WORDNET_DIR
+
+    if not (WORDNET_DIR / "index.verb").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"WordNet is not at {WORDNET_DIR}: CI installs Debian's wordnet-base")
+        pytest.skip(f"WordNet is not at {WORDNET_DIR} (apt-get install wordnet-base)")
+
+
+def test_wordnet_synonyms_share_a_synset_as_the_same_part_of_speech():
+    _wordnet_or_skip()
+    from budgetgraph.budgets.cache.lexicon import synonyms, synsets
+
+    assert synonyms("hire", "employ", frozenset({"VERB"})) and synonyms("auto", "car", frozenset({"NOUN"}))
+    assert not synonyms("buy", "sell", frozenset({"VERB"})) and not synonyms(
+        "lease", "buy", frozenset({"VERB"})
+    )
+    assert not synonyms("auto", "car", frozenset({"VERB"}))  # the same part of speech, or none
+    assert synsets("no-such-word", "NOUN") == frozenset() and synsets("hire", "PRON") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        ("Is it time to employ a full-time bookkeeper?", "Is it time to hire a full-time bookkeeper?"),
+        (
+            "Should we terminate the lease on the Dayton depot early?",
+            "Should we end the lease on the Dayton depot early?",
+        ),
+        ("Should sales get a company auto?", "Should sales get a company car?"),
+    ],
+)
+def test_words_wordnet_puts_in_one_synset_are_served(query: str, cached: str):
+    _wordnet_or_skip()
+    verdict = GUARD.judge(query, cached, 0.96, 0.78, embed=_far_apart)
+    assert verdict.accepted, verdict.reason
+
+
+def test_without_wordnet_only_the_embedder_finds_synonyms(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    from budgetgraph.budgets.cache import lexicon
+
+    monkeypatch.setenv("BUDGETGRAPH_WORDNET", str(tmp_path))
+    monkeypatch.setattr(lexicon, "_WORDNET", {})
+    lexicon.synsets.cache_clear()
+    try:
+        verdict = GUARD.judge(
+            "Is it time to employ a full-time bookkeeper?",
+            "Is it time to hire a full-time bookkeeper?",
+            0.96,
+            0.78,
+            embed=_far_apart,
+        )
+    finally:
+        lexicon.synsets.cache_clear()
+    assert not verdict.accepted and verdict.category == "action"
+
+
+def _far_apart(texts):
+    """Every word its own direction: no two words are synonyms by embedding."""
+    out = np.zeros((len(texts), 4096), dtype=np.float32)
+    for i, text in enumerate(texts):
+        out[i, hash(text) % 4096] = 1.0
+    return out
