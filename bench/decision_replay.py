@@ -33,7 +33,7 @@ is the routing's price ratio, not what models of different sizes would write.
 
 Usage::
 
-    python bench/decision_replay.py                     # train, and holdout4 (the latest holdout)
+    python bench/decision_replay.py                     # train, holdout8 and holdout9 (the latest holdouts)
     python bench/decision_replay.py --sets train --limit 20
     python bench/decision_replay.py --sets train,holdout --skip-spent
     python bench/decision_replay.py --bands 0.42,0.42    # other router.decision thresholds
@@ -254,12 +254,16 @@ def load_set(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+LATEST_HOLDOUTS = ("holdout8", "holdout9")
+"""The holdouts written after the shipped scorer was frozen (``e4f5431``), replayed by default."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--sets",
         default=None,
-        help="Comma-separated sets under bench/data/decisions/ (default: train, and holdout4 if there).",
+        help="Comma-separated sets under bench/data/decisions/ (default: train and the latest holdouts).",
     )
     parser.add_argument("--limit", type=int, default=None, help="At most N decisions per set (a quick run).")
     parser.add_argument("--skip-spent", action="store_true", help="Skip the nearly-spent-budget pass.")
@@ -274,7 +278,7 @@ def main() -> None:
     names = (
         [s.strip() for s in args.sets.split(",") if s.strip()]
         if args.sets
-        else ["train", *(["holdout4"] if (DATA / "holdout4.jsonl").exists() else [])]
+        else ["train", *(name for name in LATEST_HOLDOUTS if (DATA / f"{name}.jsonl").exists())]
     )
     logging.basicConfig(level=logging.WARNING)
     budgets = packaged_budgets()
