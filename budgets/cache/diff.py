@@ -188,6 +188,8 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
     if found is None and (new.request or stored.request):
         found = _sides(new, stored)
     found = found or _opposites(spans) or _names(spans, covered)
+    if found is None and (new.request or stored.request):
+        found = _other_unit(new, stored, covered, rules, embed)
     if found is None and decision:
         found = _main_actions(new, stored, rules, embed)
     if found is None and not reworded and (decision or new.request or stored.request):
@@ -462,7 +464,7 @@ def _next_content(f: TextFeatures, token: Token) -> frozenset[str]:
 
 
 def _swap(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference | None:
-    """Two shared terms that trade places around the same relation word, the rest of the request in place.
+    """Two shared terms that trade places around the same relation word or verb, the rest in place.
 
     A reordered clause moves terms too; a swap is told from it by the
     alignment: exchanging the two terms in the stored request must bring it
@@ -474,12 +476,15 @@ def _swap(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference |
     base = difflib.SequenceMatcher(None, stored.sequence, new.sequence, autojunk=False).ratio()
     if base < rules.swap_alignment:
         return None  # reordered throughout: clauses moved, not two terms
+    passive_alike = ("by" in new.sequence) == ("by" in stored.sequence)  # no passive for an active
     for i, x in enumerate(shared):
         for y in shared[i + 1 :]:
             sx, sy, nx, ny = first_stored[x], first_stored[y], first_new[x], first_new[y]
             if (sx < sy) == (nx < ny):
                 continue
             common = _relations(stored, min(sx, sy), max(sx, sy)) & _relations(new, min(nx, ny), max(nx, ny))
+            if not common and passive_alike:  # subject and object around the same verb: "X override Y"
+                common = _verbs(stored, min(sx, sy), max(sx, sy)) & _verbs(new, min(nx, ny), max(nx, ny))
             if not common:
                 continue
             exchanged = tuple(y if w == x else x if w == y else w for w in stored.sequence)
@@ -601,6 +606,13 @@ def _first_positions(f: TextFeatures) -> dict[str, int]:
     return positions
 
 
+def _verbs(f: TextFeatures, start: int, end: int) -> set[str]:
+    """Lemmas of the words that can be verbs between tokens ``start`` and ``end`` in one sentence."""
+    if f.sentence_of and f.sentence_of[start] != f.sentence_of[end]:
+        return set()
+    return {t.lemma for t in f.tokens[start + 1 : end] if t.content and "VERB" in t.tags}
+
+
 def _relations(f: TextFeatures, start: int, end: int) -> set[str]:
     """Relation words between tokens ``start`` and ``end`` in the sentence of both."""
     found = set()
@@ -641,6 +653,46 @@ def _names(spans: list[Span], covered: frozenset[int]) -> Difference | None:
     if names_new and names_stored:
         return Difference("actor", f"`{names_stored[0].text}` vs `{names_new[0].text}`")
     return None
+
+
+UNITS_OF_AN_ORGANISATION = frozenset(
+    "team department dept group unit division squad crew site office plant store branch campus clinic "
+    "warehouse depot region hospital school lab facility fleet".split()
+)
+"""Heads of the names of an organisation's parts: "the *mobile* team" and "the *backend* team",
+"the *Leeds* office" and "the *York* office" are other actors doing the same thing."""
+
+
+def _other_unit(
+    new: TextFeatures, stored: TextFeatures, covered: frozenset[int], rules: Rules, embed: Embed | None
+) -> Difference | None:
+    """Another part of the organisation: the same unit word under another modifier, however reworded.
+
+    The modifiers are the content words right before a word of :data:`UNITS_OF_AN_ORGANISATION`
+    ("the *mobile* team" / "the *backend* team"); one found nowhere in the other request, on
+    each side, and no synonym of each other, is another actor.
+    """
+    for head in UNITS_OF_AN_ORGANISATION & new.content & stored.content:
+        mine = [t for t in _modifiers(new, head) if not t.lemmas & stored.words and id(t) not in covered]
+        theirs = [t for t in _modifiers(stored, head) if not t.lemmas & new.words and id(t) not in covered]
+        if mine and theirs:
+            left, _ = _without_synonyms(theirs, mine, rules.decision_synonym_similarity, embed)
+            if left:
+                return Difference("actor", f"`{theirs[0].text} {head}` vs `{mine[0].text} {head}`")
+    return None
+
+
+def _modifiers(f: TextFeatures, head: str) -> list[Token]:
+    """The content words right before each ``head`` (up to two, back to the first function word)."""
+    found: list[Token] = []
+    for i, token in enumerate(f.tokens):
+        if token.lemma != head:
+            continue
+        for before in reversed(f.tokens[max(0, i - 2) : i]):
+            if not before.content or before.lemma in DISCOURSE:
+                break
+            found.append(before)
+    return found
 
 
 # ---------------------------------------------------------------------- abbreviations

@@ -317,6 +317,7 @@ def features(text: str) -> TextFeatures:
         gap = text[end : token.start]
         if sentence_of and "?" in gap:
             questions.add(sentence_of[-1])
+        gap = _unabbreviated(gap, text[:end])
         sentence_of.append((sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(gap)))
         clause_of.append((clause_of[-1] if clause_of else 0) + (not _CLAUSE_END.isdisjoint(gap)))
         end = token.start + len(token.text)
@@ -368,7 +369,7 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     closers: list[str] = []
     end = 0
     for token in tokens:
-        gap = text[end : token.start]
+        gap = _unabbreviated(text[end : token.start], text[:end])
         if not clauses or not _CLAUSE_END.isdisjoint(gap):
             if clauses:
                 closers.append(gap)
@@ -435,6 +436,31 @@ def _without_frame(tokens: list[Token]) -> list[Token]:
 
 
 _CLAUSE_END = frozenset(",.?!:;")
+
+ABBREVIATED = frozenset(
+    "st mt ft dr mr mrs ms prof rev gen col sgt lt capt inc co corp ltd llc plc bros dept univ assn "
+    "est approx vs etc jr sr ave blvd rd hwy no nos fig vol ch sec".split()
+)
+"""Words abbreviated with a full stop that ends no sentence ("St. Mary's", "Acme Inc. and")."""
+
+_DASHES = frozenset({"-", "–", "—"})
+_AFTER_WORD = re.compile(r"([^\W\d_]+)\W*$")
+
+
+def _unabbreviated(gap: str, before: str) -> str:
+    """The gap between two tokens, read as punctuation.
+
+    A spaced dash closes a clause as a colon does ("Hi team - should we ..."); the full stop
+    of an abbreviation (:data:`ABBREVIATED`, or one capital letter: "J. Smith") closes nothing.
+    """
+    if gap.strip() in _DASHES and gap[:1].isspace() and gap[-1:].isspace():
+        return gap + ":"
+    if gap.strip() == ".":
+        found = _AFTER_WORD.search(before)
+        word = found.group(1) if found else ""
+        if word.lower() in ABBREVIATED or (len(word) == 1 and word.isupper()):
+            return gap.replace(".", " ")
+    return gap
 _PREAMBLE_END = frozenset(".!:")
 
 SPEECH_PERSONS = frozenset("i me my mine myself you your yours yourself".split())

@@ -647,3 +647,41 @@ def _far_apart(texts):
     for i, text in enumerate(texts):
         out[i, hash(text) % 4096] = 1.0
     return out
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (  # "St." ends no sentence: the two sites still cross "to"
+            "This winter, should we move night-shift nurses from St. Luke's to the Eastside campus?",
+            "This winter, should we move night-shift nurses from the Eastside campus to St. Luke's?",
+            "direction",
+        ),
+        (  # subject and object trade places around the same verb
+            "Should the pricing engine be allowed to override the account manager?",
+            "Should the account manager be allowed to override the pricing engine?",
+            "direction",
+        ),
+        (  # another part of the organisation, however reworded
+            "Payroll errors keep piling up. Should the finance team own the payroll runs?",
+            "Payroll errors keep piling up. Should the people-ops team be the one running payroll?",
+            "actor",
+        ),
+    ],
+)
+def test_abbreviated_names_swaps_around_a_verb_and_other_units_are_refused(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+def test_a_preamble_closed_by_a_dash_is_filler():
+    verdict = GUARD.judge(
+        "Hi all, I'd value your thoughts on this - should we cap overtime at eight hours a week?",
+        "Should we cap overtime at eight hours a week?",
+        0.93,
+        0.78,
+    )
+    assert verdict.accepted, verdict.reason
+    assert features("Should we buy from Acme Inc. and resell?").sentence_of == (0,) * 8
