@@ -352,6 +352,7 @@ DECISION_SETS = (
     "final_holdout",
     "dev2",
     "last_holdout",
+    "holdout_d",
 )
 """Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
 were written; a file that is not there is left out."""

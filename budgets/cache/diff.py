@@ -349,8 +349,12 @@ def _asks_decision(f: TextFeatures) -> bool:
 
 
 def _opens_question(f: TextFeatures, i: int) -> bool:
-    """Whether token ``i`` opens a sentence that ends in a question mark."""
-    if not f.sentence_of or (i > 0 and f.sentence_of[i - 1] == f.sentence_of[i]):
+    """Whether token ``i`` opens a sentence, or a clause of one, that ends in a question mark.
+
+    "For adjusters in their first 90 days, *should* remote work be allowed?"
+    """
+    parts = f.clause_of or f.sentence_of
+    if not parts or (i > 0 and parts[i - 1] == parts[i]):
         return False
     return f.sentence_of[i] in f.questions
 
@@ -783,7 +787,7 @@ def _spelled_code(letter: str, digits: str, tokens: Sequence[Token]) -> list[Tok
             if (
                 number.number
                 and number.lemma in values
-                and (word.content or word.unit)
+                and (word.content or word.unit or (word.number and word.text.isalpha()))  # "first *half*"
                 and word.text.lower().startswith(letter)
             ):
                 return [first, second]

@@ -180,7 +180,7 @@ PHATIC: frozenset[str] = frozenset(
     "hi hello hey dear greeting morning afternoon evening team folks everyone sorry bother apologize "
     "apology thank thanks appreciate grateful hope well fine follow following earlier note check "
     "checking wonder wondering question quick one moment time advance advise let know input thought "
-    "feedback ask curious mind again reminder ping".split()
+    "feedback ask curious mind again reminder ping um uh erm hmm".split()
 )
 """Lemmas of phatic talk: greetings, thanks, apologies, follow-ups and requests for an opinion
 ("Hi team, quick question:", "Thanks in advance.", "Following up on my earlier note:",

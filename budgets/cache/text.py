@@ -263,6 +263,9 @@ def features(text: str) -> TextFeatures:
             raw_word = raw
             value = number_value(raw)
             previous = tokens[-1] if tokens else None
+            if value in _ANOTHER and raw.isalpha() and previous is not None and previous.lemma in {"a", "an"}:
+                value = None  # "a second dryer" is one more, as "an additional dryer" is: not a count
+                raw = "additional"
             if value is not None and not _is_pronoun_one(raw):
                 if previous is not None and previous.number and raw.lower() in MULTIPLIERS:
                     scaled = _scale(previous.lemma, MULTIPLIERS[raw.lower()])
@@ -308,7 +311,7 @@ def features(text: str) -> TextFeatures:
                     lemma, lemmas = "no,", frozenset({"no,"})  # "No, ..." opening an answer is no negation
         entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
-    tokens = _without_frame(_without_filler(text, _without_reassurance(text, tokens)))
+    tokens = _without_frame(_without_filler(text, _without_reassurance(text, _phrases(tokens))))
     sentence_of: list[int] = []
     clause_of: list[int] = []
     questions: set[int] = set()
@@ -390,8 +393,40 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     return [t for c in kept for t in c]
 
 
-_REASSURANCE = re.compile(r"\bno (?:rush|hurry|worries|pressure|stress)\b", re.I)
-"""Reassurance, not negation: "No rush.", "no hurry on this"."""
+PHRASES: Mapping[tuple[str, str], str] = {("ahead", "of"): "before", ("prior", "to"): "before"}
+"""Two-word prepositions read as the one word they mean ("*ahead of* harvest": "before harvest")."""
+
+SAME_AS: Mapping[str, str] = {"extra": "additional"}
+"""Lemmas read as another ("an *extra* line": "an additional line")."""
+
+
+def _phrases(tokens: list[Token]) -> list[Token]:
+    """``tokens`` with each of :data:`PHRASES` made one token and :data:`SAME_AS` applied."""
+    out: list[Token] = []
+    for token in tokens:
+        previous = out[-1] if out else None
+        meant = PHRASES.get((previous.lemma, token.lemma)) if previous is not None else None
+        if meant is not None and previous is not None:
+            out[-1] = Token(
+                previous.text, meant, frozenset({meant}), frozenset({"ADP"}), False, previous.start
+            )
+            continue
+        same = SAME_AS.get(token.lemma)
+        if same is not None:
+            token = Token(token.text, same, frozenset({same}), token.tags, token.entity, token.start)
+        out.append(token)
+    return out
+
+
+_ANOTHER = frozenset({"2nd", "3rd"})
+"""Ordinals that after "a" or "an" mean one more ("a second line"), read as "additional"."""
+
+_REASSURANCE = re.compile(
+    r"\bno (?:rush|hurry|worries|pressure|stress)\b"
+    r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance)\b",
+    re.I,
+)
+"""Reassurance and courtesy, not negation or a condition: "No rush.", "if you have a minute"."""
 
 
 def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
@@ -404,7 +439,7 @@ def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
 
 FRAME_WORDS: frozenset[str] = frozenset(
     "need want like love decision decide take view input thought advice answer figure understand know "
-    "wonder ask tell let help call clarity".split()
+    "wonder ask tell let help call clarity try give recommendation".split()
 )
 """Lemmas of a request's frame, which asks for the decision without being part of it: "*I need a
 decision on* whether to close", "*we want to know* if it makes sense", "*tell me* whether"."""
@@ -461,6 +496,8 @@ def _unabbreviated(gap: str, before: str) -> str:
         if word.lower() in ABBREVIATED or (len(word) == 1 and word.isupper()):
             return gap.replace(".", " ")
     return gap
+
+
 _PREAMBLE_END = frozenset(".!:")
 
 SPEECH_PERSONS = frozenset("i me my mine myself you your yours yourself".split())
@@ -476,9 +513,14 @@ FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
 def _filler(clause: list[Token]) -> bool:
     if clause[0].lemma in GREETINGS and len(clause) <= 3 and not any(t.number or t.negation for t in clause):
         return True
-    talk = [t for t in clause if _talk(t)]
+    # A clause to or from the writer ("give me a recommendation", "would love your take") may frame
+    # the request with its words too.
+    framing = any(t.lemma in SPEECH_PERSONS for t in clause)
+    talk = [t for t in clause if _talk(t) or (framing and t.lemma in FRAME_WORDS)]
     return bool(talk) and all(
-        (_talk(t) or _function(t)) and not (t.number or t.negation or t.entity) for t in clause
+        (_talk(t) or _function(t) or (framing and t.lemma in FRAME_WORDS))
+        and not (t.number or t.negation or (t.entity and t.lemma not in SPEECH_PERSONS))
+        for t in clause
     )
 
 

@@ -685,3 +685,40 @@ def test_a_preamble_closed_by_a_dash_is_filler():
     )
     assert verdict.accepted, verdict.reason
     assert features("Should we buy from Acme Inc. and resell?").sentence_of == (0,) * 8
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should the bakery buy a second oven ahead of the holidays?",
+            "Should the bakery buy an extra oven before the holidays?",
+        ),
+        (
+            "I'm trying to decide whether the club should raise membership fees.",
+            "Should the club raise membership fees?",
+        ),
+        (
+            "Should the club raise membership fees? Give me a recommendation.",
+            "Should the club raise membership fees?",
+        ),
+        (
+            "Hey all, so um, quick one if you have a minute: should the club raise membership fees?",
+            "Should the club raise membership fees?",
+        ),
+        ("Can we afford a new boiler in H1?", "Can we afford a new boiler in the first half?"),
+    ],
+)
+def test_one_more_ahead_of_framing_courtesy_and_half_years_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+def test_a_condition_in_a_clause_before_the_question_still_counts():
+    verdict = GUARD.judge(
+        "For drivers still in their first 60 days, should weekend shifts be optional?",
+        "Should weekend shifts be optional for our drivers?",
+        0.9,
+        0.78,
+    )
+    assert not verdict.accepted and verdict.category == "quantity", verdict.reason
