@@ -19,7 +19,10 @@ guard finds nothing that changes the decision. In order:
    without a counterpart (:attr:`Guard.reworded_slope`).
 4. **Verifier** (optional, off by default). A duplicate classifier fitted on
    labelled pairs of the workload (:mod:`budgetgraph.budgets.cache.verifier`)
-   refuses a candidate whose duplicate probability is under its cutoff.
+   refuses a candidate whose duplicate probability is under its cutoff. It
+   takes the place of the checks on a request's words (:data:`VERIFIED`:
+   another action, actor or qualifier, rewording), whose refusals it may
+   overrule; the others stand.
 
 Every refusal carries a category (:data:`REFUSAL_CATEGORIES`): the cache
 counts them per namespace (``budgetgraph cache stats``), the cache plugin puts
@@ -52,6 +55,13 @@ DEFAULT_THRESHOLD = 0.78
 Chosen on the evaluation data: the lowest threshold at which
 ``paraphrase_pairs.jsonl`` keeps a precision of at least 0.97.
 """
+
+VERIFIED = frozenset({"action", "actor", "qualifier", "reworded"})
+"""The refusals a verifier takes the place of: rules of thumb about which words of a request
+matter (a replaced word, an added qualifier, rewording), which a classifier fitted on the
+workload's labelled pairs answers from data. On QQP (5,000 pairs, pair by pair) the verifier
+picking among what these rules refused too gives 0.887 precision at 0.447 recall, against
+0.827 at 0.449 behind them."""
 
 REFUSAL_CATEGORIES = (*CATEGORIES, "reworded", "similarity", "ambiguous", "verifier")
 """Every category a refusal can have: the seven kinds of difference that change a decision,
@@ -133,9 +143,9 @@ class Guard:
         """
         verdict = self.rules_verdict(query, candidate, similarity, threshold, embed)
         verifier = self.verifier if self.enabled else None
-        if verifier is None or vectors is None or not verdict.accepted:
+        if verifier is None or vectors is None or not self.verifier_decides(verdict):
             return verdict
-        served, probability = verifier.accepts(*vectors)
+        served, probability = verifier.accepts(*vectors, (query, candidate))
         if not served:
             cutoff = verifier.cutoff
             return Verdict(
@@ -144,7 +154,21 @@ class Guard:
                 f"verifier: duplicate probability {probability:.2f} < {cutoff:.2f}",
                 "verifier",
             )
+        if not verdict.accepted:
+            note = f"the verifier overrules `{verdict.category}` ({verdict.reason})"
+            return Verdict(True, threshold, f"{note}: duplicate probability {probability:.2f}")
         return Verdict(True, verdict.required, f"{verdict.reason} (verifier {probability:.2f})")
+
+    @staticmethod
+    def verifier_decides(verdict: Verdict) -> bool:
+        """Whether a verifier, when there is one, has the last word on this verdict of the rules.
+
+        It does on what they passed, and on their refusals for the words of a request
+        (:data:`VERIFIED`); refusals for what always changes a decision (a number, a
+        negation, a direction, the other polarity), an ambiguous lookup or a similarity under
+        the threshold stand.
+        """
+        return verdict.accepted or verdict.category in VERIFIED
 
     def rules_verdict(
         self, query: str, candidate: str, similarity: float, threshold: float, embed: Embed | None = None
@@ -188,4 +212,4 @@ class Guard:
         return Verdict(True, required, f"similarity {similarity:.3f} >= {required:.2f}{note}")
 
 
-__all__ = ["DEFAULT_THRESHOLD", "REFUSAL_CATEGORIES", "Guard", "Verdict"]
+__all__ = ["DEFAULT_THRESHOLD", "REFUSAL_CATEGORIES", "VERIFIED", "Guard", "Verdict"]

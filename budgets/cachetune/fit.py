@@ -15,9 +15,19 @@ import numpy as np
 
 from budgetgraph.budgets.cache.base import Embedder
 from budgetgraph.budgets.cache.guard import Guard
-from budgetgraph.budgets.cache.text import normalize
-from budgetgraph.budgets.cache.verifier import Holdout, Verifier, pair_features, sigmoid
+from budgetgraph.budgets.cache.text import features, normalize
+from budgetgraph.budgets.cache.verifier import (
+    LEXICAL,
+    Holdout,
+    Verifier,
+    lexical_features,
+    pair_features,
+    sigmoid,
+)
 from budgetgraph.budgets.cachetune.evaluate import Pair
+
+PENALTY_C = 0.1
+"""Inverse L2 penalty of the logistic regression (scikit-learn's ``C``) on standardised features."""
 
 FIT_MARGIN = 0.08
 """Pairs this far (cosine) below the threshold are fitted on too, so the classifier sees both sides of it."""
@@ -27,7 +37,7 @@ class FitError(ValueError):
     """Raised when labelled pairs cannot give a verifier.
 
     That is: too few pairs near the threshold, one label only, or a recall the
-    threshold and the guard's other checks do not reach on the held-out pairs.
+    threshold and the guard's checks that stand with a verifier do not reach on the held-out pairs.
     """
 
 
@@ -90,10 +100,15 @@ def fit(
     row = {text: i for i, text in enumerate(texts)}
 
     def features_of(ix: np.ndarray) -> np.ndarray:
-        return pair_features(matrix[[row[stored[i]] for i in ix]], matrix[[row[queries[i]] for i in ix]])
+        vectors = pair_features(matrix[[row[queries[i]] for i in ix]], matrix[[row[stored[i]] for i in ix]])
+        words = np.array(
+            [lexical_features(features(queries[i]), features(stored[i])) for i in ix], dtype=np.float64
+        ).reshape(len(ix), len(LEXICAL))
+        return np.hstack([vectors, words])
 
+    cosine = 2 * matrix.shape[1]  # the column of u . v
     x_trained = features_of(trained)
-    near = x_trained[:, -1] >= threshold - FIT_MARGIN
+    near = x_trained[:, cosine] >= threshold - FIT_MARGIN
     fitted_labels = labels[trained][near]
     if int(near.sum()) < 20:
         raise FitError(
@@ -102,7 +117,8 @@ def fit(
     if len(set(fitted_labels.tolist())) < 2:
         raise FitError(f"every pair to fit on is labelled {fitted_labels[0]}; need pairs of both labels")
     scaler = StandardScaler().fit(x_trained[near])
-    model = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x_trained[near]), fitted_labels)
+    model = LogisticRegression(C=PENALTY_C, max_iter=3000)
+    model.fit(scaler.transform(x_trained[near]), fitted_labels)
     weights = (model.coef_[0] / scaler.scale_).astype(np.float64)
     bias = float(model.intercept_[0] - (model.coef_[0] * scaler.mean_ / scaler.scale_).sum())
     x_held = features_of(held)
@@ -110,10 +126,10 @@ def fit(
     exact = np.array([stored[i] == queries[i] for i in held], dtype=bool)
 
     verdicts = (
-        guard.rules_verdict(queries[i], stored[i], float(x_held[j, -1]), threshold, embedder.embed)
+        guard.rules_verdict(queries[i], stored[i], float(x_held[j, cosine]), threshold, embedder.embed)
         for j, i in enumerate(held)
     )
-    pool = exact | np.array([v.accepted for v in verdicts], dtype=bool)
+    pool = exact | np.array([guard.verifier_decides(v) for v in verdicts], dtype=bool)
     probability = sigmoid(x_held.astype(np.float64) @ weights + bias)
     cutoff = _cutoff(pool, exact, probability, held_labels, min_recall)
     if cutoff is None:
@@ -144,6 +160,7 @@ def fit(
             "held_out": int(len(held)),
         },
         holdout=holdout,
+        lexical=LEXICAL,
     )
 
 
@@ -152,7 +169,7 @@ def _cutoff(
 ) -> float | None:
     """The cutoff with the best held-out precision at recall >= ``min_recall``, or ``None`` if none keeps it.
 
-    ``pool`` marks the pairs the guard's other checks pass (exact matches are
+    ``pool`` marks the pairs the guard's checks that stand with a verifier pass (exact matches are
     served whatever the cutoff). Candidates are their probabilities rounded to
     0.001, and 0.0 (serve the whole pool); the lowest cutoff wins a tie.
     """

@@ -722,3 +722,30 @@ def test_a_condition_in_a_clause_before_the_question_still_counts():
         0.78,
     )
     assert not verdict.accepted and verdict.category == "quantity", verdict.reason
+
+
+def test_a_verifier_overrules_the_checks_on_words_but_not_a_changed_number():
+    from budgetgraph.budgets.cache.verifier import LEXICAL, Verifier
+
+    dim = 4
+    always = Verifier(
+        weights=np.zeros(2 * dim + 1 + len(LEXICAL)),
+        bias=5.0,
+        cutoff=0.5,
+        embedder="e",
+        threshold=0.78,
+        lexical=LEXICAL,
+    )
+    guard = Guard(verifier=always)
+    u = np.eye(dim)[0]
+
+    actor = guard.judge(
+        "Should the Leeds team own billing?", "Should the York team own billing?", 0.95, 0.78, (u, u)
+    )
+    number = guard.judge("Should we hire 6 engineers?", "Should we hire 60 engineers?", 0.95, 0.78, (u, u))
+
+    assert actor.accepted and actor.reason.startswith("the verifier overrules `actor`")
+    assert not number.accepted and number.category == "quantity"
+    assert not GUARD.judge(
+        "Should the Leeds team own billing?", "Should the York team own billing?", 0.95, 0.78
+    ).accepted

@@ -15,7 +15,8 @@ from budgetgraph.budgets.cache import Guard, SemanticCache
 from budgetgraph.budgets.cache.base import Matrix, exact_key
 from budgetgraph.budgets.cache.config import CacheSettings, build_cache, load_verifier
 from budgetgraph.budgets.cache.stores.memory import MemoryStore
-from budgetgraph.budgets.cache.verifier import Verifier, VerifierError
+from budgetgraph.budgets.cache.text import features
+from budgetgraph.budgets.cache.verifier import LEXICAL, Verifier, VerifierError, lexical_features
 from budgetgraph.budgets.cachetune.evaluate import Pair, evaluate, outside_sample
 from budgetgraph.budgets.cachetune.fit import FitError, _cutoff, fit
 from budgetgraph.graph.cli_cache import cache_app
@@ -127,8 +128,13 @@ def test_a_verifier_file_round_trips_and_is_refused_for_another_embedder(tmp_pat
     loaded = Verifier.load(path, embedder="test:planted")
     u, v = np.eye(16)[0], np.eye(16)[1]
 
+    texts = ("How do I reset my password?", "How can I reset my password?")
+
     assert loaded.cutoff == fitted.cutoff and loaded.holdout == fitted.holdout
-    assert loaded.probability(u, v) == pytest.approx(fitted.probability(u, v))
+    assert loaded.lexical == fitted.lexical == LEXICAL
+    assert loaded.probability(u, v, texts) == pytest.approx(fitted.probability(u, v, texts))
+    with pytest.raises(ValueError, match="pass their texts"):
+        loaded.probability(u, v)
     with pytest.raises(VerifierError, match="fitted with embedder `test:planted`"):
         Verifier.load(path, embedder="local:all-MiniLM-L6-v2")
     (tmp_path / "other.json").write_text(json.dumps({"weights": [1.0]}), encoding="utf-8")
@@ -305,3 +311,30 @@ def test_outside_sample_leaves_out_the_draw_and_every_pair_sharing_a_text_with_i
     assert left == [p for p in pairs if p not in drawn and not {p.stored.lower(), p.query.lower()} & texts]
     assert all(p not in left for p in drawn) and len(left) < len(pairs) - 10
     assert outside_sample(pairs, len(pairs), 0) == []
+
+
+def test_the_word_overlap_features_of_a_pair():
+    found = lexical_features(
+        features("How do I move 3 servers to Azure?"), features("What does it cost to move 4 servers to AWS?")
+    )
+    named = dict(zip(LEXICAL, found.tolist(), strict=True))
+
+    assert named["content_jaccard"] == pytest.approx(2 / 5)  # move, server of move, server, azure, cost, aws
+    assert named["only_query"] == pytest.approx(np.log1p(1)) and named["only_stored"] == pytest.approx(
+        np.log1p(2)
+    )
+    assert named["names_differ"] == named["numbers_differ"] == named["question_word_differs"] == 1.0
+    assert named["negation_differs"] == 0.0
+
+
+def test_a_version_2_file_reads_the_vectors_alone(tmp_path: Path):
+    path = tmp_path / "v2.json"
+    weights = [0.0] * 33
+    weights[-1] = 8.0  # the cosine
+    document = {"format": "budgetgraph.cache.verifier/2", "embedder": "e", "threshold": 0.8, "cutoff": 0.5}
+    path.write_text(json.dumps({**document, "bias": -6.0, "weights": weights}), encoding="utf-8")
+
+    loaded = Verifier.load(path)
+
+    assert loaded.lexical == () and loaded.accepts(np.eye(16)[0], np.eye(16)[0])[0]
+    assert not loaded.accepts(np.eye(16)[0], np.eye(16)[1])[0]
