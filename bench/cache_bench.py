@@ -353,6 +353,7 @@ DECISION_SETS = (
     "dev2",
     "last_holdout",
     "holdout_d",
+    "holdout_e",
 )
 """Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
 were written; a file that is not there is left out."""

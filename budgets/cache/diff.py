@@ -74,7 +74,9 @@ from budgetgraph.budgets.cache.lexicon import (
     DISCOURSE,
     FRAMING,
     FUNCTION_WORDS,
+    PEOPLE,
     RELATIONS,
+    RESTRICTIVES,
     opposite_affix,
     opposite_relation,
     opposite_valence,
@@ -189,7 +191,11 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         found = _sides(new, stored)
     found = found or _opposites(spans) or _names(spans, covered)
     if found is None and (new.request or stored.request):
-        found = _other_unit(new, stored, covered, rules, embed)
+        found = (
+            _other_unit(new, stored, covered, rules, embed)
+            or _restricted(new, stored)
+            or _other_people(new, stored, rules, embed)
+        )
     if found is None and decision:
         found = _main_actions(new, stored, rules, embed)
     if found is None and not reworded and (decision or new.request or stored.request):
@@ -683,6 +689,35 @@ def _other_unit(
             left, _ = _without_synonyms(theirs, mine, rules.decision_synonym_similarity, embed)
             if left:
                 return Difference("actor", f"`{theirs[0].text} {head}` vs `{mine[0].text} {head}`")
+    return None
+
+
+def _restricted(new: TextFeatures, stored: TextFeatures) -> Difference | None:
+    """A restriction in one request alone, however reworded.
+
+    "for commercial customers *only*", "everyone *except* contractors"
+    (:data:`~budgetgraph.budgets.cache.lexicon.RESTRICTIVES`).
+    """
+    for f, other, change in ((new, stored, "added"), (stored, new, "dropped")):
+        word = next((t for t in f.tokens if t.lemma in RESTRICTIVES and t.lemma not in other.words), None)
+        if word is not None:
+            return Difference("qualifier", f"{change} `{word.text}`")
+    return None
+
+
+def _other_people(
+    new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed | None
+) -> Difference | None:
+    """One group of people for another, however reworded.
+
+    "contractors" / "our own employees" (:data:`~budgetgraph.budgets.cache.lexicon.PEOPLE`).
+    """
+    mine = [t for t in new.tokens if t.content and t.lemma in PEOPLE and not t.lemmas & stored.words]
+    theirs = [t for t in stored.tokens if t.content and t.lemma in PEOPLE and not t.lemmas & new.words]
+    if mine and theirs:
+        left, _ = _without_synonyms(theirs, mine, rules.decision_synonym_similarity, embed)
+        if left:
+            return Difference("actor", f"`{theirs[0].text}` vs `{mine[0].text}`")
     return None
 
 

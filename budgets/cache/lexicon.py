@@ -188,19 +188,31 @@ PHATIC: frozenset[str] = frozenset(
 :data:`DISCOURSE` words is filler (``budgetgraph.budgets.cache.text.features`` drops it);
 alone, "check" or "team" can carry a decision."""
 
+RESTRICTIVES: frozenset[str] = frozenset("only except excluding exclusively solely".split())
+"""Words that narrow a request to part of what it names ("for commercial customers *only*",
+"everyone *except* contractors"): in one request alone, however reworded, a qualifier."""
+
+PEOPLE: frozenset[str] = frozenset(
+    "contractor employee staff intern temp freelancer volunteer consultant vendor supplier partner "
+    "customer client patient student teacher nurse doctor physician manager engineer driver agent "
+    "member tenant guest visitor resident parent user subscriber".split()
+)
+"""Nouns for the groups of people a decision is about or made by: one group for another
+("contractors" / "our own employees"), however reworded, is another actor."""
+
 GREETINGS: frozenset[str] = frozenset("hi hello hey dear greetings morning".split())
 """Words that open a greeting clause, which may name its addressee ("Hi Sam,", "Hello team,")."""
 
 SIDES: Mapping[str, int] = {
     **dict.fromkeys(
         "benefit advantage upside pro plus merit strength opportunity gain profit revenue income "
-        "earnings saving savings return payoff reward win success succeed help tailwind improve "
+        "earnings save saving savings earn return payoff reward win success succeed help tailwind improve "
         "improvement better best right upswing".split(),
         1,
     ),
     **dict.fromkeys(
         "risk drawback disadvantage downside con minus weakness threat danger loss cost expense "
-        "spend penalty pitfall liability harm hurt fail failure burden headwind deteriorate "
+        "spend penalty pitfall liability harm hurt fail failure burden headwind deteriorate lose "
         "deterioration worsen worse worst wrong downturn".split(),
         -1,
     ),
@@ -411,7 +423,9 @@ __all__ = [
     "GREETINGS",
     "NEGATIONS",
     "OPPOSITE_PREFIXES",
+    "PEOPLE",
     "PHATIC",
+    "RESTRICTIVES",
     "RELATIONS",
     "RELATION_OPPOSITES",
     "SIDES",

@@ -749,3 +749,30 @@ def test_a_verifier_overrules_the_checks_on_words_but_not_a_changed_number():
     assert not GUARD.judge(
         "Should the Leeds team own billing?", "Should the York team own billing?", 0.95, 0.78
     ).accepted
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Should the clinic's new booking app go live next month, but for existing patients only?",
+            "Do we launch the clinic's new booking app next month?",
+            "qualifier",
+        ),
+        (
+            "After a week of training, is it fine to let our own staff drive the forklifts at the depot?",
+            "Should temps at the depot be allowed to drive the forklifts after a week of training?",
+            "actor",
+        ),
+        (
+            "If we ran payroll in-house instead of through a bureau, where would we save money?",
+            "What extra costs would we take on by running payroll in-house rather than through a bureau?",
+            "polarity",
+        ),
+    ],
+)
+def test_a_restriction_another_group_of_people_and_the_other_side_are_refused_however_reworded(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.92, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
