@@ -345,7 +345,8 @@ def _calibrate_table(fitted: Verifier, path: Path) -> Table:
     held = fitted.holdout
     if held is not None:
         table.add_row(
-            "Held out, guard alone", f"precision {held.precision_before:.4f}, recall {held.recall_before:.4f}"
+            "Held out, before the verifier",
+            f"precision {held.precision_before:.4f}, recall {held.recall_before:.4f}",
         )
         table.add_row("Held out, with verifier", f"precision {held.precision:.4f}, recall {held.recall:.4f}")
     return table

@@ -142,8 +142,8 @@ class CacheSettings(_Strict):
     """``local`` (all-MiniLM-L6-v2, offline) or an OpenAI-compatible endpoint."""
     verifier: str | None = None
     """A verifier file written by ``budgetgraph cache calibrate`` (relative to the working
-    directory): a duplicate classifier run after the guard's checks, in place of its key-term
-    check for short requests. Off by default; see
+    directory): a duplicate classifier run after the guard's checks, in place of its checks on a
+    request's words (another action, actor or qualifier, rewording). Off by default; see
     :mod:`budgetgraph.budgets.cache.verifier`."""
     confirm: ConfirmSettings | None = None
     """Confirm semantic hits in a band of similarity with the cheapest model tier before
