@@ -80,8 +80,9 @@ class ConfirmSettings(_Strict):
 
     band: tuple[Number, Number]
     """``[low, high]``: cosine similarities at which a candidate the guard passed is confirmed
-    first (``low <= similarity < high``); at ``high`` and above it is served without asking,
-    and under the threshold it is a miss already."""
+    first (``low <= similarity < high``); at ``high`` and above it is served without asking.
+    Under the threshold the guard passes only abbreviations written out, and those are
+    confirmed too, however low (below ``low`` as well)."""
 
     @field_validator("band")
     @classmethod
@@ -92,9 +93,12 @@ class ConfirmSettings(_Strict):
         return value
 
     def asks(self, similarity: float) -> bool:
-        """Whether a candidate at ``similarity`` (cosine) is confirmed before it is served."""
-        low, high = self.band
-        return low <= similarity < high
+        """Whether a candidate at ``similarity`` (cosine) is confirmed before it is served.
+
+        Everything under ``high`` is: the guard serves a candidate under ``low`` only when it
+        is under the threshold too (abbreviations written out), the least similar of all.
+        """
+        return similarity < self.band[1]
 
 
 class NodeCacheSettings(_Strict):

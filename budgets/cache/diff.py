@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ from budgetgraph.budgets.cache.lexicon import (
     synonyms,
     valence,
 )
-from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token
+from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token, features
 
 CATEGORIES = ("action", "direction", "polarity", "actor", "negation", "quantity", "qualifier")
 """The kinds of difference that change a decision, as :func:`compare` names them."""
@@ -203,20 +204,77 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
     return Comparison(found, share, reworded)
 
 
-def expands(new: TextFeatures, stored: TextFeatures) -> bool:
-    """Whether the two requests differ only in abbreviations written out in one of them.
+def expands(new: str, stored: str, rules: Rules, embed: Embed | None = None) -> bool:
+    """Whether two requests are the same once the abbreviations written out in one are abbreviated.
 
-    "Should we sign an SLA with the new ISP?" / "... a service level agreement with the
-    new internet service provider?": every content word of each has a counterpart in the
-    other, an abbreviation's being its expansion (:func:`_abbreviations`), and the numbers
-    agree. all-MiniLM-L6-v2 puts such pairs at cosine 0.44 to 0.77, under any threshold
-    that keeps near misses out; the guard serves them on this alignment instead
-    (:attr:`~budgetgraph.budgets.cache.guard.Guard.expansion_floor`).
+    "Should we sign an SLA with the new ISP?" / "... a service level agreement with the new
+    internet service provider?". all-MiniLM-L6-v2 puts such pairs at cosine 0.44 to 0.77,
+    under any threshold that keeps near misses out; the guard serves them on this check
+    instead, from :attr:`~budgetgraph.budgets.cache.guard.Guard.expansion_floor` up.
+
+    Fewer forms count than above the threshold (:func:`_written_out`): an expansion is a
+    name throughout or holds none ("Acme water services" is no "AWS"), a clipping is no
+    word of its own ("car" is no "carpet"), and the only head noun it may add is a
+    provider's or a system's. Each expansion is then replaced by its abbreviation and the two
+    requests compared whole (:func:`compare`): a negation, a reversed direction, another
+    number or any other difference still refuses, and so does rewording.
+
+    Args:
+        new: The new request's normalised text.
+        stored: The stored request's normalised text.
+        rules: The constants of :func:`compare`.
+        embed: As for :func:`compare`.
     """
-    covered = _abbreviations(new, stored)
-    if not covered or _quantity(new, stored, covered, decision=True) is not None:
+    mine, theirs = features(new), features(stored)
+    found = _written_out(mine, theirs)
+    if not found:
         return False
-    return all(_weight(old) + _weight(fresh) == 0 for old, fresh in _spans(new, stored, covered))
+    texts = {id(mine): unicodedata.normalize("NFKC", new), id(theirs): unicodedata.normalize("NFKC", stored)}
+    for long, abbreviation, run in sorted(found, key=lambda f: -f[2][0].start):
+        text = texts[id(long)]
+        end = run[-1].start + len(run[-1].text)
+        texts[id(long)] = text[: run[0].start] + abbreviation.text + text[end:]
+    new_text, stored_text = texts[id(mine)], texts[id(theirs)]
+    shorter, other = features(new_text), features(stored_text)
+    if shorter.negations != other.negations or shorter.numbers != other.numbers:
+        return False
+    if ({t.lemma for t in shorter.tokens} ^ {t.lemma for t in other.tokens}) - _ARTICLES:
+        return False  # a word more or less, even a function word ("everyone *except* the ISP")
+    comparison = compare(shorter, other, rules, embed)
+    return comparison.difference is None and not comparison.reworded and comparison.unmatched_share == 0.0
+
+
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def _written_out(new: TextFeatures, stored: TextFeatures) -> list[tuple[TextFeatures, Token, list[Token]]]:
+    """The unambiguous abbreviations of one request written out in the other (see :func:`expands`).
+
+    Returns:
+        ``(the request with the expansion, the abbreviation's token, the expansion's tokens)``
+        for each, in no order; two expansions never overlap.
+    """
+    found: list[tuple[TextFeatures, Token, list[Token]]] = []
+    taken: set[int] = set()
+    for short, long in ((new, stored), (stored, new)):
+        for token in short.tokens:
+            if not token.content or token.lemmas & long.words:
+                continue
+            run = _expansion(token, long, strict=True)
+            named = [t.entity for t in run if t.content]
+            if not run or (any(named) and not all(named)) or taken & {id(t) for t in run}:
+                continue  # "Acme water services" is no "AWS"; "New York City" is "NYC"
+            after = long.tokens.index(run[-1]) + 1
+            if after < len(long.tokens) and long.tokens[after].lemma in STRICT_HEADS:
+                run = [*run, long.tokens[after]]  # "3PL" / "third-party logistics provider"
+            taken.update(id(t) for t in run)
+            found.append((long, token, run))
+    return found
+
+
+STRICT_HEADS = frozenset("provider vendor company firm system platform tool software".split())
+"""Head nouns an expansion may add under the threshold ("an HRIS" / "a human resources information
+*system*"); not "team" or "program", which name something else ("the ERP" / "the ERP team")."""
 
 
 _ABBREVIATION = re.compile(
@@ -487,12 +545,15 @@ def _swap(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Difference |
     if base < rules.swap_alignment:
         return None  # reordered throughout: clauses moved, not two terms
     passive_alike = ("by" in new.sequence) == ("by" in stored.sequence)  # no passive for an active
+    related_s, related_n = _relation_words(stored), _relation_words(new)
     for i, x in enumerate(shared):
         for y in shared[i + 1 :]:
             sx, sy, nx, ny = first_stored[x], first_stored[y], first_new[x], first_new[y]
             if (sx < sy) == (nx < ny):
                 continue
-            common = _relations(stored, min(sx, sy), max(sx, sy)) & _relations(new, min(nx, ny), max(nx, ny))
+            common = _relations(stored, min(sx, sy), max(sx, sy), related_s) & _relations(
+                new, min(nx, ny), max(nx, ny), related_n
+            )
             if not common and passive_alike:  # subject and object around the same verb: "X override Y"
                 common = _verbs(stored, min(sx, sy), max(sx, sy)) & _verbs(new, min(nx, ny), max(nx, ny))
             if not common:
@@ -518,12 +579,13 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
     """
     if ("by" in new.sequence) != ("by" in stored.sequence):
         return None  # a passive for an active: "take over X" / "X be taken over by"
+    related_s, related_n = _relation_words(stored), _relation_words(new)
     for i, a in enumerate(stored.tokens):
-        if not _is_relation(stored, i):
+        if not related_s[i]:
             continue
         before_s, after_s = _around(stored, i, rules.window)
         for j, b in enumerate(new.tokens):
-            if b.lemma != a.lemma or not _is_relation(new, j):
+            if b.lemma != a.lemma or not related_n[j]:
                 continue
             before_n, after_n = _around(new, j, rules.window)
             ahead = (before_s & after_n) - before_n
@@ -536,21 +598,31 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
     return None
 
 
-def _is_relation(f: TextFeatures, i: int) -> bool:
-    """Whether token ``i`` is a relation word (:data:`RELATIONS`), "to" before a verb aside.
+def _relation_words(f: TextFeatures) -> list[bool]:
+    """Which tokens are relation words (:data:`RELATIONS`), "to" before a verb aside.
 
     "to" that marks an infinitive ("*to* reduce costs", "*to* have a vendor handle it")
     relates no terms; before a word that can be a noun too ("to cut", "to mass timber"),
-    a name ("to React Native") or an inflected form ("to paid search") it counts.
+    a name ("to React Native"), an inflected form ("to paid search") or after a "from" in
+    its clause ("from acquire to retain") it counts. One pass over the tokens.
     """
-    token = f.tokens[i]
-    if token.lemma not in RELATIONS:
-        return False
-    following = f.tokens[i + 1] if i + 1 < len(f.tokens) else None
-    if token.lemma != "to" or following is None or following.entity:
-        return True
-    base = following.lemma == following.text.lower()  # "to reduce", not "to paid search"
-    return not ("AUX" in following.tags or (following.tags == {"VERB"} and base))
+    parts = f.clause_of or f.sentence_of
+    flags: list[bool] = []
+    came_from: set[int] = set()  # the clauses with a "from" so far
+    for i, token in enumerate(f.tokens):
+        clause = parts[i] if parts else 0
+        if token.lemma == "from":
+            came_from.add(clause)
+        if token.lemma not in RELATIONS:
+            flags.append(False)
+            continue
+        following = f.tokens[i + 1] if i + 1 < len(f.tokens) else None
+        if token.lemma != "to" or following is None or following.entity or clause in came_from:
+            flags.append(True)
+            continue
+        base = following.lemma == following.text.lower()  # "to reduce", not "to paid search"
+        flags.append(not ("AUX" in following.tags or (following.tags == {"VERB"} and base)))
+    return flags
 
 
 def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], frozenset[str]]:
@@ -623,12 +695,15 @@ def _verbs(f: TextFeatures, start: int, end: int) -> set[str]:
     return {t.lemma for t in f.tokens[start + 1 : end] if t.content and "VERB" in t.tags}
 
 
-def _relations(f: TextFeatures, start: int, end: int) -> set[str]:
-    """Relation words between tokens ``start`` and ``end`` in the sentence of both."""
+def _relations(f: TextFeatures, start: int, end: int, related: list[bool]) -> set[str]:
+    """Relation words between tokens ``start`` and ``end``, in the sentence of both.
+
+    ``related`` marks the relation words of ``f`` (:func:`_relation_words`).
+    """
     found = set()
     for k in range(start + 1, end):
         token = f.tokens[k]
-        if not _is_relation(f, k):
+        if not related[k]:
             continue
         if f.sentence_of and len({f.sentence_of[start], f.sentence_of[k], f.sentence_of[end]}) > 1:
             continue
@@ -770,7 +845,12 @@ EXPANSION_HEADS = frozenset("provider vendor company firm service system platfor
 process outsourcing *provider*", "an HRIS" / "a human resources information *system*"."""
 
 
-def _expansion(token: Token, other: TextFeatures) -> list[Token]:
+def _expansion(token: Token, other: TextFeatures, *, strict: bool = False) -> list[Token]:
+    """The tokens of ``other`` that ``token`` abbreviates, or none.
+
+    ``strict`` keeps a clipping only when it is no word of its own ("org", "prem"; not "car"
+    for "carpet").
+    """
     text = token.text
     numeronym = _NUMERONYM.fullmatch(text)
     if numeronym is not None:
@@ -791,6 +871,8 @@ def _expansion(token: Token, other: TextFeatures) -> list[Token]:
         letters = letters[:-1]  # "VMs", "SSDs"
     if 2 <= len(letters) <= 6 and letters.isalpha() and sum(ch.isupper() for ch in letters) >= 2:
         return _initialism(letters.lower(), other.tokens)
+    if strict and token.tags != {"X"}:
+        return []  # a clipping that is a word of its own ("car" / "carpet", "port" / "portfolio")
     if len(text) >= 3 and text.isalpha():
         lower = text.lower()
         for t in other.tokens:
@@ -858,7 +940,11 @@ def _spelled_initial(token: Token) -> bool:
     return token.text.isalpha() and token.lemma in _SPELLED_INITIALS
 
 
-def _initials_from(letters: str, tokens: Sequence[Token], i: int) -> list[Token] | None:
+def _initials_from(letters: str, tokens: Sequence[Token], i: int, skipped: int = 0) -> list[Token] | None:
+    """The run from token ``i`` whose initials spell ``letters``.
+
+    Up to two function words in a row may be skipped ("end *of the* year").
+    """
     if not letters:
         return []
     if i >= len(tokens):
@@ -875,8 +961,8 @@ def _initials_from(letters: str, tokens: Sequence[Token], i: int) -> list[Token]
         rest = _initials_from(letters[1:], tokens, i + 1)
         if rest is not None:
             return [token, *rest]
-    if token.lemma in FUNCTION_WORDS and i > 0:
-        return _initials_from(letters, tokens, i + 1)
+    if token.lemma in FUNCTION_WORDS and i > 0 and skipped < 2:
+        return _initials_from(letters, tokens, i + 1, skipped + 1)
     return None
 
 

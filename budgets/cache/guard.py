@@ -56,6 +56,11 @@ Chosen on the evaluation data: the lowest threshold at which
 ``paraphrase_pairs.jsonl`` keeps a precision of at least 0.97.
 """
 
+MAX_COMPARED = 400
+"""Words (tokens) beyond which a request is not compared span by span and a semantic hit is
+refused (``reworded``): decision requests run to a few dozen words, and the local embedder
+reads 256 tokens at most."""
+
 VERIFIED = frozenset({"action", "actor", "qualifier", "reworded"})
 """The refusals a verifier takes the place of: rules of thumb about which words of a request
 matter (a replaced word, an added qualifier, rewording), which a classifier fitted on the
@@ -100,7 +105,8 @@ class Guard:
     reworded_slope: float = 0.1
     """Similarity added to the requirement per unit share of unmatched content words (cosine)."""
     verifier: Verifier | None = None
-    """Duplicate classifier run after the checks above pass; ``None`` runs none."""
+    """Duplicate classifier run after the checks, in place of those on a request's words
+    (:data:`VERIFIED`); ``None`` runs none."""
     expansion_floor: float = 0.4
     """Cosine from which a candidate under the threshold is still judged when the two requests
     differ only in abbreviations written out (:func:`~budgetgraph.budgets.cache.diff.expands`):
@@ -155,6 +161,8 @@ class Guard:
                 "verifier",
             )
         if not verdict.accepted:
+            if similarity < threshold:
+                return verdict  # under the threshold a verifier may refuse, never serve
             note = f"the verifier overrules `{verdict.category}` ({verdict.reason})"
             return Verdict(True, threshold, f"{note}: duplicate probability {probability:.2f}")
         return Verdict(True, verdict.required, f"{verdict.reason} (verifier {probability:.2f})")
@@ -174,28 +182,32 @@ class Guard:
         self, query: str, candidate: str, similarity: float, threshold: float, embed: Embed | None = None
     ) -> Verdict:
         """The checks before the verifier (:meth:`judge`'s arguments and verdict)."""
-        expanded = (
-            similarity < threshold
-            and self.enabled
-            and similarity >= self.expansion_floor
-            and may_expand(query, candidate)
-            and expands(features(query), features(candidate))
-        )
-        if similarity < threshold and not expanded:
-            return Verdict(False, threshold, f"similarity: {similarity:.3f} < {threshold:.2f}", "similarity")
+        below = Verdict(False, threshold, f"similarity: {similarity:.3f} < {threshold:.2f}", "similarity")
+        if similarity < threshold and not (
+            self.enabled and similarity >= self.expansion_floor and may_expand(query, candidate)
+        ):
+            return below
         if not self.enabled:
             return Verdict(True, threshold, f"similarity {similarity:.3f} >= {threshold:.2f}")
-        comparison = compare(features(query), features(candidate), self.rules, embed)
-        found = comparison.difference
-        if found is not None:
+        mine, theirs = features(query), features(candidate)
+        longest = max(len(mine.tokens), len(theirs.tokens))
+        if longest > MAX_COMPARED:
             return Verdict(
-                False, 1.0, f"{found.category}: {found.detail} (similarity {similarity:.3f})", found.category
+                False, 1.0, f"reworded: {longest} words, too long to compare span by span", "reworded"
             )
-        if expanded:
+        if similarity < threshold:
+            if not expands(query, candidate, self.rules, embed):
+                return below
             return Verdict(
                 True,
                 self.expansion_floor,
                 f"abbreviations written out: similarity {similarity:.3f} under {threshold:.2f}",
+            )
+        comparison = compare(mine, theirs, self.rules, embed)
+        found = comparison.difference
+        if found is not None:
+            return Verdict(
+                False, 1.0, f"{found.category}: {found.detail} (similarity {similarity:.3f})", found.category
             )
         required = threshold
         note = ""

@@ -16,11 +16,11 @@ Where a maintained package has the knowledge, it comes from there:
 
 - **Synonyms**: Princeton WordNet 3.0 (Miller, 1995) as Debian's ``wordnet-base``
   installs it (``/usr/share/wordnet``; ``BUDGETGRAPH_WORDNET`` names another
-  directory in WordNet's database format, ``wndb(5WN)``): two words that share a
-  synset as the same part of speech mean the same ("hire" / "employ", "terminate" /
-  "end", "auto" / "car"). :func:`synonyms` reads the index files; when they are not
-  there it says so once in a warning and finds none, and the guard falls back on the
-  embedder alone.
+  directory in WordNet's database format, ``wndb(5WN)``): two words mean the same
+  when, as one part of speech, the most frequent sense of one is a sense of the other
+  ("hire" / "employ", "terminate" / "end", "auto" / "car"). :func:`synonyms` reads
+  the index files; when they are not there it says so once in a warning and finds
+  none, and the guard falls back on the embedder alone.
 
 What no maintained package on PyPI ships is written here, each class named
 for what it is: the closed word classes of Universal Dependencies (a finite,
@@ -304,6 +304,8 @@ def _wordnet_index(pos: str) -> tuple[bytes, array[int]] | None:
 
     The entries are sorted by lemma (``wndb(5WN)``), so a lemma is found by binary search.
     """
+    if pos in _WORDNET:
+        return _WORDNET[pos]
     with _LEXICON_LOCK:
         if pos not in _WORDNET:
             directory = Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
@@ -330,8 +332,10 @@ _LINE = re.compile(rb"\n")
 
 
 @lru_cache(maxsize=8192)
-def synsets(word: str, tag: str) -> frozenset[str]:
+def synsets(word: str, tag: str) -> tuple[str, ...]:
     """WordNet's synsets (byte offsets, as written) of ``word`` as the part of speech ``tag``.
+
+    The most frequent sense comes first.
 
     Args:
         word: A lemma ("hire", "auto"); lower-cased, spaces as ``_``.
@@ -343,7 +347,7 @@ def synsets(word: str, tag: str) -> frozenset[str]:
     pos = WORDNET_POS.get(tag)
     found = _wordnet_index(pos) if pos else None
     if found is None:
-        return frozenset()
+        return ()
     data, starts = found
     key = word.lower().replace(" ", "_").encode("utf-8", "replace")
 
@@ -353,17 +357,28 @@ def synsets(word: str, tag: str) -> frozenset[str]:
 
     at = bisect.bisect_left(range(len(starts)), key, key=lemma_at)
     if at == len(starts) or lemma_at(at) != key:
-        return frozenset()
+        return ()
     end = data.find(b"\n", starts[at])
     fields = data[starts[at] : end if end >= 0 else len(data)].split()
-    # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
+    # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...,
+    # the offsets most frequent sense first
     count = int(fields[2])
-    return frozenset(f.decode() for f in fields[len(fields) - count :])
+    return tuple(f.decode() for f in fields[len(fields) - count :])
 
 
 def synonyms(a: str, b: str, tags: frozenset[str]) -> bool:
-    """Whether WordNet puts ``a`` and ``b`` in one synset as one of the parts of speech ``tags``."""
-    return any(synsets(a, tag) & synsets(b, tag) for tag in tags if tag in WORDNET_POS)
+    """Whether ``a`` and ``b`` mean the same as one of the parts of speech ``tags``, by WordNet.
+
+    The most frequent sense of one must be a sense of the other ("hire" / "employ", "cut" /
+    "reduce"): a rare sense shared is not enough ("fire" and "raise" share one, "acquire"
+    and "grow" another).
+    """
+    for tag in tags:
+        if tag in WORDNET_POS:
+            mine, theirs = synsets(a, tag), synsets(b, tag)
+            if (mine and mine[0] in theirs) or (theirs and theirs[0] in mine):
+                return True
+    return False
 
 
 def opposite_affix(a: str, b: str) -> str | None:

@@ -263,7 +263,13 @@ def features(text: str) -> TextFeatures:
             raw_word = raw
             value = number_value(raw)
             previous = tokens[-1] if tokens else None
-            if value in _ANOTHER and raw.isalpha() and previous is not None and previous.lemma in {"a", "an"}:
+            if (
+                value in _ANOTHER
+                and raw.isalpha()
+                and previous is not None
+                and previous.lemma in {"a", "an"}
+                and not text[match.end() :].lstrip().lower().startswith("of ")
+            ):
                 value = None  # "a second dryer" is one more, as "an additional dryer" is: not a count
                 raw = "additional"
             if value is not None and not _is_pronoun_one(raw):
@@ -320,7 +326,7 @@ def features(text: str) -> TextFeatures:
         gap = text[end : token.start]
         if sentence_of and "?" in gap:
             questions.add(sentence_of[-1])
-        gap = _unabbreviated(gap, text[:end])
+        gap = _unabbreviated(gap, text[max(0, end - 16) : end])
         sentence_of.append((sentence_of[-1] if sentence_of else 0) + (not _SENTENCE_END.isdisjoint(gap)))
         clause_of.append((clause_of[-1] if clause_of else 0) + (not _CLAUSE_END.isdisjoint(gap)))
         end = token.start + len(token.text)
@@ -372,7 +378,7 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     closers: list[str] = []
     end = 0
     for token in tokens:
-        gap = _unabbreviated(text[end : token.start], text[:end])
+        gap = _unabbreviated(text[end : token.start], text[max(0, end - 16) : end])
         if not clauses or not _CLAUSE_END.isdisjoint(gap):
             if clauses:
                 closers.append(gap)
@@ -418,15 +424,17 @@ def _phrases(tokens: list[Token]) -> list[Token]:
     return out
 
 
-_ANOTHER = frozenset({"2nd", "3rd"})
-"""Ordinals that after "a" or "an" mean one more ("a second line"), read as "additional"."""
+_ANOTHER = frozenset({"2nd"})
+"""Ordinals that after "a" or "an" mean one more ("a second line"), read as "additional"
+(not "a third": one more than two, nor "a second of", a fraction)."""
 
 _REASSURANCE = re.compile(
-    r"\bno (?:rush|hurry|worries|pressure|stress)\b"
-    r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance)\b",
+    r"(?:(?:^|(?<=[.!?,;:(]))\s*no (?:rush|hurry|worries|pressure|stress)(?: at all)?"
+    r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance))\s*(?=$|[.!?,;:)])",
     re.I,
 )
-"""Reassurance and courtesy, not negation or a condition: "No rush.", "if you have a minute"."""
+"""Reassurance and courtesy, not negation or a condition, standing as a clause of their own:
+"No rush.", "no rush at all,", "quick question if you have a minute:" (not "no pressure testing")."""
 
 
 def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
@@ -438,13 +446,14 @@ def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
 
 
 FRAME_WORDS: frozenset[str] = frozenset(
-    "need want like love decision decide take view input thought advice answer figure understand know "
-    "wonder ask tell let help call clarity try give recommendation".split()
+    "need want like love decision decide view input thought advice answer figure understand know "
+    "wonder ask tell clarity try recommendation recommend opinion".split()
 )
 """Lemmas of a request's frame, which asks for the decision without being part of it: "*I need a
 decision on* whether to close", "*we want to know* if it makes sense", "*tell me* whether"."""
 
 _OPENERS = frozenset({"whether", "if"})
+_MODALS = frozenset("shall should can could will would may might must".split())
 
 
 def _without_frame(tokens: list[Token]) -> list[Token]:
@@ -463,6 +472,8 @@ def _without_frame(tokens: list[Token]) -> list[Token]:
     frame = tokens[:opener]
     if any(t.number or t.negation or (t.entity and t.lemma.lower() != "i") for t in frame):
         return tokens
+    if frame[0].lemma in _MODALS and not (len(frame) > 1 and frame[1].lemma == "you"):
+        return tokens  # "Should we call it if ..." asks; "Could you tell me whether" frames
     if not all(_function(t) or _talk(t) or t.lemma in FRAME_WORDS for t in frame):
         return tokens
     if not any(t.lemma in FRAME_WORDS or _talk(t) for t in frame):
@@ -510,15 +521,20 @@ FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
 """Pronouns of the first person: a text with one speaks for its writer (a request, not a statement)."""
 
 
+_READER = frozenset("you your yours yourself".split())
+_ASKING_NOUNS = frozenset("recommendation advice opinion view input thought".split())
+
+
 def _filler(clause: list[Token]) -> bool:
     if clause[0].lemma in GREETINGS and len(clause) <= 3 and not any(t.number or t.negation for t in clause):
         return True
-    # A clause to or from the writer ("give me a recommendation", "would love your take") may frame
-    # the request with its words too.
-    framing = any(t.lemma in SPEECH_PERSONS for t in clause)
-    talk = [t for t in clause if _talk(t) or (framing and t.lemma in FRAME_WORDS)]
+    # A clause that asks the reader ("give me a recommendation", "would love your take") frames the
+    # request with its words too.
+    framing = any(t.lemma in _READER or t.lemma in _ASKING_NOUNS for t in clause)
+    framed = FRAME_WORDS | {"give", "take", "help"}  # "give me a recommendation", "your take"
+    talk = [t for t in clause if _talk(t) or (framing and t.lemma in framed)]
     return bool(talk) and all(
-        (_talk(t) or _function(t) or (framing and t.lemma in FRAME_WORDS))
+        (_talk(t) or _function(t) or (framing and t.lemma in framed))
         and not (t.number or t.negation or (t.entity and t.lemma not in SPEECH_PERSONS))
         for t in clause
     )

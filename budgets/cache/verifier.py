@@ -49,11 +49,13 @@ from budgetgraph.budgets.cache.text import TextFeatures, features
 FORMAT = "budgetgraph.cache.verifier/3"
 """The ``format`` field of a verifier file.
 
-Version 1 files had their cutoff picked behind the guard's key-term check,
-which a verifier now replaces; they are refused, to be fitted again. Version 2
-files have no word-overlap features (``lexical`` empty) and are read as such."""
+Version 1 and 2 files had their cutoff picked among the candidates the guard
+passed; a verifier now picks among what its checks on words refused too, so
+they are refused, to be fitted again."""
 
-READABLE = ("budgetgraph.cache.verifier/2", FORMAT)
+EARLIER = ("budgetgraph.cache.verifier/1", "budgetgraph.cache.verifier/2")
+"""Formats refused, to be fitted again: their cutoffs were picked among the candidates the guard
+passed, and a verifier now also judges what the guard's checks on words refused."""
 
 LEXICAL = (
     "content_jaccard",
@@ -223,13 +225,14 @@ class Verifier:
             raise VerifierError(f"not UTF-8 text: {exc.reason}", path=name) from exc
         except json.JSONDecodeError as exc:
             raise VerifierError(f"not JSON: {exc.msg}", path=name) from exc
-        if isinstance(document, dict) and document.get("format") == "budgetgraph.cache.verifier/1":
+        if isinstance(document, dict) and document.get("format") in EARLIER:
             raise VerifierError(
-                "fitted by an earlier budgetgraph, behind the guard's key-term check that a verifier now "
-                "replaces; fit it again with `budgetgraph cache calibrate`",
+                "fitted by an earlier budgetgraph, among the candidates the guard passed, while a verifier "
+                "now also judges what its checks on words refused; fit it again with `budgetgraph cache "
+                "calibrate`",
                 path=name,
             )
-        if not isinstance(document, dict) or document.get("format") not in READABLE:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise VerifierError(f"not a verifier file (expected format `{FORMAT}`)", path=name)
         try:
             weights = np.asarray(document["weights"], dtype=np.float64)
@@ -246,8 +249,8 @@ class Verifier:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VerifierError(f"malformed verifier: {exc}", path=name) from exc
-        if verifier.lexical not in ((), LEXICAL):
-            raise VerifierError(f"malformed verifier: `lexical` must be {list(LEXICAL)} or empty", path=name)
+        if verifier.lexical != LEXICAL:
+            raise VerifierError(f"malformed verifier: `lexical` must be {list(LEXICAL)}", path=name)
         vector_part = weights.shape[0] - len(verifier.lexical) if weights.ndim == 1 else 0
         if weights.ndim != 1 or vector_part % 2 != 1 or not np.isfinite(weights).all():
             raise VerifierError(

@@ -602,7 +602,8 @@ def test_wordnet_synonyms_share_a_synset_as_the_same_part_of_speech():
         "lease", "buy", frozenset({"VERB"})
     )
     assert not synonyms("auto", "car", frozenset({"VERB"}))  # the same part of speech, or none
-    assert synsets("no-such-word", "NOUN") == frozenset() and synsets("hire", "PRON") == frozenset()
+    assert synsets("no-such-word", "NOUN") == () and synsets("hire", "PRON") == ()
+    assert not synonyms("fire", "raise", frozenset({"VERB"}))  # a rare sense shared is not enough
 
 
 @pytest.mark.parametrize(
@@ -776,3 +777,90 @@ def test_a_restriction_another_group_of_people_and_the_other_side_are_refused_ho
 ):
     verdict = GUARD.judge(query, cached, 0.92, 0.78)
     assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "similarity"),
+    [  # abbreviations written out, with something else that changes the decision
+        (
+            "Should we move from AWS to GCP?",
+            "Should we move from Google Cloud Platform to Amazon Web Services?",
+            0.76,
+        ),
+        (
+            "Should the CFO report to the VP of Sales?",
+            "Should the vice president of Sales report to the CFO?",
+            0.77,
+        ),
+        (
+            "Should we renew the SLA with the ISP?",
+            "Should we not renew the service level agreement with the ISP?",
+            0.64,
+        ),
+        (
+            "Should we sell the car to the CEO?",
+            "Should we sell the carpet to the chief executive officer?",
+            0.61,
+        ),
+        ("Should we renew the AWS contract?", "Should we renew the Acme water services contract?", 0.59),
+        ("Should we replace our ERP?", "Should we replace our enterprise resource planning team?", 0.74),
+        (
+            "Should we sign an SLA with everyone except the ISP?",
+            "Should we sign a service level agreement with everyone?",
+            0.6,
+        ),
+    ],
+)
+def test_under_the_threshold_an_expansion_with_any_other_difference_is_refused(
+    query: str, cached: str, similarity: float
+):
+    verdict = GUARD.judge(query, cached, similarity, 0.78)
+    assert not verdict.accepted and verdict.category == "similarity", verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        ("Should we take it if they offer 2M?", "Should we call it if they offer 2M?"),  # no frame: it asks
+        (
+            "I would take it, but should we wait for the Series B?",
+            "I would give up, but should we wait for the Series B?",
+        ),
+        ("Should we open a second warehouse in Leeds?", "Should we open a third warehouse in Leeds?"),
+        ("Should we fire the agency?", "Should we raise the agency?"),  # WordNet shares only a rare sense
+        ("Should we ship the valves with no pressure testing?", "Should we ship the valves after testing?"),
+        ("Should we shift spend from acquire to retain?", "Should we shift spend from retain to acquire?"),
+    ],
+)
+def test_frames_courtesy_and_synonyms_never_hide_the_decision(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.9, 0.78)
+    assert not verdict.accepted, verdict.reason
+
+
+def test_a_verifier_never_serves_under_the_threshold_and_long_texts_are_not_compared():
+    from budgetgraph.budgets.cache.verifier import LEXICAL, Verifier
+
+    always = Verifier(
+        weights=np.zeros(9 + len(LEXICAL)),
+        bias=5.0,
+        cutoff=0.5,
+        embedder="e",
+        threshold=0.78,
+        lexical=LEXICAL,
+    )
+    u = np.eye(4)[0]
+    under = Guard(verifier=always).judge(
+        "Should we sign an SLA with everyone except the ISP?",
+        "Should we sign a service level agreement with everyone and the internet service provider?",
+        0.6,
+        0.78,
+        (u, u),
+    )
+    assert not under.accepted
+
+    long = " ".join(f"word{i} to" for i in range(400))
+    verdict = GUARD.judge(long, long + " more", 0.99, 0.78)
+    assert not verdict.accepted and verdict.category == "reworded" and "too long" in verdict.reason
+    assert GUARD.judge(
+        "Should we sign the SLA?", "Should we sign the " + "of the " * 800 + "deal?", 0.5, 0.78
+    )

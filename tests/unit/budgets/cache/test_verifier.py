@@ -265,7 +265,7 @@ def test_fit_reports_the_guard_alone_beside_the_verifier(planted: PlantedEmbedde
     held = verifier.holdout
 
     assert held is not None
-    assert held.recall_before >= held.recall  # the verifier only refuses what the guard passed
+    assert held.recall_before >= held.recall  # the verifier picks from what the checks that stand pass
     assert held.precision >= held.precision_before
 
 
@@ -273,12 +273,26 @@ def test_fit_reports_the_guard_alone_beside_the_verifier(planted: PlantedEmbedde
     ("document", "problem"),
     [
         (b"\xff\xfe", "not UTF-8 text"),
-        (b'{"format": "budgetgraph.cache.verifier/2", "weights": 5}', "malformed verifier"),
+        (b'{"format": "budgetgraph.cache.verifier/3", "weights": 5}', "malformed verifier"),
         (b'{"format": "budgetgraph.cache.verifier/1"}', "fit it again"),
         (
-            b'{"format": "budgetgraph.cache.verifier/2", "embedder": "e", "threshold": 0.8, "cutoff": "nan",'
-            b' "bias": 0, "weights": [1, 2, 3]}',
+            json.dumps(
+                {
+                    "format": "budgetgraph.cache.verifier/3",
+                    "embedder": "e",
+                    "threshold": 0.8,
+                    "cutoff": "nan",
+                    "bias": 0,
+                    "weights": [1.0] * (3 + len(LEXICAL)),
+                    "lexical": list(LEXICAL),
+                }
+            ).encode(),
             "`cutoff` must be 0 to 1",
+        ),
+        (
+            b'{"format": "budgetgraph.cache.verifier/3", "embedder": "e", "threshold": 0.8, "cutoff": 0.5,'
+            b' "bias": 0, "weights": [1, 2, 3]}',
+            "`lexical` must be",
         ),
     ],
 )
@@ -327,14 +341,19 @@ def test_the_word_overlap_features_of_a_pair():
     assert named["negation_differs"] == 0.0
 
 
-def test_a_version_2_file_reads_the_vectors_alone(tmp_path: Path):
+def test_a_version_2_file_is_refused_to_be_fitted_again(tmp_path: Path):
     path = tmp_path / "v2.json"
-    weights = [0.0] * 33
-    weights[-1] = 8.0  # the cosine
     document = {"format": "budgetgraph.cache.verifier/2", "embedder": "e", "threshold": 0.8, "cutoff": 0.5}
-    path.write_text(json.dumps({**document, "bias": -6.0, "weights": weights}), encoding="utf-8")
+    path.write_text(json.dumps({**document, "bias": -6.0, "weights": [0.0] * 33}), encoding="utf-8")
 
-    loaded = Verifier.load(path)
+    with pytest.raises(VerifierError, match="fit it again"):
+        Verifier.load(path)
 
-    assert loaded.lexical == () and loaded.accepts(np.eye(16)[0], np.eye(16)[0])[0]
-    assert not loaded.accepts(np.eye(16)[0], np.eye(16)[1])[0]
+
+def test_a_confirmation_band_asks_under_its_high_end_even_under_its_low_end():
+    from budgetgraph.budgets.cache.config import ConfirmSettings
+
+    band = ConfirmSettings(band=(0.78, 0.9))
+
+    assert band.asks(0.8) and band.asks(0.55)  # 0.55: abbreviations written out, under the threshold
+    assert not band.asks(0.9) and not band.asks(0.97)
