@@ -354,6 +354,8 @@ DECISION_SETS = (
     "last_holdout",
     "holdout_d",
     "holdout_e",
+    "dev3",
+    "holdout_f",
 )
 """Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
 were written; a file that is not there is left out."""

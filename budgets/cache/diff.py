@@ -75,9 +75,11 @@ from budgetgraph.budgets.cache.lexicon import (
     DISCOURSE,
     FRAMING,
     FUNCTION_WORDS,
+    OPPOSED,
     PEOPLE,
     RELATIONS,
     RESTRICTIVES,
+    REVERSALS,
     opposite_affix,
     opposite_relation,
     opposite_valence,
@@ -194,7 +196,9 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
     if found is None and (new.request or stored.request):
         found = (
             _other_unit(new, stored, covered, rules, embed)
-            or _restricted(new, stored)
+            or _one_sided(new, stored, RESTRICTIVES, "qualifier")
+            or _one_sided(new, stored, REVERSALS, "direction")
+            or _one_sided(new, stored, OPPOSED, "polarity")
             or _other_people(new, stored, rules, embed)
         )
     if found is None and decision:
@@ -767,16 +771,19 @@ def _other_unit(
     return None
 
 
-def _restricted(new: TextFeatures, stored: TextFeatures) -> Difference | None:
-    """A restriction in one request alone, however reworded.
+def _one_sided(
+    new: TextFeatures, stored: TextFeatures, words: frozenset[str], category: str
+) -> Difference | None:
+    """A word of ``words`` in one request alone, however reworded, as a difference of ``category``.
 
-    "for commercial customers *only*", "everyone *except* contractors"
-    (:data:`~budgetgraph.budgets.cache.lexicon.RESTRICTIVES`).
+    A restriction ("for commercial customers *only*", "everyone *except* contractors",
+    ``RESTRICTIVES``), an undoing ("roll it *back*", ``REVERSALS``), the other side ("the
+    arguments *against*", ``OPPOSED``): see :mod:`budgetgraph.budgets.cache.lexicon`.
     """
     for f, other, change in ((new, stored, "added"), (stored, new, "dropped")):
-        word = next((t for t in f.tokens if t.lemma in RESTRICTIVES and t.lemma not in other.words), None)
+        word = next((t for t in f.tokens if t.lemma in words and not t.lemmas & other.words), None)
         if word is not None:
-            return Difference("qualifier", f"{change} `{word.text}`")
+            return Difference(category, f"{change} `{word.text}`")
     return None
 
 

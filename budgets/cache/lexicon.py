@@ -188,9 +188,17 @@ PHATIC: frozenset[str] = frozenset(
 :data:`DISCOURSE` words is filler (``budgetgraph.budgets.cache.text.features`` drops it);
 alone, "check" or "team" can carry a decision."""
 
-RESTRICTIVES: frozenset[str] = frozenset("only except excluding exclusively solely".split())
+RESTRICTIVES: frozenset[str] = frozenset("only except excluding exclusively solely apart besides".split())
 """Words that narrow a request to part of what it names ("for commercial customers *only*",
 "everyone *except* contractors"): in one request alone, however reworded, a qualifier."""
+
+REVERSALS: frozenset[str] = frozenset("back revert undo rollback reverse restore".split())
+"""Words that undo a move ("roll the firmware *back*", "fail *back* to Chicago", "*revert* to
+the old plan"): in one request alone, however reworded, the reverse direction."""
+
+OPPOSED: frozenset[str] = frozenset({"against"})
+"""Words that ask for the other side ("the arguments *against*" / "make the case for"): in one
+request alone, however reworded, the other polarity."""
 
 PEOPLE: frozenset[str] = frozenset(
     "contractor employee staff intern temp freelancer volunteer consultant vendor supplier partner "
@@ -438,9 +446,11 @@ __all__ = [
     "GREETINGS",
     "NEGATIONS",
     "OPPOSITE_PREFIXES",
+    "OPPOSED",
     "PEOPLE",
     "PHATIC",
     "RESTRICTIVES",
+    "REVERSALS",
     "RELATIONS",
     "RELATION_OPPOSITES",
     "SIDES",

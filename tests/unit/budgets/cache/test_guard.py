@@ -864,3 +864,30 @@ def test_a_verifier_never_serves_under_the_threshold_and_long_texts_are_not_comp
     assert GUARD.judge(
         "Should we sign the SLA?", "Should we sign the " + "of the " * 800 + "deal?", 0.5, 0.78
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Before spring term, would moving the lab's servers back to the old OS release be sensible?",
+            "Should we upgrade the lab's servers to the new OS release before spring term?",
+            "direction",
+        ),
+        (
+            "Apart from the night shift, should every warehouse worker get the new scanners?",
+            "Should all our warehouse workers get the new scanners?",
+            "qualifier",
+        ),
+        (
+            "Give me the strongest arguments against merging our two call centres.",
+            "Make the case for merging our two call centres into one.",
+            "polarity",
+        ),
+    ],
+)
+def test_an_undoing_an_exception_and_the_case_against_are_refused_however_reworded(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.9, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
