@@ -72,6 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from budgetgraph.budgets.cache.lexicon import (
+    CONTRASTS,
     DISCOURSE,
     FRAMING,
     FUNCTION_WORDS,
@@ -205,6 +206,8 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         found = _main_actions(new, stored, rules, embed)
     if found is None and not reworded and (decision or new.request or stored.request):
         found = _edits(spans, rules, embed, decision=decision)
+    if found is None and (new.request or stored.request):  # last: another action names it better
+        found = _one_sided(new, stored, CONTRASTS, "qualifier")
     return Comparison(found, share, reworded)
 
 

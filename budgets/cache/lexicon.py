@@ -196,6 +196,10 @@ REVERSALS: frozenset[str] = frozenset("back revert undo rollback reverse restore
 """Words that undo a move ("roll the firmware *back*", "fail *back* to Chicago", "*revert* to
 the old plan"): in one request alone, however reworded, the reverse direction."""
 
+CONTRASTS: frozenset[str] = frozenset({"rather", "instead"})
+"""Words that name the alternative turned down ("customer success, *rather than* sales",
+"lease *instead of* buying"): in one request alone, however reworded, a changed question."""
+
 OPPOSED: frozenset[str] = frozenset({"against"})
 """Words that ask for the other side ("the arguments *against*" / "make the case for"): in one
 request alone, however reworded, the other polarity."""
@@ -440,6 +444,7 @@ def opposite_valence(a: str, b: str) -> bool:
 
 __all__ = [
     "CLOSED_CLASSES",
+    "CONTRASTS",
     "DISCOURSE",
     "FRAMING",
     "FUNCTION_WORDS",

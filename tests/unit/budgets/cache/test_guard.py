@@ -891,3 +891,13 @@ def test_an_undoing_an_exception_and_the_case_against_are_refused_however_reword
 ):
     verdict = GUARD.judge(query, cached, 0.9, 0.78)
     assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+def test_the_alternative_turned_down_in_one_request_alone_is_refused():
+    verdict = GUARD.judge(
+        "Would you let the front desk, rather than housekeeping, handle late checkout requests at our inn?",
+        "Should our inn's housekeeping team handle late checkout requests?",
+        0.88,
+        0.78,
+    )
+    assert not verdict.accepted and verdict.category == "qualifier", verdict.reason
