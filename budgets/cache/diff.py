@@ -88,7 +88,7 @@ from budgetgraph.budgets.cache.lexicon import (
     synonyms,
     valence,
 )
-from budgetgraph.budgets.cache.text import UNITS, TextFeatures, Token, features
+from budgetgraph.budgets.cache.text import NUMBER_WORDS, UNITS, TextFeatures, Token, features
 
 CATEGORIES = ("action", "direction", "polarity", "actor", "negation", "quantity", "qualifier")
 """The kinds of difference that change a decision, as :func:`compare` names them."""
@@ -893,9 +893,8 @@ def _expansion(token: Token, other: TextFeatures, *, strict: bool = False) -> li
 
 
 _CODE = re.compile(r"([^\W\d_]{1,4})(\d+)")
-_ORDINALS = frozenset(
-    f"{n}{suffix}" for n, suffix in ((1, "st"), (2, "nd"), (3, "rd"), *((n, "th") for n in range(4, 11)))
-)
+_ORDINALS = frozenset(v for v in NUMBER_WORDS.values() if v[:1].isdigit() and v[-2:].isalpha())
+"""The spelled ordinals' values ("third" is "3rd")."""
 _SPELLED_INITIALS = frozenset({"non", *_ORDINALS})
 _LEADING = re.compile(r"(\d)([^\W\d_]{1,4})")
 

@@ -521,8 +521,10 @@ FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
 """Pronouns of the first person: a text with one speaks for its writer (a request, not a statement)."""
 
 
-_READER = frozenset("you your yours yourself".split())
+_READER = SPEECH_PERSONS - FIRST_PERSON
 _ASKING_NOUNS = frozenset("recommendation advice opinion view input thought".split())
+_FRAMED = FRAME_WORDS | {"give", "take", "help"}
+"""Words of a clause that asks the reader ("*give* me a recommendation", "your *take*")."""
 
 
 def _filler(clause: list[Token]) -> bool:
@@ -531,10 +533,9 @@ def _filler(clause: list[Token]) -> bool:
     # A clause that asks the reader ("give me a recommendation", "would love your take") frames the
     # request with its words too.
     framing = any(t.lemma in _READER or t.lemma in _ASKING_NOUNS for t in clause)
-    framed = FRAME_WORDS | {"give", "take", "help"}  # "give me a recommendation", "your take"
-    talk = [t for t in clause if _talk(t) or (framing and t.lemma in framed)]
+    talk = [t for t in clause if _talk(t) or (framing and t.lemma in _FRAMED)]
     return bool(talk) and all(
-        (_talk(t) or _function(t) or (framing and t.lemma in framed))
+        (_talk(t) or _function(t) or (framing and t.lemma in _FRAMED))
         and not (t.number or t.negation or (t.entity and t.lemma not in SPEECH_PERSONS))
         for t in clause
     )
