@@ -407,7 +407,13 @@ sense", "what is the bear case")."""
 
 
 def _asks_decision(f: TextFeatures) -> bool:
-    """Whether the request asks for a decision: a modal question with a subject, or a decision frame."""
+    """Whether the request asks for a decision.
+
+    A modal question with a subject, a decision frame, or an instruction ("*Raise* prices
+    by 6%": the decision is whether to do what it names).
+    """
+    if f.instruction:
+        return True
     lemmas = [t.lemma for t in f.tokens]
     for i, lemma in enumerate(lemmas[:-1]):
         if lemma in MODALS and (f.tokens[i + 1].tags & {"PRON", "DET"} or f.tokens[i + 1].entity):
@@ -598,10 +604,9 @@ def _crossed(new: TextFeatures, stored: TextFeatures, rules: Rules) -> Differenc
             ahead = (before_s & after_n) - before_n
             behind = (after_s & before_n) - after_n
             if ahead and behind:
-                return Difference(
-                    "direction",
-                    f"`{sorted(ahead)[0]}` and `{sorted(behind)[0]}` trade places around `{a.text}`",
-                )
+                shown = {t.lemma: t.text for t in reversed(stored.tokens)}
+                x, y = shown[sorted(ahead)[0]], shown[sorted(behind)[0]]
+                return Difference("direction", f"`{x}` and `{y}` trade places around `{a.text}`")
     return None
 
 
@@ -640,17 +645,20 @@ def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], froze
     """
     parts = f.clause_of or f.sentence_of
     clause = parts[i] if parts else 0
-    before = [
-        t.lemma
-        for k, t in enumerate(f.tokens[:i])
-        if t.content and t.lemma not in DISCOURSE and (not parts or parts[k] == clause)
-    ][-window:]
+    before = [t.lemma for k, t in enumerate(f.tokens[:i]) if _term(t) and (not parts or parts[k] == clause)][
+        -window:
+    ]
     after = [
         t.lemma
         for k, t in enumerate(f.tokens[i + 1 :], start=i + 1)
-        if t.content and t.lemma not in DISCOURSE and (not parts or parts[k] == clause)
+        if _term(t) and (not parts or parts[k] == clause)
     ][:window]
     return frozenset(before), frozenset(after)
+
+
+def _term(token: Token) -> bool:
+    """Whether a token can be a term a relation joins: a content word or a number ("hall *2*")."""
+    return (token.content and token.lemma not in DISCOURSE) or token.number
 
 
 def _valence_gap(spans: list[Span], rules: Rules) -> Difference | None:
@@ -690,7 +698,7 @@ def _side(token: Token) -> int:
 def _first_positions(f: TextFeatures) -> dict[str, int]:
     positions: dict[str, int] = {}
     for i, t in enumerate(f.tokens):
-        if t.content:
+        if t.content or t.number:
             positions.setdefault(t.lemma, i)
     return positions
 
@@ -996,7 +1004,8 @@ def _edits(spans: list[Span], rules: Rules, embed: Embed | None, *, decision: bo
             continue
         side = "added" if added else "dropped"
         shown = " ".join(t.text for t in whole)
-        if decision and any(t.tags == {"VERB"} or t.tags == {"VERB", "NOUN"} for t in lone):
+        phrase = whole[0].tags == {"ADP"} or whole[0].tags == {"ADP", "SCONJ"}  # "for customers in Wales"
+        if decision and not phrase and any(t.tags == {"VERB"} or t.tags == {"VERB", "NOUN"} for t in lone):
             return Difference("action", f"{side} `{shown}`")  # "cancel ... rather than renew"
         return Difference("qualifier", f"{side} `{shown}`")
     return None

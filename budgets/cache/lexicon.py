@@ -180,7 +180,7 @@ PHATIC: frozenset[str] = frozenset(
     "hi hello hey dear greeting morning afternoon evening team folks everyone sorry bother apologize "
     "apology thank thanks appreciate grateful hope well fine follow following earlier note check "
     "checking wonder wondering question quick one moment time advance advise let know input thought "
-    "feedback ask curious mind again reminder ping um uh erm hmm".split()
+    "feedback ask curious mind again reminder ping um uh erm hmm cheers steer flag flagging".split()
 )
 """Lemmas of phatic talk: greetings, thanks, apologies, follow-ups and requests for an opinion
 ("Hi team, quick question:", "Thanks in advance.", "Following up on my earlier note:",
@@ -225,7 +225,7 @@ SIDES: Mapping[str, int] = {
     **dict.fromkeys(
         "risk drawback disadvantage downside con minus weakness threat danger loss cost expense "
         "spend penalty pitfall liability harm hurt fail failure burden headwind deteriorate lose "
-        "deterioration worsen worse worst wrong downturn".split(),
+        "deterioration worsen worse worst wrong downturn forgo sacrifice".split(),
         -1,
     ),
 }

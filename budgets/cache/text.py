@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -223,7 +223,9 @@ class TextFeatures:
         questions: The sentences (as in ``sentence_of``) that end in a question mark.
         request: Whether the text asks something of its reader: a question mark, or a
             first person ("we", "our", "me"), as requests to an assistant have; a
-            statement ("The method returns a table.") has neither.
+            statement ("The method returns a table.") has neither; an instruction is one too.
+        instruction: Whether a sentence opens with a verb in its base form ("*Approve*
+            replacing the compressors."): an instruction, which asks for what it names.
         amounts: Each number as an amount: a duration in seconds ("36 months" and
             "3 years" give the same), else its canonical value; sorted.
     """
@@ -243,6 +245,7 @@ class TextFeatures:
     clause_of: tuple[int, ...] = ()
     questions: frozenset[int] = frozenset()
     request: bool = True
+    instruction: bool = False
 
 
 @lru_cache(maxsize=8192)
@@ -296,7 +299,7 @@ def features(text: str) -> TextFeatures:
                 forms.setdefault(value, raw)
                 quantities.add((value, UNITS[joined.group(2).lower()]))
             else:
-                if len(raw) >= 2 and raw.isupper() and raw.isalpha():
+                if raw.isupper() and raw.isalpha() and (len(raw) >= 2 or _is_label(text, match.start(), raw)):
                     lemma, lemmas, tags = raw, frozenset({raw}), frozenset({"PROPN"})  # "US" is no pronoun
                 elif (
                     clitic := raw.lower().replace("’", "'").split("'")[0]
@@ -334,6 +337,7 @@ def features(text: str) -> TextFeatures:
         questions.add(sentence_of[-1])
     numbers = sorted(t.lemma for t in tokens if t.number)
     entities = {t.lemma: t.text for t in tokens if t.entity and t.content}
+    instruction = _imperative(tokens, sentence_of)
     return TextFeatures(
         tokens=tuple(tokens),
         sequence=tuple(t.lemma for t in tokens),
@@ -348,7 +352,8 @@ def features(text: str) -> TextFeatures:
         sentence_of=tuple(sentence_of),
         clause_of=tuple(clause_of),
         questions=frozenset(questions),
-        request="?" in text or any(t.lemma in FIRST_PERSON for t in tokens),
+        request="?" in text or any(t.lemma in FIRST_PERSON for t in tokens) or instruction,
+        instruction=instruction,
         amounts=tuple(
             sorted(
                 _amount(t, tokens[i + 1] if i + 1 < len(tokens) else None)
@@ -399,22 +404,33 @@ def _without_filler(text: str, tokens: list[Token]) -> list[Token]:
     return [t for c in kept for t in c]
 
 
-PHRASES: Mapping[tuple[str, str], str] = {("ahead", "of"): "before", ("prior", "to"): "before"}
-"""Two-word prepositions read as the one word they mean ("*ahead of* harvest": "before harvest")."""
+PHRASES: Mapping[tuple[str, str], str] = {
+    ("ahead", "of"): "before",
+    ("prior", "to"): "before",
+    ("just", "for"): "only",
+}
+"""Two-word prepositions read as the one word they mean ("*ahead of* harvest": "before harvest",
+"*just for* subscribers": "only subscribers")."""
+
+VERB_PHRASES: Mapping[tuple[str, str], str] = {("give", "up"): "forgo", ("make", "money"): "earn"}
+"""Two-word verbs read as the one verb they mean ("what do we *give up*": "what do we forgo")."""
 
 SAME_AS: Mapping[str, str] = {"extra": "additional"}
 """Lemmas read as another ("an *extra* line": "an additional line")."""
 
 
 def _phrases(tokens: list[Token]) -> list[Token]:
-    """``tokens`` with each of :data:`PHRASES` made one token and :data:`SAME_AS` applied."""
+    """``tokens`` with :data:`PHRASES` and :data:`VERB_PHRASES` made one token, :data:`SAME_AS` applied."""
     out: list[Token] = []
     for token in tokens:
         previous = out[-1] if out else None
-        meant = PHRASES.get((previous.lemma, token.lemma)) if previous is not None else None
-        if meant is not None and previous is not None:
+        pair = (previous.lemma, token.lemma) if previous is not None else None
+        meant = PHRASES.get(pair) if pair is not None else None
+        verb = VERB_PHRASES.get(pair) if pair is not None else None
+        if (meant or verb) and previous is not None:
+            tags = frozenset({"ADP"} if meant else {"VERB"})
             out[-1] = Token(
-                previous.text, meant, frozenset({meant}), frozenset({"ADP"}), False, previous.start
+                previous.text, meant or verb, frozenset({meant or verb}), tags, False, previous.start
             )
             continue
         same = SAME_AS.get(token.lemma)
@@ -429,12 +445,13 @@ _ANOTHER = frozenset({"2nd"})
 (not "a third": one more than two, nor "a second of", a fraction)."""
 
 _REASSURANCE = re.compile(
-    r"(?:(?:^|(?<=[.!?,;:(]))\s*no (?:rush|hurry|worries|pressure|stress)(?: at all)?"
+    r"(?:(?:^|(?<=[.!?,;:(]))\s*(?:no (?:rush|hurry|worries|pressure|stress)(?: at all)?|yes or no|yes/no)"
     r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance))\s*(?=$|[.!?,;:)])",
     re.I,
 )
 """Reassurance and courtesy, not negation or a condition, standing as a clause of their own:
-"No rush.", "no rush at all,", "quick question if you have a minute:" (not "no pressure testing")."""
+"No rush.", "no rush at all,", "quick question if you have a minute:", "Yes or no?" (not "no
+pressure testing")."""
 
 
 def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
@@ -466,19 +483,42 @@ def _without_frame(tokens: list[Token]) -> list[Token]:
     condition that opens the request ("If the round fails, should we ...") has no
     frame before it.
     """
-    opener = next((i for i, t in enumerate(tokens) if t.lemma in _OPENERS), None)
+    opener = next(
+        (
+            i
+            for i, t in enumerate(tokens)
+            if t.lemma in _OPENERS or (t.lemma in _ON and i and tokens[i - 1].lemma in _ASKED_FOR)
+        ),
+        None,
+    )
     if not opener:
         return tokens
     frame = tokens[:opener]
-    if any(t.number or t.negation or (t.entity and t.lemma.lower() != "i") for t in frame):
-        return tokens
     if frame[0].lemma in _MODALS and not (len(frame) > 1 and frame[1].lemma == "you"):
         return tokens  # "Should we call it if ..." asks; "Could you tell me whether" frames
-    if not all(_function(t) or _talk(t) or t.lemma in FRAME_WORDS for t in frame):
+    start = opener  # the frame's first word: back over frame, talk and function words
+    while start and _framing(tokens[start - 1]):
+        start -= 1
+    frame = tokens[start:opener]
+    if not frame or not any(t.lemma in FRAME_WORDS or _talk(t) for t in frame):
         return tokens
-    if not any(t.lemma in FRAME_WORDS or _talk(t) for t in frame):
-        return tokens
-    return tokens[opener:]
+    if start and not any(t.lemma in _FRAME_VERBS for t in frame):
+        return tokens  # after a subject, only "needs a decision on": "the *board's decision* on"
+    kept = tokens[:start] + tokens[opener + (tokens[opener].lemma in _ON) :]
+    return kept if kept else tokens
+
+
+_ON = frozenset({"on", "about"})
+_ASKED_FOR = frozenset("decision call steer view input thought advice recommendation opinion".split())
+"""Nouns after which "on" or "about" opens what is asked: "we need a decision *on* moving X"."""
+_FRAME_VERBS = frozenset("need want like love ask".split())
+
+
+def _framing(token: Token) -> bool:
+    """A word a frame may hold: a function word, talk or a frame word, nothing that decides."""
+    if token.number or token.negation or (token.entity and token.lemma.lower() != "i"):
+        return False
+    return _function(token) or _talk(token) or token.lemma in FRAME_WORDS or token.lemma in _ASKED_FOR
 
 
 _CLAUSE_END = frozenset(",.?!:;")
@@ -627,6 +667,37 @@ def _scale(value: str, factor: float) -> str | None:
 
 def _is_pronoun_one(token: str) -> bool:
     return token.lower() == "one"
+
+
+def _is_label(text: str, start: int, letter: str) -> bool:
+    """Whether a single capital letter names something ("hall *B*", "Plan *A*"), not "I" or an article.
+
+    "A" opening a sentence is the article; anywhere else a capital letter alone is a label.
+    """
+    if letter == "I":
+        return False
+    before = text[:start].rstrip()
+    return letter != "A" or not (before == "" or before[-1] in _SENTENCE_START)
+
+
+def _imperative(tokens: Sequence[Token], sentence_of: Sequence[int]) -> bool:
+    """Whether the request opens with a verb in its base form ("*Approve* replacing the compressors").
+
+    An instruction asks for what it names, as a question does; a statement ("The
+    method returns a table.", "*Evaluate* is a library") opens with its subject, and
+    documentation's how-to (:data:`HOW_TO`: "*Use* ``map()`` to apply a function")
+    tells the reader how, which its paraphrases reword freely.
+    """
+    if len(tokens) < 2 or sentence_of[1] != sentence_of[0]:
+        return False
+    verb, following = tokens[0], tokens[1]
+    if "VERB" not in verb.tags or verb.lemma != verb.text.lower() or not verb.content or verb.lemma in HOW_TO:
+        return False
+    return "AUX" not in following.tags
+
+
+HOW_TO = frozenset("use see note remember refer read install import call pass specify try".split())
+"""Verbs that open documentation's instructions to its reader, not a decision asked for."""
 
 
 def _is_entity(text: str, start: int, token: str) -> bool:

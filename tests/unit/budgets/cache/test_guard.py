@@ -901,3 +901,106 @@ def test_the_alternative_turned_down_in_one_request_alone_is_refused():
         0.78,
     )
     assert not verdict.accepted and verdict.category == "qualifier", verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Move the archive boxes from store 3 to store 7.",
+            "Move the archive boxes from store 7 to store 3.",
+            "direction",
+        ),
+        (
+            "Should we shift the kiosks from gate C to gate F?",
+            "Should we shift the kiosks from gate F to gate C?",
+            "direction",
+        ),
+        (
+            "Relocate the forklifts from the east yard to the west yard.",
+            "Relocate the forklifts from the west yard to the east yard.",
+            "direction",
+        ),
+        (
+            "Approve extending the canteen lease for staff at Plan B sites.",
+            "Approve extending the canteen lease for staff at Plan A sites.",
+            "actor",
+        ),
+        (
+            "Cut the delivery fee on orders over £40 for customers in Wales.",
+            "Cut the delivery fee on orders over £40.",
+            "qualifier",
+        ),
+        (
+            "Approve rebuilding the loading dock before winter.",
+            "Approve resurfacing the loading dock before winter.",
+            "action",
+        ),
+    ],
+)
+def test_instructions_numbered_and_lettered_places_are_judged_as_requests(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Looking at the vineyard's new press, what would we give up by waiting a season?",
+            "What do we gain by holding off a season on the vineyard's new press?",
+            "polarity",
+        ),
+        (
+            "Could the bakery chain make money by opening on Sunday mornings?",
+            "Where could the bakery chain lose money by opening on Sunday mornings?",
+            "polarity",
+        ),
+        (
+            "Is it worth adding late-night classes at the gym, just for members on the annual plan?",
+            "Should the gym add late-night classes?",
+            "qualifier",
+        ),
+    ],
+)
+def test_two_word_verbs_and_just_for_are_read_as_what_they_mean(query: str, cached: str, category: str):
+    verdict = GUARD.judge(query, cached, 0.9, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should the print shop buy a second guillotine?",
+            "The print shop needs a decision on whether to buy a second guillotine.",
+        ),
+        (
+            "Do we renew the harbour crane contract?",
+            "We need a decision on renewing the harbour crane contract.",
+        ),
+        (
+            "Should the library open on Sundays in term time?",
+            "Proposal: the library opens on Sundays in term time. Yes or no?",
+        ),
+        (
+            "Should the cinema drop the matinee discount?",
+            "Just need a steer here: should the cinema drop the matinee discount? Cheers.",
+        ),
+    ],
+)
+def test_frames_after_a_subject_on_a_gerund_and_yes_or_no_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.92, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+def test_a_decision_on_something_named_is_no_frame():
+    verdict = GUARD.judge(
+        "Should we appeal the council's decision on the parking permits?",
+        "Should we appeal the council's decision on the loading permits?",
+        0.93,
+        0.78,
+    )
+    assert not verdict.accepted, verdict.reason
