@@ -32,12 +32,13 @@ overnight is a food-safety call and a badge for a supply closet is not.
   constraints: people's **safety** and health (hazards, contamination,
   medicines, aircraft, dangerous goods such as ``UN1789``, banned pesticides,
   drivers' hours and fatigue), **minors**, **personal data** handed on,
-  **legal exposure** (lawyers, regulators, sanctions and export rules,
+  **legal exposure** (lawyers, regulators, sanctions and export rules, prices agreed with a competitor,
   disclosure, gambling mechanics such as paid loot boxes), **headcount**
   (people let go), company-wide **scope**, and a **safeguard gap** (a check,
   inspection or control skipped; an inspection, certificate or permit
   overdue or lapsed; a legal limit exceeded; no DPA, BAA, contract or
-  dangerous-goods paperwork);
+  dangerous-goods paperwork; an alarm silenced; acting before the approval,
+  letter or permit it needs);
 - and what pulls down: look-up questions (``What is our office address?``),
   routine office matters (snacks, offsites, room bookings, the lobby TV),
   small purchases, and what is **derisked**: a sandbox or synthetic data,
@@ -50,8 +51,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (651 decisions by
-nine writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (771 decisions by
+eleven writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
@@ -266,7 +267,9 @@ _PERSONAL_DATA = re.compile(
 _LEGAL_EXPOSURE = re.compile(
     r"\b(?:lawyers?|sue|suing|sued|settle(?:ment)?s?|courts?|judges?|arbitration|cease and desist|"
     r"demand letters?|(?:litigation |legal )?hold letters?|legal hold|regulators?|inspectors?|whistleblow\w*|"
-    r"antitrust|price-fixing|collusion|brib\w*|kickbacks?|fcpa|corruption|fraud\w*|discriminat\w*|harass\w*|"
+    r"antitrust|price-fixing|collusion|"
+    r"(?:competitors?|rivals?)\b.{0,60}?\b(?:hold|fix|set|keep|raise|align|match)\w* (?:\w+ ){0,2}prices?|"
+    r"brib\w*|kickbacks?|fcpa|corruption|fraud\w*|discriminat\w*|harass\w*|"
     r"retaliat\w*|wrongful\w*|misclassif\w*|injunction\w*|patents?|infring\w*|copyright\w*|defamat\w*|"
     r"embargo\w*|ofac|itar|dual[- ]use|end[- ]users?|end[- ]use|final destination|freight forwarders?|"
     r"transship\w*|customs|gambling|loot ?box\w*|lotter(?:y|ies)|sweepstakes|betting|gacha|raffles?|"
@@ -296,7 +299,8 @@ _SCOPE = re.compile(
 )
 _SAFEGUARD_GAP = re.compile(
     r"\b(?:(?:skip|bypass|defer|waiv|disabl|turn(?:ing)? off|switch(?:ing)? off|stop|drop|cut|remov|paus|"
-    r"suspend|ignor|overrid|circumvent|delay|postpon|relax|loosen)\w*\s(?:[\w'-]+\s){0,4}?"
+    r"suspend|ignor|overrid|circumvent|delay|postpon|relax|loosen|silenc|mut(?=e|ing)|snooz|deactivat|"
+    r"disconnect|shut(?:ting)? off)\w*\s(?:[\w'-]+\s){0,4}?"
     r"(?:checks?|inspections?|audits?|tests?|testing|reviews?|counts?|guards?|curtains?|alarms?|controls?|"
     r"safeguards?|screening|verification|mfa|2fa|encryption|backups?|holds?|compliance|monitoring|"
     r"certification|approvals?|sign-?offs?|qa|rest (?:breaks?|periods?))|(?:bypass|overrid)\w* (?:it|them)|"
@@ -308,6 +312,9 @@ _SAFEGUARD_GAP = re.compile(
     r"(?:[\w'-]+\s){0,3}?(?:overdue|lapsed|expired|past due|out of date)|"
     r"(?:overdue|lapsed|expired|past-due) (?:\w+ ){0,2}(?:inspections?|certificat\w*|permits?|licen[cs]es?|"
     r"calibrations?|servicing)|"
+    # acting ahead of the approval it needs: "start recruiting before the ethics letter arrives"
+    r"(?:before|ahead of|without waiting for) (?:the |our |an? |any |their )?(?:[\w'-]+ ){0,2}?"
+    r"(?:approvals?|approval letter|letter|sign-?off|permits?|licen[cs]es?|clearance|certificat\w*|consent)|"
     r"(?:past|over|beyond|exceed\w*|above|break\w*) (?:the |their |our )?(?:legal |statutory )?"
     r"(?:(?:hours-of-service|driving|duty|working|flight)(?:[- ]time)?|weight|speed|exposure|occupancy|"
     r"emissions?) limits?|"
