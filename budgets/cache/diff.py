@@ -331,8 +331,16 @@ def _quantity(
 def _changed(
     mine: Counter[str], theirs: Counter[str], *, decision: bool
 ) -> tuple[Counter[str], Counter[str]] | None:
-    """The values of each side without a counterpart, when they make a difference."""
+    """The values of each side without a counterpart, when they make a difference.
+
+    A value written again on one side only, with nothing else changed, is no difference:
+    "Zone 3 ... out of Zone 3" names one zone ("6 engineers in 4 months" / "4 engineers in 4
+    months" still changes a number).
+    """
     only_new, only_stored = mine - theirs, theirs - mine
+    if not (only_new and only_stored):  # a value repeated is not a value added
+        only_new = Counter({v: n for v, n in only_new.items() if theirs[v] <= 0})
+        only_stored = Counter({v: n for v, n in only_stored.items() if mine[v] <= 0})
     if (only_new and only_stored) or (decision and (only_new or only_stored)):
         return only_new, only_stored
     return None

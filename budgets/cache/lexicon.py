@@ -383,14 +383,48 @@ def synonyms(a: str, b: str, tags: frozenset[str]) -> bool:
 
     The most frequent sense of one must be a sense of the other ("hire" / "employ", "cut" /
     "reduce"): a rare sense shared is not enough ("fire" and "raise" share one, "acquire"
-    and "grow" another).
+    and "grow" another). Verbs count too when the most frequent sense of one is a manner of
+    one of the other's :data:`TROPONYM_SENSES` commonest senses (its direct hypernym,
+    ``wndb(5WN)`` pointer ``@``): "postpone" is a way to "delay", "raise" one to "increase".
     """
     for tag in tags:
         if tag in WORDNET_POS:
             mine, theirs = synsets(a, tag), synsets(b, tag)
             if (mine and mine[0] in theirs) or (theirs and theirs[0] in mine):
                 return True
+            if tag == "VERB" and mine and theirs:
+                if set(hypernyms(mine[0], tag)) & set(theirs[:TROPONYM_SENSES]) or set(
+                    hypernyms(theirs[0], tag)
+                ) & set(mine[:TROPONYM_SENSES]):
+                    return True
     return False
+
+
+TROPONYM_SENSES = 3
+"""How many of a verb's commonest senses another verb's commonest sense may be a manner of."""
+
+
+@lru_cache(maxsize=8192)
+def hypernyms(offset: str, tag: str) -> tuple[str, ...]:
+    """The direct hypernyms (synset offsets) of WordNet's synset at ``offset`` as the part of speech ``tag``.
+
+    Read from ``data.<pos>`` at that byte offset (``wndb(5WN)``); empty when WordNet is not installed.
+    """
+    pos = WORDNET_POS.get(tag)
+    if pos is None or _wordnet_index(pos) is None:
+        return ()
+    directory = Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
+    try:
+        with (directory / f"data.{pos}").open("rb") as data:
+            data.seek(int(offset))
+            fields = data.readline().split(b"|")[0].split()
+    except (OSError, ValueError):
+        return ()
+    # offset lex_filenum ss_type w_cnt (word lex_id)... p_cnt (symbol offset pos source/target)...
+    at = 4 + 2 * int(fields[3], 16)
+    count = int(fields[at])
+    pointers = [fields[at + 1 + 4 * k : at + 5 + 4 * k] for k in range(count)]
+    return tuple(p[1].decode() for p in pointers if p[0] == b"@")
 
 
 def opposite_affix(a: str, b: str) -> str | None:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from budgetgraph.budgets.cache import Guard
+from budgetgraph.budgets.cache import Guard, lexicon
 from budgetgraph.budgets.cache.text import features, normalize, number_value
 
 GUARD = Guard()
@@ -1004,3 +1004,34 @@ def test_a_decision_on_something_named_is_no_frame():
         0.78,
     )
     assert not verdict.accepted, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Should the museum postpone the roof works until spring?",
+            "Should the museum delay the roof works until spring?",
+        ),
+        ("Should we raise the school meal price by 20p?", "Should we increase the school meal price by 20p?"),
+        (
+            "With thefts up 30% at Depot 4, should we fence Depot 4 this year?",
+            "Should we fence Depot 4 this year, given thefts there are up 30%?",
+        ),
+    ],
+)
+def test_a_verb_wordnet_makes_a_manner_of_the_other_and_a_number_named_twice_are_served(
+    query: str, cached: str
+):
+    _wordnet_or_skip()
+    verdict = GUARD.judge(query, cached, 0.95, 0.78, embed=_far_apart)
+    assert verdict.accepted, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("buy", "sell"), ("raise", "lower"), ("hire", "fire"), ("upgrade", "downgrade"), ("lend", "borrow")],
+)
+def test_opposite_verbs_are_never_wordnet_synonyms(a: str, b: str):
+    _wordnet_or_skip()
+    assert not lexicon.synonyms(a, b, frozenset({"VERB"}))
