@@ -6,13 +6,13 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Eleven files by eleven writers, 771 decisions labelled economy,
-standard or premium: ``bench/data/decisions/train.jsonl`` (186),
+**Data.** Thirteen files by thirteen writers, 951 decisions labelled
+economy, standard or premium: ``bench/data/decisions/train.jsonl`` (186),
 ``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
 ``train5.jsonl`` (66), ``holdout4.jsonl`` (54), ``holdout5.jsonl`` (54),
-``holdout6.jsonl``, ``holdout7.jsonl``, ``holdout8.jsonl`` and
-``holdout9.jsonl`` (60 each). The nine holdouts were each written after a
-scorer was frozen and scored once; they are spent as holdouts and are
+``holdout6.jsonl`` to ``holdout9.jsonl`` (60 each), ``holdout10.jsonl`` and
+``holdout11.jsonl`` (90 each). The eleven holdouts were each written after
+a scorer was frozen and scored once; they are spent as holdouts and are
 training data now (issue #18).
 Nothing else under ``bench/data/decisions/`` is read unless named by
 ``--holdout``, which never refits; a new holdout is written after this
@@ -101,6 +101,8 @@ FIT_FILES = (
     "holdout7.jsonl",
     "holdout8.jsonl",
     "holdout9.jsonl",
+    "holdout10.jsonl",
+    "holdout11.jsonl",
 )
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""

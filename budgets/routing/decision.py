@@ -51,8 +51,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (771 decisions by
-eleven writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (951 decisions by
+thirteen writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
@@ -145,7 +145,8 @@ _IRREVERSIBLE = re.compile(
 )
 _REGULATED = re.compile(
     r"\b(?:pci(?:[- ]dss)?|hipaa|gdpr|ccpa|sox|soc ?2|coppa|ferpa|baa|dpa|data processing agreement|"
-    r"fda|dea|osha|fedramp|iso ?27001|export control\w*|sanction\w*|regulat\w*|complian\w*|audit\w*|"
+    r"fda|ema|mhra|ind|510\(?k\)?|ce mark\w*|marketing authori[sz]ation|"
+    r"dea|osha|fedramp|iso ?27001|export control\w*|sanction\w*|regulat\w*|complian\w*|audit\w*|"
     r"legal|lawsuit\w*|litigat\w*|subpoena\w*|attorney|counsel|license\w*|liabilit\w*|fines?|penalt\w*|"
     r"data residency|personal data|phi|pii|consent|background checks?|union\w*|labor law|tax\w*)\b",
     re.I,
@@ -153,7 +154,8 @@ _REGULATED = re.compile(
 _SECURITY = re.compile(
     r"\b(?:breach\w*|attacker\w*|foothold|compromis\w*|leak\w*|ransomware|malware|vulnerab\w*|cves?|"
     r"zero-?day|exploit\w*|credentials?|secrets?|phish\w*|intrusion|incident\w*|mfa|2fa|encrypt\w*|"
-    r"unencrypted|access control|admin access|root access|security|pentest\w*|sso|passwords?)\b",
+    r"unencrypted|access control|admin access|root access|security|pentest\w*|sso|passwords?|"
+    r"end[- ]of[- ]life|unsupported|unpatched|out of support)\b",
     re.I,
 )
 _CRITICAL = re.compile(
@@ -239,7 +241,11 @@ _SAFETY = re.compile(
     r"banned (?:substances?|chemicals?|products?|ingredients?)|restricted substances?|"
     # drivers' and workers' hours, fatigue
     r"hours[- ]of[- ]service|drivers'? hours|tachographs?|(?:driver|pilot|crew|operator) fatigue|"
-    r"working[- ]time (?:limits?|rules|directive|regulations?)|rest (?:breaks?|periods?|requirements?))\b",
+    r"working[- ]time (?:limits?|rules|directive|regulations?)|rest (?:breaks?|periods?|requirements?)|"
+    # staffing below a safe ratio: "leave one carer on shift for 28 residents"
+    r"(?:one|a single|1|two|2) (?:\w+ )?(?:carers?|nurses?|lifeguards?|guards?|staff|supervisors?|"
+    r"pharmacists?|teachers?|attendants?)(?: on (?:shift|duty|site))? "
+    r"(?:for|covering|to cover|with) (?:all )?\d+)\b",
     re.I,
 )
 _MINORS = re.compile(
@@ -283,7 +289,9 @@ _HEADCOUNT = re.compile(
     r"\b(?:let (?!it go)(?:\w+ ){0,3}go|laid off|redundanc\w*|severance|furlough\w*|reduction in force|"
     r"eliminat\w* (?:about |around )?(?:\d+ )?(?:roles|positions|jobs)|"
     r"(?:cut|reduce|cutting|reducing) (?:\w+ ){0,3}(?:staff|headcount|jobs|roles|workforce)|"
-    r"terminat\w* (?:\w+ ){0,2}(?:employees|staff|workers)|hiring freeze|works councils?|unioni[sz]ed|"
+    r"terminat\w* (?:\w+ ){0,2}(?:employees|staff|workers)|"
+    r"restructur\w* (?:about |around )?(?:\d+ |\w+ )?(?:\w+ )?(?:roles|positions|jobs|posts)|"
+    r"hiring freeze|works councils?|unioni[sz]ed|"
     r"strikes?|collective bargaining)\b",
     re.I,
 )
