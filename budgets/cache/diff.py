@@ -81,6 +81,7 @@ from budgetgraph.budgets.cache.lexicon import (
     RELATIONS,
     RESTRICTIVES,
     REVERSALS,
+    analyse,
     opposite_affix,
     opposite_relation,
     opposite_valence,
@@ -400,7 +401,7 @@ def _spans(new: TextFeatures, stored: TextFeatures, covered: frozenset[int] = fr
     return spans
 
 
-MODALS = frozenset("should shall can could would must may might".split())
+MODALS = frozenset("should shall can could would must may might do".split())
 """Auxiliaries that open a decision question ("should we", "can the team")."""
 
 ASKING = (
@@ -653,15 +654,24 @@ def _around(f: TextFeatures, i: int, window: int) -> tuple[frozenset[str], froze
     """
     parts = f.clause_of or f.sentence_of
     clause = parts[i] if parts else 0
-    before = [t.lemma for k, t in enumerate(f.tokens[:i]) if _term(t) and (not parts or parts[k] == clause)][
+    before = [t for k, t in enumerate(f.tokens[:i]) if _term(t) and (not parts or parts[k] == clause)][
         -window:
     ]
     after = [
-        t.lemma
+        t
         for k, t in enumerate(f.tokens[i + 1 :], start=i + 1)
         if _term(t) and (not parts or parts[k] == clause)
     ][:window]
-    return frozenset(before), frozenset(after)
+    return _terms(before), _terms(after)
+
+
+def _terms(tokens: list[Token]) -> frozenset[str]:
+    """Lemmas of ``tokens``, with the parts of a hyphenated compound ("hot-desk": hot, desk)."""
+    found = {t.lemma for t in tokens}
+    for t in tokens:
+        if "-" in t.text:
+            found.update(analyse(part)[0] for part in t.text.lower().split("-") if len(part) > 2)
+    return frozenset(found)
 
 
 def _term(token: Token) -> bool:

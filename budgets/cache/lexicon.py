@@ -180,7 +180,8 @@ PHATIC: frozenset[str] = frozenset(
     "hi hello hey dear greeting morning afternoon evening team folks everyone sorry bother apologize "
     "apology thank thanks appreciate grateful hope well fine follow following earlier note check "
     "checking wonder wondering question quick one moment time advance advise let know input thought "
-    "feedback ask curious mind again reminder ping um uh erm hmm cheers steer flag flagging".split()
+    "feedback ask curious mind again reminder ping um uh erm hmm cheers steer flag flagging pls plz "
+    "yes".split()
 )
 """Lemmas of phatic talk: greetings, thanks, apologies, follow-ups and requests for an opinion
 ("Hi team, quick question:", "Thanks in advance.", "Following up on my earlier note:",
@@ -219,13 +220,13 @@ SIDES: Mapping[str, int] = {
     **dict.fromkeys(
         "benefit advantage upside pro plus merit strength opportunity gain profit revenue income "
         "earnings save saving savings earn return payoff reward win success succeed help tailwind improve "
-        "improvement better best right upswing".split(),
+        "improvement better best right upswing strong strongest".split(),
         1,
     ),
     **dict.fromkeys(
         "risk drawback disadvantage downside con minus weakness threat danger loss cost expense "
         "spend penalty pitfall liability harm hurt fail failure burden headwind deteriorate lose "
-        "deterioration worsen worse worst wrong downturn forgo sacrifice".split(),
+        "deterioration worsen worse worst wrong downturn forgo sacrifice weak weakest".split(),
         -1,
     ),
 }

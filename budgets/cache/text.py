@@ -28,6 +28,23 @@ _TOKEN = re.compile(
 _NUMBER_UNIT = re.compile(r"^(\d+(?:[.,]\d+)*)([^\W\d_]+)$")
 _NUMBER = re.compile(r"^[$€£]?(\d+(?:[.,]\d+)*)([%kKmMbB]?)$")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
+_ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
+
+
+class _Suffixes(dict):  # type: ignore[type-arg]
+    def __missing__(self, n: int) -> str:
+        return "th" if 10 <= n <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+    def get(self, n: int, default: str = "") -> str:  # type: ignore[override]
+        return self[n]
+
+
+_ORDINAL_SUFFIX = _Suffixes()
+MONTHS = frozenset(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+"""Month names and their abbreviations: a number beside one is a day ("1 Oct", "October 1st")."""
 _SENTENCE_START = '.?!:;"(\n*-'
 
 NUMBER_WORDS: Mapping[str, str] = {
@@ -137,6 +154,9 @@ def number_value(token: str) -> str | None:
     is kept as written.
     """
     match = _NUMBER.match(token)
+    ordinal = _ORDINAL.match(token)
+    if ordinal is not None:  # "2nd" as "second" is
+        return ordinal.group(1) + _ORDINAL_SUFFIX.get(int(ordinal.group(1)) % 100, "")
     if match is None:
         word = NUMBER_WORDS.get(token.lower())
         return repr(float(word)) if word is not None and _is_float(word) else word
@@ -275,6 +295,8 @@ def features(text: str) -> TextFeatures:
             ):
                 value = None  # "a second dryer" is one more, as "an additional dryer" is: not a count
                 raw = "additional"
+            if value in ("x2", "x3") and text[match.end() : match.end() + 1] == "-":
+                value = None  # "double-check", "double-booked": a word, not twice something
             if value is not None and not _is_pronoun_one(raw):
                 if previous is not None and previous.number and raw.lower() in MULTIPLIERS:
                     scaled = _scale(previous.lemma, MULTIPLIERS[raw.lower()])
@@ -320,7 +342,9 @@ def features(text: str) -> TextFeatures:
                     lemma, lemmas = "no,", frozenset({"no,"})  # "No, ..." opening an answer is no negation
         entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
-    tokens = _without_frame(_without_filler(text, _without_reassurance(text, _phrases(tokens))))
+    tokens = _without_frame(
+        _without_label(text, _without_filler(text, _without_reassurance(text, _phrases(_days(tokens)))))
+    )
     sentence_of: list[int] = []
     clause_of: list[int] = []
     questions: set[int] = set()
@@ -412,11 +436,49 @@ PHRASES: Mapping[tuple[str, str], str] = {
 """Two-word prepositions read as the one word they mean ("*ahead of* harvest": "before harvest",
 "*just for* subscribers": "only subscribers")."""
 
-VERB_PHRASES: Mapping[tuple[str, str], str] = {("give", "up"): "forgo", ("make", "money"): "earn"}
+VERB_PHRASES: Mapping[tuple[str, str], str] = {
+    ("give", "up"): "forgo",
+    ("make", "money"): "earn",
+    ("turn", "down"): "decline",
+    ("take", "on"): "hire",
+}
 """Two-word verbs read as the one verb they mean ("what do we *give up*": "what do we forgo")."""
 
 SAME_AS: Mapping[str, str] = {"extra": "additional"}
 """Lemmas read as another ("an *extra* line": "an additional line")."""
+
+
+def _days(tokens: list[Token]) -> list[Token]:
+    """``tokens`` with the days of dates and the answers named read as such.
+
+    An ordinal beside a month is its day ("October *1st*" is "1 Oct"); "yes or *no*" and
+    "or *not*" name the two answers, no negation.
+    """
+    out = list(tokens)
+    for i, token in enumerate(tokens):
+        before = tokens[i - 1].lemma if i else ""
+        if (token.lemma == "no" and before == "or" and i >= 2 and tokens[i - 2].lemma == "yes") or (
+            token.lemma == "not" and before == "or"
+        ):  # "a yes or no on", "introduce it or not": the two answers asked for, no negation
+            out[i] = Token(
+                token.text, "answer", frozenset({"answer"}), frozenset({"NOUN"}), False, token.start
+            )
+            continue
+        if token.lemma == "more" and i and tokens[i - 1].number:  # "two more drivers": two additional
+            out[i] = Token(
+                token.text, "additional", frozenset({"additional"}), token.tags, False, token.start
+            )
+            continue
+        ordinal = _ORDINAL.match(token.lemma) if token.number else None
+        if ordinal is None:
+            continue
+        beside = [tokens[k].lemma.lower() for k in (i - 1, i + 1) if 0 <= k < len(tokens)]
+        if MONTHS.intersection(beside) or (
+            i >= 2 and tokens[i - 1].lemma == "of" and tokens[i - 2].lemma.lower() in MONTHS
+        ):
+            day = repr(float(ordinal.group(1)))
+            out[i] = Token(token.text, day, frozenset({day}), token.tags, False, token.start)
+    return out
 
 
 def _phrases(tokens: list[Token]) -> list[Token]:
@@ -445,8 +507,10 @@ _ANOTHER = frozenset({"2nd"})
 (not "a third": one more than two, nor "a second of", a fraction)."""
 
 _REASSURANCE = re.compile(
-    r"(?:(?:^|(?<=[.!?,;:(]))\s*(?:no (?:rush|hurry|worries|pressure|stress)(?: at all)?|yes or no|yes/no)"
-    r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance))\s*(?=$|[.!?,;:)])",
+    r"(?:(?:^|(?<=[.!?,;:(]))\s*"
+    r"(?:no (?:rush|hurry|worries|pressure|stress)(?: at all| really| on (?:this|it))?|yes or no|yes/no)"
+    r"|\b(?:if|when) you (?:have|get|find) (?:a|the) (?:minute|moment|sec|second|chance))"
+    r"\s*(?=$|[.!?,;:)]|[-–—]\s)",
     re.I,
 )
 """Reassurance and courtesy, not negation or a condition, standing as a clause of their own:
@@ -471,6 +535,28 @@ decision on* whether to close", "*we want to know* if it makes sense", "*tell me
 
 _OPENERS = frozenset({"whether", "if"})
 _MODALS = frozenset("shall should can could will would may might must".split())
+
+
+def _without_label(text: str, tokens: list[Token]) -> list[Token]:
+    """``tokens`` less a label that opens the request before a colon.
+
+    "*Proposal:* move the night sort", "*Decision needed:* ...", "*Pls confirm:* do we ...":
+    up to three words of :data:`LABELS` and :data:`LABEL_WORDS`, closed by a colon.
+    """
+    for end in range(1, min(4, len(tokens))):
+        gap = text[tokens[end - 1].start + len(tokens[end - 1].text) : tokens[end].start]
+        if ":" in gap:
+            words = tokens[:end]
+            if all(t.lemma in LABELS or t.lemma in LABEL_WORDS for t in words):
+                return tokens[end:]
+            return tokens
+        if not gap.isspace():
+            return tokens
+    return tokens
+
+
+LABEL_WORDS = frozenset("need require please pls plz confirm advise quick".split())
+"""Words that may join :data:`LABELS` in a label ("Decision *needed*:", "*Pls confirm*:")."""
 
 
 def _without_frame(tokens: list[Token]) -> list[Token]:
@@ -509,7 +595,7 @@ def _without_frame(tokens: list[Token]) -> list[Token]:
 
 
 _ON = frozenset({"on", "about"})
-_ASKED_FOR = frozenset("decision call steer view input thought advice recommendation opinion".split())
+_ASKED_FOR = frozenset("decision call steer view input thought advice recommendation opinion answer".split())
 """Nouns after which "on" or "about" opens what is asked: "we need a decision *on* moving X"."""
 _FRAME_VERBS = frozenset("need want like love ask".split())
 
@@ -688,13 +774,17 @@ def _imperative(tokens: Sequence[Token], sentence_of: Sequence[int]) -> bool:
     documentation's how-to (:data:`HOW_TO`: "*Use* ``map()`` to apply a function")
     tells the reader how, which its paraphrases reword freely.
     """
-    if len(tokens) < 2 or sentence_of[1] != sentence_of[0]:
+    start = 1 if len(tokens) > 2 and tokens[0].lemma in LABELS and tokens[1].start > tokens[0].start else 0
+    if len(tokens) < start + 2 or sentence_of[start + 1] != sentence_of[start]:
         return False
-    verb, following = tokens[0], tokens[1]
+    verb, following = tokens[start], tokens[start + 1]
     if "VERB" not in verb.tags or verb.lemma != verb.text.lower() or not verb.content or verb.lemma in HOW_TO:
         return False
     return "AUX" not in following.tags
 
+
+LABELS = frozenset("proposal idea ask request decision suggestion plan option recommendation".split())
+"""Words that label an instruction before a colon ("*Proposal:* move the kiosks ...")."""
 
 HOW_TO = frozenset("use see note remember refer read install import call pass specify try".split())
 """Verbs that open documentation's instructions to its reader, not a decision asked for."""

@@ -1035,3 +1035,71 @@ def test_a_verb_wordnet_makes_a_manner_of_the_other_and_a_number_named_twice_are
 def test_opposite_verbs_are_never_wordnet_synonyms(a: str, b: str):
     _wordnet_or_skip()
     assert not lexicon.synonyms(a, b, frozenset({"VERB"}))
+
+
+@pytest.mark.parametrize(
+    ("query", "cached", "category"),
+    [
+        (
+            "Proposal: put the night porters under the housekeeping manager.",
+            "Proposal: put the housekeeping manager under the night porters.",
+            "direction",
+        ),
+        (
+            "Proposal: lower the pool temperature to 27°C in the teaching pool.",
+            "Proposal: lower the pool temperature to 27°C in the teaching pool during school holidays.",
+            "qualifier",
+        ),
+        (
+            "Should the studio accept the publisher's offer to port the game to consoles?",
+            "The publisher wants us to port the game to consoles; do we turn the offer down?",
+            "action",
+        ),
+        (
+            "Should we turn the ground-floor offices into a hot-desk area?",
+            "Should we turn the ground-floor hot-desk area into offices?",
+            "direction",
+        ),
+        (
+            "Where is our tender for the bridge repairs strongest?",
+            "Where is our tender for the bridge repairs weakest?",
+            "polarity",
+        ),
+    ],
+)
+def test_labelled_proposals_particle_verbs_compounds_and_strong_or_weak_are_judged(
+    query: str, cached: str, category: str
+):
+    verdict = GUARD.judge(query, cached, 0.93, 0.78)
+    assert not verdict.accepted and verdict.category == category, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        (
+            "Proposal: close the café on Mondays in January.",
+            "Should we close the café on Mondays in January?",
+        ),
+        ("Should the gallery extend its hours?", "We need a yes or no on extending the gallery's hours."),
+        (
+            "Should the depot add a weekend shift from 1 Oct?",
+            "Decision needed: a weekend shift at the depot from October 1st, add it or not.",
+        ),
+        (
+            "Should the clinic buy two more ultrasound machines?",
+            "Pls confirm: should the clinic buy two additional ultrasound machines?",
+        ),
+        (
+            "Do we renew the fleet insurance with the same broker?",
+            "No rush really - do we renew the fleet insurance with the same broker?",
+        ),
+        (
+            "Should we recruit a second sous chef?",
+            "Just to double-check: should we recruit a second sous chef?",
+        ),
+    ],
+)
+def test_labels_answers_named_dates_and_more_as_additional_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.93, 0.78)
+    assert verdict.accepted, verdict.reason
