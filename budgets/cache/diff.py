@@ -121,11 +121,13 @@ class Comparison:
             no counterpart in the other, moved words and discourse words aside.
         reworded: Whether the requests are worded too differently for a span to
             be judged alone (more differing content words than :attr:`Rules.small_edit`).
+        decision: Whether both ask for a decision (:func:`asks_decision`).
     """
 
     difference: Difference | None
     unmatched_share: float
     reworded: bool
+    decision: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,7 +211,7 @@ def compare(new: TextFeatures, stored: TextFeatures, rules: Rules, embed: Embed 
         found = _edits(spans, rules, embed, decision=decision)
     if found is None and (new.request or stored.request):  # last: another action names it better
         found = _one_sided(new, stored, CONTRASTS, "qualifier")
-    return Comparison(found, share, reworded)
+    return Comparison(found, share, reworded, decision)
 
 
 def expands(new: str, stored: str, rules: Rules, embed: Embed | None = None) -> bool:
@@ -401,7 +403,7 @@ def _spans(new: TextFeatures, stored: TextFeatures, covered: frozenset[int] = fr
     return spans
 
 
-MODALS = frozenset("should shall can could would must may might do".split())
+MODALS = frozenset("should shall can could would must may might".split())
 """Auxiliaries that open a decision question ("should we", "can the team")."""
 
 ASKING = (
@@ -427,6 +429,8 @@ def _asks_decision(f: TextFeatures) -> bool:
     for i, lemma in enumerate(lemmas[:-1]):
         if lemma in MODALS and (f.tokens[i + 1].tags & {"PRON", "DET"} or f.tokens[i + 1].entity):
             return True
+        if _do_we(f, i):
+            return True
         if lemma in INFINITIVE_FRAMES and lemmas[i + 1] == "to":
             return True  # "is it time to archive", "would it be wise to"
         if lemma in MODALS and _opens_question(f, i):
@@ -443,6 +447,21 @@ def _opens_question(f: TextFeatures, i: int) -> bool:
     if not parts or (i > 0 and parts[i - 1] == parts[i]):
         return False
     return f.sentence_of[i] in f.questions
+
+
+def _do_we(f: TextFeatures, i: int) -> bool:
+    """Whether token ``i`` opens a question "Do we ...?" ("do we renew the cover?").
+
+    Only the organisation asking ("we", "our"), at the start of a clause: "How do I ..."
+    asks how, not whether.
+    """
+    tokens = f.tokens
+    return (
+        tokens[i].lemma == "do"
+        and i + 1 < len(tokens)
+        and tokens[i + 1].lemma in {"we", "our"}
+        and _opens_question(f, i)
+    )
 
 
 asks_decision = _asks_decision
@@ -463,8 +482,8 @@ def _main_action(f: TextFeatures) -> Token | None:
     for i, token in enumerate(tokens[:-1]):
         after = tokens[i + 1]
         start = None
-        if token.lemma in MODALS and "PRON" in after.tags and i + 2 < len(tokens):
-            start = i + 2  # "should we lease"
+        if (token.lemma in MODALS and "PRON" in after.tags or _do_we(f, i)) and i + 2 < len(tokens):
+            start = i + 2  # "should we lease", "do we lease"
         elif "PRON" in token.tags and after.lemma in MODALS and i + 2 < len(tokens):
             start = i + 2  # "whether we should lease"
         elif token.lemma == "worth":

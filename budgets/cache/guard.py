@@ -104,6 +104,10 @@ class Guard:
     """The constants of the span comparison (:class:`~budgetgraph.budgets.cache.diff.Rules`)."""
     reworded_slope: float = 0.1
     """Similarity added to the requirement per unit share of unmatched content words (cosine)."""
+    decision_reworded_slope: float = 0.2
+    """:attr:`reworded_slope` when both requests ask for a decision: a decision reworded around
+    one changed word (another side, the other direction) keeps its cosine, where documentation
+    reworded freely needs the lower slope."""
     verifier: Verifier | None = None
     """Duplicate classifier run after the checks, in place of those on a request's words
     (:data:`VERIFIED`); ``None`` runs none."""
@@ -212,7 +216,8 @@ class Guard:
         required = threshold
         note = ""
         if comparison.reworded:
-            required = threshold + self.reworded_slope * comparison.unmatched_share
+            slope = self.decision_reworded_slope if comparison.decision else self.reworded_slope
+            required = threshold + slope * comparison.unmatched_share
             note = f" (reworded: {comparison.unmatched_share:.2f} of content words unmatched)"
         if similarity < required:
             return Verdict(

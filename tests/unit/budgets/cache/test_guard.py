@@ -1103,3 +1103,27 @@ def test_labelled_proposals_particle_verbs_compounds_and_strong_or_weak_are_judg
 def test_labels_answers_named_dates_and_more_as_additional_are_served(query: str, cached: str):
     verdict = GUARD.judge(query, cached, 0.93, 0.78)
     assert verdict.accepted, verdict.reason
+
+
+def test_do_we_asks_a_decision_and_how_do_i_does_not():
+    from budgetgraph.budgets.cache.diff import asks_decision
+
+    assert asks_decision(features("Do we renew the fleet insurance with the same broker?"))
+    assert not asks_decision(features("How do I renew a passport?"))
+
+
+def test_a_reworded_decision_needs_more_similarity_than_reworded_documentation():
+    guard = Guard()
+    asked = guard.judge(
+        "For the Christmas season, is it worth us running a temporary pop-up store in Leeds?",
+        "Should we open a pop-up shop in Leeds for the Christmas season?",
+        0.84,
+        0.78,
+    )
+    told = guard.judge(
+        "For the Christmas season the company runs a temporary pop-up store in Leeds.",
+        "The company opens a pop-up shop in Leeds for the Christmas season.",
+        0.84,
+        0.78,
+    )
+    assert asked.required > told.required > 0.78, (asked.reason, told.reason)
