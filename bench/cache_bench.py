@@ -356,6 +356,12 @@ DECISION_SETS = (
     "holdout_e",
     "dev3",
     "holdout_f",
+    "holdout_g",
+    "holdout_h",
+    "holdout_i",
+    "holdout_j",
+    "holdout_k",
+    "holdout_l",
 )
 """Files of ``bench/data/decision_pairs/`` scored pair by pair (``<name>.jsonl``), in the order they
 were written; a file that is not there is left out."""
