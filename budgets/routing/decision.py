@@ -51,8 +51,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (951 decisions by
-thirteen writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (1,131 decisions by
+fifteen writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
@@ -135,7 +135,7 @@ _IRREVERSIBLE = re.compile(
     r"stack|erp|crm|ehr)|"
     r"self-?host\w*|shut(?:ting)? down|sunset\w*|decommission\w*|acqui\w*|merg(?:e|er|ing)|divest\w*|"
     r"lay(?:ing)? off|layoffs?|reorg\w*|restructur\w*|outsourc\w*|offshor\w*|multi-?year|exclusiv\w*|"
-    r"cut-?over|relocat\w*|close (?:the|our|a|\d+) (?:\w+ )?(?:office|site|plant|store|factory|"
+    r"cut-?over|cutting over|relocat\w*|close (?:the|our|a|\d+) (?:\w+ )?(?:office|site|plant|store|factory|"
     r"warehouse|clinic)s?|"
     r"open (?:a|an|our|\d+) (?:new )?(?:office|plant|site|store|factory|region|warehouse|market)s?|"
     r"expand\w* into|enter(?:ing)? (?:the )?\w+ market|raise prices|price increase|pricing model|"
@@ -145,6 +145,7 @@ _IRREVERSIBLE = re.compile(
 )
 _REGULATED = re.compile(
     r"\b(?:pci(?:[- ]dss)?|hipaa|gdpr|ccpa|sox|soc ?2|coppa|ferpa|baa|dpa|data processing agreement|"
+    r"caa|easa|outside the (?:eu|eea|uk)|sub-?processors?|"
     r"fda|ema|mhra|ind|510\(?k\)?|ce mark\w*|marketing authori[sz]ation|"
     r"dea|osha|fedramp|iso ?27001|export control\w*|sanction\w*|regulat\w*|complian\w*|audit\w*|"
     r"legal|lawsuit\w*|litigat\w*|subpoena\w*|attorney|counsel|license\w*|liabilit\w*|fines?|penalt\w*|"
@@ -155,7 +156,8 @@ _SECURITY = re.compile(
     r"\b(?:breach\w*|attacker\w*|foothold|compromis\w*|leak\w*|ransomware|malware|vulnerab\w*|cves?|"
     r"zero-?day|exploit\w*|credentials?|secrets?|phish\w*|intrusion|incident\w*|mfa|2fa|encrypt\w*|"
     r"unencrypted|access control|admin access|root access|security|pentest\w*|sso|passwords?|"
-    r"end[- ]of[- ]life|unsupported|unpatched|out of support)\b",
+    r"end[- ]of[- ]life|unsupported|unpatched|out of support|unrecogni[sz]ed|(?:nobody|no one) recogni[sz]es|"
+    r"unknown (?:admin|account|user|login|device)s?|full (?:admin )?permissions)\b",
     re.I,
 )
 _CRITICAL = re.compile(
@@ -245,13 +247,18 @@ _SAFETY = re.compile(
     # staffing below a safe ratio: "leave one carer on shift for 28 residents"
     r"(?:one|a single|1|two|2) (?:\w+ )?(?:carers?|nurses?|lifeguards?|guards?|staff|supervisors?|"
     r"pharmacists?|teachers?|attendants?)(?: on (?:shift|duty|site))? "
-    r"(?:for|covering|to cover|with) (?:all )?\d+)\b",
+    r"(?:for|covering|to cover|with) (?:all )?\d+|"
+    # falls and restraints in care; fatigue from long shifts; a batch that failed its tests
+    r"(?:had|two|three|several|repeated|recent|multiple) falls|bed rails|restraints?|safeguarding|"
+    r"1[2-9][- ]hour (?:shifts?|days?)|back-to-back shifts|"
+    r"out[- ]of[- ]spec\w*|endotoxin|sterility|batch release|release (?:the|a|it|this) batch)\b",
     re.I,
 )
 _MINORS = re.compile(
     r"\b(?:child(?:ren)?|children's|kids?|minors?|under (?:1[3-8])\b(?!\s*(?:min|hour|second|%|percent))|"
     r"k-?(?:5|8|12)\b|kindergarten|preschool\w*|daycare|childcare|pupils?|teen\w*|adolescents?|youth|"
-    r"juveniles?|parental consent|pediatric\w*|under-1[0-8]s?|\d(?:st|nd|rd|th)[- ]grade\w*|"
+    r"juveniles?|parental consent|students?'? names|years? [1-9]\d?\s?(?:-|–|to)\s?1?\d\b|"
+    r"pediatric\w*|under-1[0-8]s?|\d(?:st|nd|rd|th)[- ]grade\w*|"
     r"grade[- ]?school\w*|elementary|middle school\w*|high school\w*)\b",
     re.I,
 )
