@@ -330,6 +330,8 @@ def features(text: str) -> TextFeatures:
                 else:
                     lemma, lemmas, tags = analyse(raw)
                 unit = UNITS.get(lemma.lower()) or UNITS.get(raw.lower())
+                if unit is None and len(raw) > 3 and raw.lower().endswith("s"):
+                    unit = UNITS.get(raw.lower()[:-1])  # plurals the lexicon lacks: "euros"
                 if previous is not None and previous.number and unit is not None:
                     quantities.add((previous.lemma, unit))
                     if unit == "%" and not previous.lemma.endswith("%"):  # "ten percent" is "10%"
@@ -528,7 +530,7 @@ def _without_reassurance(text: str, tokens: list[Token]) -> list[Token]:
 
 FRAME_WORDS: frozenset[str] = frozenset(
     "need want like love decision decide view input thought advice answer figure understand know "
-    "wonder ask tell clarity try recommendation recommend opinion".split()
+    "wonder ask tell clarity try recommendation recommend opinion look".split()
 )
 """Lemmas of a request's frame, which asks for the decision without being part of it: "*I need a
 decision on* whether to close", "*we want to know* if it makes sense", "*tell me* whether"."""
@@ -604,7 +606,7 @@ def _framing(token: Token) -> bool:
     """A word a frame may hold: a function word, talk or a frame word, nothing that decides."""
     if token.number or token.negation or (token.entity and token.lemma.lower() != "i"):
         return False
-    return _function(token) or _talk(token) or token.lemma in FRAME_WORDS or token.lemma in _ASKED_FOR
+    return _function(token) or _talk(token) or token.lemma in _FRAMED or token.lemma in _ASKED_FOR
 
 
 _CLAUSE_END = frozenset(",.?!:;")

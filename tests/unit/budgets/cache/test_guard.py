@@ -1127,3 +1127,29 @@ def test_a_reworded_decision_needs_more_similarity_than_reworded_documentation()
         0.78,
     )
     assert asked.required > told.required > 0.78, (asked.reason, told.reason)
+
+
+@pytest.mark.parametrize(
+    ("query", "cached"),
+    [
+        ("Should we spend €2.5M on a new kiln?", "Should we spend 2.5 million euros on a new kiln?"),
+        (
+            "Should the ferry add a late sailing on Fridays?",
+            "Sorry to bother you, but could you take a look and tell me whether the ferry should add a late "
+            "sailing on Fridays?",
+        ),
+    ],
+)
+def test_plural_currency_words_and_a_take_a_look_frame_are_served(query: str, cached: str):
+    verdict = GUARD.judge(query, cached, 0.95, 0.78)
+    assert verdict.accepted, verdict.reason
+
+
+def test_another_currency_is_another_amount():
+    verdict = GUARD.judge(
+        "Should we spend €2.5M on a new kiln?",
+        "Should we spend 2.5 million dollars on a new kiln?",
+        0.9,
+        0.78,
+    )
+    assert not verdict.accepted and verdict.category == "quantity", verdict.reason
