@@ -33,7 +33,7 @@ is the routing's price ratio, not what models of different sizes would write.
 
 Usage::
 
-    python bench/decision_replay.py                     # train, holdout8 and holdout9 (the latest holdouts)
+    python bench/decision_replay.py                     # train, holdout14 and holdout15 (the latest holdouts)
     python bench/decision_replay.py --sets train --limit 20
     python bench/decision_replay.py --sets train,holdout --skip-spent
     python bench/decision_replay.py --bands 0.42,0.42    # other router.decision thresholds
@@ -254,8 +254,8 @@ def load_set(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-LATEST_HOLDOUTS = ("holdout8", "holdout9")
-"""The holdouts written after the shipped scorer was frozen (``e4f5431``), replayed by default."""
+LATEST_HOLDOUTS = ("holdout14", "holdout15")
+"""The holdouts written after the shipped scorer was frozen (``3ff10bc``), replayed by default."""
 
 
 def main() -> None:
