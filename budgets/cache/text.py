@@ -31,15 +31,11 @@ _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th)$", re.I)
 
 
-class _Suffixes(dict):  # type: ignore[type-arg]
-    def __missing__(self, n: int) -> str:
-        return "th" if 10 <= n <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-
-    def get(self, n: int, default: str = "") -> str:  # type: ignore[override]
-        return self[n]
+def _ordinal_suffix(n: int) -> str:
+    """The English ordinal suffix of ``n`` ("st" for 1 and 21, "th" for 11 to 13)."""
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
-_ORDINAL_SUFFIX = _Suffixes()
 MONTHS = frozenset(
     "january february march april may june july august september october november december "
     "jan feb mar apr jun jul aug sep sept oct nov dec".split()
@@ -156,7 +152,7 @@ def number_value(token: str) -> str | None:
     match = _NUMBER.match(token)
     ordinal = _ORDINAL.match(token)
     if ordinal is not None:  # "2nd" as "second" is
-        return ordinal.group(1) + _ORDINAL_SUFFIX.get(int(ordinal.group(1)) % 100, "")
+        return ordinal.group(1) + _ordinal_suffix(int(ordinal.group(1)))
     if match is None:
         word = NUMBER_WORDS.get(token.lower())
         return repr(float(word)) if word is not None and _is_float(word) else word

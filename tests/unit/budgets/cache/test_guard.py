@@ -30,6 +30,11 @@ def test_text_is_normalised_without_losing_case():
         ("five", "5.0"),
         ("2.10.0", "2.10.0"),
         ("first", "1st"),
+        ("1st", "1st"),
+        ("second", "2nd"),
+        ("2nd", "2nd"),
+        ("12th", "12th"),
+        ("21st", "21st"),
         ("word", None),
     ],
 )
