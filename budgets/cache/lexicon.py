@@ -312,6 +312,11 @@ def analyse(word: str) -> tuple[str, frozenset[str], frozenset[str]]:
     return canonical, frozenset(lemmas | {lower, canonical}), frozenset(tags or {"X"})
 
 
+def _wordnet_dir() -> Path:
+    """WordNet's database folder: ``BUDGETGRAPH_WORDNET``, else :data:`WORDNET_DIR`."""
+    return Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
+
+
 def _wordnet_index(pos: str) -> tuple[bytes, array[int]] | None:
     """WordNet's ``index.<pos>`` and the start of each entry line, or ``None`` when it is not installed.
 
@@ -321,9 +326,8 @@ def _wordnet_index(pos: str) -> tuple[bytes, array[int]] | None:
         return _WORDNET[pos]
     with _LEXICON_LOCK:
         if pos not in _WORDNET:
-            directory = Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
             try:
-                data = (directory / f"index.{pos}").read_bytes()
+                data = (_wordnet_dir() / f"index.{pos}").read_bytes()
             except OSError as exc:
                 if not any(found is None for found in _WORDNET.values()):
                     logger.warning(
@@ -393,12 +397,14 @@ def synonyms(a: str, b: str, tags: frozenset[str]) -> bool:
             mine, theirs = synsets(a, tag), synsets(b, tag)
             if (mine and mine[0] in theirs) or (theirs and theirs[0] in mine):
                 return True
-            if tag == "VERB" and mine and theirs:
-                if set(hypernyms(mine[0], tag)) & set(theirs[:TROPONYM_SENSES]) or set(
-                    hypernyms(theirs[0], tag)
-                ) & set(mine[:TROPONYM_SENSES]):
-                    return True
+            if tag == "VERB" and mine and theirs and (_manner_of(mine, theirs) or _manner_of(theirs, mine)):
+                return True
     return False
+
+
+def _manner_of(senses: tuple[str, ...], others: tuple[str, ...]) -> bool:
+    """Whether the commonest of ``senses`` has one of the commonest ``others`` as its direct hypernym."""
+    return not set(hypernyms(senses[0], "VERB")).isdisjoint(others[:TROPONYM_SENSES])
 
 
 TROPONYM_SENSES = 3
@@ -414,9 +420,8 @@ def hypernyms(offset: str, tag: str) -> tuple[str, ...]:
     pos = WORDNET_POS.get(tag)
     if pos is None or _wordnet_index(pos) is None:
         return ()
-    directory = Path(os.environ.get("BUDGETGRAPH_WORDNET") or WORDNET_DIR)
     try:
-        with (directory / f"data.{pos}").open("rb") as data:
+        with (_wordnet_dir() / f"data.{pos}").open("rb") as data:
             data.seek(int(offset))
             fields = data.readline().split(b"|")[0].split()
     except (OSError, ValueError):

@@ -341,7 +341,7 @@ def features(text: str) -> TextFeatures:
         entity = "NUM" not in tags and _is_entity(text, match.start(), raw_word)
         tokens.append(Token(raw_word, lemma, lemmas, tags, entity, match.start()))
     tokens = _without_frame(
-        _without_label(text, _without_filler(text, _without_reassurance(text, _phrases(_days(tokens)))))
+        _without_label(text, _without_filler(text, _without_reassurance(text, _phrases(_as_meant(tokens)))))
     )
     sentence_of: list[int] = []
     clause_of: list[int] = []
@@ -446,11 +446,11 @@ SAME_AS: Mapping[str, str] = {"extra": "additional"}
 """Lemmas read as another ("an *extra* line": "an additional line")."""
 
 
-def _days(tokens: list[Token]) -> list[Token]:
-    """``tokens`` with the days of dates and the answers named read as such.
+def _as_meant(tokens: list[Token]) -> list[Token]:
+    """``tokens`` with three word forms read as what they mean.
 
-    An ordinal beside a month is its day ("October *1st*" is "1 Oct"); "yes or *no*" and
-    "or *not*" name the two answers, no negation.
+    "yes or *no*" and "or *not*" name the two answers, no negation; "two *more*" is two
+    additional; an ordinal beside a month is its day ("October *1st*" is "1 Oct").
     """
     out = list(tokens)
     for i, token in enumerate(tokens):
@@ -552,6 +552,9 @@ def _without_label(text: str, tokens: list[Token]) -> list[Token]:
             return tokens
     return tokens
 
+
+LABELS = frozenset("proposal idea ask request decision suggestion plan option recommendation".split())
+"""Words that label an instruction before a colon ("*Proposal:* move the kiosks ...")."""
 
 LABEL_WORDS = frozenset("need require please pls plz confirm advise quick".split())
 """Words that may join :data:`LABELS` in a label ("Decision *needed*:", "*Pls confirm*:")."""
@@ -770,19 +773,16 @@ def _imperative(tokens: Sequence[Token], sentence_of: Sequence[int]) -> bool:
     An instruction asks for what it names, as a question does; a statement ("The
     method returns a table.", "*Evaluate* is a library") opens with its subject, and
     documentation's how-to (:data:`HOW_TO`: "*Use* ``map()`` to apply a function")
-    tells the reader how, which its paraphrases reword freely.
+    tells the reader how, which its paraphrases reword freely. A label before a colon
+    ("Proposal:") is gone by then (:func:`_without_label`).
     """
-    start = 1 if len(tokens) > 2 and tokens[0].lemma in LABELS and tokens[1].start > tokens[0].start else 0
-    if len(tokens) < start + 2 or sentence_of[start + 1] != sentence_of[start]:
+    if len(tokens) < 2 or sentence_of[1] != sentence_of[0]:
         return False
-    verb, following = tokens[start], tokens[start + 1]
+    verb, following = tokens[0], tokens[1]
     if "VERB" not in verb.tags or verb.lemma != verb.text.lower() or not verb.content or verb.lemma in HOW_TO:
         return False
     return "AUX" not in following.tags
 
-
-LABELS = frozenset("proposal idea ask request decision suggestion plan option recommendation".split())
-"""Words that label an instruction before a colon ("*Proposal:* move the kiosks ...")."""
 
 HOW_TO = frozenset("use see note remember refer read install import call pass specify try".split())
 """Verbs that open documentation's instructions to its reader, not a decision asked for."""
