@@ -20,11 +20,15 @@ overnight is a food-safety call and a badge for a supply closet is not.
 - **scale**: how many people, customers, sites or records it touches;
 - **irreversibility**: migrations, rewrites, replacing or consolidating
   platforms, shutting down, layoffs and reorganisations, acquisitions,
-  multi-year or exclusive contracts;
+  multi-year or exclusive contracts, records, files or evidence destroyed
+  (shredded, purged, wiped);
 - **commitment**: leases, loans, guarantees and long fixed terms (a 20-year
-  PPA, an offtake or supply agreement, a fixed price);
+  PPA, an offtake or supply agreement, a fixed price, committing to a
+  programme over years);
 - **regulation** (PCI, HIPAA, GDPR, SOX, SOC 2, COPPA, audits, lawsuits) and
-  **security** (breaches, leaked credentials, vulnerabilities);
+  **security** (vulnerabilities, software without updates);
+- **emergency**: what is happening now (a breach, credentials found in public,
+  an account nobody recognises, a recall, an injury);
 - **critical systems**: production, payments, checkout, login, patient safety,
   uptime and recovery targets;
 - **a small team taking on a heavy system** (a 3-person team self-hosting);
@@ -36,11 +40,13 @@ overnight is a food-safety call and a badge for a supply closet is not.
   disclosure, gambling mechanics such as paid loot boxes), **headcount**
   (people let go), company-wide **scope**, and a **safeguard gap** (a check,
   inspection or control skipped; an inspection, certificate or permit
-  overdue or lapsed; a legal limit exceeded; no DPA, BAA, contract or
+  overdue or lapsed; a sampling, patrol or survey dropped; a legal limit
+  exceeded; no DPA, BAA, contract or
   dangerous-goods paperwork; an alarm silenced; acting before the approval,
   letter or permit it needs);
 - and what pulls down: look-up questions (``What is our office address?``),
-  routine office matters (snacks, offsites, room bookings, the lobby TV),
+  routine office matters (snacks, offsites, room bookings, the lobby TV, a
+  drill moved, a site closing an hour early),
   small purchases, and what is **derisked**: a sandbox or synthetic data,
   something already signed, paid, serviced or accepted, what a policy, lease
   or licence already allows, a setting that can be reverted. No keyword
@@ -140,7 +146,11 @@ _IRREVERSIBLE = re.compile(
     r"open (?:a|an|our|\d+) (?:new )?(?:office|plant|site|store|factory|region|warehouse|market)s?|"
     r"expand\w* into|enter(?:ing)? (?:the )?\w+ market|raise prices|price increase|pricing model|"
     r"drop (?:our|the) \w+|discontinu\w*|remove (?:all|password|the)|delete (?:all|the|our) (?:\w+ )?"
-    r"(?:data|logs|records|backups))\b",
+    r"(?:data|logs|records|backups)|"
+    r"(?:shred\w*|destroy\w*|purg\w*|wip(?:e|ing) (?:out )?|incinerat\w*|dispos\w* of|"
+    r"delet\w*|bin(?:ning)?|burn\w*|erase\w*|overwrit\w*) (?:[\w'-]+ ){0,4}?"
+    r"(?:files|records|data|logs|backups|evidence|archives?|documents|papers|footage|recordings|"
+    r"samples|specimens|minutes|ledgers|registers|case notes))\b",
     re.I,
 )
 _REGULATED = re.compile(
@@ -156,8 +166,9 @@ _SECURITY = re.compile(
     r"\b(?:breach\w*|attacker\w*|foothold|compromis\w*|leak\w*|ransomware|malware|vulnerab\w*|cves?|"
     r"zero-?day|exploit\w*|credentials?|secrets?|phish\w*|intrusion|incident\w*|mfa|2fa|encrypt\w*|"
     r"unencrypted|access control|admin access|root access|security|pentest\w*|sso|passwords?|"
-    r"end[- ]of[- ]life|unsupported|unpatched|out of support|unrecogni[sz]ed|(?:nobody|no one) recogni[sz]es|"
-    r"unknown (?:admin|account|user|login|device)s?|full (?:admin )?permissions)\b",
+    r"end[- ]of[- ]li(?:fe|fed)|unsupported|unpatched|out of support|"
+    r"no (?:more )?(?:security )?(?:updates|patches)|"
+    r"full (?:admin )?permissions)\b",
     re.I,
 )
 _CRITICAL = re.compile(
@@ -180,7 +191,13 @@ _LOOKUP = re.compile(
     re.I,
 )
 _ROUTINE = re.compile(
-    r"\b(?:snacks?|coffee|tea|offsite|party|parties|swag|lunch(?:es)?|pizza|catering|plants?|parking|desks?|"
+    r"\b(?:snacks?|coffee|tea|offsite|party|parties|swag|lunch(?:es)?|pizza|catering|"
+    r"(?:office|potted|desk) plants?|"
+    r"parking|(?<!front[- ])(?<!help[- ])(?<!service[- ])(?<!reception[- ])desks?|"
+    # a rehearsal moved or a site opening or closing a little early or late: scheduling
+    r"(?:fire |evacuation |tabletop |emergency )+(?:drills?|exercises?)|"
+    r"(?:an?|one|half an|two) hours? (?:early|earlier|late|later)|"
+    r"\d+ min(?:ute)?s (?:early|earlier|late|later)|"
     r"chairs?|mugs?|t-?shirts?|hoodies?|stickers?|fonts?|wallpaper|meeting rooms?|conference rooms?|"
     r"office kitchen|kitchenette|fridge|birthday|holiday cards?|newsletter|emoji|channel names?|"
     r"(?:lobby|waiting[- ]room|office|break[- ]room) (?:tvs?|televisions?|magazines?|music)|"
@@ -191,9 +208,16 @@ _ROUTINE = re.compile(
 )
 _EMERGENCY = re.compile(
     r"\b(?:recall\w*|ransom\w*|caught fire|wildfires?|overheat\w*|injur\w*|deaths?|fatal\w*|contaminat\w*|"
-    r"fires?\b(?![- ](?:extinguisher|door|exit|drill|marshal|code|alarm|suppression|inspect|safety))|"
+    r"fires?\b(?![- ](?:extinguisher|door|exit|drill|evacuation|marshal|code|alarm|suppression|inspect|"
+    r"safety))|"
+    # credentials exposed: "an AWS access key found in a public GitHub repo"
+    r"(?:(?:access|api|secret|private|root|ssh|signing) )?(?:keys?|credentials?|tokens?|passwords?|secrets?) "
+    r"(?:[\w'-]+ ){0,6}?(?:public|pastebin|gist|leaked|exposed|posted)|"
+    r"(?:public|exposed|leaked) (?:[\w-]+ ){0,3}?(?:keys?|credentials?|tokens?|passwords?)|"
+    r"unrecogni[sz]ed|(?:nobody|no one) (?:here )?recogni[sz]es|"
+    r"unknown (?:admin|account|user|login|device)s?|"
     r"outbreak|attackers?|breach\w*|exfiltrat\w*|foothold|whistleblow\w*|regulators? (?:is|are|has|have)|"
-    r"investigation|class action|data loss|lost data|emergency|tonight|this morning)\b",
+    r"investigation|class action|data loss|lost data|emergency|tonight|this morning|last night)\b",
     re.I,
 )
 _COMMITMENT = re.compile(
@@ -202,7 +226,9 @@ _COMMITMENT = re.compile(
     r"sign (?:a|the|an) (?:[\w-]+ ){0,4}(?:lease|contract|agreement|term sheet|ppa)|"
     r"leases?|mortgage|loans?|debt|"
     r"ppas?|power purchase agreements?|offtake\w*|take-or-pay|fixed[- ]price|price (?:fixed|locked) for|"
-    r"credit (?:line|facility)|term sheet|guarantee\w*|penetration test|pen ?test\w*)\b",
+    r"credit (?:line|facility)|term sheet|guarantee\w*|penetration test|pen ?test\w*|"
+    r"commit(?:ting)? (?:now |ourselves |us )?to|(?:over|for) (?:the next )?(?:\d+|two|three|four|five|six|"
+    r"seven|eight|ten|fifteen|twenty) years)\b",
     re.I,
 )
 _DERISKED = re.compile(
@@ -232,8 +258,9 @@ _SAFETY = re.compile(
     r"insulin|medications?|prescriptions?|drugs?|clinical trials?|phase (?:i|ii|iii|1|2|3)\b|gmp|steril\w*|"
     r"vaccines?|transfusions?|surg(?:ery|eries|ical|eons?)|icu|patient safety|medical devices?|airworth\w*|"
     r"aircraft|aviation|faa|pilots?|brakes?|911|emergency (?:services|dispatch|rooms?|calls?)|ambulances?|"
-    r"paramedics?|evacuat\w*|quarantin\w*|radiation|pathogens?|biohazard\w*|infections?|elevators?|boilers?|"
-    r"pressure vessels?|drinking water|water supply|power grid|life[- ]safety|safety[- ]critical|"
+    r"paramedics?|evacuat\w*(?![- ]drills?)|quarantin\w*|radiation|pathogens?|biohazard\w*|infections?|"
+    r"elevators?|boilers?|pressure vessels?|drinking water|water supply|power grid|"
+    r"life[- ]safety|safety[- ]critical|"
     r"safety (?:incidents?|violations?|risks?|defects?|hazards?)|"
     # dangerous goods: UN numbers, road (ADR) and sea (IMDG) rules, drums of chemicals, acids
     r"un ?\d{4}|adr[- ](?:certificat\w*|rules|regulations?|licen[cs]es?|training)|imdg|drums? of|chemicals?|"
@@ -259,6 +286,7 @@ _MINORS = re.compile(
     r"k-?(?:5|8|12)\b|kindergarten|preschool\w*|daycare|childcare|pupils?|teen\w*|adolescents?|youth|"
     r"juveniles?|parental consent|students?'? names|years? [1-9]\d?\s?(?:-|–|to)\s?1?\d\b|"
     r"pediatric\w*|under-1[0-8]s?|\d(?:st|nd|rd|th)[- ]grade\w*|"
+    r"(?:[1-9]|1[0-7])(?:-?\s?(?:to|-|–|and)\s?(?:[1-9]|1[0-7]))?[- ]years?[- ]olds?|"
     r"grade[- ]?school\w*|elementary|middle school\w*|high school\w*)\b",
     re.I,
 )
@@ -267,7 +295,9 @@ _PERSONAL_DATA = re.compile(
     r"passport numbers?|dates? of birth|card ?numbers?|cardholder|credit card (?:numbers?|data)|"
     r"bank account numbers?|biometric\w*|fingerprints?|facial recognition|genetic|dna|"
     r"(?:medical|health|patient|claims?|employee|customer|user|consumer|member|subscriber|client|student|"
-    r"tenant|personnel)[- ](?:level )?(?:data|records?|lists?|information|details|profiles?|emails?|files?)|"
+    r"tenant|personnel|pupil|resident|prisoner|children's)s?'?[- ](?:level |phone |video )?(?:data|records?|"
+    r"lists?|information|details|profiles?|emails?|files?|calls?|conversations?|recordings?|notes|messages|"
+    r"photos|images|scans|accounts)|"
     r"(?:email|mailing|newsletter|contact|subscriber) lists?|contacts|location data|geolocation|"
     r"browsing (?:history|data)|data brokers?|third[- ]part(?:y|ies)|research partners?|patient-level|"
     r"(?:sell|share) (?:our |the )?(?:\w+ )?data|lab results|test results|diagnos\w*|"
@@ -305,7 +335,8 @@ _HEADCOUNT = re.compile(
 _SCOPE = re.compile(
     r"\b(?:company-?wide|organi[sz]ation-?wide|org-?wide|"
     r"across the (?:company|organi[sz]ation|business|board|firm)|nationwide|statewide|city-?wide|worldwide|"
-    r"(?:all|every) (?:\d[\d,]* )?(?:of our )?(?:customers?|"
+    r"(?:all|every) (?:\d[\d,]* |(?:three|four|five|six|seven|eight|nine|ten|twelve|twenty|fifty|hundred) )?"
+    r"(?:of our )?(?:customers?|hotels?|buses|vehicles|trucks|schools?|depots?|branches|homes|"
     r"users?|employees?|staff|stores?|sites?|locations?|patients?|accounts?|plans?|products?|regions?|orders?|"
     r"offices?|markets?|clients?|players?|members?|transactions?)|entire (?:\w+ )?(?:company|customer base|"
     r"fleet|business|platform|org\w*|workforce)|whole (?:company|business|org\w*)|"
@@ -317,6 +348,7 @@ _SAFEGUARD_GAP = re.compile(
     r"suspend|ignor|overrid|circumvent|delay|postpon|relax|loosen|silenc|mut(?=e|ing)|snooz|deactivat|"
     r"disconnect|shut(?:ting)? off)\w*\s(?:[\w'-]+\s){0,4}?"
     r"(?:checks?|inspections?|audits?|tests?|testing|reviews?|counts?|guards?|curtains?|alarms?|controls?|"
+    r"sampling|samples|patrols?|surveys?|rounds|watch(?:es)?|escorts?|supervision|"
     r"safeguards?|screening|verification|mfa|2fa|encryption|backups?|holds?|compliance|monitoring|"
     r"certification|approvals?|sign-?offs?|qa|rest (?:breaks?|periods?))|(?:bypass|overrid)\w* (?:it|them)|"
     r"(?:no|without|hasn't|has not|haven't|not|won't|will not|never|refuses? to) (?:\w+ ){0,2}"

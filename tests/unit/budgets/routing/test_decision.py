@@ -162,6 +162,13 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("A regulator wants every loan file by Friday; do we hand them all over?", {"legal_exposure"}),
         ("Let 40 warehouse staff go before the holidays?", {"headcount"}),
         ("Roll the new expense policy out company-wide next month?", {"scope"}),
+        ("Can the lab skip the weekly Legionella sampling at the cooling towers?", {"safeguard_gap"}),
+        ("Stop the weekend fire patrol at the depot to cut overtime?", {"safeguard_gap"}),
+        ("Burn the old disciplinary case notes to clear the basement?", {"irreversible"}),
+        ("Let 12- to 15-year-olds join the climbing club without a parent?", {"minors"}),
+        ("Our signing key turned up in a public pastebin. Rotate it tonight?", {"emergency"}),
+        ("Commit the council to leasing electric vans for the next ten years?", {"commitment"}),
+        ("Record client phone calls with a free transcription app?", {"personal_data"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
@@ -174,6 +181,21 @@ def test_a_safety_word_in_a_routine_call_is_not_a_stake():
     measured = decision.features("Move the Friday safety huddle from 7:00 to 7:15 so the van arrives first?")
 
     assert measured["safety"] == measured["safeguard_gap"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "The evacuation drill clashes with the audit visit. Hold the drill on Thursday instead?",
+        "Can reception close half an hour early on the 24th?",
+        "Swap the front-desk chairs for ones with armrests?",
+    ],
+)
+def test_rehearsals_and_small_schedule_shifts_are_routine_and_not_a_stake(task: str):
+    measured = decision.features(task)
+
+    assert measured["routine"] > 0
+    assert measured["safety"] == measured["emergency"] == measured["safeguard_gap"] == 0.0
 
 
 def test_scoring_imports_neither_torch_nor_scikit_learn():
