@@ -169,6 +169,7 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("Our signing key turned up in a public pastebin. Rotate it tonight?", {"emergency"}),
         ("Commit the council to leasing electric vans for the next ten years?", {"commitment"}),
         ("Record client phone calls with a free transcription app?", {"personal_data"}),
+        ("Open the new ward on Monday? The fire certificate hasn't been issued yet.", {"safeguard_gap"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
@@ -189,6 +190,7 @@ def test_a_safety_word_in_a_routine_call_is_not_a_stake():
         "The evacuation drill clashes with the audit visit. Hold the drill on Thursday instead?",
         "Can reception close half an hour early on the 24th?",
         "Swap the front-desk chairs for ones with armrests?",
+        "The monthly report is due Friday and the team is away; send it Thursday over coffee?",
     ],
 )
 def test_rehearsals_and_small_schedule_shifts_are_routine_and_not_a_stake(task: str):
