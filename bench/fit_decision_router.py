@@ -6,12 +6,13 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Fifteen files by fifteen writers, 1,131 decisions labelled
+**Data.** Twenty files by twenty writers, 1,581 decisions labelled
 economy, standard or premium: ``bench/data/decisions/train.jsonl`` (186),
 ``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
 ``train5.jsonl`` (66), ``holdout4.jsonl`` (54), ``holdout5.jsonl`` (54),
 ``holdout6.jsonl`` to ``holdout9.jsonl`` (60 each), ``holdout10.jsonl`` to
-``holdout13.jsonl`` (90 each). The thirteen holdouts were each written
+``holdout15.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
+each, written as training data). The fifteen holdouts were each written
 after a scorer was frozen and scored once; they are spent as holdouts and
 are training data now (issue #18).
 Nothing else under ``bench/data/decisions/`` is read unless named by
@@ -105,6 +106,11 @@ FIT_FILES = (
     "holdout11.jsonl",
     "holdout12.jsonl",
     "holdout13.jsonl",
+    "holdout14.jsonl",
+    "holdout15.jsonl",
+    "train6.jsonl",
+    "train7.jsonl",
+    "train8.jsonl",
 )
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""
