@@ -57,8 +57,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (1,131 decisions by
-fifteen writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (1,581 decisions by
+twenty writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
