@@ -170,6 +170,13 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("Commit the council to leasing electric vans for the next ten years?", {"commitment"}),
         ("Record client phone calls with a free transcription app?", {"personal_data"}),
         ("Open the new ward on Monday? The fire certificate hasn't been issued yet.", {"safeguard_gap"}),
+        ("Keep the pool open this weekend with just one lifeguard on duty?", {"safety"}),
+        ("The water sample from block C tested positive; keep the taps in use?", {"safety"}),
+        ("Send the tenants' names and phone numbers to the new broadband firm?", {"personal_data"}),
+        ("Let the new hire drive the forklift until his licence is renewed?", {"safeguard_gap"}),
+        ("Our crane's lifting certificate ran out last month; keep using it?", {"safeguard_gap"}),
+        ("Open-source the billing library although we can't find its licence?", {"legal_exposure"}),
+        ("Run the hiking tours without a guide to save money?", {"safeguard_gap"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
@@ -191,6 +198,7 @@ def test_a_safety_word_in_a_routine_call_is_not_a_stake():
         "Can reception close half an hour early on the 24th?",
         "Swap the front-desk chairs for ones with armrests?",
         "The monthly report is due Friday and the team is away; send it Thursday over coffee?",
+        "The office rent falls due on a Sunday this month; pay it on the Friday before?",
     ],
 )
 def test_rehearsals_and_small_schedule_shifts_are_routine_and_not_a_stake(task: str):
