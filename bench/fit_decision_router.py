@@ -6,13 +6,13 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Twenty files by twenty writers, 1,581 decisions labelled
+**Data.** Twenty-six files by twenty-six writers, 2,121 decisions labelled
 economy, standard or premium: ``bench/data/decisions/train.jsonl`` (186),
 ``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
 ``train5.jsonl`` (66), ``holdout4.jsonl`` (54), ``holdout5.jsonl`` (54),
 ``holdout6.jsonl`` to ``holdout9.jsonl`` (60 each), ``holdout10.jsonl`` to
-``holdout15.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
-each, written as training data). The fifteen holdouts were each written
+``holdout21.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
+each, written as training data). The twenty-one holdouts were each written
 after a scorer was frozen and scored once; they are spent as holdouts and
 are training data now (issue #18).
 Nothing else under ``bench/data/decisions/`` is read unless named by
@@ -111,6 +111,12 @@ FIT_FILES = (
     "train6.jsonl",
     "train7.jsonl",
     "train8.jsonl",
+    "holdout16.jsonl",
+    "holdout17.jsonl",
+    "holdout18.jsonl",
+    "holdout19.jsonl",
+    "holdout20.jsonl",
+    "holdout21.jsonl",
 )
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""
