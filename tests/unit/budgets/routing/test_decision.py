@@ -177,6 +177,11 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("Our crane's lifting certificate ran out last month; keep using it?", {"safeguard_gap"}),
         ("Open-source the billing library although we can't find its licence?", {"legal_exposure"}),
         ("Run the hiking tours without a guide to save money?", {"safeguard_gap"}),
+        ("Can we stop printing allergen warnings on the takeaway boxes?", {"safeguard_gap"}),
+        ("Buy the insulin from a firm that is not on our licensed wholesaler list?", {"safeguard_gap"}),
+        ("Our insurance doesn't cover night work; start the night shift anyway?", {"safeguard_gap"}),
+        ("Sign a 10-year renewal of the warehouse lease?", {"commitment"}),
+        ("Let the tenants move in without the landlord's gas safety certificate?", {"safeguard_gap"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
