@@ -61,8 +61,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (2,121 decisions by
-twenty-six writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (2,481 decisions by
+thirty writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
@@ -75,7 +75,8 @@ drivers as ``embedding``, the keyword features under their own names.
 Which tier each node runs at for each band of scores is the
 ``router.decision`` section of ``budgets.yaml``
 (:class:`~budgetgraph.budgets.routing.settings.DecisionRouting`); the fit
-script prints the thresholds it chose by cross-validation.
+script prints the thresholds it chose on the spent holdouts' first scorings (and, beside
+them, the ones leaving one writer out would choose).
 
 When the embedding model cannot be had (its ONNX file is missing and cannot
 be exported, or ONNX Runtime is not installed), the scorer says so once in a
