@@ -79,6 +79,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import warnings
 from collections import Counter
@@ -630,7 +631,7 @@ def score_frozen(path: Path, record: str | None = None) -> None:
             (a holdout's first and only scoring).
 
     Raises:
-        SystemExit: ``record`` is given for training data or for a file already recorded.
+        SystemExit: Code 2 when ``record`` is given for training data or for a file already recorded.
     """
     if record is not None:
         recorded = (
@@ -643,7 +644,8 @@ def score_frozen(path: Path, record: str | None = None) -> None:
             else set()
         )
         if path.name in FIT_FILES or path.name in recorded:
-            raise SystemExit(f"--record: {path.name} is training data or already has its first scoring")
+            print(f"--record: {path.name} is training data or already has its first scoring", file=sys.stderr)
+            raise SystemExit(2)
     rows = load(path)
     grades = np.asarray([GRADES[r["tier"]] for r in rows])
     started = time.perf_counter()
