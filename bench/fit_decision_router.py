@@ -6,13 +6,13 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Thirty files by thirty writers, 2,481 decisions labelled
+**Data.** Forty-two files by forty-two writers, 3,561 decisions labelled
 economy, standard or premium: ``bench/data/decisions/train.jsonl`` (186),
 ``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
 ``train5.jsonl`` (66), ``holdout4.jsonl`` (54), ``holdout5.jsonl`` (54),
 ``holdout6.jsonl`` to ``holdout9.jsonl`` (60 each), ``holdout10.jsonl`` to
-``holdout25.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
-each, written as training data). The twenty-five holdouts were each written
+``holdout37.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
+each, written as training data). The thirty-seven holdouts were each written
 after a scorer was frozen and scored once; they are spent as holdouts and
 are training data now (issue #18).
 Nothing else under ``bench/data/decisions/`` is read unless named by
@@ -125,6 +125,18 @@ FIT_FILES = (
     "holdout23.jsonl",
     "holdout24.jsonl",
     "holdout25.jsonl",
+    "holdout26.jsonl",
+    "holdout27.jsonl",
+    "holdout28.jsonl",
+    "holdout29.jsonl",
+    "holdout30.jsonl",
+    "holdout31.jsonl",
+    "holdout32.jsonl",
+    "holdout33.jsonl",
+    "holdout34.jsonl",
+    "holdout35.jsonl",
+    "holdout36.jsonl",
+    "holdout37.jsonl",
 )
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""

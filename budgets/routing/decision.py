@@ -61,8 +61,8 @@ constraints and the length. They track how a writer writes, not what is at
 stake (the fit script's ``EXCLUDED`` says how the labelled files differ).
 
 The model is a proportional-odds (ordinal logistic) regression over the tiers
-of the hand-labelled decisions in ``bench/data/decisions/`` (2,481 decisions by
-thirty writers, one file each: economy, standard, premium), on the keyword
+of the hand-labelled decisions in ``bench/data/decisions/`` (3,561 decisions by
+forty-two writers, one file each: economy, standard, premium), on the keyword
 features and the embedding, with L2 penalties chosen by leave-one-writer-out
 cross-validation. It is
 fitted offline by ``bench/fit_decision_router.py`` (scikit-learn and SciPy,
@@ -121,7 +121,7 @@ _AMOUNT = re.compile(
 _UNITS = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mm": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9}
 _MONTHLY = re.compile(r"^\s*(?:/\s?mo(?:nth)?|a month|per month|monthly)\b", re.I)
 _COUNT = re.compile(
-    r"\b(?P<n>\d[\d,.]*)\s?(?P<u>k|m|million|thousand)?\+?\s"
+    r"\b(?<![$€£\d.,])(?P<n>\d[\d,.]*)\s?(?P<u>k|m|million|thousand)?\+?\s"
     r"(?:\w+\s){0,2}?(?:employees|staff|people|users|customers|clients|patients|members|accounts|"
     r"stores|sites|locations|clinics|restaurants|warehouses|plants|factories|offices|countries|"
     r"records|devices|servers|services|microservices|drivers|agents|students|subscribers|tenants)\b",
@@ -250,6 +250,9 @@ _DERISKED = re.compile(
     r"same (?:price|terms|seat|"
     r"plan|vendor)|no (?:seat |price )?changes?|team agreed|reversible|can be undone|roll(?:ed)? back|"
     r"internal only|dev only|dry run|free (?:tier|plan|public)|no cost|at no charge|still happens|"
+    # a payment already settled or scheduled, done the way it always is
+    r"already (?:set up|scheduled|on autopay|completed|landed|received)|autopay|direct debit|"
+    r"(?:like|as) (?:we (?:normally|usually|always) do|we do every (?:year|month)|usual|last (?:time|year))|"
     r"supports? (?:early|it)|as (?:the|our) (?:\w+ )?suggests?|matches|agreed|available)\b",
     re.I,
 )
@@ -266,6 +269,11 @@ _SAFETY = re.compile(
     r"may contain|traces of|(?:nut|peanut|gluten|sesame|dairy)[- ]free|"
     r"food safety|foodborne|listeria|salmonella|e\.? ?coli|norovirus|botulism|spoil\w*|temperature abuse|"
     r"cold chain|undercooked|controlled[- ]substances?|opioids?|narcotics?|fentanyl|dosage|doses?|dosing|"
+    # chilled food held warm: "the walk-in fridge sat at 11°C overnight"
+    r"(?:fridges?|freezers?|coolers?|chillers?|cold ?rooms?|cold stores?|walk-ins?)\b[^.?!]{0,30}?"
+    r"\b(?:sat at|was at|were at|hit|reached|rose to|went up to|got to|read|showing|running at) "
+    r"\d+\s?°\s?[cf]|"
+    r"temperature (?:excursions?|breach\w*|alarms?)|"
     r"insulin|medications?|prescriptions?|drugs?|clinical trials?|phase (?:i|ii|iii|1|2|3)\b|gmp|steril\w*|"
     r"vaccines?|transfusions?|surg(?:ery|eries|ical|eons?)|icu|patient safety|medical devices?|airworth\w*|"
     r"aircraft|aviation|faa|pilots?|brakes?|911|emergency (?:services|dispatch|rooms?|calls?)|ambulances?|"

@@ -182,6 +182,7 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("Our insurance doesn't cover night work; start the night shift anyway?", {"safeguard_gap"}),
         ("Sign a 10-year renewal of the warehouse lease?", {"commitment"}),
         ("Let the tenants move in without the landlord's gas safety certificate?", {"safeguard_gap"}),
+        ("The deli's chiller hit 9°C over the weekend; sell the ham anyway?", {"safety"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
@@ -211,6 +212,13 @@ def test_rehearsals_and_small_schedule_shifts_are_routine_and_not_a_stake(task: 
 
     assert measured["routine"] > 0
     assert measured["safety"] == measured["emergency"] == measured["safeguard_gap"] == 0.0
+
+
+def test_an_amount_of_money_is_not_a_count_of_people_and_a_settled_payment_is_derisked():
+    measured = decision.features("The €2.4m members' dividend is already on autopay for the 1st. All set?")
+
+    assert measured["scale"] == 0.0
+    assert measured["derisked"] > 0
 
 
 def test_scoring_imports_neither_torch_nor_scikit_learn():
