@@ -33,7 +33,7 @@ is the routing's price ratio, not what models of different sizes would write.
 
 Usage::
 
-    python bench/decision_replay.py                     # train and holdout26-37 (the latest holdouts)
+    python bench/decision_replay.py                     # train and holdout38-41 (the latest holdouts)
     python bench/decision_replay.py --sets train --limit 20
     python bench/decision_replay.py --sets train,holdout --skip-spent
     python bench/decision_replay.py --bands 0.42,0.42    # other router.decision thresholds
@@ -254,8 +254,8 @@ def load_set(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-LATEST_HOLDOUTS = tuple(f"holdout{n}" for n in range(26, 38))
-"""The holdouts written after the shipped scorer was frozen (``f4bbc1a``), replayed by default."""
+LATEST_HOLDOUTS = tuple(f"holdout{n}" for n in range(38, 42))
+"""The holdouts written after the shipped scorer was frozen (``d61deab``), replayed by default."""
 
 
 def main() -> None:
