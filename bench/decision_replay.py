@@ -293,6 +293,7 @@ def main() -> None:
     spent = round(task_budget_usd(budgets) * SPENT_SHARE * 1_000_000)
     started = time.perf_counter()
     totals: dict[str, dict[str, list[Run]]] = defaultdict(dict)
+    labels: dict[str, list[str]] = {}
     with FakeOpenAIServer() as server, tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         with (
@@ -314,15 +315,18 @@ def main() -> None:
                 )
                 elapsed = time.perf_counter() - set_started
                 totals[name] = {"premium": baseline, "routed": routed_runs, "spent": spent_runs}
+                labels[name] = [row["tier"] for row in rows]
                 report(name, rows, baseline, routed_runs, spent_runs, baseline_s, routed_s, elapsed)
-        compare_to_train(names, totals)
+        compare_to_train(names, totals, labels)
         if decision.EMBEDDING_STATE.unavailable:
             why = decision.EMBEDDING_STATE.unavailable
             print(f"\nWARNING: the decision scorer ran without its embedding: {why}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
-def compare_to_train(names: list[str], totals: dict[str, dict[str, list[Run]]]) -> None:
+def compare_to_train(
+    names: list[str], totals: dict[str, dict[str, list[Run]]], labels: dict[str, list[str]]
+) -> None:
     """Each other set's routed agreement against the training set's, in points, and all of them pooled.
 
     Issue #18 asks for the holdout within 5 points of the training set (``train``,
@@ -333,8 +337,7 @@ def compare_to_train(names: list[str], totals: dict[str, dict[str, list[Run]]]) 
         return
 
     def labelled(sets: list[str]) -> tuple[list[str], list[Run]]:
-        rows = [row for n in sets for row in load_set(n)[: len(totals[n]["routed"])]]
-        return [r["tier"] for r in rows], [run for n in sets for run in totals[n]["routed"]]
+        return [t for n in sets for t in labels[n]], [run for n in sets for run in totals[n]["routed"]]
 
     train = agreement(*labelled(["train"]))
     print(

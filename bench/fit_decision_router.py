@@ -192,7 +192,7 @@ class Decisions:
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    """The decisions of a JSONL file."""
+    """The objects of a JSONL file (decisions, or :data:`FIRST_SCORES`' scorings), each with ``_source``."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     for row in rows:
         row["_source"] = path.name
@@ -525,9 +525,7 @@ def first_scorings(path: Path = FIRST_SCORES) -> tuple[np.ndarray, np.ndarray, n
     from the scorers that made the scores to the one fitted now: each is an
     ordinal model's expected grade, with the same features and penalties.
     """
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = load(path) if path.exists() else []
     if not rows:
         return None
     return (
@@ -646,15 +644,7 @@ def score_frozen(path: Path, record: str | None = None) -> None:
         SystemExit: Code 2 when ``record`` is given for training data or for a file already recorded.
     """
     if record is not None:
-        recorded = (
-            {
-                json.loads(line)["file"]
-                for line in FIRST_SCORES.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            }
-            if FIRST_SCORES.exists()
-            else set()
-        )
+        recorded = {row["file"] for row in load(FIRST_SCORES)} if FIRST_SCORES.exists() else set()
         if path.name in FIT_FILES or path.name in recorded:
             print(f"--record: {path.name} is training data or already has its first scoring", file=sys.stderr)
             raise SystemExit(2)
@@ -696,7 +686,9 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="Fit and report, but write no weights file.")
     parser.add_argument(
-        "--skip-nested", action="store_true", help="Skip the nested cross-validation (~2 min)."
+        "--skip-nested",
+        action="store_true",
+        help="Skip the nested cross-validation (over 15 min with forty writers).",
     )
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="Where to write the weights file.")
     args = parser.parse_args()

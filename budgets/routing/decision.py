@@ -216,8 +216,7 @@ _ROUTINE = re.compile(
 _EMERGENCY = re.compile(
     r"\b(?:recall\w*|ransom\w*|caught fire|wildfires?|overheat\w*|injur\w*|deaths?|fatal\w*|contaminat\w*|"
     r"fires?\b(?![- ](?:extinguisher|door|exit|drill|evacuation|marshal|code|alarm|suppression|inspect|"
-    r"officer|service|brigade|department|station|warden|"
-    r"safety[- ]drill|safety))|"
+    r"officer|service|brigade|department|station|warden|safety))|"
     # credentials exposed: "an AWS access key found in a public GitHub repo"
     r"(?:(?:access|api|secret|private|root|ssh|signing) )?(?:keys?|credentials?|tokens?|passwords?|secrets?) "
     r"(?:[\w'-]+ ){0,6}?(?:public|pastebin|gist|leaked|exposed|posted)|"
@@ -243,15 +242,16 @@ _DERISKED = re.compile(
     r"\b(?:staging|sandbox|test (?:environment|account|data)|synthetic|read-only|no (?:customer|"
     r"pii|personal)|"
     r"already (?:signed|agreed|approved|says|paid|in place|budgeted|covers?|covered|serviced|inspected|"
-    r"accepted|filed|reviewed|licensed|purchased|done|completed|settled|confirmed|allows?|lets|permits?)|"
+    r"accepted|filed|reviewed|licensed|purchased|done|completed|settled|confirmed|allows?|lets|permits?|"
+    r"set up|scheduled|on autopay|landed|received)|"
     r"(?:lease|licen[cs]e|policy|contract|clause \d+|rules|terms)s? (?:\w+ ){0,2}(?:allows?|lets|permits?)"
     r"\b(?! no)|(?:in|per|under) (?:our|the) (?:\w+ )?(?:licen[cs]e|lease|policy)|"
     r"can (?:be )?(?:revert\w*|flipped|switched back|changed back)|unchanged|"
     r"same (?:price|terms|seat|"
     r"plan|vendor)|no (?:seat |price )?changes?|team agreed|reversible|can be undone|roll(?:ed)? back|"
     r"internal only|dev only|dry run|free (?:tier|plan|public)|no cost|at no charge|still happens|"
-    # a payment already settled or scheduled, done the way it always is
-    r"already (?:set up|scheduled|on autopay|completed|landed|received)|autopay|direct debit|"
+    # a payment on autopay, done the way it always is
+    r"autopay|direct debit|"
     r"(?:like|as) (?:we (?:normally|usually|always) do|we do every (?:year|month)|usual|last (?:time|year))|"
     r"supports? (?:early|it)|as (?:the|our) (?:\w+ )?suggests?|matches|agreed|available)\b",
     re.I,
