@@ -6,13 +6,13 @@ Offline tuning, kept beside the runtime it tunes (``budgets/routing/decision.py`
     python bench/fit_decision_router.py --no-write       # the same, writing nothing
     python bench/fit_decision_router.py --holdout PATH   # score PATH with the frozen (shipped) scorer only
 
-**Data.** Forty-two files by forty-two writers, 3,561 decisions labelled
+**Data.** Fifty files by fifty writers, 4,281 decisions labelled
 economy, standard or premium: ``bench/data/decisions/train.jsonl`` (186),
 ``holdout.jsonl`` (57), ``holdout2.jsonl`` (66), ``holdout3.jsonl`` (48),
 ``train5.jsonl`` (66), ``holdout4.jsonl`` (54), ``holdout5.jsonl`` (54),
 ``holdout6.jsonl`` to ``holdout9.jsonl`` (60 each), ``holdout10.jsonl`` to
-``holdout37.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
-each, written as training data). The thirty-seven holdouts were each written
+``holdout45.jsonl`` (90 each) and ``train6.jsonl`` to ``train8.jsonl`` (90
+each, written as training data). The forty-five holdouts were each written
 after a scorer was frozen and scored once; they are spent as holdouts and
 are training data now (issue #18).
 Nothing else under ``bench/data/decisions/`` is read unless named by
@@ -137,6 +137,14 @@ FIT_FILES = (
     "holdout35.jsonl",
     "holdout36.jsonl",
     "holdout37.jsonl",
+    "holdout38.jsonl",
+    "holdout39.jsonl",
+    "holdout40.jsonl",
+    "holdout41.jsonl",
+    "holdout42.jsonl",
+    "holdout43.jsonl",
+    "holdout44.jsonl",
+    "holdout45.jsonl",
 )
 """The labelled files the scorer is fitted on, one per writer (nothing else in ``DATA`` is read
 unless named)."""

@@ -183,6 +183,15 @@ def test_a_weights_file_from_before_the_single_decision_embedding_is_refused(tmp
         ("Sign a 10-year renewal of the warehouse lease?", {"commitment"}),
         ("Let the tenants move in without the landlord's gas safety certificate?", {"safeguard_gap"}),
         ("The deli's chiller hit 9°C over the weekend; sell the ham anyway?", {"safety"}),
+        ("Let the new swim coach run sessions before her background check clears?", {"safeguard_gap"}),
+        ("Approve the treasury transfer without the second signatory this once?", {"safeguard_gap"}),
+        ("Ship the cereal bars without ingredient labels while the printer is fixed?", {"safeguard_gap"}),
+        ("The clinic's blood-fridge thermometer is uncalibrated; keep using it?", {"safeguard_gap"}),
+        ("Can reception write the caller's card details on the booking sheet?", {"regulated"}),
+        ("Put number-plate recognition cameras on the retail park entrances?", {"personal_data"}),
+        ("Grant the quarry extension that runs into the nature reserve?", {"regulated"}),
+        ("Hydraulic oil is seeping into the canal from the lock gear; keep the lock working?", {"emergency"}),
+        ("A tribe filed a repatriation claim for the carved poles in our hall. Agree?", {"legal_exposure"}),
     ],
 )
 def test_stakes_features_read_what_is_at_stake_in_a_task_without_constraints(task: str, stakes: set[str]):
@@ -205,6 +214,10 @@ def test_a_safety_word_in_a_routine_call_is_not_a_stake():
         "Swap the front-desk chairs for ones with armrests?",
         "The monthly report is due Friday and the team is away; send it Thursday over coffee?",
         "The office rent falls due on a Sunday this month; pay it on the Friday before?",
+        "Shift the Tuesday fraud-team sync to 11:00 so it stops overlapping the design review?",
+        "Can the fire-warden briefing move from Monday to Wednesday? Same room, same people.",
+        "Save the signed supplier contract as PDF or Word on the shared drive?",
+        "Bump the copyright line in the intranet footer to 2027?",
     ],
 )
 def test_rehearsals_and_small_schedule_shifts_are_routine_and_not_a_stake(task: str):
@@ -219,6 +232,25 @@ def test_an_amount_of_money_is_not_a_count_of_people_and_a_settled_payment_is_de
 
     assert measured["scale"] == 0.0
     assert measured["derisked"] > 0
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "The $2.1M insurance payout landed in the reserve account today. Move it now or on Friday?",
+        "The supplier countersigned the £5M framework. Which folder does it go in?",
+    ],
+)
+def test_money_already_received_or_a_contract_already_countersigned_is_derisked(task: str):
+    assert decision.features(task)["derisked"] > 0
+
+
+def test_a_copyright_year_is_not_a_copyright_dispute_and_a_surveillance_audit_is_not_surveillance():
+    footer = decision.features("Update the copyright to 2027 in the website footer?")
+    audit = decision.features("The certifier moved our ISO surveillance audit to May. Move ours too?")
+
+    assert footer["legal_exposure"] == 0.0 and footer["routine"] > 0
+    assert audit["personal_data"] == 0.0
 
 
 def test_scoring_imports_neither_torch_nor_scikit_learn():
