@@ -254,8 +254,8 @@ def load_set(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-LATEST_HOLDOUTS = tuple(f"holdout{n}" for n in range(38, 42))
-"""The holdouts written after the shipped scorer was frozen (``d61deab``), replayed by default."""
+LATEST_HOLDOUTS = tuple(f"holdout{n}" for n in range(46, 54))
+"""The holdouts written after the shipped scorer was frozen (``b93e901``), replayed by default."""
 
 
 def main() -> None:
