@@ -20,7 +20,7 @@ from langgraph_sdk.schema import Command
 
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.serving.conftest import ACME_KEY, GLOBEX_KEY
-from tests.integration.serving.test_mcp_a2a import a2a_post, a2a_send, final_state, mcp_call
+from tests.integration.serving.test_mcp_a2a import a2a_post, a2a_send, final_state, mcp_call, mcp_tools
 from tests.serving import GRAPH_ID, TEST_TIMEOUT_S, ServedGraph
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(TEST_TIMEOUT_S)]
@@ -139,6 +139,70 @@ def test_one_tenant_cannot_read_resume_or_fork_anothers_thread(
     assert thread in {t["thread_id"] for t in client.threads.search(limit=100)}
     assert client.threads.get_state(thread)["next"] == ["review"]  # untouched
     assert len(openai_server.chat_requests()) == requests
+
+
+def test_a_tenant_cannot_hand_its_thread_or_cron_to_another_tenant_who_would_pay(
+    client: SyncLangGraphClient, globex: SyncLangGraphClient
+):
+    thread = client.threads.create(metadata={"purpose": "handover"})["thread_id"]
+
+    for metadata in ({"owner": "globex"}, {"owner": None}, {"owner": "acme ", "purpose": "x"}):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            client.threads.update(thread, metadata=metadata)
+        assert refused.value.response.status_code == 403, metadata
+    with pytest.raises(httpx.HTTPStatusError) as created:
+        client.threads.create(metadata={"owner": "globex"})
+    assert created.value.response.status_code == 403
+
+    client.threads.update(thread, metadata={"purpose": "renamed"})  # its own metadata stays writable
+    assert client.threads.get(thread)["metadata"]["owner"] == "acme"
+    assert thread not in {t["thread_id"] for t in globex.threads.search(limit=1000)}
+
+
+def test_a_served_client_cannot_write_a_threads_state_past_the_planner(
+    client: SyncLangGraphClient, openai_server: FakeOpenAIServer
+):
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, GRAPH_ID, input={"task": TASK})
+    before = client.threads.get_state(thread)
+    requests = len(openai_server.chat_requests())
+    plan = before["values"]["plan"]
+    steps = [{**step, "tier": "premium", "reason": "forged"} for step in plan["steps"]]
+    forged = {"task": TASK, "plan": {**plan, "steps": steps}}
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        client.threads.update_state(thread, forged, as_node="planner")
+    assert refused.value.response.status_code == 403
+    assert "cannot write a thread's state" in refused.value.response.text
+    after = client.threads.get_state(thread)
+    assert after["checkpoint"] == before["checkpoint"] and after["values"]["plan"] == before["values"]["plan"]
+    assert len(openai_server.chat_requests()) == requests
+
+
+def test_a_tenants_assistants_are_its_own_and_the_servers_are_everyones(
+    client: SyncLangGraphClient, globex: SyncLangGraphClient, served: ServedGraph
+):
+    name = f"{GRAPH_ID}-acme-{uuid.uuid4().hex[:8]}"
+    mine = client.assistants.create(GRAPH_ID, name=name, description="acme's own")["assistant_id"]
+    try:
+        with pytest.raises(httpx.HTTPStatusError) as hidden:
+            globex.assistants.get(mine)
+        assert hidden.value.response.status_code == 404
+        assert mine not in {a["assistant_id"] for a in globex.assistants.search(limit=1000)}
+        assert name not in {tool.name for tool in mcp_tools(served, GLOBEX_KEY)}
+        assert name in {tool.name for tool in mcp_tools(served, ACME_KEY)}
+        system = globex.assistants.search(graph_id=GRAPH_ID, metadata={"created_by": "system"})
+        assert len(system) == 1  # the server's assistant stays everyone's
+
+        for metadata in ({"created_by": "system"}, {"owner": "globex"}):
+            with pytest.raises(httpx.HTTPStatusError) as claimed:
+                client.assistants.create(GRAPH_ID, name=f"{name}-x", metadata=metadata)
+            assert claimed.value.response.status_code == 403, metadata
+            with pytest.raises(httpx.HTTPStatusError) as claimed:
+                client.assistants.update(mine, metadata=metadata)
+            assert claimed.value.response.status_code == 403, metadata
+    finally:
+        client.assistants.delete(mine)
 
 
 def test_mcp_runs_as_the_callers_tenant_and_refuses_a_caller_without_a_key(
