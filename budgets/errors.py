@@ -65,6 +65,7 @@ class BudgetExceededError(BudgetgraphError, RuntimeError):
         spent: int | Decimal,
         cap: int | Decimal,
         requested: int | Decimal | None = None,
+        note: str | None = None,
     ) -> None:
         self.node = node
         self.limit = limit
@@ -76,7 +77,8 @@ class BudgetExceededError(BudgetgraphError, RuntimeError):
             detail = f"spent {spent}{unit} of a cap of {cap}{unit}"
         else:
             detail = f"spent {spent}{unit}, this call needs about {requested}{unit} more, cap {cap}{unit}"
-        super().__init__(f"Node `{node}` is over its `{limit}` budget: {detail}.")
+        ending = f" {note}" if note else ""
+        super().__init__(f"Node `{node}` is over its `{limit}` budget: {detail}.{ending}")
 
 
 class ModelOutputError(BudgetgraphError, ValueError):

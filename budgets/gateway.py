@@ -372,6 +372,7 @@ class Gateway:
         wait: Callable[[DeferredPending], object] | None = None,
         subject: str | None = None,
         semantic: bool = True,
+        may_approve: bool = True,
     ) -> NodeSession:
         """Open a session for one run of ``node``.
 
@@ -391,6 +392,8 @@ class Gateway:
                 semantic cache (:attr:`CallRequest.subject`); ``None``: each prompt's text.
             semantic: ``False``: the node's calls are looked up by their exact key only
                 (:attr:`CallRequest.semantic`).
+            may_approve: Whether the run's interrupts may approve going over a cap
+                (:attr:`CallRequest.may_approve`).
         """
         return NodeSession(
             self,
@@ -403,6 +406,7 @@ class Gateway:
             wait=wait,
             subject=subject,
             semantic=semantic,
+            may_approve=may_approve,
         )
 
     @property
@@ -431,6 +435,7 @@ class NodeSession:
         wait: Callable[[DeferredPending], object] | None = None,
         subject: str | None = None,
         semantic: bool = True,
+        may_approve: bool = True,
     ) -> None:
         self._gateway = gateway
         self._node = node
@@ -442,6 +447,7 @@ class NodeSession:
         self._wait = wait
         self._subject = subject
         self._semantic = semantic
+        self._may_approve = may_approve
         self._round_trips = 0
         self.calls: list[ModelCall] = []
 
@@ -565,6 +571,7 @@ class NodeSession:
             deferred=self._deferred,
             subject=self._subject,
             semantic=self._semantic,
+            may_approve=self._may_approve,
         )
 
 

@@ -272,6 +272,9 @@ class CallRequest:
         semantic: ``False``: the cache looks this call up by its exact key only, because
             the answer depends on inputs its subject does not hold (a reconcile whose
             analyses were just written, not served from the cache).
+        may_approve: Whether whoever answers the run's interrupts may approve going
+            over a cap whose ``on_exceed`` is ``approve``. ``False`` for a served client
+            whose key does not carry ``approve_budgets``: its approval is asked again.
     """
 
     node: str
@@ -299,6 +302,7 @@ class CallRequest:
     deferred_attempt: Attempt | None = None
     subject: str | None = None
     semantic: bool = True
+    may_approve: bool = True
 
     def evolve(self, **changes: Any) -> CallRequest:
         """Return a copy with ``changes`` applied."""

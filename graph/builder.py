@@ -307,11 +307,13 @@ class _Nodes:
             deferred = node in gateway.budgets.deferred.nodes
         # The checkpoint a task starts from is the same when it runs again after a crash,
         # and new for every later step, re-plan or edit: it names this run of the node.
+        caller = caller_of(runtime)
         return gateway.session(
             node,
             history=spend,
             thread_id=info.thread_id if info else None,
             tenant=tenant,
+            may_approve=caller is None or caller.may_approve,
             step=info.checkpoint_id if info else "",
             deferred=deferred,
             subject=subject,

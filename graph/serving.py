@@ -7,7 +7,10 @@ URL, a variable name or a tenant. The operator declares, in a serving file
 - **profiles**: named pairs of a ``models.yaml`` and a ``budgets.yaml``; a run's
   context picks one by name (``context={"profile": "lean"}``);
 - **clients**: API keys (as SHA-256 digests, or the name of a variable holding
-  the key), each mapped to a **tenant** and the profiles it may use.
+  the key), each mapped to a **tenant** and the profiles it may use; a key
+  with ``approve_budgets: true`` may also approve going over a cap whose
+  ``on_exceed`` is ``approve`` (for any other key such a cap stops the run,
+  which that key may then resume to approve or reject).
 
 Example::
 
@@ -19,6 +22,9 @@ Example::
       - tenant: acme
         key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
         profiles: [standard, lean]
+      - tenant: acme                   # acme's finance lead: may approve going over a cap
+        key_env: ACME_APPROVER_API_KEY
+        approve_budgets: true
       - tenant: globex
         key_env: GLOBEX_API_KEY        # the key itself, read from the server's environment
         profiles: [lean]
@@ -27,7 +33,7 @@ Without a serving file there is one profile, ``default`` (the settings'
 ``models`` and ``budgets``), and no clients: every caller is the tenant
 ``default`` (local ``langgraph dev``). :mod:`budgetgraph.graph.auth` turns the
 API key of a request into the caller's identity (the tenant) and permissions
-(``profile:NAME``); the graph reads them from the runtime
+(``profile:NAME``, ``budget:approve``); the graph reads them from the runtime
 (:func:`caller_of`), never from the run's context.
 """
 
@@ -57,6 +63,8 @@ DEFAULT_PROFILE = "default"
 """The profile of a server without a serving file: the settings' own files."""
 PROFILE_PERMISSION = "profile:"
 """Prefix of the permissions naming the profiles a caller may use (``profile:*``: any)."""
+APPROVE_PERMISSION = "budget:approve"
+"""The permission of a client that may approve going over a cap (``approve_budgets``)."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """What a profile or tenant name may be: a short identifier, never a path."""
@@ -110,6 +118,8 @@ class ClientEntry(_Strict):
     """A variable of the server's environment that holds the API key."""
     profiles: tuple[str, ...] | None = None
     """The profiles the client may name; ``None``: every declared profile."""
+    approve_budgets: bool = False
+    """Whether the client may approve going over a cap whose ``on_exceed`` is ``approve``."""
 
     @model_validator(mode="after")
     def _one_key(self) -> ClientEntry:
@@ -157,18 +167,22 @@ class Profile:
 
 @dataclass(frozen=True)
 class Client:
-    """A client the server knows: its key's digest, its tenant and its profiles (``None``: any)."""
+    """A client the server knows: its key's digest, tenant, profiles (``None``: any) and approvals."""
 
     tenant: str
     profiles: frozenset[str] | None
     digest: bytes
+    approve_budgets: bool = False
 
     @property
     def permissions(self) -> list[str]:
-        """The LangGraph permissions of the client: ``profile:NAME`` each, or ``profile:*``."""
-        if self.profiles is None:
-            return [f"{PROFILE_PERMISSION}*"]
-        return [f"{PROFILE_PERMISSION}{name}" for name in sorted(self.profiles)]
+        """The client's LangGraph permissions: ``profile:NAME`` (or ``profile:*``), ``budget:approve``."""
+        found = (
+            [f"{PROFILE_PERMISSION}*"]
+            if self.profiles is None
+            else [f"{PROFILE_PERMISSION}{name}" for name in sorted(self.profiles)]
+        )
+        return [*found, APPROVE_PERMISSION] if self.approve_budgets else found
 
 
 @dataclass(frozen=True)
@@ -178,10 +192,14 @@ class Caller:
     Attributes:
         tenant: The caller's identity: who pays and whose threads these are.
         profiles: The profiles the caller may name; ``None``: any declared profile.
+        may_approve: Whether the caller may approve going over a cap
+            (``approve_budgets``; a caller of the operator's own auth, which gives
+            none of budgetgraph's permissions, may).
     """
 
     tenant: str
     profiles: frozenset[str] | None
+    may_approve: bool = True
 
 
 class Serving:
@@ -284,7 +302,7 @@ def load_serving(settings: Settings, env: Mapping[str, str] | None = None) -> Se
                 continue
             digest = hashlib.sha256(key.encode()).digest()
         allowed = frozenset(entry.profiles) if entry.profiles is not None else None
-        clients.append(Client(entry.tenant, allowed, digest))
+        clients.append(Client(entry.tenant, allowed, digest, entry.approve_budgets))
     if problems:
         raise doc.fail(problems)
     default = parsed.default_profile or next(iter(profiles))
@@ -309,10 +327,16 @@ def caller_of(runtime: Any) -> Caller | None:
     permissions = [str(p) for p in (getattr(user, "permissions", None) or ())]
     names = {p.removeprefix(PROFILE_PERMISSION) for p in permissions if p.startswith(PROFILE_PERMISSION)}
     # No profile permission at all: an auth of the operator's own that does not restrict profiles.
-    return Caller(str(identity), None if not names or "*" in names else frozenset(names))
+    ours = bool(names) or APPROVE_PERMISSION in permissions
+    return Caller(
+        str(identity),
+        None if not names or "*" in names else frozenset(names),
+        may_approve=APPROVE_PERMISSION in permissions or not ours,
+    )
 
 
 __all__ = [
+    "APPROVE_PERMISSION",
     "DEFAULT_PROFILE",
     "DEFAULT_TENANT",
     "Caller",

@@ -394,7 +394,13 @@ class LimitsPlugin:
             )
         if action == "local":
             return request.evolve(tier="local").decide(self.name, "local", reason)
-        if action == "approve":
+        note = None
+        if action == "approve" and not request.may_approve:
+            # A served client without `approve_budgets` would approve its own overrun: the run
+            # stops instead, unasked (an answer it gave would be replayed to whoever resumes),
+            # and a key that may approve resumes it to be asked.
+            note = "Going over it needs an approval: resume the run with a key that has `approve_budgets`."
+        elif action == "approve":
             extra = self._ask_approval(request, cap, refusal, reason)
             if extra is not None:
                 self._ledger.grant(cap.scope, Charge(**{unit: extra}))
@@ -405,6 +411,7 @@ class LimitsPlugin:
             spent=in_cap_unit(unit, refusal.spent),
             cap=in_cap_unit(unit, cap.cap + refusal.granted),
             requested=in_cap_unit(unit, refusal.requested),
+            note=note,
         )
 
     def _ask_approval(self, request: CallRequest, cap: Cap, refusal: Refusal, reason: str) -> int | None:

@@ -205,6 +205,31 @@ def test_a_tenants_assistants_are_its_own_and_the_servers_are_everyones(
         client.assistants.delete(mine)
 
 
+def test_only_a_key_with_approve_budgets_may_approve_going_over_a_cap(
+    client: SyncLangGraphClient, approver: SyncLangGraphClient, openai_server: FakeOpenAIServer
+):
+    thread = client.threads.create()["thread_id"]
+    with pytest.raises(Exception, match="`reconcile` is over its `max_cost_usd` budget") as stopped:
+        client.runs.wait(thread, GRAPH_ID, input={"task": TASK}, context={"profile": "approval"})
+    # The client's run is never asked (an answer of its own would be replayed to the approver).
+    assert "`approve_budgets`" in str(stopped.value)
+    assert client.threads.get_state(thread)["interrupts"] == []
+    assert openai_server.chat_requests("reconcile") == []
+
+    approver.runs.wait(thread, GRAPH_ID, input=None, context={"profile": "approval"})  # continue the run
+    (asked,) = approver.threads.get_state(thread)["interrupts"]
+    assert asked["value"]["kind"] == "budget" and asked["value"]["node"] == "reconcile"
+
+    done = approver.runs.wait(
+        thread,
+        GRAPH_ID,
+        command=Command(resume={"action": "approve", "raise_by": 0.01}),
+        context={"profile": "approval"},
+    )
+    assert done["reconciliation"] is not None
+    assert len(openai_server.chat_requests("reconcile")) == 1
+
+
 def test_mcp_runs_as_the_callers_tenant_and_refuses_a_caller_without_a_key(
     served: ServedGraph, openai_server: FakeOpenAIServer
 ):
