@@ -116,8 +116,12 @@ def test_the_caller_of_a_served_run_is_its_authenticated_user():
     anonymous = SimpleNamespace(identity="", permissions=[], is_authenticated=False)
 
     assert caller_of(runtime(None, served=False)) is None  # Python or the CLI
-    assert caller_of(runtime(acme)) == Caller("acme", frozenset({"lean"}))
-    assert caller_of(runtime(anyone)) == Caller("acme", None)
+    approver = SimpleNamespace(
+        identity="acme", permissions=["profile:*", "budget:approve"], is_authenticated=True
+    )
+    assert caller_of(runtime(acme)) == Caller("acme", frozenset({"lean"}), may_approve=False)
+    assert caller_of(runtime(anyone)) == Caller("acme", None, may_approve=False)
+    assert caller_of(runtime(approver)) == Caller("acme", None, may_approve=True)
     assert caller_of(runtime(foreign)) == Caller("u-17", None)  # another auth, no profile rules
     assert caller_of(runtime(anonymous)) == Caller(DEFAULT_TENANT, None)
     assert caller_of(runtime(None)) == Caller(DEFAULT_TENANT, None)
