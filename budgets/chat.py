@@ -86,6 +86,14 @@ MAX_INPUT_FACTOR = 100
 MAX_TOKENS = 10_000_000
 """No count in a usage report may pass this (tokens): ten times the largest context windows."""
 
+MAX_CHARS_PER_TOKEN = 12
+"""Reported prompt or completion tokens fewer than its text's characters over this are refused.
+
+Tokenizers pack about four characters of English into a token, fewer of other
+scripts, numbers and JSON; none packs twelve on average over a whole prompt, so
+a report below that (``1`` token for a page of text) under-counts what was sent.
+"""
+
 
 @lru_cache(maxsize=1)
 def _unusable_response_error() -> type:
@@ -392,7 +400,13 @@ class ChatModels:
                 f"{tokenizer_name(model)} (at most the reservation)",
             )
         else:
-            problem = _implausible(figures, max_out=max_out, estimate=request.estimate_input_tokens())
+            problem = _implausible(
+                figures,
+                max_out=max_out,
+                estimate=request.estimate_input_tokens(),
+                prompt_chars=request.prompt_chars(),
+                completion_chars=len(_completion_text(message)),
+            )
             if problem is None:
                 input_tokens, output_tokens, cache_read, reasoning = (int(f) for f in figures)
             else:
@@ -408,7 +422,9 @@ class ChatModels:
                     f"usage refused ({problem}): counted at the reservation, "
                     f"{input_tokens} in and {output_tokens} out",
                 )
-        price = self._price(model, endpoint, input_tokens, output_tokens, cache_read, batch=batch)
+        price, note = self._price(model, endpoint, input_tokens, output_tokens, cache_read, batch=batch)
+        if note is not None:
+            request = request.decide("chat", "price", note)
         call = ModelCall(
             node=request.node,
             tier=request.tier,
@@ -439,25 +455,37 @@ class ChatModels:
         cache_read: int,
         *,
         batch: bool = False,
-    ) -> Any:
-        price = self._prices.price(
-            model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read,
-            provider=endpoint.settings.provider,
-            batch=batch,
-        )
-        if not price.known and model != endpoint.settings.model:
-            price = self._prices.price(
-                endpoint.settings.model,
+    ) -> tuple[Any, str | None]:
+        """The call's price, and why it is not the reported model's (``None`` when it is).
+
+        The server's answer names the model that ran, but a server is not trusted to
+        lower the bill: the usage is priced at the reported model and at the configured
+        one, and the higher counts (an unknown reported model: the configured one).
+        """
+
+        def at(name: str) -> Any:
+            return self._prices.price(
+                name,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cache_read_tokens=cache_read,
                 provider=endpoint.settings.provider,
                 batch=batch,
             )
-        return price
+
+        price = at(model)
+        configured = endpoint.settings.model
+        if model == configured:
+            return price, None
+        asked = at(configured)
+        if asked.known and (not price.known or asked.micro_usd > price.micro_usd):
+            return asked, (
+                f"the server reported `{model}`, priced below the configured `{configured}`: "
+                f"charged at `{configured}`"
+                if price.known
+                else f"the server reported `{model}`, which has no price: charged at `{configured}`"
+            )
+        return price, None
 
     def _local(self, request: CallRequest) -> CallResult:
         with step_span(STEP_LOCAL, node=request.node) as step:
@@ -498,13 +526,22 @@ def _result(request: CallRequest, message: AIMessage, call: ModelCall, attempt: 
     return CallResult(output=output, message=message, calls=[call], recovered=attempt)
 
 
-def _implausible(figures: tuple[Any, Any, Any, Any], *, max_out: int, estimate: int) -> str | None:
+def _implausible(
+    figures: tuple[Any, Any, Any, Any],
+    *,
+    max_out: int,
+    estimate: int,
+    prompt_chars: int = 0,
+    completion_chars: int = 0,
+) -> str | None:
     """Why reported usage cannot be true, or ``None`` when it may be.
 
     Args:
         figures: Input, output, cached input and reasoning tokens, as reported.
         max_out: The request's completion cap (tokens).
         estimate: The request's upper-bound input estimate (tokens).
+        prompt_chars: Characters of the prompt's messages (for the lower bound).
+        completion_chars: Characters the model generated (for the lower bound).
     """
     names = ("input", "output", "cached", "reasoning")
     for name, value in zip(names, figures, strict=True):
@@ -521,6 +558,16 @@ def _implausible(figures: tuple[Any, Any, Any, Any], *, max_out: int, estimate: 
         return f"output tokens {output_tokens} is over {MAX_OUTPUT_FACTOR} x the completion cap {max_out}"
     if input_tokens > MAX_INPUT_FACTOR * max(estimate, 1):
         return f"input tokens {input_tokens} is over {MAX_INPUT_FACTOR} x the estimate {estimate}"
+    if input_tokens < prompt_chars // MAX_CHARS_PER_TOKEN:
+        return (
+            f"input tokens {input_tokens} is under the prompt's {prompt_chars} characters"
+            f" / {MAX_CHARS_PER_TOKEN}"
+        )
+    if output_tokens < completion_chars // MAX_CHARS_PER_TOKEN:
+        return (
+            f"output tokens {output_tokens} is under the answer's {completion_chars} characters"
+            f" / {MAX_CHARS_PER_TOKEN}"
+        )
     if cached > input_tokens:
         return f"cached tokens {cached} is over the input tokens {input_tokens}"
     if reasoning > output_tokens:

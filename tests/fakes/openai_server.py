@@ -137,6 +137,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "missing_usage",
     "negative_usage",
     "absurd_usage",
+    "tiny_usage",
+    "partial_usage",
     "non_json",
 )
 """What :meth:`FakeOpenAIServer.inject_faults` can do to a chat request:
@@ -150,6 +152,8 @@ FAULT_KINDS: tuple[str, ...] = (
 - ``missing_usage``: a completion (or stream) without ``usage`` (billed at the true usage);
 - ``negative_usage``: ``usage`` with token counts 10,000 below zero (billed at the true usage);
 - ``absurd_usage``: ``usage`` a million times the true counts (billed at the true usage);
+- ``tiny_usage``: ``usage`` of one prompt and one completion token (billed at the true usage);
+- ``partial_usage``: ``usage`` with ``completion_tokens`` only (billed at the true usage);
 - ``non_json``: a 200 whose body is an HTML page (billed: the model ran, the answer was lost).
 """
 
@@ -2372,6 +2376,10 @@ class FakeOpenAIServer:
             reported = {**usage, "prompt_tokens": usage["prompt_tokens"] * 1_000_000}
             reported["completion_tokens"] = usage["completion_tokens"] * 1_000_000
             reported["total_tokens"] = reported["prompt_tokens"] + reported["completion_tokens"]
+        elif fault == "tiny_usage":
+            reported = {**usage, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        elif fault == "partial_usage":
+            reported = {"completion_tokens": usage["completion_tokens"]}
         model = self.model or body["model"]
         completion_id = self._next_id("chatcmpl")
         created = int(time.time())

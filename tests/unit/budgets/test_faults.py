@@ -158,9 +158,17 @@ def test_a_server_that_never_reports_usage_cannot_be_used_to_pass_a_cap(tmp_path
     assert any("estimated by tokenizer" in line for line in report["recommendations"])
 
 
-@pytest.mark.parametrize("kind", ["negative_usage", "absurd_usage"])
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("negative_usage", "negative"),
+        ("absurd_usage", "over"),
+        ("tiny_usage", "under the prompt's"),
+        ("partial_usage", "under the prompt's"),
+    ],
+)
 def test_impossible_usage_is_refused_and_the_call_counted_at_its_reservation(
-    tmp_path, openai_server: FakeOpenAIServer, kind: str
+    tmp_path, openai_server: FakeOpenAIServer, kind: str, why: str
 ):
     openai_server.inject_faults({kind: 1.0})
     gw = gateway(tmp_path, openai_server)
@@ -175,7 +183,7 @@ def test_impossible_usage_is_refused_and_the_call_counted_at_its_reservation(
         sent["max_completion_tokens"],
     )
     refusal = next(d["reason"] for d in call["decisions"] if d["action"] == "refuse")
-    assert ("negative" if kind == "negative_usage" else "over") in refusal
+    assert why in refusal
     tokens = call["input_tokens"] + call["output_tokens"]
     assert all(0 <= v <= max(tokens, call["cost_micro_usd"]) for v in spent_everywhere(gw))
     assert gw.ledger.totals("run:unthreaded").spent.tokens == tokens
@@ -202,6 +210,47 @@ def test_usage_that_cannot_be_true_is_told_from_usage_that_can(figures, problem)
     found = _implausible(figures, max_out=256, estimate=40 if figures[0] < 10_000_000 else 10**6)
 
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_usage_below_what_the_text_can_hold_is_refused():
+    assert (
+        _implausible((100, 50, 0, 0), max_out=256, estimate=400, prompt_chars=1200, completion_chars=600)
+        is None
+    )
+    tiny_in = _implausible((1, 50, 0, 0), max_out=256, estimate=400, prompt_chars=1200, completion_chars=600)
+    tiny_out = _implausible(
+        (100, 1, 0, 0), max_out=256, estimate=400, prompt_chars=1200, completion_chars=600
+    )
+    assert "under the prompt's 1200 characters" in tiny_in and "under the answer's 600 characters" in tiny_out
+
+
+@pytest.mark.parametrize(("reported", "charged"), [("gpt-4.1-nano", "configured"), ("gpt-4.1", "reported")])
+def test_a_call_is_priced_at_the_higher_of_the_reported_and_the_configured_model(
+    tmp_path, openai_server: FakeOpenAIServer, reported: str, charged: str
+):
+    gw = gateway(tmp_path, openai_server)
+    configured = gw.models.endpoints["standard"].settings.model
+    openai_server.model = reported
+    try:
+        (call,) = gw.call(request()).calls
+    finally:
+        openai_server.model = None
+
+    def at(model: str) -> int:
+        return gw.prices.price(
+            model, input_tokens=call["input_tokens"], output_tokens=call["output_tokens"]
+        ).micro_usd
+
+    assert call["model"] == reported and at(reported) != at(configured)
+    assert call["cost_micro_usd"] == max(at(reported), at(configured))
+    notes = [d["reason"] for d in call["decisions"] if d["action"] == "price"]
+    if charged == "configured":
+        assert notes == [
+            f"the server reported `{reported}`, priced below the configured `{configured}`: "
+            f"charged at `{configured}`"
+        ]
+    else:
+        assert notes == []
 
 
 # -- every billed answer is repaired and recorded ------------------------------------------
