@@ -35,6 +35,7 @@ from budgetgraph.graph.builder import EmptyTaskError, build_graph, load_config
 from budgetgraph.graph.checkpoint import CheckpointStoreError, NoCheckpointsError, open_checkpointer
 from budgetgraph.graph.cli_cache import cache_app
 from budgetgraph.graph.cli_common import (
+    EXIT_BAD_INPUT,
     EXIT_DONE,
     EXIT_FAILED,
     EXIT_PAUSED,
@@ -714,7 +715,31 @@ def main() -> None:
     # LangGraph's own warning about a blocked type advises allowing it; our refusal says what happened.
     logging.getLogger("langgraph.checkpoint.serde.jsonplus").setLevel(logging.ERROR)
     try:
-        app()
+        code = app(standalone_mode=False)
     except BudgetgraphError as exc:  # anything not reported as a run
         print_error(exc)
         sys.exit(EXIT_FAILED)
+    except typer.Abort:  # Ctrl-C at a prompt
+        print_error("Aborted.")
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:
+        if not _usage_error(exc):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `budgetgraph` alone, or a group: its help
+            app()
+        # A bad option or argument: one line naming it (Click's own box runs to six), exit 2.
+        ctx = getattr(exc, "ctx", None)
+        where = getattr(ctx, "command_path", None) or "budgetgraph"
+        print_error(f"{where}: {exc.format_message()}")  # type: ignore[attr-defined]
+        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(code if isinstance(code, int) else EXIT_DONE)
+
+
+def _usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Click's usage error (an unknown option, a bad value, a missing argument).
+
+    Typer raises the usage errors of the Click it vendors, which it does not export: a usage
+    error is told by its exit status (2) and its ``format_message``.
+    """
+    status = getattr(exc, "exit_code", None)
+    return status == EXIT_BAD_INPUT and callable(getattr(exc, "format_message", None))

@@ -302,3 +302,30 @@ def test_a_resume_given_other_budgets_records_the_override(
         "before": str(first.resolve()),
         "after": str(second.resolve()),
     } in recorded["overrides"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["run", TASK, "--review-threshold", "abc"], {}, "'--review-threshold'"),
+        (["report", "--since", "yesterday-ish"], {}, "'--since'"),
+        (["dashboard", "--port", "99999"], {}, "'--port'"),
+        (["run", TASK, "--bogus"], {}, "--bogus"),
+        (["run"], {}, "'task'"),
+        (["run", TASK], {"BUDGETGRAPH_CACHE": "maybe"}, "BUDGETGRAPH_CACHE"),
+    ],
+)
+def test_a_bad_option_exits_2_with_one_line_naming_it_and_writes_nothing(
+    clean_env: Path, args: list[str], env: dict[str, str], named: str
+):
+    budgetgraph = Path(sys.executable).parent / "budgetgraph"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BUDGETGRAPH_"))}
+
+    done = subprocess.run(
+        [str(budgetgraph), *args], capture_output=True, text=True, env={**environ, **env}, timeout=60
+    )
+
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: budgetgraph") and named in line
+    assert done.stdout == "" and not (clean_env / ".budgetgraph").exists()
