@@ -100,13 +100,21 @@ def load_config(
         budgets: ``budgets.yaml`` (default: the settings', else the packaged one).
 
     Raises:
-        ConfigError: A file is missing or invalid; nothing is opened.
+        ConfigError: A file is missing or invalid, its ``router:`` or ``cache:`` section
+            included (the plugins read them later, when a store may already be open);
+            nothing is opened.
     """
+    from budgetgraph.budgets.routing.settings import ROUTER_SECTION, RouterSettings
+
     keys = settings.allowed_key_env
-    return (
-        load_models(models or settings.models, allowed_key_env=keys),
-        load_budgets(budgets or settings.budgets, node_names=NODE_NAMES, allowed_key_env=keys),
-    )
+    models_config = load_models(models or settings.models, allowed_key_env=keys)
+    budgets_config = load_budgets(budgets or settings.budgets, node_names=NODE_NAMES, allowed_key_env=keys)
+    budgets_config.section(ROUTER_SECTION, RouterSettings)
+    if budgets_config.sections.get("cache") is not None:
+        from budgetgraph.budgets.cache.config import CacheSettings
+
+        budgets_config.section("cache", CacheSettings)
+    return models_config, budgets_config
 
 
 def build_graph(

@@ -329,3 +329,23 @@ def test_a_bad_option_exits_2_with_one_line_naming_it_and_writes_nothing(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("Error: budgetgraph") and named in line
     assert done.stdout == "" and not (clean_env / ".budgetgraph").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("cache:\n  enabled: maybe\n", "cache.enabled"),
+        ("cache:\n  threshold: 5\n", "cache.threshold"),
+        (
+            "router:\n  decision:\n    nodes:\n      cto: {standard_at: 2}\n",
+            "router.decision.nodes.cto.standard_at",
+        ),
+    ],
+)
+def test_a_bad_plugin_section_is_refused_before_any_store_is_created(clean_env: Path, section: str, key: str):
+    (clean_env / "budgets.yaml").write_text(section)
+
+    code, out = cli_json("run", TASK, "--budgets", "budgets.yaml")
+
+    assert code == 2 and f"`{key}`" in out["error"]["message"]
+    assert not (clean_env / ".budgetgraph").exists()
