@@ -260,6 +260,21 @@ class Gateway:
                 kept.append(attempt)
         return kept
 
+    def _reachable(self, request: CallRequest) -> CallRequest:
+        """``request``, or on the local tier when its tier has no endpoint to call.
+
+        The router sends such calls local before any limit reserves; a chain without
+        the router (``plugins: [limits]``) reaches here with the tier it was asked.
+        """
+        if request.tier == "local":
+            return request
+        endpoint = self.models.endpoints.get(request.tier)
+        if endpoint is not None and endpoint.configured:
+            return request
+        return request.evolve(tier="local").decide(
+            "gateway", "local", f"tier `{request.tier}` has no model endpoint (no base_url or API key): local"
+        )
+
     def _unsettle(self, orphans: Sequence[Attempt], *, recovered: str | None) -> None:
         """Record the closed orphans whose answers were not fetched back as unsettled."""
         for attempt in orphans:
@@ -274,7 +289,7 @@ class Gateway:
 
         def step(index: int, req: CallRequest) -> CallResult:
             if index == len(chain):
-                return self.chat.invoke(req)
+                return self.chat.invoke(self._reachable(req))
             return chain[index].wrap(req, lambda nxt: step(index + 1, nxt))
 
         asked = self.models.endpoints.get(request.tier)

@@ -159,3 +159,21 @@ def test_an_answer_cut_at_the_completion_cap_is_counted_and_repaired(
     served = openai_server.chat_requests()
     assert [c["output_tokens"] for c in session.calls] == [5, 5]
     assert [c["input_tokens"] for c in session.calls] == [r.usage["prompt_tokens"] for r in served]
+
+
+def test_a_chain_without_the_router_sends_a_tier_with_no_endpoint_local_and_closes_its_attempt(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "budgets.yaml"
+    path.write_text("plugins: [limits]\n")
+    gw = Gateway(load_models(None), load_budgets(path, node_names=NODE_NAMES))
+    session = gw.session("cto")
+
+    answer = session.ask(PROMPT, Answer, local=local_answer)
+
+    (call,) = session.calls
+    assert answer.verdict == "local" and call["tier"] == "local" and call["cost_micro_usd"] == 0
+    assert any("has no model endpoint" in d["reason"] for d in call["decisions"])
+    assert gw.ledger.open_attempts() == []  # nothing left open, nothing reserved
