@@ -603,6 +603,9 @@ def load_budgets(
             if name not in plugins:
                 message = f"unknown plugin{mention(name)}; known: {', '.join(sorted(plugins))}"
                 problems.append(doc.problem((*where, index), message))
+            elif name in names[:index]:  # twice in a chain: its reservations and spend would count twice
+                twice = f"plugin{mention(name)} is already in this chain"
+                problems.append(doc.problem((*where, index), twice))
     if problems:
         raise doc.fail(list(dict.fromkeys(problems)))
     return BudgetsConfig(

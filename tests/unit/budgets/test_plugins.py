@@ -79,6 +79,14 @@ def test_an_unknown_plugin_in_yaml_names_file_line_and_key(tmp_path):
     assert f"{path}:4: `plugins.1`: unknown plugin `nope`" in str(info.value)
 
 
+def test_a_plugin_twice_in_a_chain_is_refused_with_file_line_and_key(tmp_path):
+    path = tmp_path / "budgets.yaml"
+    path.write_text("plugins: [router, limits]\nnodes:\n  cto: {plugins: [limits, cache, limits]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_budgets(path, node_names=NODE_NAMES)
+    assert f"{path}:3: `nodes.cto.plugins.2`: plugin `limits` is already in this chain" in str(info.value)
+
+
 def test_registering_a_bad_factory_fails_at_once():
     with pytest.raises(ValueError, match="not callable"):
         base.register("broken", object())  # type: ignore[arg-type]
