@@ -388,6 +388,8 @@ def chat_span(request: ChatRequest, *, start_time: float | None = None) -> Itera
         try:
             yield chat
         except BaseException as exc:
+            if chat.ended_ns is None:  # the request failed now: the span ends before the error is described
+                chat.stop()
             error_type = mark_failed(span, exc)
             if error_type is not None:
                 _record_failure_metric(request, chat.elapsed_ms() / 1000, error_type)

@@ -396,3 +396,38 @@ def test_a_model_message_asking_for_tools_is_recorded_as_tool_call_parts():
     ]
     reply = input_messages([ToolMessage("2", tool_call_id="c9")])
     assert reply == [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c9", "result": "2"}]}]
+
+
+def test_a_failed_requests_span_ends_when_the_request_fails_not_after_the_error_is_described(
+    telemetry: Captured, monkeypatch: pytest.MonkeyPatch
+):
+    import time
+
+    from budgetgraph.tracing import spans
+
+    describe = spans.mark_failed
+
+    def slow(span, exc):  # describing an error takes time of its own (formatting, attributes)
+        time.sleep(0.2)
+        return describe(span, exc)
+
+    monkeypatch.setattr(spans, "mark_failed", slow)
+    request = spans.ChatRequest(
+        node="cto",
+        thread_id=None,
+        model="gpt-4.1-mini",
+        provider="openai",
+        server_url=None,
+        max_tokens=None,
+        temperature=None,
+        output_type="json",
+        tier="standard",
+        messages=(),
+    )
+
+    with pytest.raises(RuntimeError), spans.chat_span(request):
+        raise RuntimeError("connection reset")
+
+    (chat,) = telemetry.named("chat gpt-4.1-mini")
+    assert chat.status.status_code == StatusCode.ERROR
+    assert (chat.end_time - chat.start_time) / 1e6 < 100  # ms: the request's time, not the description's
