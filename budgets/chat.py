@@ -147,11 +147,17 @@ def _never_sent(exc: BaseException) -> bool:
 
 @dataclass
 class _Exchange:
-    """What the HTTP client saw of the current request: the status, and a plain (unstreamed) body."""
+    """What the HTTP client saw of the current request.
+
+    Its status and plain (unstreamed) body, and when it went out and its answer came in
+    (Unix time, s; a streamed answer is in when the client has read it).
+    """
 
     status: int | None = None
     request: Any = None
     body: bytes | None = None
+    sent_at: float | None = None
+    done_at: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -161,6 +167,13 @@ class _Exchange:
 _EXCHANGE: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
     "budgetgraph_exchange", default=None
 )
+
+
+def _note_request(request: Any) -> None:
+    """The HTTP client's request hook: note when the current chat request goes out."""
+    exchange = _EXCHANGE.get()
+    if exchange is not None and exchange.sent_at is None:
+        exchange.sent_at = time.time()
 
 
 def _note_response(response: Any) -> None:
@@ -173,6 +186,7 @@ def _note_response(response: Any) -> None:
             # Kept, so that an answer the client fails to parse is still read (the client
             # reads the same bytes from the response afterwards).
             exchange.body = response.read()
+            exchange.done_at = time.time()  # a stream is in when the client has read it
 
 
 class ChatModels:
@@ -218,11 +232,23 @@ class ChatModels:
             attempt, message = recovered
             request = request.decide("chat", "recovered", "answer of a call cut off by a crash, fetched back")
             call = self._record(request, endpoint, message, round((time.perf_counter() - started) * 1000))
-        else:
-            with chat_span(self._described(request, endpoint)) as span:
-                message = self._send(chat, request)
-                call = self._record(request, endpoint, message, span.stop())
-                span.answered(message, call)
+            return _result(request, message, call, attempt)
+        # The chat span covers the HTTP exchange alone, from the request going out to its answer
+        # read: what LangChain and the OpenAI client do before and after (building the request,
+        # parsing the answer, their first-use set-up in a process) is not the model's latency.
+        exchange = _Exchange()
+        token = _EXCHANGE.set(exchange)
+        try:
+            message = self._send(chat, request)
+        except BaseException:
+            with chat_span(self._described(request, endpoint), start_time=exchange.sent_at) as span:
+                span.stop(at=exchange.done_at)
+                raise
+        finally:
+            _EXCHANGE.reset(token)
+        with chat_span(self._described(request, endpoint), start_time=exchange.sent_at) as span:
+            call = self._record(request, endpoint, message, span.stop(at=exchange.done_at))
+            span.answered(message, call)
         return _result(request, message, call, attempt)
 
     def _deferred(self, chat: ChatOpenAI, endpoint: Endpoint, request: CallRequest) -> CallResult:
@@ -292,7 +318,7 @@ class ChatModels:
 
     def _send(self, chat: ChatOpenAI, request: CallRequest) -> AIMessage:
         """Send ``request`` once; an unusable ``2xx`` becomes :class:`UnusableResponseError`."""
-        exchange = _Exchange()
+        exchange = _EXCHANGE.get() or _Exchange()
         token = _EXCHANGE.set(exchange)
         try:
             message = self._runnable(chat, request).invoke(list(request.messages))
@@ -694,5 +720,7 @@ def _chat_model(endpoint: Endpoint) -> ChatOpenAI:
         max_retries=0,
         streaming=settings.streaming,
         stream_usage=True,
-        http_client=openai.DefaultHttpxClient(event_hooks={"response": [_note_response]}),
+        http_client=openai.DefaultHttpxClient(
+            event_hooks={"request": [_note_request], "response": [_note_response]}
+        ),
     )

@@ -78,6 +78,43 @@ def test_a_chat_span_lasts_as_long_as_the_spend_rows_latency(
     assert abs(duration_ms - call["latency_ms"]) <= 2
 
 
+def test_the_chat_span_and_the_rows_latency_leave_out_the_clients_own_work(
+    telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+):
+    """Building the request and parsing the answer (slow on a process's first call) are not latency."""
+    import time
+
+    from langchain_core.runnables import RunnableLambda
+
+    from budgetgraph.budgets.chat import ChatModels
+
+    openai_server.delay("PlanBrief", 0.2)
+    bind = ChatModels._runnable
+
+    def slow_client(self, chat, request):
+        bound = bind(self, chat, request)
+
+        def invoke(messages):
+            time.sleep(0.15)  # the client's set-up before the request goes out
+            answer = bound.invoke(messages)
+            time.sleep(0.15)  # and its parsing after the answer is in
+            return answer
+
+        return RunnableLambda(invoke)
+
+    monkeypatch.setattr(ChatModels, "_runnable", slow_client)
+
+    session = ask(models_file)
+
+    (chat,) = telemetry.named("chat gpt-4.1-mini")
+    (call,) = session.calls
+    (served,) = openai_server.chat_requests()
+    duration_ms = (chat.end_time - chat.start_time) / 1e6
+    assert 200 <= call["latency_ms"] < 290  # the exchange, not the 300 ms the client spent around it
+    assert abs(duration_ms - call["latency_ms"]) <= 2
+    assert abs(call["latency_ms"] - served.duration * 1000) < 40
+
+
 def test_usage_the_server_did_not_report_is_not_on_the_chat_span(
     telemetry: Captured, models_file: Path, openai_server: FakeOpenAIServer
 ):
