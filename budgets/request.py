@@ -274,7 +274,7 @@ class CallRequest:
             analyses were just written, not served from the cache).
         may_approve: Whether whoever answers the run's interrupts may approve going
             over a cap whose ``on_exceed`` is ``approve``. ``False`` for a served client
-            whose key does not carry ``approve_budgets``: its approval is asked again.
+            whose key does not carry ``approve_budgets``: such a cap stops its run unasked.
     """
 
     node: str

@@ -9,8 +9,8 @@ URL, a variable name or a tenant. The operator declares, in a serving file
 - **clients**: API keys (as SHA-256 digests, or the name of a variable holding
   the key), each mapped to a **tenant** and the profiles it may use; a key
   with ``approve_budgets: true`` may also approve going over a cap whose
-  ``on_exceed`` is ``approve`` (for any other key such a cap stops the run,
-  which that key may then resume to approve or reject).
+  ``on_exceed`` is ``approve`` (for any other key such a cap stops the run;
+  an approving key of the same tenant then continues it and is asked).
 
 Example::
 
